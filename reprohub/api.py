@@ -1,0 +1,85 @@
+"""torch.hub's module-level functions, over a default :class:`~reprohub.hub.Hub`.
+
+Same names, signatures and defaults as torch 2.13's ``torch.hub`` (but
+``load_state_dict_from_url`` defaults to ``weights_only=True``), so a script
+can say ``import reprohub as hub`` instead of ``import torch.hub as hub``.
+
+Example:
+    >>> import reprohub
+    >>> reprohub.set_dir("/tmp/hub"); reprohub.get_dir()
+    '/tmp/hub'
+    >>> reprohub.set_dir(None)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .download import Downloaded
+from .hub import Hub, env_offline
+from .paths import get_dir
+from .sources import ENV_GITHUB_API_URL, ENV_GITHUB_TOKEN
+
+_default: tuple[tuple, Hub] | None = None
+
+
+def default_hub() -> Hub:
+    """The Hub the module-level functions use, rebuilt when its environment changes."""
+    global _default
+    key = (get_dir(), env_offline(), os.environ.get(ENV_GITHUB_API_URL), os.environ.get(ENV_GITHUB_TOKEN))
+    if _default is None or _default[0] != key:
+        _default = (key, Hub())
+    return _default[1]
+
+
+def list(github: str, force_reload: bool = False, skip_validation: bool = False,
+         trust_repo: "bool | str | None" = "check", verbose: bool = True) -> "list[str]":
+    """The entrypoints of ``github`` (``owner/repo[:ref]``), sorted.
+
+    Example:
+        >>> reprohub.list("acme/tiny:v1", trust_repo=True)   # doctest: +SKIP
+        ['tiny_mlp']
+    """
+    return default_hub().list(github, force_reload, skip_validation, trust_repo, verbose)
+
+
+def help(github: str, model: str, force_reload: bool = False, skip_validation: bool = False,
+         trust_repo: "bool | str | None" = "check") -> str | None:
+    """The docstring of entrypoint ``model`` of ``github``.
+
+    Example:
+        >>> print(reprohub.help("acme/tiny:v1", "tiny_mlp", trust_repo=True))  # doctest: +SKIP
+    """
+    return default_hub().help(github, model, force_reload, skip_validation, trust_repo)
+
+
+def load(repo_or_dir: str, model: str, *args: Any, source: str = "github", trust_repo: "bool | str | None" = "check",
+         force_reload: bool = False, verbose: bool = True, skip_validation: bool = False, **kwargs: Any) -> Any:
+    """Load entrypoint ``model`` from a repo (``source`` "github", "git" or "local").
+
+    Example:
+        >>> model = reprohub.load("acme/tiny:v1", "tiny_mlp", pretrained=True, trust_repo=True)  # doctest: +SKIP
+    """
+    return default_hub().load(repo_or_dir, model, *args, source=source, trust_repo=trust_repo,
+                              force_reload=force_reload, verbose=verbose, skip_validation=skip_validation, **kwargs)
+
+
+def download_url_to_file(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> Downloaded:
+    """Download ``url`` to ``dst``: sha256 in flight, retries, resume, atomic rename.
+
+    Example:
+        >>> reprohub.download_url_to_file("http://127.0.0.1:8000/w.pt", "/tmp/w.pt").sha256  # doctest: +SKIP
+    """
+    return default_hub().download_url_to_file(url, dst, hash_prefix, progress)
+
+
+def load_state_dict_from_url(url: str, model_dir: str | None = None, map_location: Any = None, progress: bool = True,
+                             check_hash: bool = False, file_name: str | None = None, weights_only: bool = True) -> Any:
+    """Download once, verify and load a checkpoint (``weights_only=True`` by default).
+
+    Example:
+        >>> sd = reprohub.load_state_dict_from_url("http://127.0.0.1:8000/w-ab12.pt", check_hash=True)  # doctest: +SKIP
+    """
+    return default_hub().load_state_dict_from_url(url, model_dir, map_location, progress, check_hash, file_name,
+                                                  weights_only=weights_only)

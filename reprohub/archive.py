@@ -1,0 +1,218 @@
+"""Safe, fast extraction of zip archives (the repo archives GitHub serves).
+
+Every member is checked before anything is written: no absolute paths or
+drive letters, no ``..`` components, no backslashes, no symlink whose target
+leaves the tree, no more than ``max_files`` members or ``max_bytes``
+uncompressed bytes (zipfile never yields more than a member's declared size,
+so the declared sum bounds the output).  Members are written by a few threads,
+each with its own handle on the archive (zlib, sha256 and file writes release
+the GIL), and each file is hashed as it is written, giving a digest of the
+*extracted tree* that stays stable even when the archive's bytes do not.
+
+The tree digest is the sha256 of the sorted lines ``"<kind> <sha256> <path>\\n"``
+(kind ``x`` executable, ``-`` regular, ``l`` symlink hashed by its target).
+
+Example:
+    >>> result = extract_zip("repo.zip", "/tmp/out")   # doctest: +SKIP
+    >>> result.tree_sha256, result.files               # doctest: +SKIP
+    ('4c2b...', 312)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import stat
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ArchiveError
+from .fsutil import fsync_dir, make_temp_dir_beside, remove_tree
+
+MAX_FILES = 200_000
+MAX_BYTES = 8 << 30
+COPY_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What :func:`extract_zip` wrote: the tree digest, file count and bytes."""
+
+    tree_sha256: str
+    files: int
+    bytes: int
+    top_folder: str
+
+
+@dataclass(frozen=True)
+class _Member:
+    info: zipfile.ZipInfo
+    rel: str
+    kind: str  # "-" file, "x" executable, "l" symlink, "d" folder
+
+
+def extract_zip(
+    zip_path: "str | os.PathLike[str]",
+    dest: "str | os.PathLike[str]",
+    *,
+    strip_top: bool = True,
+    max_files: int = MAX_FILES,
+    max_bytes: int = MAX_BYTES,
+    threads: int | None = None,
+) -> ExtractResult:
+    """Extract ``zip_path`` into the empty or new folder ``dest``, safely.
+
+    Args:
+        strip_top: drop the single top folder (``owner-repo-sha7/``) GitHub puts in archives.
+        max_files, max_bytes: refuse archives above these sizes.
+        threads: writer threads (default: up to 4, fewer for small archives).
+
+    Raises:
+        ArchiveError: an unsafe or oversized archive; nothing is left in ``dest``'s place.
+    """
+    dest = Path(dest)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members, top = _plan(zf.infolist(), strip_top, max_files, max_bytes, str(zip_path))
+    except zipfile.BadZipFile as err:
+        raise ArchiveError("a zip archive", f"{zip_path}: {err}", "download it again; the file is damaged") from err
+    dest.mkdir(parents=True, exist_ok=True)
+    for m in members:
+        if m.kind == "d":
+            (dest / m.rel).mkdir(parents=True, exist_ok=True)
+    files = [m for m in members if m.kind in "-x"]
+    links = [m for m in members if m.kind == "l"]
+    digests = _write_files(zip_path, dest, files, threads)
+    with zipfile.ZipFile(zip_path) as zf:
+        for m in links:
+            digests[m.rel] = _write_link(zf, dest, m)
+    kinds = {m.rel: m.kind for m in members}
+    lines = "".join(f"{kinds[rel]} {digests[rel]} {rel}\n" for rel in sorted(digests))
+    return ExtractResult(
+        tree_sha256=hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest(),
+        files=len(digests),
+        bytes=sum(m.info.file_size for m in files),
+        top_folder=top,
+    )
+
+
+def extract_into_place(
+    zip_path: "str | os.PathLike[str]", final_dir: "str | os.PathLike[str]", **kwargs
+) -> ExtractResult:
+    """Extract into a temporary folder beside ``final_dir``, then rename it into place.
+
+    A crash leaves only a ``.incomplete`` folder, never a half-filled ``final_dir``.
+    """
+    final_dir = Path(final_dir)
+    tmp = make_temp_dir_beside(final_dir)
+    try:
+        result = extract_zip(zip_path, tmp, **kwargs)
+        if final_dir.exists():
+            remove_tree(final_dir)
+        os.rename(tmp, final_dir)
+        fsync_dir(final_dir.parent)
+        return result
+    finally:
+        remove_tree(tmp)
+
+
+def _plan(infos: list[zipfile.ZipInfo], strip_top: bool, max_files: int, max_bytes: int, name: str):
+    if len(infos) > max_files:
+        raise ArchiveError(f"at most {max_files} members", f"{len(infos)} in {name}", "raise max_files if you trust it")
+    declared = sum(i.file_size for i in infos)
+    if declared > max_bytes:
+        raise ArchiveError(f"at most {max_bytes} uncompressed bytes", f"{declared} in {name}",
+                           "raise max_bytes if you trust it")
+    top = _top_folder(infos, name) if strip_top else ""
+    members = []
+    for info in infos:
+        rel = _safe_relative(info.filename, top, name)
+        if rel:
+            members.append(_Member(info, rel, _kind(info)))
+    return members, top
+
+
+def _top_folder(infos: list[zipfile.ZipInfo], name: str) -> str:
+    tops = {i.filename.split("/", 1)[0] for i in infos}
+    if len(tops) != 1 or not all("/" in i.filename or i.is_dir() for i in infos):
+        raise ArchiveError("one top folder (as in GitHub archives)", f"{sorted(tops)[:5]} in {name}",
+                           "extract with strip_top=False")
+    return tops.pop() + "/"
+
+
+def _safe_relative(filename: str, top: str, name: str) -> str:
+    def unsafe(why: str) -> ArchiveError:
+        return ArchiveError("member paths inside the archive's folder", f"{filename!r} ({why}) in {name}",
+                            "do not use this archive: it tries to write outside its folder")
+
+    if "\\" in filename or "\x00" in filename:
+        raise unsafe("backslash or NUL")
+    if filename.startswith("/") or (len(filename) > 1 and filename[1] == ":"):
+        raise unsafe("absolute path")
+    if top and not filename.startswith(top) and filename != top.rstrip("/"):
+        raise unsafe("outside the top folder")
+    rel = filename[len(top):] if top else filename
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise unsafe("'..' component")
+    return "/".join(parts)
+
+
+def _kind(info: zipfile.ZipInfo) -> str:
+    mode = info.external_attr >> 16
+    if info.is_dir():
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "x" if mode & 0o111 else "-"
+
+
+def _write_files(zip_path, dest: Path, files: list[_Member], threads: int | None) -> dict[str, str]:
+    total = sum(m.info.file_size for m in files)
+    if threads is None:
+        threads = 1 if total < (8 << 20) or len(files) < 64 else min(4, os.cpu_count() or 1) + 1
+    shards: list[list[_Member]] = [[] for _ in range(max(1, threads))]
+    for i, m in enumerate(sorted(files, key=lambda m: -m.info.file_size)):
+        shards[i % len(shards)].append(m)
+    if len(shards) == 1:
+        return _write_shard(zip_path, dest, shards[0])
+    digests: dict[str, str] = {}
+    with ThreadPoolExecutor(len(shards), thread_name_prefix="reprohub-unzip") as pool:
+        for part in pool.map(lambda shard: _write_shard(zip_path, dest, shard), shards):
+            digests.update(part)
+    return digests
+
+
+def _write_shard(zip_path, dest: Path, shard: list[_Member]) -> dict[str, str]:
+    digests = {}
+    buf = bytearray(COPY_BLOCK)
+    view = memoryview(buf)
+    with zipfile.ZipFile(zip_path) as zf:
+        for m in shard:
+            target = dest / m.rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(target, flags, 0o755 if m.kind == "x" else 0o644)
+            with zf.open(m.info) as src, open(fd, "wb", buffering=0) as out:
+                while n := src.readinto(buf):
+                    chunk = view[:n]
+                    digest.update(chunk)
+                    out.write(chunk)
+            digests[m.rel] = digest.hexdigest()
+    return digests
+
+
+def _write_link(zf: zipfile.ZipFile, dest: Path, m: _Member) -> str:
+    target = zf.read(m.info).decode("utf-8", "surrogateescape")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(m.rel), target))
+    if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        raise ArchiveError("symlinks that stay inside the archive's folder", f"{m.rel} -> {target}",
+                           "do not use this archive: a link points outside it")
+    link = dest / m.rel
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, link)
+    return hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()

@@ -1,0 +1,167 @@
+"""A cache of downloaded artifacts that knows what it holds.
+
+Each cached file has a sidecar ``<file>.reprohub.json`` recording its URL,
+size, ``mtime_ns`` and sha256.  A cache hit whose size and mtime still match
+the sidecar costs one ``stat`` and no read; a file whose size or mtime changed
+is re-hashed, and if its bytes no longer match it is fetched again -- a
+corrupt file is never silently loaded.  A cold miss takes a per-file lock, so N
+processes asking at once cause one download; correctness does not rest on the
+lock alone: downloads land by atomic rename, and a process that finds a
+complete file with a matching digest simply uses it.
+
+Example:
+    >>> store = ArtifactStore(Downloader())                           # doctest: +SKIP
+    >>> got = store.ensure("https://h/w.pt", "/tmp/hub/checkpoints/k/w.pt")  # doctest: +SKIP
+    >>> got.sha256                                                    # doctest: +SKIP
+    '5e884898...'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from .download import Downloaded, Downloader
+from .errors import CacheCollisionError, OfflineError
+from .fsutil import atomic_write_json, file_lock, read_json, remove_tree
+from .paths import SIDECAR_SUFFIX
+
+log = logging.getLogger("reprohub")
+HASH_BLOCK = 1 << 20
+
+
+def sidecar_path(path: "str | os.PathLike[str]") -> Path:
+    """The sidecar record of a cached file."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def lock_path(path: "str | os.PathLike[str]") -> Path:
+    """The lock file guarding a cached file."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def sha256_file(path: "str | os.PathLike[str]") -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks.
+
+    Example:
+        >>> import tempfile; p = tempfile.mktemp(); _ = open(p, "wb").write(b"abc")
+        >>> sha256_file(p)[:12]
+        'ba7816bf8f01'
+    """
+    digest = hashlib.sha256()
+    buf = bytearray(HASH_BLOCK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def write_sidecar(got: Downloaded) -> None:
+    """Record ``got``'s URL, size, mtime and digest beside its file."""
+    st = os.stat(got.path)
+    atomic_write_json(
+        sidecar_path(got.path),
+        {"url": got.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": got.sha256},
+    )
+
+
+def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Downloaded | None:
+    """What the cache knows of ``path``, re-hashing only if the file changed since recorded.
+
+    Returns ``None`` when there is no file, or when the file's bytes no longer
+    match its record (it is then corrupt, and is removed).
+
+    Raises:
+        CacheCollisionError: the file was downloaded from another URL.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    record = read_json(sidecar_path(path)) or {}
+    if url is not None and record.get("url") not in (None, url):
+        raise CacheCollisionError(
+            f"{path} to hold the download of {url}",
+            f"a file downloaded from {record['url']}",
+            "pass a different file_name= (or model_dir=) so the two files do not share a path",
+        )
+    recorded_url = record.get("url") or url or ""
+    if record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns and record.get("sha256"):
+        return Downloaded(url=recorded_url, path=path, sha256=record["sha256"], size=st.st_size)
+    digest = sha256_file(path)
+    if record.get("sha256") and record["sha256"] != digest:
+        log.warning("cached file %s changed since it was downloaded (sha256 %s, now %s); fetching it again",
+                    path, record["sha256"], digest)
+        remove_tree(path)
+        return None
+    got = Downloaded(url=recorded_url, path=path, sha256=digest, size=st.st_size)
+    if recorded_url:
+        write_sidecar(got)
+    return got
+
+
+class ArtifactStore:
+    """Fetch-once, verify-always access to cached artifacts.
+
+    Args:
+        downloader: does the transfers (and knows whether we are offline).
+    """
+
+    def __init__(self, downloader: Downloader) -> None:
+        self.downloader = downloader
+
+    def ensure(
+        self,
+        url: str,
+        path: "str | os.PathLike[str]",
+        *,
+        expected_sha256: str | None = None,
+        hash_prefix: str | None = None,
+        progress: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> Downloaded:
+        """Return the cached, verified file for ``url`` at ``path``, downloading it at most once.
+
+        A cached file whose digest differs from ``expected_sha256`` (or does not
+        start with ``hash_prefix``) is not used: it is downloaded again, and if
+        the fresh bytes differ too, :class:`~reprohub.errors.HashMismatchError`
+        is raised and the old file is left in place.
+        """
+        path = Path(path)
+        hit = self._usable(path, url, expected_sha256, hash_prefix)
+        if hit is not None:
+            return hit
+        with file_lock(lock_path(path), f"downloading {url}"):
+            hit = self._usable(path, url, expected_sha256, hash_prefix)
+            if hit is not None:
+                return hit
+            if self.downloader.offline:
+                raise OfflineError(
+                    f"a cached copy of {url} at {path}",
+                    "no usable cached file, and offline mode forbids downloading",
+                    "prefetch with network access (`reprohub fetch --lock hub.lock`, or run once online)",
+                )
+            log.info('Downloading: "%s" to %s', url, path)
+            got = self.downloader.fetch(
+                url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix, progress=progress, headers=headers
+            )
+            write_sidecar(got)
+            return got
+
+    @staticmethod
+    def _usable(path: Path, url: str, expected: str | None, prefix: str | None) -> Downloaded | None:
+        hit = cached_digest(path, url)
+        if hit is None:
+            return None
+        if expected is not None and hit.sha256 != expected.lower().removeprefix("sha256:"):
+            log.warning("cached %s has sha256 %s but %s is pinned; fetching again", path, hit.sha256, expected)
+            return None
+        if prefix is not None and not hit.sha256.startswith(prefix):
+            return None
+        return hit

@@ -1,0 +1,127 @@
+"""One exception tree for everything reprohub raises.
+
+Every error is a :class:`ReprohubError` *and* the builtin exception a caller of
+``torch.hub`` would already catch (``ValueError``, ``RuntimeError``,
+``ConnectionError`` ...), so swapping ``torch.hub`` for ``reprohub`` never
+breaks an ``except`` clause.  Each error carries three parts, shown in its
+message and available as attributes:
+
+* ``expected`` -- what reprohub needed,
+* ``found``    -- what it got instead,
+* ``fix``      -- what the user can do about it.
+
+Example:
+    >>> from reprohub.errors import RefError
+    >>> try:
+    ...     raise RefError("owner/repo[:ref]", "'nope'", "write it as owner/repo or owner/repo:branch")
+    ... except ValueError as err:
+    ...     print(err.found)
+    'nope'
+"""
+
+from __future__ import annotations
+
+
+class ReprohubError(Exception):
+    """Root of every error reprohub raises.
+
+    Args:
+        expected: what reprohub needed.
+        found: what it found instead.
+        fix: what the user should do.
+    """
+
+    def __init__(self, expected: str, found: str, fix: str = "") -> None:
+        self.expected = expected
+        self.found = found
+        self.fix = fix
+        super().__init__(self._compose())
+
+    def _compose(self) -> str:
+        text = f"expected {self.expected}, found {self.found}"
+        return f"{text}. Fix: {self.fix}" if self.fix else text
+
+    def __reduce__(self):  # picklable across pytest-xdist and multiprocessing
+        return (self.__class__, (self.expected, self.found, self.fix))
+
+
+class RefError(ReprohubError, ValueError):
+    """A repo spec such as ``owner/repo:ref`` is malformed."""
+
+
+class CachePathError(ReprohubError, ValueError):
+    """A name would resolve to a path outside the hub dir."""
+
+
+class CacheCollisionError(ReprohubError, FileExistsError):
+    """A cached file at the asked path belongs to a different URL."""
+
+
+class DownloadError(ReprohubError, ConnectionError):
+    """A transfer failed after all retries (network error, bad HTTP status)."""
+
+    def __init__(self, expected: str, found: str, fix: str = "", status: int | None = None) -> None:
+        self.status = status
+        super().__init__(expected, found, fix)
+
+    def __reduce__(self):
+        return (self.__class__, (self.expected, self.found, self.fix, self.status))
+
+
+class TruncatedDownloadError(DownloadError):
+    """The body ended before ``Content-Length`` bytes arrived."""
+
+
+class HashMismatchError(ReprohubError, RuntimeError):
+    """Downloaded or cached bytes do not have the digest they must have."""
+
+
+class OfflineError(ReprohubError, FileNotFoundError):
+    """Offline mode is on and what is needed is not in the cache."""
+
+
+class ArchiveError(ReprohubError, ValueError):
+    """An archive is unsafe (path escapes, links out, too large) or unreadable."""
+
+
+class SourceError(ReprohubError, ValueError):
+    """A repo, ref or commit cannot be found at its source."""
+
+
+class AuthError(ReprohubError, PermissionError):
+    """The host refused the request: bad or missing token, or rate limit."""
+
+
+class UntrustedRepoError(ReprohubError, PermissionError):
+    """The repo is not trusted and nobody confirmed it."""
+
+
+class EntrypointError(ReprohubError, RuntimeError):
+    """``hubconf.py`` is missing, or has no such callable."""
+
+
+class MissingDependenciesError(ReprohubError, RuntimeError):
+    """Packages listed in ``hubconf.dependencies`` are not installed."""
+
+    def __init__(self, expected: str, found: str, fix: str = "", missing: tuple[str, ...] = ()) -> None:
+        self.missing = tuple(missing)
+        super().__init__(expected, found, fix)
+
+    def __reduce__(self):
+        return (self.__class__, (self.expected, self.found, self.fix, self.missing))
+
+
+class LockfileError(ReprohubError, ValueError):
+    """``hub.lock`` is malformed, of an unknown schema, or hand-broken."""
+
+
+class LockMismatchError(ReprohubError, AssertionError):
+    """Something used differs from, or is missing in, ``hub.lock``."""
+
+
+class GoldenMismatchError(ReprohubError, AssertionError):
+    """An output differs from its recorded golden."""
+
+
+class GoldenMissingError(ReprohubError, AssertionError):
+    """No golden is recorded for an output."""

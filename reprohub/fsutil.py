@@ -1,0 +1,113 @@
+"""Atomic file writes and inter-process locks: the only place files are replaced.
+
+Every write is: a temporary file in the destination's own folder, ``fsync``,
+``os.replace``.  A reader therefore sees the old file or the new one, never a
+half-written one, even if the writer is killed.  Locks come from ``filelock``.
+
+Example:
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> atomic_write_bytes(os.path.join(d, "x.txt"), b"hello")
+    >>> open(os.path.join(d, "x.txt"), "rb").read()
+    b'hello'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from filelock import FileLock, Timeout
+
+log = logging.getLogger("reprohub")
+LOCK_TIMEOUT_S = float(os.environ.get("REPROHUB_LOCK_TIMEOUT", "3600"))
+
+
+def temp_path_beside(path: "str | os.PathLike[str]", suffix: str = ".incomplete") -> Path:
+    """A fresh, unique temporary name in ``path``'s folder (same filesystem, so rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def fsync_dir(folder: "str | os.PathLike[str]") -> None:
+    """Flush a folder's entries, so a rename inside it survives a crash."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: "str | os.PathLike[str]", data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_beside(path, ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: "str | os.PathLike[str]", obj: Any) -> None:
+    """Write ``obj`` as sorted, indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: "str | os.PathLike[str]") -> Any | None:
+    """The JSON in ``path``, or ``None`` if it is missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def file_lock(path: "str | os.PathLike[str]", what: str) -> Iterator[None]:
+    """Hold an inter-process lock on ``path`` (created as needed) while the block runs.
+
+    ``what`` names the thing being protected, for the log line shown while waiting.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process to finish %s", what)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_tree(path: "str | os.PathLike[str]") -> None:
+    """Remove a file or folder if it exists (never following a link out)."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_temp_dir_beside(path: "str | os.PathLike[str]") -> Path:
+    """A fresh temporary folder next to ``path`` (for build-then-rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent))

@@ -1,0 +1,298 @@
+"""The Hub: one object carrying the settings of a load, and the path of one call.
+
+``Hub.load("owner/repo:ref", "entry", ...)`` reads as a straight line:
+
+1. **parse** the spec (:mod:`reprohub.refs`);
+2. **resolve** the ref to a full commit: a full sha as is, else the lockfile's
+   pin, else the cached resolution (unless ``force_reload``), else the source;
+3. **materialize** the commit in the cache, once, under a lock;
+4. **import** ``hubconf.py`` in isolation (:mod:`reprohub.hubconf`);
+5. **call** the entrypoint with torch.hub's functions routed here
+   (:mod:`reprohub.intercept`);
+6. **record** the repo and every artifact used (:mod:`reprohub.record`).
+
+The module-level functions in :mod:`reprohub` are thin wrappers over a default
+Hub, as torch.hub's functions are over its global state.
+
+Example:
+    >>> hub = Hub(hub_dir="/tmp/hub", github_api_url="http://127.0.0.1:8000/api")  # doctest: +SKIP
+    >>> model = hub.load("acme/tiny:v1", "tiny_mlp", pretrained=True)              # doctest: +SKIP
+    >>> hub.last_repo.commit                                                         # doctest: +SKIP
+    '1f0e3dad99908345f7439f8ffabdffc4...'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .archive import ExtractResult
+from .cache import ArtifactStore
+from .download import Downloaded, Downloader, DownloadPolicy
+from .errors import OfflineError, SourceError
+from .fsutil import atomic_write_json, file_lock, read_json
+from .hubconf import entrypoints, get_entrypoint, import_hubconf, repo_imports
+from .intercept import routed
+from .paths import CacheLayout, check_file_name, file_name_from_url, get_dir
+from .record import ArtifactUse, Pins, Recorder, RepoUse
+from .refs import RepoRef, is_full_commit, parse_ref
+from .sources import GitHubSource, GitSource
+from .trust import check_trust
+
+log = logging.getLogger("reprohub")
+HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
+ENV_OFFLINE = "REPROHUB_OFFLINE"
+DEFAULT_REF_KEY = ":default"
+SOURCES = ("github", "git", "local")
+
+
+def env_offline() -> bool:
+    """True when ``REPROHUB_OFFLINE`` is set to a true value (1, true, yes, on)."""
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ResolvedRepo:
+    """A repo spec resolved to a commit and materialized on disk."""
+
+    spec: str
+    host: str
+    commit: str
+    path: Path
+    tree_sha256: str
+
+
+class Hub:
+    """Loader settings and the loader itself.
+
+    Args:
+        hub_dir: the cache root (default: :func:`reprohub.get_dir` at each call).
+        github_api_url: base URL of a GitHub-compatible API (default ``$REPROHUB_GITHUB_API_URL``).
+        token: API token (default ``$GITHUB_TOKEN``).
+        offline: no network at all (default ``$REPROHUB_OFFLINE``).
+        pins: a lockfile's pins (commits and digests) to enforce.
+        recorder: collects what is used (a fresh one by default).
+        refresh: ignore pinned commits and resolve refs anew (the lockfile's refresh mode).
+        policy: download timeouts and retries.
+
+    Example:
+        >>> hub = Hub(hub_dir="/tmp/hub", offline=True)
+        >>> hub.offline
+        True
+    """
+
+    def __init__(
+        self,
+        hub_dir: "str | os.PathLike[str] | None" = None,
+        *,
+        github_api_url: str | None = None,
+        token: str | None = None,
+        offline: bool | None = None,
+        pins: Pins | None = None,
+        recorder: Recorder | None = None,
+        refresh: bool = False,
+        policy: DownloadPolicy | None = None,
+        session=None,
+    ) -> None:
+        self._hub_dir = None if hub_dir is None else os.path.expanduser(os.fspath(hub_dir))
+        self.offline = env_offline() if offline is None else offline
+        self.downloader = Downloader(session=session, policy=policy, offline=self.offline)
+        self.store = ArtifactStore(self.downloader)
+        self.github = GitHubSource(github_api_url, token, self.downloader)
+        self.pins = pins
+        self.recorder = recorder or Recorder()
+        self.refresh = refresh
+        self.last_repo: ResolvedRepo | None = None
+
+    @property
+    def hub_dir(self) -> str:
+        """The cache root in use now."""
+        return self._hub_dir if self._hub_dir is not None else get_dir()
+
+    @property
+    def layout(self) -> CacheLayout:
+        return CacheLayout(self.hub_dir)
+
+    # -- torch.hub-compatible API -------------------------------------------------
+
+    def list(self, github: str, force_reload: bool = False, skip_validation: bool = False,
+             trust_repo: "bool | str | None" = "check", verbose: bool = True) -> list[str]:
+        """Entrypoints of a repo, sorted; same arguments as ``torch.hub.list``.
+
+        Example:
+            >>> Hub().list("acme/tiny:v1", trust_repo=True)   # doctest: +SKIP
+            ['tiny_mlp', 'tokenizer']
+        """
+        repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo, verbose=verbose)
+        with routed(self), repo_imports(repo.path):
+            return entrypoints(import_hubconf(repo.path, reuse=True))
+
+    def help(self, github: str, model: str, force_reload: bool = False, skip_validation: bool = False,
+             trust_repo: "bool | str | None" = "check") -> str | None:
+        """The docstring of an entrypoint; same arguments as ``torch.hub.help``.
+
+        Example:
+            >>> print(Hub().help("acme/tiny:v1", "tiny_mlp", trust_repo=True))  # doctest: +SKIP
+            A two-layer MLP. pretrained=True loads weights.
+        """
+        repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo)
+        with routed(self), repo_imports(repo.path):
+            return get_entrypoint(import_hubconf(repo.path, reuse=True), model).__doc__
+
+    def load(self, repo_or_dir: str, model: str, *args: Any, source: str = "github",
+             trust_repo: "bool | str | None" = "check", force_reload: bool = False, verbose: bool = True,
+             skip_validation: bool = False, **kwargs: Any) -> Any:
+        """Call entrypoint ``model`` of a repo; same arguments as ``torch.hub.load``.
+
+        ``source`` is ``"github"`` (``owner/repo[:ref]``), ``"local"`` (a folder)
+        or ``"git"`` (any Git remote, ``URL`` or ``URL#ref``).  ``*args`` and
+        ``**kwargs`` reach the entrypoint untouched.
+
+        Example:
+            >>> model = Hub().load("acme/tiny:v1", "tiny_mlp", pretrained=True, trust_repo=True)  # doctest: +SKIP
+        """
+        source = _check_source(source)
+        if source == "local":
+            path, reuse = Path(os.path.expanduser(repo_or_dir)), False
+        else:
+            path, reuse = self.resolve(repo_or_dir, source=source, force_reload=force_reload,
+                                       trust_repo=trust_repo, verbose=verbose).path, True
+        with routed(self), repo_imports(path):
+            entry = get_entrypoint(import_hubconf(path, reuse=reuse), model)
+            return entry(*args, **kwargs)
+
+    def download_url_to_file(self, url: str, dst: str, hash_prefix: str | None = None,
+                             progress: bool = True) -> Downloaded:
+        """Download ``url`` to ``dst`` atomically, sha256 in flight; as ``torch.hub.download_url_to_file``.
+
+        Returns the :class:`~reprohub.download.Downloaded` record (torch.hub returns ``None``).
+
+        Example:
+            >>> got = Hub().download_url_to_file("http://127.0.0.1:8000/w.pt", "/tmp/w.pt")  # doctest: +SKIP
+            >>> got.sha256                                                                    # doctest: +SKIP
+        """
+        got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
+                                    expected_sha256=self._pinned_sha256(url))
+        self.recorder.add_artifact(ArtifactUse(url, got.sha256, got.size))
+        return got
+
+    def load_state_dict_from_url(self, url: str, model_dir: str | None = None, map_location: Any = None,
+                                 progress: bool = True, check_hash: bool = False, file_name: str | None = None,
+                                 weights_only: bool = True) -> Any:
+        """Download once, verify, and ``torch.load`` a checkpoint; as torch.hub's, safer.
+
+        Cached under ``<hub_dir>/checkpoints/<url-key>/<file>`` (two URLs with
+        the same basename never collide), or ``model_dir/<file>`` when given.
+        ``weights_only`` defaults to ``True``; pass ``False`` for pickles you trust.
+
+        Example:
+            >>> sd = Hub().load_state_dict_from_url("http://127.0.0.1:8000/w-5c10.pt", check_hash=True)  # doctest: +SKIP
+        """
+        from .weights import load_checkpoint
+
+        got = self.fetch_artifact(url, model_dir=model_dir, file_name=file_name, check_hash=check_hash,
+                                  progress=progress)
+        return load_checkpoint(got.path, map_location=map_location, weights_only=weights_only)
+
+    # -- the steps ------------------------------------------------------------------
+
+    def fetch_artifact(self, url: str, *, model_dir: str | None = None, file_name: str | None = None,
+                       check_hash: bool = False, progress: bool = True) -> Downloaded:
+        """The cached, verified file for ``url`` (downloaded at most once), recorded for the lockfile."""
+        name = check_file_name(file_name if file_name is not None else file_name_from_url(url))
+        if model_dir is None:
+            path = self.layout.artifact_path(url, name)
+        else:
+            path = Path(os.path.expanduser(model_dir)) / name
+        match = HASH_REGEX.search(name) if check_hash else None
+        got = self.store.ensure(url, path, expected_sha256=self._pinned_sha256(url),
+                                hash_prefix=match.group(1) if match else None, progress=progress)
+        self.recorder.add_artifact(ArtifactUse(url, got.sha256, got.size))
+        return got
+
+    def resolve(self, spec: str, *, source: str = "github", force_reload: bool = False,
+                trust_repo: "bool | str | None" = "check", verbose: bool = True) -> ResolvedRepo:
+        """Resolve ``spec`` to a commit, materialize it, and record it.
+
+        Example:
+            >>> Hub().resolve("acme/tiny:v1", trust_repo=True).commit   # doctest: +SKIP
+            '1f0e3dad99908345f7439f8ffabdffc4f0b2d3a1'
+        """
+        src, repo = self._source_for(spec, _check_source(source))
+        pinned = self._pinned_commit(src.url, spec)
+        check_trust(self.layout, f"{repo.owner}/{repo.name}" if source == "github" else src.url,
+                    f"{repo.owner}_{repo.name}" if source == "github" else f"git:{src.url}", trust_repo,
+                    legacy_folder=f"{repo.owner}_{repo.name}_{(repo.ref or 'main').replace('/', '_')}",
+                    pinned=pinned is not None)
+        commit = pinned or self._resolve_commit(src, repo, force_reload)
+        path = self.layout.repo_dir(src.key, repo, commit)
+        manifest = self._materialize(src, repo, commit, path)
+        resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
+        self.recorder.add_repo(RepoUse(spec, src.url, commit, resolved.tree_sha256))
+        self.last_repo = resolved
+        (log.info if verbose else log.debug)("%s -> commit %s (%s)", spec, commit, path)
+        return resolved
+
+    def _source_for(self, spec: str, source: str):
+        if source == "github":
+            return self.github, parse_ref(spec)
+        remote, _, ref = spec.partition("#")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(remote.rstrip("/")).removesuffix(".git"))
+        repo = RepoRef("git", name if name not in ("", ".", "..") else "repo", ref or None)
+        return GitSource(remote, self.layout.git_mirror(remote), offline=self.offline), repo
+
+    def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> str:
+        if repo.ref is not None and is_full_commit(repo.ref):
+            return repo.ref
+        refs_file = self.layout.refs_file(src.key, repo)
+        key = repo.ref or DEFAULT_REF_KEY
+        if not force_reload:
+            known = (read_json(refs_file) or {}).get(key)
+            if known and is_full_commit(known):
+                return known
+        commit = src.resolve(repo)
+        with file_lock(refs_file.with_suffix(".lock"), f"recording refs of {repo.repo}"):
+            table = read_json(refs_file) or {}
+            if table.get(key) != commit:
+                if table.get(key):
+                    log.warning("%s moved: %s -> %s", repo, table[key], commit)
+                table[key] = commit
+                atomic_write_json(refs_file, table)
+        return commit
+
+    def _materialize(self, src, repo: RepoRef, commit: str, path: Path) -> dict:
+        manifest_path = self.layout.repo_manifest(src.key, repo, commit)
+        manifest = read_json(manifest_path)
+        if manifest and path.is_dir():
+            return manifest
+        with file_lock(path.with_suffix(".lock"), f"fetching {repo.repo}@{commit[:12]}"):
+            manifest = read_json(manifest_path)
+            if manifest and path.is_dir():
+                return manifest
+            if self.offline and not isinstance(src, GitSource):
+                raise OfflineError(f"{repo.repo}@{commit} in the cache ({path})", "not cached, and offline",
+                                   "prefetch it online: `reprohub fetch --lock hub.lock` or one online load")
+            result: ExtractResult = src.materialize(repo, commit, path, progress=True)
+            manifest = {"commit": commit, "host": src.url, "tree_sha256": result.tree_sha256,
+                        "files": result.files, "bytes": result.bytes}
+            atomic_write_json(manifest_path, manifest)
+            return manifest
+
+    def _pinned_commit(self, host: str, spec: str) -> str | None:
+        if self.pins is None or self.refresh:
+            return None
+        return self.pins.pinned_commit(host, spec)
+
+    def _pinned_sha256(self, url: str) -> str | None:
+        return None if self.pins is None or self.refresh else self.pins.pinned_sha256(url)
+
+
+def _check_source(source: str) -> str:
+    lowered = source.lower() if isinstance(source, str) else source
+    if lowered not in SOURCES:
+        raise SourceError('source "github", "git" or "local"', repr(source), "pass one of those")
+    return lowered

@@ -1,0 +1,99 @@
+"""Route torch.hub's own functions through a reprohub Hub while repo code runs.
+
+Real ``hubconf.py`` files call ``torch.hub.load_state_dict_from_url``,
+``torch.hub.download_url_to_file``, ``torch.utils.model_zoo.load_url`` and
+nested ``torch.hub.load`` directly.  Inside :func:`routed`, those names point to
+thin forwarders that send each call to the innermost active Hub, so the
+downloads are cached, hashed, pinned and recorded like everything else.  The
+originals are put back when the outermost block ends.  A hubconf that bound a
+forwarder at import time (``from torch.hub import load_state_dict_from_url``)
+keeps working afterwards: with no active Hub, a forwarder calls the default one.
+
+Example:
+    >>> with routed(hub):                      # doctest: +SKIP
+    ...     torch.hub.load_state_dict_from_url(url)   # goes through hub
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.util
+import sys
+import threading
+from typing import Any, Iterator
+
+_active: contextvars.ContextVar[Any] = contextvars.ContextVar("reprohub_active_hub", default=None)
+_depth = 0
+_saved: dict[tuple[str, str], Any] = {}
+_lock = threading.Lock()
+
+
+def active_hub():
+    """The Hub whose repo code is running now, else the default Hub."""
+    hub = _active.get()
+    if hub is None:
+        from .api import default_hub
+
+        hub = default_hub()
+    return hub
+
+
+def load_state_dict_from_url(url, model_dir=None, map_location=None, progress=True, check_hash=False,
+                             file_name=None, weights_only=False):
+    """Forwarder for ``torch.hub.load_state_dict_from_url`` (keeps torch.hub's ``weights_only=False``)."""
+    return active_hub().load_state_dict_from_url(url, model_dir, map_location, progress, check_hash, file_name,
+                                                 weights_only=weights_only)
+
+
+def download_url_to_file(url, dst, hash_prefix=None, progress=True):
+    """Forwarder for ``torch.hub.download_url_to_file``."""
+    active_hub().download_url_to_file(url, dst, hash_prefix, progress)
+
+
+def load(repo_or_dir, model, *args, **kwargs):
+    """Forwarder for a nested ``torch.hub.load``."""
+    return active_hub().load(repo_or_dir, model, *args, **kwargs)
+
+
+_TARGETS = (
+    ("torch.hub", "load_state_dict_from_url", load_state_dict_from_url),
+    ("torch.hub", "download_url_to_file", download_url_to_file),
+    ("torch.hub", "load", load),
+    ("torch.utils.model_zoo", "load_url", load_state_dict_from_url),
+)
+
+
+def _patch() -> None:
+    for module_name, attr, forwarder in _TARGETS:
+        module = sys.modules.get(module_name)
+        if module is None:
+            module = importlib.import_module(module_name)
+        _saved[(module_name, attr)] = getattr(module, attr)
+        setattr(module, attr, forwarder)
+
+
+def _unpatch() -> None:
+    for (module_name, attr), original in _saved.items():
+        setattr(sys.modules[module_name], attr, original)
+    _saved.clear()
+
+
+@contextlib.contextmanager
+def routed(hub) -> Iterator[None]:
+    """Make ``hub`` the target of torch.hub's functions for the block (nestable)."""
+    global _depth
+    torch_present = "torch" in sys.modules or importlib.util.find_spec("torch") is not None
+    token = _active.set(hub)
+    with _lock:
+        if _depth == 0 and torch_present:
+            _patch()
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _unpatch()
+        _active.reset(token)

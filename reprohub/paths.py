@@ -1,0 +1,211 @@
+"""Where the hub dir is, and the one documented layout inside it.
+
+The hub dir is chosen exactly as torch.hub chooses it::
+
+    set_dir(d)  >  $TORCH_HOME/hub  >  $XDG_CACHE_HOME/torch/hub  >  ~/.cache/torch/hub
+
+with ``~`` expanded.  One deliberate difference: a variable that is set but
+empty counts as unset (the XDG rule); torch.hub turns ``TORCH_HOME=""`` into the
+relative folder ``./hub``.
+
+Layout (every path below is built here, nowhere else)::
+
+    <hub_dir>/
+      trusted_list                               torch.hub's list of trusted repos
+      checkpoints/<url-key>/<file>               load_state_dict_from_url's cache
+      checkpoints/<url-key>/<file>.reprohub.json sidecar: url, size, mtime, sha256
+      reprohub/repos/<source>/<owner>/<repo>/<commit>/       an extracted commit
+      reprohub/repos/<source>/<owner>/<repo>/<commit>.json   its digests
+      reprohub/refs/<source>/<owner>/<repo>.json             ref -> commit memory
+      reprohub/git/<remote-key>.git                          mirrors for source="git"
+
+``<url-key>`` is the first 32 hex digits of sha256(url), so two URLs with the
+same basename never share a file (torch.hub's ``checkpoints/<basename>`` does).
+Repos are keyed by full commit, so ``o/r:c_d``, ``o/r:c/d`` and ``o/r_c:d``,
+which torch.hub folds into one folder, can never share one.  Every function
+checks that what it returns stays inside the hub dir.
+
+Example:
+    >>> import os
+    >>> layout = CacheLayout("/tmp/hub")
+    >>> os.path.relpath(layout.artifact_path("https://h/x/w.pt"), "/tmp/hub").split(os.sep)[0]
+    'checkpoints'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import CachePathError
+from .refs import RepoRef, check_name, check_owner, is_full_commit
+
+ENV_TORCH_HOME = "TORCH_HOME"
+ENV_XDG_CACHE_HOME = "XDG_CACHE_HOME"
+DEFAULT_CACHE_DIR = "~/.cache"
+DEFAULT_GITHUB_API = "https://api.github.com"
+SIDECAR_SUFFIX = ".reprohub.json"
+MAX_FILE_NAME = 200
+
+_hub_dir: str | None = None
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f/\\]")
+_HOST_CHARS = re.compile(r"[^A-Za-z0-9.-]")
+
+
+def get_dir() -> str:
+    """The hub dir, with torch.hub's precedence (see the module docstring).
+
+    Example:
+        >>> set_dir("~/my-hub"); get_dir() == os.path.expanduser("~/my-hub")
+        True
+        >>> set_dir(None)  # back to the environment's choice
+    """
+    if _hub_dir is not None:
+        return _hub_dir
+    return os.path.join(_torch_home(), "hub")
+
+
+def set_dir(d: "str | os.PathLike[str] | None") -> None:
+    """Set the hub dir for this process (``None`` goes back to the environment).
+
+    Example:
+        >>> set_dir("/tmp/reprohub-doc"); get_dir()
+        '/tmp/reprohub-doc'
+        >>> set_dir(None)
+    """
+    global _hub_dir
+    _hub_dir = None if d is None else os.path.expanduser(os.fspath(d))
+
+
+def _torch_home() -> str:
+    torch_home = os.environ.get(ENV_TORCH_HOME) or os.path.join(
+        os.environ.get(ENV_XDG_CACHE_HOME) or DEFAULT_CACHE_DIR, "torch"
+    )
+    return os.path.expanduser(torch_home)
+
+
+def url_key(url: str) -> str:
+    """32 hex digits of sha256(url): the folder an artifact lives in."""
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def file_name_from_url(url: str) -> str:
+    """The last path component of ``url``, as torch.hub names cached files.
+
+    Example:
+        >>> file_name_from_url("https://h/models/resnet18-5c106cde.pth?dl=1")
+        'resnet18-5c106cde.pth'
+    """
+    return os.path.basename(urlsplit(url).path)
+
+
+def check_file_name(name: str) -> str:
+    """Return ``name`` if it is a safe single file name, else raise :class:`CachePathError`."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or _UNSAFE_NAME_CHARS.search(name)
+        or len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME
+        or name.endswith((SIDECAR_SUFFIX, ".lock", ".incomplete"))
+    ):
+        raise CachePathError(
+            f"a plain file name (no '/', '\\\\' or control characters, 1-{MAX_FILE_NAME} bytes, not '.' or '..')",
+            f"{name!r}",
+            "pass file_name='something.pt' to choose the cached file's name",
+        )
+    return name
+
+
+def source_key(base_url: str) -> str:
+    """A folder name for a host (API base URL or Git remote), distinct per URL.
+
+    Example:
+        >>> source_key("https://api.github.com")
+        'github'
+        >>> source_key("http://127.0.0.1:8000/api").startswith("127.0.0.1-")
+        True
+    """
+    normalized = base_url.rstrip("/")
+    if normalized == DEFAULT_GITHUB_API:
+        return "github"
+    host = _HOST_CHARS.sub("_", urlsplit(normalized).hostname or "local").lstrip(".") or "host"
+    return f"{host[:60]}-{hashlib.sha256(normalized.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
+def ensure_inside(root: "str | os.PathLike[str]", path: "str | os.PathLike[str]") -> Path:
+    """Return ``path`` if, resolved, it lies inside ``root``; else raise :class:`CachePathError`."""
+    root_resolved = Path(root).resolve()
+    resolved = Path(path).resolve()
+    if resolved != root_resolved and root_resolved not in resolved.parents:
+        raise CachePathError(f"a path inside {root_resolved}", str(resolved), "report this spec as a reprohub bug")
+    return Path(path)
+
+
+class CacheLayout:
+    """Every path reprohub uses inside one hub dir.
+
+    Example:
+        >>> layout = CacheLayout("/tmp/hub")
+        >>> layout.repo_dir("github", RepoRef("a", "b"), "f" * 40).name == "f" * 40
+        True
+    """
+
+    def __init__(self, hub_dir: "str | os.PathLike[str]") -> None:
+        self.root = Path(os.path.expanduser(os.fspath(hub_dir)))
+
+    @property
+    def trusted_list(self) -> Path:
+        return self.root / "trusted_list"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def internal(self) -> Path:
+        return self.root / "reprohub"
+
+    def artifact_path(self, url: str, file_name: str | None = None) -> Path:
+        """Where the artifact downloaded from ``url`` is cached."""
+        name = check_file_name(file_name if file_name is not None else file_name_from_url(url))
+        return ensure_inside(self.root, self.checkpoints / url_key(url) / name)
+
+    def repo_dir(self, source: str, repo: RepoRef, commit: str) -> Path:
+        """The extracted tree of ``repo`` at ``commit``."""
+        return self._repo_base(source, repo) / _checked_commit(commit)
+
+    def repo_manifest(self, source: str, repo: RepoRef, commit: str) -> Path:
+        """The digests recorded for an extracted commit."""
+        return self._repo_base(source, repo) / f"{_checked_commit(commit)}.json"
+
+    def refs_file(self, source: str, repo: RepoRef) -> Path:
+        """The remembered ref -> commit resolutions of one repo."""
+        check_owner(repo.owner)
+        check_name(repo.name)
+        base = self.internal / "refs" / _checked_source(source) / repo.owner
+        return ensure_inside(self.root, base / f"{repo.name}.json")
+
+    def git_mirror(self, remote: str) -> Path:
+        """A bare mirror of a Git remote."""
+        return ensure_inside(self.root, self.internal / "git" / f"{source_key(remote)}.git")
+
+    def _repo_base(self, source: str, repo: RepoRef) -> Path:
+        check_owner(repo.owner)
+        check_name(repo.name)
+        return ensure_inside(self.root, self.internal / "repos" / _checked_source(source) / repo.owner / repo.name)
+
+
+def _checked_commit(commit: str) -> str:
+    if not is_full_commit(commit):
+        raise CachePathError("a full 40-hex commit", repr(commit), "resolve the ref before asking for its folder")
+    return commit
+
+
+def _checked_source(source: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}", source) or ".." in source:
+        raise CachePathError("a source key made by source_key()", repr(source), "build it with source_key(url)")
+    return source

@@ -1,0 +1,79 @@
+"""What a Hub used: repos at commits and downloaded artifacts, for the lockfile.
+
+Example:
+    >>> rec = Recorder()
+    >>> rec.add_artifact(ArtifactUse("https://h/w.pt", "ab" * 32, 10))
+    >>> [a.url for a in rec.artifacts()]
+    ['https://h/w.pt']
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+
+@dataclass(frozen=True)
+class RepoUse:
+    """One repo used at one commit.
+
+    ``spec`` is what was asked (``owner/repo:ref``), ``host`` the API base URL or
+    Git remote, ``tree_sha256`` the digest of the extracted files.
+    """
+
+    spec: str
+    host: str
+    commit: str
+    tree_sha256: str
+
+
+@dataclass(frozen=True)
+class ArtifactUse:
+    """One file downloaded (or found cached) while repo code ran."""
+
+    url: str
+    sha256: str
+    size: int
+
+
+class Pins(Protocol):
+    """What a lockfile tells a Hub (see :mod:`reprohub.lock`)."""
+
+    def pinned_commit(self, host: str, spec: str) -> str | None:
+        """The commit ``spec`` must resolve to, or ``None`` to resolve it normally."""
+
+    def pinned_sha256(self, url: str) -> str | None:
+        """The digest ``url``'s bytes must have, or ``None`` if not pinned."""
+
+
+class Recorder:
+    """Thread-safe collection of what was used, with optional listeners."""
+
+    def __init__(self) -> None:
+        self._repos: dict[tuple[str, str], RepoUse] = {}
+        self._artifacts: dict[str, ArtifactUse] = {}
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[RepoUse | ArtifactUse], None]] = []
+
+    def add_repo(self, use: RepoUse) -> None:
+        with self._lock:
+            self._repos[(use.host, use.spec)] = use
+        self._notify(use)
+
+    def add_artifact(self, use: ArtifactUse) -> None:
+        with self._lock:
+            self._artifacts[use.url] = use
+        self._notify(use)
+
+    def repos(self) -> list[RepoUse]:
+        with self._lock:
+            return [self._repos[k] for k in sorted(self._repos)]
+
+    def artifacts(self) -> list[ArtifactUse]:
+        with self._lock:
+            return [self._artifacts[k] for k in sorted(self._artifacts)]
+
+    def _notify(self, use: RepoUse | ArtifactUse) -> None:
+        for listener in list(self.listeners):
+            listener(use)

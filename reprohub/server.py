@@ -1,0 +1,306 @@
+"""A GitHub-compatible host on 127.0.0.1: local Git repos and files, over HTTP/1.1.
+
+It serves the REST endpoints reprohub uses, with archives built by
+``git archive`` laid out exactly as GitHub's (one top folder
+``owner-repo-<sha7>/``), plus plain files with ``Range`` support.  Authors use
+it (``reprohub serve``) to try their hubconf offline the way users will load
+it; the tests and benchmarks use it as the real network peer, with faults
+they can inject.
+
+Endpoints (``<api> = <url>/api``)::
+
+    GET <api>/repos/{owner}/{repo}                  {"default_branch": ...}
+    GET <api>/repos/{owner}/{repo}/commits/{ref}    {"sha": ...}
+    GET <api>/repos/{owner}/{repo}/zipball/{ref}    the zip archive
+    GET <url>/files/{name}                          a file (Range, ETag)
+
+Example:
+    >>> with HubServer() as server:                                   # doctest: +SKIP
+    ...     server.add_repo("acme/tiny", "/path/to/git/repo")
+    ...     server.add_file("w.pt", b"...")
+    ...     hub = Hub(github_api_url=server.api_url)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger("reprohub.server")
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour, used by the next request to a path.
+
+    kind: ``"status"`` (answer ``status`` with ``retry_after``), ``"truncate"``
+    (send the full ``Content-Length`` but only ``after`` bytes, then close),
+    ``"ignore_range"`` (answer 200 with the whole body to a Range request),
+    ``"corrupt"`` (flip one byte of the body).
+    """
+
+    kind: str
+    status: int = 503
+    retry_after: str | None = None
+    after: int = 0
+
+
+@dataclass
+class _State:
+    repos: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, "bytes | Path"] = field(default_factory=dict)
+    faults: dict[str, list[Fault]] = field(default_factory=dict)
+    hits: Counter = field(default_factory=Counter)
+    full_downloads: Counter = field(default_factory=Counter)
+    log: list[tuple[str, str, dict]] = field(default_factory=list)
+    zips: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    token: str | None = None
+    rate_limited: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class HubServer:
+    """Serve Git repos and files on 127.0.0.1 (port 0 picks a free one)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("HubServer only listens on loopback")
+        self.state = _State()
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    def file_url(self, name: str) -> str:
+        return f"{self.url}/files/{name}"
+
+    def add_repo(self, full_name: str, git_dir: "str | os.PathLike[str]") -> None:
+        """Serve the Git repository at ``git_dir`` as ``owner/repo``."""
+        with self.state.lock:
+            self.state.repos[full_name] = Path(git_dir)
+            self.state.zips = {k: v for k, v in self.state.zips.items() if k[0] != full_name}
+
+    def add_file(self, name: str, content: "bytes | str | os.PathLike[str]") -> str:
+        """Serve ``content`` (bytes, or a file path) at ``/files/<name>``; returns its URL."""
+        self.state.files[name] = content if isinstance(content, bytes) else Path(content)
+        return self.file_url(name)
+
+    def inject(self, path: str, *faults: Fault) -> None:
+        """Queue faults for the next requests to ``path`` (e.g. ``/files/w.pt``)."""
+        with self.state.lock:
+            self.state.faults.setdefault(path, []).extend(faults)
+
+    def require_token(self, token: str | None) -> None:
+        """Answer 401 to API requests without ``Authorization: Bearer <token>``."""
+        self.state.token = token
+
+    def set_rate_limited(self, flag: bool) -> None:
+        """Answer 403 with ``X-RateLimit-Remaining: 0`` to every API request."""
+        self.state.rate_limited = flag
+
+    def hits(self, prefix: str = "") -> int:
+        """How many requests were made to paths starting with ``prefix``."""
+        return sum(n for p, n in self.state.hits.items() if p.startswith(prefix))
+
+    def full_downloads(self, path: str) -> int:
+        """How many complete bodies of ``path`` were sent (range requests excluded)."""
+        return self.state.full_downloads[path]
+
+    @property
+    def requests(self) -> list[tuple[str, str, dict]]:
+        """Every request seen: (method, path, headers)."""
+        return list(self.state.log)
+
+    def start(self) -> "HubServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="reprohub-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+    def __enter__(self) -> "HubServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: _State
+
+    def log_message(self, fmt, *args):  # quiet: tests read .requests instead
+        log.debug(fmt, *args)
+
+    def do_HEAD(self):
+        self.do_GET(head=True)
+
+    def do_GET(self, head: bool = False):
+        path = urlsplit(self.path).path
+        with self.state.lock:
+            self.state.hits[path] += 1
+            self.state.log.append(("HEAD" if head else "GET", path, dict(self.headers)))
+            fault = self.state.faults.get(path, [None]).pop(0) if self.state.faults.get(path) else None
+        if fault is not None and fault.kind == "status":
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            return self._send_json({"message": "injected"}, fault.status, extra)
+        try:
+            if path.startswith("/api/"):
+                return self._api(path[len("/api"):], fault, head)
+            if path.startswith("/files/"):
+                return self._file(unquote(path[len("/files/"):]), path, fault, head)
+            self._send_json({"message": "Not Found"}, 404)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    # -- API --------------------------------------------------------------------
+
+    def _api(self, path: str, fault: Fault | None, head: bool):
+        if self.state.rate_limited:
+            return self._send_json({"message": "API rate limit exceeded"}, 403, {"X-RateLimit-Remaining": "0"})
+        if self.state.token and self.headers.get("Authorization") != f"Bearer {self.state.token}":
+            return self._send_json({"message": "Bad credentials"}, 401)
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)(?:/(commits|zipball)/(.+))?", path)
+        git_dir = self.state.repos.get(f"{m.group(1)}/{m.group(2)}") if m else None
+        if git_dir is None:
+            return self._send_json({"message": "Not Found"}, 404)
+        if m.group(3) is None:
+            head_ref = _git(git_dir, "symbolic-ref", "--short", "HEAD") or "main"
+            return self._send_json({"full_name": f"{m.group(1)}/{m.group(2)}", "default_branch": head_ref})
+        sha = _rev_parse(git_dir, unquote(m.group(4)))
+        if sha is None:
+            return self._send_json({"message": f"No commit found for SHA: {m.group(4)}"}, 422)
+        if m.group(3) == "commits":
+            return self._send_json({"sha": sha})
+        key = (f"{m.group(1)}/{m.group(2)}", sha)
+        with self.state.lock:
+            body = self.state.zips.get(key)
+        if body is None:
+            prefix = f"{m.group(1)}-{m.group(2)}-{sha[:7]}/"
+            body = subprocess.run(["git", "-C", str(git_dir), "archive", "--format=zip", f"--prefix={prefix}", sha],
+                                  check=True, capture_output=True).stdout
+            with self.state.lock:
+                self.state.zips[key] = body
+        self._send_body(io.BytesIO(body), len(body), "/api" + path, fault, head, "application/zip", etag=sha)
+
+    # -- files --------------------------------------------------------------------
+
+    def _file(self, name: str, path: str, fault: Fault | None, head: bool):
+        content = self.state.files.get(name)
+        if content is None:
+            return self._send_json({"message": "Not Found"}, 404)
+        if isinstance(content, bytes):
+            src, size, etag = io.BytesIO(content), len(content), hashlib.sha256(content).hexdigest()[:16]
+        else:
+            st = content.stat()
+            src, size, etag = open(content, "rb"), st.st_size, f"{st.st_size}-{st.st_mtime_ns}"
+        try:
+            self._send_body(src, size, path, fault, head, "application/octet-stream", etag=etag)
+        finally:
+            src.close()
+
+    def _send_body(self, src, size: int, path: str, fault: Fault | None, head: bool, ctype: str, etag: str):
+        start, end = 0, size - 1
+        ranged = self.headers.get("Range")
+        m = _RANGE.match(ranged or "")
+        if_range = self.headers.get("If-Range")
+        use_range = m is not None and (fault is None or fault.kind != "ignore_range") and if_range in (None, f'"{etag}"')
+        if use_range:
+            start = int(m.group(1))
+            end = int(m.group(2)) if m.group(2) else size - 1
+            if start >= size:
+                return self._send_json({"message": "Range Not Satisfiable"}, 416, {"Content-Range": f"bytes */{size}"})
+        length = end - start + 1
+        self.send_response(206 if use_range else 200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{etag}"')
+        if use_range:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if head:
+            return
+        send = length if fault is None or fault.kind != "truncate" else min(length, fault.after)
+        if not use_range and send == length:
+            with self.state.lock:
+                self.state.full_downloads[path] += 1
+        self._copy(src, start, send, corrupt=fault is not None and fault.kind == "corrupt")
+        if send < length:
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(2)
+
+    def _copy(self, src, start: int, count: int, corrupt: bool):
+        self.wfile.flush()
+        if hasattr(src, "fileno") and not corrupt and not isinstance(src, io.BytesIO):
+            sent = 0
+            while sent < count:
+                n = self.connection.sendfile(src, start + sent, count - sent)
+                if not n:
+                    break
+                sent += n
+            return
+        src.seek(start)
+        remaining, first = count, True
+        while remaining > 0:
+            chunk = src.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            if corrupt and first:
+                chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+                first = False
+            self.wfile.write(chunk)
+            remaining -= len(chunk)
+
+    def _send_json(self, obj, status: int = 200, headers: dict | None = None):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def _git(git_dir: Path, *args: str) -> str | None:
+    proc = subprocess.run(["git", "-C", str(git_dir), *args], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _rev_parse(git_dir: Path, ref: str) -> str | None:
+    if ref.startswith("-"):
+        return None
+    for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+        sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
+        if sha:
+            return sha
+    return None

@@ -1,0 +1,44 @@
+"""Deserialize checkpoint files as torch.hub does, with safer defaults.
+
+``weights_only=True`` by default (torch.load's own default since 2.6; torch.hub
+overrides it to ``False``).  Files in torch's zip format are memory-mapped, so a
+cache hit pays for the pages it touches, not for a full read.  The pre-1.6
+"legacy zip" format (a zip holding one file) is extracted safely and loaded.
+
+Example:
+    >>> state = load_checkpoint("/tmp/hub/checkpoints/k/w.pt")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .archive import extract_zip
+
+
+def is_legacy_zip(path: "str | os.PathLike[str]") -> bool:
+    """True for a zip holding exactly one file (torch.hub's "legacy zip" format)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    return len(infos) == 1 and not infos[0].is_dir()
+
+
+def load_checkpoint(path: "str | os.PathLike[str]", map_location: Any = None, weights_only: bool = True) -> Any:
+    """``torch.load`` a cached checkpoint: memory-mapped when possible, legacy zips handled."""
+    import torch
+
+    path = Path(path)
+    if is_legacy_zip(path):
+        with zipfile.ZipFile(path) as zf:
+            member = zf.infolist()[0].filename
+        target = path.parent / member
+        if not target.exists():
+            extract_zip(path, path.parent, strip_top=False)
+        return torch.load(target, map_location=map_location, weights_only=weights_only)
+    mmap = zipfile.is_zipfile(path)
+    return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real HTTP host on 127.0.0.1, Git repos built with git, a Hub."""
+
+import torch  # noqa: F401  -- imported first, once: in-process pytester runs must not import it again
+
+import pytest
+
+from reprohub import Hub
+from reprohub.download import DownloadPolicy
+from reprohub.gitrepo import GitRepo
+from reprohub.server import HubServer
+
+FAST_POLICY = DownloadPolicy(connect_timeout=5, read_timeout=10, retries=3, backoff=0.01, max_backoff=0.05)
+
+TINY_HUBCONF = '''
+"""Tiny test models."""
+import os
+dependencies = ["torch"]
+
+
+def tiny_mlp(pretrained=False, hidden=4):
+    """A two-layer MLP; pretrained=True loads weights from WEIGHTS_URL."""
+    import torch
+    from tinynet.model import TinyMLP
+
+    model = TinyMLP(hidden)
+    if pretrained:
+        state = torch.hub.load_state_dict_from_url(os.environ["TINY_WEIGHTS_URL"], progress=False)
+        model.load_state_dict(state)
+    return model
+
+
+def version():
+    """Which version of the code this is."""
+    from tinynet import VERSION
+    return VERSION
+
+
+def _helper():
+    return "hidden helper"
+'''
+
+TINYNET_MODEL = '''
+import torch
+
+
+class TinyMLP(torch.nn.Module):
+    def __init__(self, hidden=4):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = torch.nn.Linear(3, hidden)
+        self.fc2 = torch.nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x))) * SCALE
+
+
+SCALE = {scale}
+'''
+
+
+def tiny_repo_files(version: str, scale: float = 1.0) -> dict:
+    """The files of the tiny test repo at one version."""
+    return {
+        "hubconf.py": TINY_HUBCONF,
+        "tinynet/__init__.py": f"VERSION = {version!r}\n",
+        "tinynet/model.py": TINYNET_MODEL.format(scale=scale),
+    }
+
+
+@pytest.fixture
+def server():
+    """A HubServer on 127.0.0.1, stopped after the test."""
+    with HubServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def tiny_repo(tmp_path, server):
+    """A real Git repo 'acme/tiny' with main at v2, tag v1 and branch 'stable', served by ``server``."""
+    repo = GitRepo.init(tmp_path / "src" / "tiny")
+    v1 = repo.commit(tiny_repo_files("v1"), "v1")
+    repo.tag("v1")
+    repo.branch("stable")
+    v2 = repo.commit(tiny_repo_files("v2", scale=2.0), "v2")
+    server.add_repo("acme/tiny", repo.path)
+    repo.v1, repo.v2 = v1, v2
+    return repo
+
+
+@pytest.fixture
+def weights_url(server, monkeypatch):
+    """Serve a state dict for TinyMLP(hidden=4) and point the tiny hubconf at it."""
+    import io
+
+    torch.manual_seed(1)
+    state = {"fc1.weight": torch.randn(4, 3), "fc1.bias": torch.randn(4),
+             "fc2.weight": torch.randn(2, 4), "fc2.bias": torch.randn(2)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    url = server.add_file("tiny-weights.pt", buf.getvalue())
+    monkeypatch.setenv("TINY_WEIGHTS_URL", url)
+    return url
+
+
+@pytest.fixture
+def hub(tmp_path, server):
+    """A Hub with its own cache, pointed at ``server``, trusting everything."""
+    return Hub(hub_dir=tmp_path / "hub", github_api_url=server.api_url, policy=FAST_POLICY)
+
+
+@pytest.fixture(autouse=True)
+def _trust_all(monkeypatch):
+    monkeypatch.setenv("REPROHUB_TRUST", "all")

@@ -1,0 +1,166 @@
+"""The downloader: digests in flight, faults, retries, resume; mocked and against a real server."""
+
+import hashlib
+import os
+
+import pytest
+import requests
+import responses
+
+from reprohub.download import Downloader, DownloadPolicy
+from reprohub.errors import (DownloadError, HashMismatchError, OfflineError, ReprohubError,
+                             TruncatedDownloadError)
+from reprohub.server import Fault
+
+from .conftest import FAST_POLICY
+
+BODY = os.urandom(3 * (1 << 20) + 12345)
+DIGEST = hashlib.sha256(BODY).hexdigest()
+
+
+def downloader(sleeps=None):
+    return Downloader(policy=FAST_POLICY, sleep=(sleeps.append if sleeps is not None else lambda s: None))
+
+
+# -- with responses mocks ---------------------------------------------------------------
+
+@responses.activate
+def test_mocked_download_is_hashed_and_written(tmp_path):
+    responses.get("https://weights.example/w.pt", body=BODY)
+    got = downloader().fetch("https://weights.example/w.pt", tmp_path / "w.pt", progress=False)
+    assert got.sha256 == DIGEST and got.size == len(BODY)
+    assert (tmp_path / "w.pt").read_bytes() == BODY
+    assert os.listdir(tmp_path) == ["w.pt"]
+
+
+@responses.activate
+def test_retries_on_503_then_succeeds_with_backoff(tmp_path):
+    responses.get("https://weights.example/w.pt", status=503)
+    responses.get("https://weights.example/w.pt", status=502)
+    responses.get("https://weights.example/w.pt", body=BODY)
+    sleeps = []
+    got = downloader(sleeps).fetch("https://weights.example/w.pt", tmp_path / "w.pt", progress=False)
+    assert got.sha256 == DIGEST
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0]  # exponential backoff
+
+
+@responses.activate
+def test_429_honours_retry_after(tmp_path):
+    responses.get("https://weights.example/w.pt", status=429, headers={"Retry-After": "0.04"})
+    responses.get("https://weights.example/w.pt", body=b"ok")
+    sleeps = []
+    downloader(sleeps).fetch("https://weights.example/w.pt", tmp_path / "w.pt", progress=False)
+    assert sleeps == [0.04]
+
+
+@responses.activate
+def test_404_fails_at_once_with_a_clear_error(tmp_path):
+    responses.get("https://weights.example/missing.pt", status=404)
+    with pytest.raises(DownloadError) as info:
+        downloader().fetch("https://weights.example/missing.pt", tmp_path / "m.pt", progress=False)
+    assert info.value.status == 404 and "missing.pt" in str(info.value) and "check the URL" in str(info.value)
+    assert len(responses.calls) == 1 and not os.listdir(tmp_path)
+
+
+@responses.activate
+def test_gives_up_after_retries_and_leaves_nothing(tmp_path):
+    for _ in range(10):
+        responses.get("https://weights.example/w.pt", body=requests.ConnectionError("refused"))
+    with pytest.raises(DownloadError) as info:
+        downloader().fetch("https://weights.example/w.pt", tmp_path / "w.pt", progress=False)
+    assert isinstance(info.value, ConnectionError) and isinstance(info.value, ReprohubError)
+    assert len(responses.calls) == FAST_POLICY.retries + 1
+    assert not os.listdir(tmp_path)
+
+
+@responses.activate
+def test_digest_mismatch_keeps_the_earlier_good_file(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"earlier good file")
+    responses.get("https://weights.example/w.pt", body=BODY)
+    with pytest.raises(HashMismatchError) as info:
+        downloader().fetch("https://weights.example/w.pt", tmp_path / "w.pt", expected_sha256="0" * 64,
+                           progress=False)
+    message = str(info.value)
+    assert "https://weights.example/w.pt" in message and "0" * 64 in message and DIGEST in message
+    assert (tmp_path / "w.pt").read_bytes() == b"earlier good file"
+    assert os.listdir(tmp_path) == ["w.pt"]
+
+
+def test_offline_refuses_before_any_request(tmp_path):
+    with responses.RequestsMock() as mock:
+        with pytest.raises(OfflineError, match="offline"):
+            Downloader(offline=True).fetch("https://weights.example/w.pt", tmp_path / "w.pt")
+        assert len(mock.calls) == 0
+
+
+# -- against a real server on 127.0.0.1 -------------------------------------------------
+
+def test_real_server_download_matches(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    got = downloader().fetch(url, tmp_path / "w.bin", progress=False)
+    assert got.sha256 == DIGEST and (tmp_path / "w.bin").read_bytes() == BODY
+    assert server.full_downloads("/files/w.bin") == 1
+
+
+def test_drop_mid_stream_resumes_with_range(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    server.inject("/files/w.bin", Fault("truncate", after=1 << 20))
+    got = downloader().fetch(url, tmp_path / "w.bin", progress=False)
+    assert got.sha256 == DIGEST
+    ranges = [h.get("Range") for _, p, h in server.requests if p == "/files/w.bin"]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:-1]) > 0
+    assert ranges[1].endswith("-")
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    server.inject("/files/w.bin", Fault("truncate", after=1 << 20), Fault("ignore_range"))
+    got = downloader().fetch(url, tmp_path / "w.bin", progress=False)
+    assert got.sha256 == DIGEST and (tmp_path / "w.bin").read_bytes() == BODY
+
+
+def test_repeated_short_bodies_are_an_error_never_a_file(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    server.inject("/files/w.bin", *[Fault("truncate", after=0) for _ in range(10)])
+    with pytest.raises(TruncatedDownloadError) as info:
+        downloader().fetch(url, tmp_path / "w.bin", progress=False)
+    assert "nothing was cached" in str(info.value)
+    assert not os.listdir(tmp_path)
+
+
+def test_real_5xx_then_success_and_429_retry_after(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    server.inject("/files/w.bin", Fault("status", 500), Fault("status", 429, retry_after="0"))
+    sleeps = []
+    got = downloader(sleeps).fetch(url, tmp_path / "w.bin", progress=False)
+    assert got.sha256 == DIGEST and sleeps[-1] == 0.0
+    assert server.hits("/files/w.bin") == 3
+
+
+def test_corrupted_body_fails_the_pinned_digest(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    server.inject("/files/w.bin", Fault("corrupt"))
+    with pytest.raises(HashMismatchError):
+        downloader().fetch(url, tmp_path / "w.bin", expected_sha256=DIGEST, progress=False)
+    assert not (tmp_path / "w.bin").exists()
+
+
+def test_hash_prefix_is_checked(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    downloader().fetch(url, tmp_path / "a", hash_prefix=DIGEST[:8], progress=False)
+    with pytest.raises(HashMismatchError, match="invalid hash value"):
+        downloader().fetch(url, tmp_path / "b", hash_prefix="deadbeef", progress=False)
+
+
+def test_progress_bar_goes_to_stderr_not_stdout(server, tmp_path, capsys):
+    url = server.add_file("w.bin", BODY)
+    downloader().fetch(url, tmp_path / "w.bin", progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "w.bin" in err
+
+
+def test_policy_from_environment(monkeypatch):
+    monkeypatch.setenv("REPROHUB_TIMEOUT", "7")
+    monkeypatch.setenv("REPROHUB_RETRIES", "1")
+    policy = DownloadPolicy.from_env()
+    assert (policy.read_timeout, policy.retries) == (7.0, 1)
