@@ -98,7 +98,10 @@ def parse_ref(spec: str) -> RepoRef:
     owner, name = repo_part.split("/")
     if sep and not ref:
         raise RefError(_SPEC_FORMAT, f"{spec!r} (empty ref after ':')", "drop the ':' or name a branch, tag or commit")
-    return RepoRef(owner, name, ref if sep else None)
+    try:
+        return RepoRef(owner, name, ref if sep else None)
+    except RefError as err:
+        raise RefError(err.expected, f"{err.found} in spec {spec!r}", err.fix) from None
 
 
 def format_ref(ref: RepoRef) -> str:

@@ -31,6 +31,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,13 +49,15 @@ class Fault:
     kind: ``"status"`` (answer ``status`` with ``retry_after``), ``"truncate"``
     (send the full ``Content-Length`` but only ``after`` bytes, then close),
     ``"ignore_range"`` (answer 200 with the whole body to a Range request),
-    ``"corrupt"`` (flip one byte of the body).
+    ``"corrupt"`` (flip one byte of the body), ``"slow"`` (send ``after`` bytes,
+    then pause ``delay`` seconds, repeatedly).
     """
 
     kind: str
     status: int = 503
     retry_after: str | None = None
     after: int = 0
+    delay: float = 0.0
 
 
 @dataclass
@@ -251,7 +254,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not use_range and send == length:
             with self.state.lock:
                 self.state.full_downloads[path] += 1
-        self._copy(src, start, send, corrupt=fault is not None and fault.kind == "corrupt")
+        if fault is not None and fault.kind == "slow":
+            self._copy_slowly(src, start, send, fault)
+        else:
+            self._copy(src, start, send, corrupt=fault is not None and fault.kind == "corrupt")
         if send < length:
             self.close_connection = True
             self.wfile.flush()
@@ -278,6 +284,18 @@ class _Handler(BaseHTTPRequestHandler):
                 first = False
             self.wfile.write(chunk)
             remaining -= len(chunk)
+
+    def _copy_slowly(self, src, start: int, count: int, fault: Fault):
+        src.seek(start)
+        step = max(1, fault.after)
+        while count > 0:
+            chunk = src.read(min(count, step))
+            if not chunk:
+                break
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            count -= len(chunk)
+            time.sleep(fault.delay)
 
     def _send_json(self, obj, status: int = 200, headers: dict | None = None):
         body = json.dumps(obj).encode()

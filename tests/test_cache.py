@@ -1,0 +1,147 @@
+"""The artifact cache: keyed paths, sidecars, corruption, many processes, SIGKILL."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from reprohub import Hub
+from reprohub.cache import cached_digest, sidecar_path
+from reprohub.errors import CacheCollisionError, HashMismatchError, OfflineError
+from reprohub.server import Fault
+
+from .conftest import FAST_POLICY
+
+BODY = os.urandom(2 << 20)
+DIGEST = hashlib.sha256(BODY).hexdigest()
+
+
+def test_same_basename_from_two_urls_never_collides(server, hub):
+    server.add_file("a/model.pt", b"first")
+    server.add_file("b/model.pt", b"second")
+    first = hub.fetch_artifact(server.file_url("a/model.pt"), progress=False)
+    second = hub.fetch_artifact(server.file_url("b/model.pt"), progress=False)
+    assert first.path != second.path and first.path.name == second.path.name == "model.pt"
+    assert first.path.read_bytes() == b"first" and second.path.read_bytes() == b"second"
+
+
+def test_explicit_model_dir_collision_is_an_error_not_the_wrong_file(server, hub, tmp_path):
+    server.add_file("a/model.pt", b"first")
+    server.add_file("b/model.pt", b"second")
+    hub.fetch_artifact(server.file_url("a/model.pt"), model_dir=str(tmp_path / "m"), progress=False)
+    with pytest.raises(CacheCollisionError, match="file_name"):
+        hub.fetch_artifact(server.file_url("b/model.pt"), model_dir=str(tmp_path / "m"), progress=False)
+
+
+def test_warm_hit_reads_nothing_and_requests_nothing(server, hub, monkeypatch):
+    url = server.add_file("w.bin", BODY)
+    got = hub.fetch_artifact(url, progress=False)
+    assert got.sha256 == DIGEST
+    import reprohub.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "sha256_file", lambda p: pytest.fail("a warm hit must not re-hash"))
+    again = hub.fetch_artifact(url, progress=False)
+    assert again.sha256 == DIGEST and server.hits("/files/w.bin") == 1
+
+
+def test_corrupt_cached_file_is_detected_and_fetched_again(server, hub):
+    url = server.add_file("w.bin", BODY)
+    path = hub.fetch_artifact(url, progress=False).path
+    with open(path, "r+b") as f:
+        f.write(b"\x00garbage")
+    got = hub.fetch_artifact(url, progress=False)
+    assert got.sha256 == DIGEST and path.read_bytes() == BODY
+    assert server.full_downloads("/files/w.bin") == 2
+
+
+def test_file_without_sidecar_is_rehashed_and_adopted(server, hub):
+    url = server.add_file("w.bin", BODY)
+    path = hub.fetch_artifact(url, progress=False).path
+    sidecar_path(path).unlink()
+    assert cached_digest(path, url).sha256 == DIGEST
+    assert sidecar_path(path).exists()
+
+
+def test_pinned_digest_mismatch_keeps_the_cached_file(server, hub):
+    url = server.add_file("w.bin", BODY)
+    path = hub.fetch_artifact(url, progress=False).path
+
+    class Pins:
+        def pinned_commit(self, host, spec):
+            return None
+
+        def pinned_sha256(self, u):
+            return "1" * 64
+
+    hub.pins = Pins()
+    with pytest.raises(HashMismatchError):
+        hub.fetch_artifact(url, progress=False)
+    assert path.read_bytes() == BODY
+
+
+def test_offline_hit_works_and_miss_names_the_fix(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY).fetch_artifact(url, progress=False)
+    offline = Hub(hub_dir=tmp_path / "hub", offline=True)
+    assert offline.fetch_artifact(url, progress=False).sha256 == DIGEST
+    with pytest.raises(OfflineError, match="reprohub fetch"):
+        offline.fetch_artifact(server.file_url("other.bin"), progress=False)
+
+
+WORKER = textwrap.dedent("""
+    import sys, time, os
+    from reprohub import Hub
+    hub_dir, url, go = sys.argv[1:4]
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    got = Hub(hub_dir=hub_dir).fetch_artifact(url, progress=False)
+    print(got.sha256)
+""")
+
+
+def test_eight_processes_one_download(server, tmp_path):
+    body = os.urandom(24 << 20)
+    url = server.add_file("big.bin", body)
+    server.inject("/files/big.bin", Fault("slow", after=4 << 20, delay=0.05))
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "hub"), url, str(go)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    time.sleep(0.5)
+    go.touch()
+    digests = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert digests == {hashlib.sha256(body).hexdigest()}
+    assert server.full_downloads("/files/big.bin") == 1
+    assert server.hits("/files/big.bin") == 1
+
+
+def test_sigkill_mid_download_leaves_nothing_trusted(server, tmp_path):
+    body = os.urandom(16 << 20)
+    url = server.add_file("big.bin", body)
+    server.inject("/files/big.bin", Fault("slow", after=256 << 10, delay=0.05))
+    go = tmp_path / "go"
+    go.touch()
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "hub"), url, str(go)])
+    hub = Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY)
+    target = hub.layout.artifact_path(url)
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(p.name.endswith(".incomplete") for p in _files(target.parent)):
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    leftovers = _files(target.parent)
+    assert any(p.name.endswith(".incomplete") for p in leftovers), "the test must kill it mid-download"
+    assert not target.exists() and cached_digest(target, url) is None
+    got = hub.fetch_artifact(url, progress=False)
+    assert got.sha256 == hashlib.sha256(body).hexdigest() and target.read_bytes() == body
+
+
+def _files(folder: Path) -> list:
+    return list(folder.iterdir()) if folder.exists() else []
