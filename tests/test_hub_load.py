@@ -1,0 +1,143 @@
+"""list / help / load against a real Git-backed host: commits, cache, force_reload, offline, errors."""
+
+import pytest
+import torch
+
+from reprohub import Hub
+from reprohub.errors import (AuthError, EntrypointError, MissingDependenciesError, OfflineError, RefError,
+                             SourceError)
+
+from .conftest import FAST_POLICY
+
+
+def test_list_help_and_hidden_helpers(hub, tiny_repo):
+    assert hub.list("acme/tiny:v1") == ["tiny_mlp", "version"]
+    assert "two-layer MLP" in hub.help("acme/tiny:v1", "tiny_mlp")
+    assert hub.load("acme/tiny:v1", "_helper") == "hidden helper"
+
+
+def test_refs_resolve_to_commits_and_each_runs_its_code(hub, tiny_repo):
+    assert hub.load("acme/tiny:v1", "version") == "v1"
+    assert hub.last_repo.commit == tiny_repo.v1
+    assert hub.load("acme/tiny", "version") == "v2"  # default branch, from the API
+    assert hub.last_repo.commit == tiny_repo.v2
+    assert hub.load(f"acme/tiny:{tiny_repo.v1[:10]}", "version") == "v1"
+    assert hub.load("acme/tiny:stable", "version") == "v1"
+
+
+def test_two_commits_of_one_repo_in_one_process(hub, tiny_repo):
+    old = hub.load("acme/tiny:v1", "tiny_mlp")
+    new = hub.load("acme/tiny:main", "tiny_mlp")
+    x = torch.ones(1, 3)
+    assert torch.allclose(new(x), old(x) * 2)  # v2 scales by 2: each model kept its own code
+    assert hub.load("acme/tiny:v1", "version") == "v1"
+
+
+def test_full_commit_needs_no_api_call(hub, tiny_repo, server):
+    hub.load(f"acme/tiny:{tiny_repo.v1}", "version")
+    assert server.hits("/api/repos/acme/tiny/commits") == 0 and server.hits("/api/repos/acme/tiny") == 1  # zipball
+
+
+def test_warm_load_makes_zero_requests(hub, tiny_repo, server, weights_url):
+    hub.load("acme/tiny:v1", "tiny_mlp", pretrained=True)
+    before = len(server.requests)
+    model = hub.load("acme/tiny:v1", "tiny_mlp", pretrained=True)
+    assert len(server.requests) == before
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_warm_cache_works_offline(tmp_path, tiny_repo, server, weights_url):
+    online = Hub(hub_dir=tmp_path / "h", github_api_url=server.api_url, policy=FAST_POLICY)
+    expected = online.load("acme/tiny:v1", "tiny_mlp", pretrained=True)(torch.ones(1, 3))
+    server.stop()
+    offline = Hub(hub_dir=tmp_path / "h", github_api_url=server.api_url, offline=True)
+    got = offline.load("acme/tiny:v1", "tiny_mlp", pretrained=True)(torch.ones(1, 3))
+    assert torch.equal(got, expected)
+    with pytest.raises(OfflineError, match="acme/tiny:v9"):
+        offline.load("acme/tiny:v9", "version")
+
+
+def test_force_reload_follows_a_moved_branch_and_a_force_push(hub, tiny_repo):
+    assert hub.load("acme/tiny:stable", "version") == "v1"
+    tiny_repo.checkout("stable")
+    v3 = tiny_repo.commit({"tinynet/__init__.py": "VERSION = 'v3'\n"}, "v3")
+    assert hub.load("acme/tiny:stable", "version") == "v1"  # cached resolution, like torch.hub's cache
+    assert hub.load("acme/tiny:stable", "version", force_reload=True) == "v3"
+    assert hub.last_repo.commit == v3
+    tiny_repo.reset_hard(tiny_repo.v1)  # force-push back
+    assert hub.load("acme/tiny:stable", "version", force_reload=True) == "v1"
+
+
+def test_deleted_ref_is_a_clear_error_on_reload(hub, tiny_repo):
+    hub.load("acme/tiny:stable", "version")
+    tiny_repo.delete_ref("refs/heads/stable")
+    with pytest.raises(SourceError, match="no such repo, branch, tag or commit"):
+        hub.load("acme/tiny:stable", "version", force_reload=True)
+
+
+def test_missing_entrypoint_and_dependencies(hub, server, tmp_path, tiny_repo):
+    from reprohub.gitrepo import GitRepo
+
+    repo = GitRepo.init(tmp_path / "deps")
+    repo.commit({"hubconf.py": "dependencies = ['torch', 'no_such_pkg_a', 'no_such_pkg_b']\n"
+                 "def model():\n    return 1\n"}, "deps")
+    server.add_repo("acme/deps", repo.path)
+    with pytest.raises(MissingDependenciesError) as info:
+        hub.load("acme/deps", "model")
+    assert info.value.missing == ("no_such_pkg_a", "no_such_pkg_b") and isinstance(info.value, RuntimeError)
+    assert "pip install no_such_pkg_a no_such_pkg_b" in str(info.value)
+    with pytest.raises(EntrypointError, match="Cannot find callable nope"):
+        hub.help("acme/tiny:v1", "nope")
+
+
+def test_args_and_kwargs_reach_the_entrypoint(hub, server, tmp_path):
+    from reprohub.gitrepo import GitRepo
+
+    repo = GitRepo.init(tmp_path / "echo")
+    repo.commit({"hubconf.py": "def echo(*args, **kwargs):\n    return args, kwargs\n"}, "echo")
+    server.add_repo("acme/echo", repo.path)
+    assert hub.load("acme/echo", "echo", 1, "two", source="github", flag=True, verbose=3) == \
+        ((1, "two"), {"flag": True})
+
+
+def test_unknown_repo_bad_spec_and_bad_source(hub, server):
+    with pytest.raises(SourceError, match="HTTP 404"):
+        hub.load("acme/nothing", "x")
+    with pytest.raises(RefError):
+        hub.load("acme/tiny:c:d", "x")
+    with pytest.raises(ValueError, match="source"):
+        hub.load("acme/tiny", "x", source="svn")
+
+
+def test_auth_failures_say_whether_a_token_was_sent(tmp_path, tiny_repo, server):
+    server.require_token("sekret")
+    anon = Hub(hub_dir=tmp_path / "a", github_api_url=server.api_url, token="", policy=FAST_POLICY)
+    with pytest.raises(AuthError, match="no token was sent") as info:
+        anon.load("acme/tiny:main", "version")
+    assert "sekret" not in str(info.value)
+    good = Hub(hub_dir=tmp_path / "b", github_api_url=server.api_url, token="sekret", policy=FAST_POLICY)
+    assert good.load("acme/tiny:main", "version") == "v2"
+    assert "sekret" not in repr(good.github)
+    server.set_rate_limited(True)
+    with pytest.raises(AuthError, match="rate limit exhausted \\(a GITHUB_TOKEN was sent\\)"):
+        good.load("acme/tiny:v1", "version", force_reload=True)
+
+
+def test_local_source_runs_the_folder_as_is(hub, tmp_path):
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "hubconf.py").write_text("def answer():\n    return 42\n")
+    assert hub.load(str(folder), "answer", source="local") == 42
+    (folder / "hubconf.py").write_text("def answer():\n    return 43\n")
+    assert hub.load(str(folder), "answer", source="local") == 43
+
+
+def test_git_source_with_file_remote_and_bare_repo(hub, tiny_repo, tmp_path):
+    import subprocess
+
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(tiny_repo.path), str(bare)], check=True)
+    assert hub.load(f"file://{bare}#v1", "version", source="git") == "v1"
+    assert hub.last_repo.commit == tiny_repo.v1
+    assert hub.load(str(bare), "version", source="git") == "v2"
+    assert hub.load(f"{bare}#{tiny_repo.v1}", "version", source="git") == "v1"

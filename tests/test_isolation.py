@@ -1,0 +1,95 @@
+"""Import isolation and routing of torch.hub's functions while repo code runs."""
+
+import sys
+
+import pytest
+import torch
+import torch.hub
+import torch.utils.model_zoo
+
+from reprohub.gitrepo import GitRepo
+
+
+def serve_repo(server, tmp_path, name, files):
+    repo = GitRepo.init(tmp_path / name)
+    sha = repo.commit(files, name)
+    server.add_repo(f"acme/{name}", repo.path)
+    return sha
+
+
+def models_pkg(label):
+    return {
+        "hubconf.py": "from models import NAME\n\ndef name():\n    from models.deep import where\n    return NAME, where()\n",
+        "models/__init__.py": f"NAME = {label!r}\n",
+        "models/deep.py": f"def where():\n    return {label!r} + '-deep'\n",
+    }
+
+
+def test_two_repos_with_the_same_top_level_package(hub, server, tmp_path):
+    serve_repo(server, tmp_path, "alpha", models_pkg("alpha"))
+    serve_repo(server, tmp_path, "beta", models_pkg("beta"))
+    assert hub.load("acme/alpha", "name") == ("alpha", "alpha-deep")
+    assert hub.load("acme/beta", "name") == ("beta", "beta-deep")
+    assert hub.load("acme/alpha", "name") == ("alpha", "alpha-deep")
+
+
+def test_sys_path_and_modules_are_left_as_they_were(hub, server, tmp_path):
+    serve_repo(server, tmp_path, "alpha", models_pkg("alpha"))
+    sentinel = type(sys)("models")
+    sys.modules["models"] = sentinel
+    path_before = list(sys.path)
+    try:
+        hub.load("acme/alpha", "name")
+        assert sys.modules["models"] is sentinel and "models.deep" not in sys.modules
+        assert sys.path == path_before
+    finally:
+        sys.modules.pop("models", None)
+
+
+def test_repo_code_sees_its_own_package_not_an_installed_one(hub, server, tmp_path):
+    serve_repo(server, tmp_path, "shadow", {"hubconf.py": "import json\n\ndef which():\n    return json.MINE\n",
+                                             "json.py": "MINE = 'repo json'\n"})
+    import json
+
+    assert hub.load("acme/shadow", "which") == "repo json"
+    assert sys.modules["json"] is json and not hasattr(json, "MINE")
+
+
+def test_torch_hub_functions_are_routed_and_restored(hub, server, tmp_path, weights_url):
+    files = {
+        "hubconf.py": (
+            "import torch\nfrom torch.hub import load_state_dict_from_url\n\n"
+            "def direct(url):\n    return torch.hub.load_state_dict_from_url(url, progress=False)\n\n"
+            "def bound(url):\n    return load_state_dict_from_url(url, progress=False)\n\n"
+            "def zoo(url):\n    import torch.utils.model_zoo as mz\n    return mz.load_url(url, progress=False)\n\n"
+            "def to_file(url, dst):\n    torch.hub.download_url_to_file(url, dst, progress=False)\n\n"
+            "def nested():\n    return torch.hub.load('acme/tiny:v1', 'version')\n"
+        ),
+    }
+    originals = (torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file, torch.hub.load,
+                 torch.utils.model_zoo.load_url)
+    serve_repo(server, tmp_path, "router", files)
+    for entry in ("direct", "bound", "zoo"):
+        state = hub.load("acme/router", entry, weights_url)
+        assert set(state) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    hub.load("acme/router", "to_file", weights_url, str(tmp_path / "copy.pt"))
+    assert server.hits("/files/tiny-weights.pt") == 2  # one cached download + one explicit download_url_to_file
+    assert [a.url for a in hub.recorder.artifacts()] == [weights_url]
+    assert (torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file, torch.hub.load,
+            torch.utils.model_zoo.load_url) == originals
+
+
+def test_nested_torch_hub_load_goes_through_reprohub(hub, server, tmp_path, tiny_repo):
+    serve_repo(server, tmp_path, "outer", {
+        "hubconf.py": "import torch\n\ndef nested():\n    return torch.hub.load('acme/tiny:v1', 'version')\n"})
+    assert hub.load("acme/outer", "nested") == "v1"
+    assert {r.spec for r in hub.recorder.repos()} == {"acme/outer", "acme/tiny:v1"}
+
+
+def test_exceptions_in_repo_code_still_restore_everything(hub, server, tmp_path):
+    serve_repo(server, tmp_path, "boom", {"hubconf.py": "def boom():\n    raise KeyError('inside')\n",
+                                           "models/__init__.py": ""})
+    original = torch.hub.load
+    with pytest.raises(KeyError, match="inside"):
+        hub.load("acme/boom", "boom")
+    assert torch.hub.load is original and "models" not in sys.modules
