@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from .download import Downloaded
 from .hub import Hub, env_offline
@@ -24,9 +25,25 @@ from .sources import ENV_GITHUB_API_URL, ENV_GITHUB_TOKEN
 _default: tuple[tuple, Hub] | None = None
 
 
+_override: Hub | None = None
+
+
+@contextlib.contextmanager
+def default_hub_override(hub: Hub) -> Iterator[None]:
+    """Make ``hub`` the default Hub for the block (the pytest plugin binds it to the lock)."""
+    global _override
+    previous, _override = _override, hub
+    try:
+        yield
+    finally:
+        _override = previous
+
+
 def default_hub() -> Hub:
     """The Hub the module-level functions use, rebuilt when its environment changes."""
     global _default
+    if _override is not None:
+        return _override
     key = (get_dir(), env_offline(), os.environ.get(ENV_GITHUB_API_URL), os.environ.get(ENV_GITHUB_TOKEN))
     if _default is None or _default[0] != key:
         _default = (key, Hub())

@@ -90,13 +90,35 @@ def extract_zip(
         for m in links:
             digests[m.rel] = _write_link(zf, dest, m)
     kinds = {m.rel: m.kind for m in members}
-    lines = "".join(f"{kinds[rel]} {digests[rel]} {rel}\n" for rel in sorted(digests))
     return ExtractResult(
-        tree_sha256=hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest(),
+        tree_sha256=_tree_sha256({rel: (kinds[rel], digest) for rel, digest in digests.items()}),
         files=len(digests),
         bytes=sum(m.info.file_size for m in files),
         top_folder=top,
     )
+
+
+def tree_digest(folder: "str | os.PathLike[str]") -> str:
+    """The tree digest of an extracted folder, recomputed from disk (``reprohub verify`` uses it).
+
+    Equal to :attr:`ExtractResult.tree_sha256` for an untouched extraction.
+    """
+    from .cache import sha256_file
+
+    entries = {}
+    root = Path(folder)
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            entries[rel] = ("l", hashlib.sha256(os.readlink(path).encode("utf-8", "surrogateescape")).hexdigest())
+        elif path.is_file() and "__pycache__" not in path.parts:
+            entries[rel] = ("x" if path.stat().st_mode & 0o100 else "-", sha256_file(path))
+    return _tree_sha256(entries)
+
+
+def _tree_sha256(entries: "dict[str, tuple[str, str]]") -> str:
+    lines = "".join(f"{kind} {digest} {rel}\n" for rel, (kind, digest) in sorted(entries.items()))
+    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def extract_into_place(

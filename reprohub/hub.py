@@ -40,7 +40,7 @@ from .intercept import routed
 from .paths import CacheLayout, check_file_name, file_name_from_url, get_dir
 from .record import ArtifactUse, Pins, Recorder, RepoUse
 from .refs import RepoRef, is_full_commit, parse_ref
-from .sources import GitHubSource, GitSource
+from .sources import GIT_PREFIX, GitHubSource, GitSource, git_spec_parts
 from .trust import check_trust
 
 log = logging.getLogger("reprohub")
@@ -107,6 +107,8 @@ class Hub:
         self.recorder = recorder or Recorder()
         self.refresh = refresh
         self.last_repo: ResolvedRepo | None = None
+        self.last_load: tuple[str, str] | None = None
+        self._refreshed: set[tuple[str, str]] = set()
 
     @property
     def hub_dir(self) -> str:
@@ -163,7 +165,9 @@ class Hub:
                                        trust_repo=trust_repo, verbose=verbose).path, True
         with routed(self), repo_imports(path):
             entry = get_entrypoint(import_hubconf(path, reuse=reuse), model)
-            return entry(*args, **kwargs)
+            result = entry(*args, **kwargs)
+        self.last_load = (repo_or_dir, model)
+        return result
 
     def download_url_to_file(self, url: str, dst: str, hash_prefix: str | None = None,
                              progress: bool = True) -> Downloaded:
@@ -222,13 +226,16 @@ class Hub:
             >>> Hub().resolve("acme/tiny:v1", trust_repo=True).commit   # doctest: +SKIP
             '1f0e3dad99908345f7439f8ffabdffc4f0b2d3a1'
         """
-        src, repo = self._source_for(spec, _check_source(source))
+        source = _check_source(source)
+        src, repo = self._source_for(spec, source)
+        if source == "git" and not spec.startswith(GIT_PREFIX):
+            spec = GIT_PREFIX + spec  # lock entries of Git remotes are spelled git+REMOTE[#ref]
         pinned = self._pinned_commit(src.url, spec)
         check_trust(self.layout, f"{repo.owner}/{repo.name}" if source == "github" else src.url,
                     f"{repo.owner}_{repo.name}" if source == "github" else f"git:{src.url}", trust_repo,
                     legacy_folder=f"{repo.owner}_{repo.name}_{(repo.ref or 'main').replace('/', '_')}",
                     pinned=pinned is not None)
-        commit = pinned or self._resolve_commit(src, repo, force_reload)
+        commit = pinned or self._resolve_commit(src, repo, force_reload or self._needs_refresh(src.key, spec))
         path = self.layout.repo_dir(src.key, repo, commit)
         manifest = self._materialize(src, repo, commit, path)
         resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
@@ -237,12 +244,17 @@ class Hub:
         (log.info if verbose else log.debug)("%s -> commit %s (%s)", spec, commit, path)
         return resolved
 
+    def _needs_refresh(self, source_key: str, spec: str) -> bool:
+        """In refresh mode, re-resolve each spec once per Hub (not on every load)."""
+        if not self.refresh or (source_key, spec) in self._refreshed:
+            return False
+        self._refreshed.add((source_key, spec))
+        return True
+
     def _source_for(self, spec: str, source: str):
         if source == "github":
             return self.github, parse_ref(spec)
-        remote, _, ref = spec.partition("#")
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(remote.rstrip("/")).removesuffix(".git"))
-        repo = RepoRef("git", name if name not in ("", ".", "..") else "repo", ref or None)
+        remote, repo = git_spec_parts(spec)
         return GitSource(remote, self.layout.git_mirror(remote), offline=self.offline), repo
 
     def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> str:

@@ -80,13 +80,16 @@ def _unpatch() -> None:
 
 
 @contextlib.contextmanager
-def routed(hub) -> Iterator[None]:
-    """Make ``hub`` the target of torch.hub's functions for the block (nestable)."""
+def routed(hub, import_torch: bool = True) -> Iterator[None]:
+    """Make ``hub`` the target of torch.hub's functions for the block (nestable).
+
+    With ``import_torch=False`` torch.hub is patched only if already imported.
+    """
     global _depth
-    torch_present = "torch" in sys.modules or importlib.util.find_spec("torch") is not None
+    torch_present = "torch.hub" in sys.modules or (import_torch and importlib.util.find_spec("torch") is not None)
     token = _active.set(hub)
     with _lock:
-        if _depth == 0 and torch_present:
+        if not _saved and torch_present:
             _patch()
         _depth += 1
     try:

@@ -1,1 +1,307 @@
-"""pytest plugin (being written)."""
+"""pytest plugin: ``pytest --hub-lock hub.lock`` pins hub loads and checks golden outputs.
+
+Registered through the ``pytest11`` entry point; loading it never imports torch.
+
+Options (each also an ini setting without the dashes, ``hub_lock = hub.lock``)::
+
+    --hub-lock PATH       resolve every hub load through this lockfile
+    --hub-update          record new or changed entries and goldens, rewrite the lock at the end
+    --hub-offline         no network at all; a cache miss fails with the prefetch command
+    --hub-refresh         re-resolve locked refs, run against the new commits, report what moved
+    --hub-strict-unused   lock entries no test used are an error, not a warning
+    --hub-device LIST     devices for tests that take the ``hub_device`` fixture (cpu,cuda)
+
+Fixtures: ``hub`` (session: a :class:`~reprohub.hub.Hub` bound to the lock and
+options), ``golden`` (``golden.check(output, key=None, rtol=None, atol=None)``),
+``hub_device`` (a ``torch.device``; CUDA cases skip with a reason when no GPU).
+
+Example test::
+
+    def test_tiny_mlp(hub, golden, hub_device):
+        model = hub.load("acme/tiny:v1", "tiny_mlp", pretrained=True).to(hub_device).eval()
+        golden.check(model(golden.input(4, 3, device=hub_device)))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from .api import default_hub_override
+from .errors import ReprohubError
+from .golden_store import GoldenStore, check_key
+from .hub import Hub
+from .intercept import routed
+from .lock import Lockfile
+from .pinning import TABLES, LockSession
+
+WORKER_KEY = "reprohub"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("reprohub", "reprohub: pinned torch hub loads and golden outputs")
+    group.addoption("--hub-lock", metavar="PATH", default=None,
+                    help="resolve every hub load through this lockfile (ini: hub_lock)")
+    group.addoption("--hub-update", action="store_true", help="record new or changed entries and goldens; "
+                    "rewrite the lock at the end of the session")
+    group.addoption("--hub-offline", action="store_true", help="no network at all; missing cache entries fail")
+    group.addoption("--hub-refresh", action="store_true", help="re-resolve locked refs to what they point to now "
+                    "and report what changed (with --hub-update: write the new commits if everything passed)")
+    group.addoption("--hub-strict-unused", action="store_true",
+                    help="fail the session when lock entries were not used by any selected test")
+    group.addoption("--hub-device", metavar="LIST", default=None,
+                    help="comma-separated devices for tests using the hub_device fixture (default: cpu)")
+    parser.addini("hub_lock", "path of the hub lockfile (like --hub-lock)", default="")
+    parser.addini("hub_golden_dir", "folder of golden files, relative to the rootdir", default="fixtures/goldens")
+    parser.addini("hub_device", "default for --hub-device", default="cpu")
+    parser.addini("hub_cross_device_rtol", "rtol floor when comparing GPU outputs with CPU goldens", default="1e-4")
+    parser.addini("hub_cross_device_atol", "atol floor when comparing GPU outputs with CPU goldens", default="1e-5")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "hub_device(name): run this test on the named device only")
+    config.pluginmanager.register(HubPlugin(config), "reprohub-state")
+
+
+def _state(config: pytest.Config) -> "HubPlugin":
+    return config.pluginmanager.get_plugin("reprohub-state")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "hub_device" in metafunc.fixturenames:
+        devices = _state(metafunc.config).devices
+        marker = metafunc.definition.get_closest_marker("hub_device")
+        if marker is not None:
+            devices = [d for d in devices if d == marker.args[0]] or [marker.args[0]]
+        metafunc.parametrize("hub_device", devices, indirect=True, ids=devices)
+
+
+@pytest.fixture(scope="session")
+def hub(request: pytest.FixtureRequest) -> Hub:
+    """The loader bound to the lock and options: ``hub.load/list/help`` as ``reprohub.load/list/help``."""
+    return _state(request.config).hub
+
+
+@pytest.fixture
+def hub_device(request: pytest.FixtureRequest):
+    """The torch.device this test runs on (from --hub-device); CUDA skips cleanly without a GPU."""
+    import torch
+
+    name = getattr(request, "param", "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"{name} requested (--hub-device) but torch.cuda.is_available() is False on this machine")
+    return torch.device(name)
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest, hub: Hub):
+    """Compare outputs with recorded goldens: ``golden.check(output, key=None, rtol=None, atol=None)``."""
+    checker = GoldenChecker(_state(request.config).golden_store, hub)
+    with checker.deterministic():
+        yield checker
+
+
+class GoldenChecker:
+    """The ``golden`` fixture: seeded inputs, deterministic recording, checks keyed by structure.
+
+    Keys default to ``<owner>/<repo>/<entrypoint>`` of the last ``hub.load`` in
+    the test (never the test's name, so renaming a test orphans nothing), with
+    ``-2``, ``-3``... for further checks in the same test.
+    """
+
+    def __init__(self, store: GoldenStore, hub: Hub) -> None:
+        self.store = store
+        self.hub = hub
+        self.inputs: list[str] = []
+        self._used: dict[str, int] = {}
+
+    def input(self, *shape: int, dtype=None, seed: int = 0, kind: str = "randn", device=None, low: int = 0,
+              high: int = 10):
+        """A tensor generated from a recorded seed and spec (randn, rand or randint), then moved to ``device``.
+
+        Example:
+            >>> x = golden.input(4, 3, seed=1, device=hub_device)   # doctest: +SKIP
+        """
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        if kind == "randint":
+            dtype = dtype or torch.int64
+            tensor = torch.randint(low, high, shape, generator=gen, dtype=dtype)
+        elif kind in ("randn", "rand"):
+            dtype = dtype or torch.float32
+            tensor = getattr(torch, kind)(*shape, generator=gen, dtype=dtype)
+        else:
+            raise ValueError(f"kind must be randn, rand or randint, not {kind!r}")
+        self.inputs.append(f"{kind}{tuple(shape)} {str(dtype).removeprefix('torch.')} seed={seed}")
+        return tensor if device is None else tensor.to(device)
+
+    def check(self, output, key: str | None = None, rtol: float | None = None, atol: float | None = None,
+              tolerances: dict | None = None, equal_nan: bool = False) -> str:
+        """Compare ``output`` with its golden (record it under ``--hub-update``).
+
+        Returns "matched", "recorded" or "updated"; raises an AssertionError with the full report otherwise.
+        """
+        key = check_key(key) if key is not None else self._default_key()
+        count = self._used[key] = self._used.get(key, 0) + 1
+        full_key = key if count == 1 else f"{key}-{count}"
+        repo = self.hub.last_repo
+        metadata = {
+            "entrypoint": f"{self.hub.last_load[0]}:{self.hub.last_load[1]}" if self.hub.last_load else "",
+            "commit": repo.commit if repo else "",
+            "input": "; ".join(self.inputs),
+            "torch": _torch_version(),
+        }
+        __tracebackhide__ = True
+        try:
+            return self.store.check(output, full_key, metadata, rtol=rtol, atol=atol, tolerances=tolerances,
+                                    equal_nan=equal_nan)
+        except ReprohubError as err:
+            pytest.fail(str(err), pytrace=False)
+
+    def _default_key(self) -> str:
+        if self.hub.last_load is None:
+            raise ReprohubError("a hub.load(...) earlier in the test, or golden.check(..., key='name')",
+                                "no load to name the golden after", "pass key=")
+        spec, model = self.hub.last_load
+        return check_key(f"{spec.partition(':')[0]}/{model}")
+
+    @contextlib.contextmanager
+    def deterministic(self):
+        """Seeds set and deterministic algorithms on (warn-only) for the test; restored afterwards."""
+        import torch
+
+        before = (torch.are_deterministic_algorithms_enabled(),
+                  torch.is_deterministic_algorithms_warn_only_enabled())
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.manual_seed(0)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
+
+
+class HubPlugin:
+    """Session state and hooks; lock-specific behaviour only when a lock is configured."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        option = config.getoption
+        lock = option("hub_lock") or config.getini("hub_lock") or None
+        self.lock_path = Path(config.rootpath, lock) if lock and not os.path.isabs(lock) else (Path(lock) if lock else None)
+        self.update, self.refresh = option("hub_update"), option("hub_refresh")
+        self.offline, self.strict_unused = option("hub_offline"), option("hub_strict_unused")
+        self.devices = [d.strip() for d in (option("hub_device") or config.getini("hub_device")).split(",") if d.strip()]
+        self.is_worker = hasattr(config, "workerinput")
+        self.is_controller = not self.is_worker and (getattr(config.option, "numprocesses", None) or 0) > 0
+        self.session = self._lock_session()
+        self.outcomes: dict[str, str] = {}
+        self.deselected = 0
+        self.written: bool | None = None
+        self._hub: Hub | None = None
+
+    def _lock_session(self) -> LockSession | None:
+        if self.lock_path is None:
+            return None
+        try:
+            lock = Lockfile.read(self.lock_path)
+        except ReprohubError as err:
+            raise pytest.UsageError(str(err)) from None
+        if not self.lock_path.exists() and not self.update:
+            raise pytest.UsageError(f"--hub-lock {self.lock_path}: no such file. Create it with "
+                                    f"`pytest --hub-lock {self.lock_path} --hub-update`.")
+        return LockSession(lock, str(self.lock_path), update=self.update, refresh=self.refresh)
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            self._hub = Hub(offline=True if self.offline else None, pins=self.session, refresh=self.refresh)
+            if self.session is not None:
+                self._hub.recorder.listeners.append(self.session.observe)
+        return self._hub
+
+    @property
+    def golden_store(self) -> GoldenStore:
+        cross = (float(self.config.getini("hub_cross_device_rtol")), float(self.config.getini("hub_cross_device_atol")))
+        lock_dir = self.lock_path.parent if self.lock_path else self.config.rootpath
+        return GoldenStore(Path(self.config.rootpath, self.config.getini("hub_golden_dir")), lock_dir, self.session,
+                           update=self.update, refresh=self.refresh, cross_device=cross,
+                           accept_command=self.accept_command())
+
+    def accept_command(self) -> str:
+        lock = f" --hub-lock {shlex.quote(str(self.lock_path))}" if self.lock_path else ""
+        return f"pytest{lock} --hub-update"
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
+        if self.session is None:
+            return None
+        import torch
+
+        counts = ", ".join(f"{n} {t}" for t, n in self.session.lock.entry_count().items())
+        mode = "refresh" if self.refresh else "update" if self.update else "check"
+        mode += " + update" if self.refresh and self.update else ""
+        return [f"reprohub: lock {self.lock_path} ({counts}); mode {mode}; "
+                f"{'offline' if self.offline else 'online'}; torch {torch.__version__}; "
+                f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item):
+        if self.session is None:
+            yield
+            return
+        self.session.current_test = item.nodeid
+        with default_hub_override(self.hub), routed(self.hub, import_torch=False):
+            yield
+        self.session.current_test = None
+
+    def pytest_deselected(self, items) -> None:
+        self.deselected += len(items)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed or (report.when == "call" and report.passed) or report.skipped:
+            previous = self.outcomes.get(report.nodeid)
+            if previous != "failed":
+                self.outcomes[report.nodeid] = report.outcome
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        data = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+        if data is not None and self.session is not None:
+            self.session.absorb(data["session"])
+            self.deselected += data["deselected"]
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.session is None:
+            return
+        if self.is_worker:
+            self.config.workeroutput[WORKER_KEY] = {"session": self.session.export(), "deselected": self.deselected}
+            return
+        failed = sum(1 for outcome in self.outcomes.values() if outcome == "failed")
+        if self.update and (not self.refresh or failed == 0):
+            self.written = self.session.result().write(self.lock_path)
+        if self.strict_unused and any(self.session.unused().values()) and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+        if self.session is None or self.is_worker:
+            return
+        from .report import summary_lines
+
+        terminalreporter.section("reprohub")
+        for line in summary_lines(self.session, self.outcomes, self.deselected, self.written, self.strict_unused,
+                                  self.update, self.refresh):
+            terminalreporter.write_line(line)

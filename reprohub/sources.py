@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Protocol
@@ -146,6 +147,26 @@ class GitHubSource:
         return err
 
 
+GIT_PREFIX = "git+"
+
+
+def git_spec_parts(spec: str) -> tuple[str, RepoRef]:
+    """Split ``REMOTE[#ref]`` (optionally prefixed ``git+``) into the remote and a cache-safe :class:`RepoRef`.
+
+    Example:
+        >>> git_spec_parts("git+file:///srv/models.git#v1")
+        ('file:///srv/models.git', RepoRef(owner='git', name='models', ref='v1'))
+    """
+    remote, _, ref = spec.removeprefix(GIT_PREFIX).partition("#")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(remote.rstrip("/")).removesuffix(".git"))[:100]
+    return remote, RepoRef("git", name if name not in ("", ".", "..") else "repo", ref or None)
+
+
+def git_source_key(remote: str) -> str:
+    """The cache folder name of a Git remote's repos."""
+    return "git-" + source_key(remote)
+
+
 class GitSource:
     """Any Git remote the ``git`` command can fetch, mirrored under the cache.
 
@@ -157,7 +178,7 @@ class GitSource:
 
     def __init__(self, remote: str, mirror: Path, offline: bool = False) -> None:
         self.url = remote
-        self.key = "git-" + source_key(remote)
+        self.key = git_source_key(remote)
         self.mirror = Path(mirror)
         self.offline = offline
 

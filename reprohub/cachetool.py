@@ -1,0 +1,90 @@
+"""``reprohub cache ls|rm|prune``: see and clean what the cache holds.
+
+Example::
+
+    reprohub cache ls
+    reprohub cache rm acme/tiny                    # every cached commit of a repo
+    reprohub cache rm https://host/w.pt            # one artifact
+    reprohub cache prune --lock hub.lock           # leftovers, and whatever the lock does not pin
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .fsutil import read_json, remove_tree
+from .lock import Lockfile
+from .paths import SIDECAR_SUFFIX, CacheLayout
+
+EXIT_OK, EXIT_MISMATCH = 0, 1
+
+
+def cached_repos(layout: CacheLayout) -> list[dict]:
+    """Every extracted commit: its manifest plus ``repo`` (owner/name) and ``path``."""
+    found = []
+    for manifest in sorted((layout.internal / "repos").glob("*/*/*/*.json")):
+        data = read_json(manifest) or {}
+        data.update(repo=f"{manifest.parent.parent.name}/{manifest.parent.name}", path=manifest.with_suffix(""))
+        found.append(data)
+    return found
+
+
+def cached_artifacts(layout: CacheLayout) -> list[dict]:
+    """Every cached artifact: its sidecar record plus ``path``."""
+    found = []
+    for sidecar in sorted(layout.checkpoints.glob(f"*/*{SIDECAR_SUFFIX}")):
+        data = read_json(sidecar) or {}
+        data["path"] = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
+        found.append(data)
+    return found
+
+
+def leftovers(layout: CacheLayout) -> list[Path]:
+    """Temporary files and folders of interrupted downloads and extractions."""
+    return sorted(p for p in layout.root.rglob("*.incomplete") if p.exists())
+
+
+def run(action: str, names: list[str], lock_path: str | None, layout: CacheLayout) -> int:
+    """Carry out one ``reprohub cache`` action, printing what it did."""
+    if action == "ls":
+        for repo in cached_repos(layout):
+            print(f"repo     {repo['repo']} @ {repo.get('commit', '?')}  {repo.get('files', '?')} files  "
+                  f"{repo.get('bytes', 0):>12,} bytes  from {repo.get('host', '?')}")
+        for art in cached_artifacts(layout):
+            print(f"artifact {art.get('url', '?')}  {art.get('size', 0):>12,} bytes  sha256 {art.get('sha256', '?')}")
+        return EXIT_OK
+    if action == "rm":
+        removed = [p for p in _matching(layout, names)]
+        for path in removed:
+            _remove_entry(path)
+            print(f"removed {path}")
+        return EXIT_OK if removed else EXIT_MISMATCH
+    doomed = leftovers(layout)
+    if lock_path:
+        lock = Lockfile.read(lock_path)
+        doomed += [r["path"] for r in cached_repos(layout) if r.get("commit") not in
+                   {p.commit for p in lock.repos.values()}]
+        doomed += [a["path"] for a in cached_artifacts(layout) if a.get("url") not in lock.artifacts]
+    for path in doomed:
+        _remove_entry(path)
+        print(f"removed {path}")
+    print(f"{len(doomed)} entries removed")
+    return EXIT_OK
+
+
+def _matching(layout: CacheLayout, names: list[str]) -> list[Path]:
+    paths = []
+    for repo in cached_repos(layout):
+        if repo["repo"] in names or repo.get("commit") in names:
+            paths.append(repo["path"])
+    for art in cached_artifacts(layout):
+        if art.get("url") in names:
+            paths.append(art["path"])
+    return paths
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a cached repo folder or artifact file with its manifest, sidecar and lock file."""
+    remove_tree(path)
+    for suffix in (".json", SIDECAR_SUFFIX, ".lock"):
+        remove_tree(Path(f"{path}{suffix}"))

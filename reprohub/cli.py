@@ -1,0 +1,193 @@
+"""The ``reprohub`` command: lock, fetch, verify, list, help, cache, serve, demo.
+
+Exit codes a CI script can rely on::
+
+    0  success
+    1  verification failed: something differs from, or is missing in, the lock or the cache
+    2  usage error (bad arguments)
+    3  any other reprohub error (network, offline miss, untrusted repo...)
+
+``lock``, ``fetch``, ``verify``, ``cache`` and ``--help`` never import torch.
+
+Example::
+
+    reprohub lock acme/tiny:v1 --lock hub.lock     # pin without running tests
+    reprohub fetch --lock hub.lock                 # prefetch for an offline CI step
+    REPROHUB_OFFLINE=1 pytest --hub-lock hub.lock  # then test with no network
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import ReprohubError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="reprohub: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.run(args)
+    except ReprohubError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reprohub", description="Reproducible, pinned, verified PyTorch Hub loads.",
+                                     epilog="exit codes: 0 ok, 1 verification failed, 2 usage, 3 other errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is resolved and downloaded")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(run=run)
+        return p
+
+    p = command("lock", _lock, "resolve repo specs to commits and pin them in a lockfile (no tests run)")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="owner/repo[:ref]")
+    p.add_argument("--lock", default="hub.lock", help="lockfile to update (default: hub.lock)")
+    p.add_argument("--trust", action="store_true", help="trust these repos (as trust_repo=True)")
+
+    p = command("fetch", _fetch, "download everything a lockfile pins into the cache (for offline runs)")
+    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+
+    p = command("verify", _verify, "re-hash the cache (and goldens) against a lockfile")
+    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+
+    p = command("list", _list, "list the entrypoints of a repo (imports its hubconf)")
+    p.add_argument("spec", help="owner/repo[:ref]")
+    p.add_argument("--trust", action="store_true", help="trust this repo (as trust_repo=True)")
+
+    p = command("help", _help, "show an entrypoint's docstring (imports its hubconf)")
+    p.add_argument("spec", help="owner/repo[:ref]")
+    p.add_argument("model", help="entrypoint name")
+    p.add_argument("--trust", action="store_true", help="trust this repo (as trust_repo=True)")
+
+    p = command("cache", _cache, "inspect or clean the cache: ls, rm NAME..., prune [--lock hub.lock]")
+    p.add_argument("action", choices=("ls", "rm", "prune"))
+    p.add_argument("names", nargs="*", help="for rm: owner/repo, a commit, or an artifact URL")
+    p.add_argument("--lock", default=None, help="for prune: also remove whatever this lock does not pin")
+
+    p = command("serve", _serve, "serve local Git repos (and files) on 127.0.0.1 as a GitHub-compatible host")
+    p.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=PATH", help="a Git repo to serve")
+    p.add_argument("--file", action="append", default=[], metavar="NAME=PATH", help="a file to serve at /files/NAME")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks one)")
+
+    p = command("demo", _demo, "the built-in example: serve a demo repo, lock it, test it with --hub-lock")
+    p.add_argument("--workdir", default=None, help="keep the demo project here (default: a temporary folder)")
+    return parser
+
+
+def _hub(offline: bool | None = None, pins=None):
+    from .hub import Hub
+
+    return Hub(offline=offline, pins=pins)
+
+
+def _lock(args) -> int:
+    from .lock import Lockfile
+    from .pinning import LockSession
+
+    lock = Lockfile.read(args.lock)
+    session = LockSession(lock, args.lock, update=True)
+    hub = _hub(pins=session)
+    hub.recorder.listeners.append(session.observe)
+    for spec in args.specs:
+        resolved = hub.resolve(spec, trust_repo=True if args.trust else "check", force_reload=True)
+        print(f"{spec} -> {resolved.commit}")
+    changed = session.result().write(args.lock)
+    print(f"{args.lock}: {'written' if changed else 'unchanged'}")
+    return EXIT_OK
+
+
+def _fetch(args) -> int:
+    from .pinning import LockSession
+    from .sources import GIT_PREFIX
+
+    lock = _read_existing_lock(args.lock)
+    hub = _hub(pins=LockSession(lock, args.lock))
+    for spec, pin in sorted(lock.repos.items()):
+        resolved = hub.resolve(spec, source="git" if spec.startswith(GIT_PREFIX) else "github", trust_repo=True)
+        status = "ok" if resolved.tree_sha256 == pin.tree_sha256 else "TREE MISMATCH"
+        print(f"repo {spec} @ {pin.commit[:12]}: {status}")
+    for url in sorted(lock.artifacts):
+        got = hub.fetch_artifact(url)
+        print(f"artifact {url}: {got.size} bytes, sha256 {got.sha256[:12]}")
+    return EXIT_OK
+
+
+def _verify(args) -> int:
+    from .verify import verify_lock
+
+    problems, checked = verify_lock(_read_existing_lock(args.lock), Path(args.lock).resolve().parent, _hub().layout)
+    for line in problems:
+        print(line)
+    print(f"{checked} entries checked, {len(problems)} problems")
+    return EXIT_MISMATCH if problems else EXIT_OK
+
+
+def _read_existing_lock(path: str):
+    from .lock import Lockfile
+
+    if not Path(path).exists():
+        raise ReprohubError(f"a lockfile at {path}", "no such file", "create one with `reprohub lock SPEC` "
+                            "or `pytest --hub-lock hub.lock --hub-update`")
+    return Lockfile.read(path)
+
+
+def _list(args) -> int:
+    for name in _hub().list(args.spec, trust_repo=True if args.trust else "check"):
+        print(name)
+    return EXIT_OK
+
+
+def _help(args) -> int:
+    print(_hub().help(args.spec, args.model, trust_repo=True if args.trust else "check") or "(no docstring)")
+    return EXIT_OK
+
+
+def _cache(args) -> int:
+    from . import cachetool
+
+    return cachetool.run(args.action, args.names, args.lock, _hub().layout)
+
+
+def _serve(args) -> int:
+    from .server import HubServer
+
+    server = HubServer(port=args.port)
+    for item in args.repo:
+        name, _, path = item.partition("=")
+        server.add_repo(name, path)
+    for item in args.file:
+        name, _, path = item.partition("=")
+        server.add_file(name, Path(path))
+    print(f"serving on {server.url}\n  export REPROHUB_GITHUB_API_URL={server.api_url}\n  files: {server.url}/files/",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _demo(args) -> int:
+    from .demo.run import run_demo
+
+    return run_demo(args.workdir)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""Record and compare nested entrypoint outputs against golden files.
+
+An output -- a tensor, or nested tuples, lists, dicts, namedtuples and
+dataclasses of tensors and plain numbers -- is flattened into leaves whose
+keys come from the structure (``out.logits``, ``out[1]``, ``out['a b']``), so a
+mismatch names the exact leaf.  Goldens are safetensors files (every torch
+dtype round-trips: bfloat16, float8, complex, bool, unsigned; dtypes
+safetensors lacks are stored as raw bytes) with metadata: the structure,
+entrypoint, commit, input description, torch version and device.
+
+Comparison is strict about structure, dtype and shape; values use
+``torch.testing.assert_close``'s per-dtype tolerances unless overridden per
+call or per leaf; exact equality is checked first.  Large tensors are compared
+in chunks, so the extra memory is a few chunk-sized temporaries, not copies of
+the output.
+
+Example:
+    >>> import torch, tempfile, os
+    >>> out = {"logits": torch.ones(2, 3), "n": 3}
+    >>> path = os.path.join(tempfile.mkdtemp(), "g.safetensors")
+    >>> _ = save_golden(path, out, {"entrypoint": "demo"})
+    >>> compare(out, load_golden(path)).ok
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import GoldenMismatchError
+from .fsutil import atomic_write_bytes
+
+STRUCTURE_KEY = "reprohub.structure"
+CHUNK_ELEMENTS = 1 << 22
+MAX_TABLE_ROWS = 10
+_SAFETENSORS_DTYPES = {
+    "float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "int64", "int32", "int16", "int8",
+    "uint8", "uint16", "uint32", "uint64", "bool", "complex64",
+}
+
+
+def default_tolerance(dtype) -> tuple[float, float]:
+    """(rtol, atol) as ``torch.testing.assert_close`` picks them for ``dtype``; exact for integers and bool.
+
+    Example:
+        >>> import torch; default_tolerance(torch.float32)
+        (1.3e-06, 1e-05)
+    """
+    import torch
+
+    table = {
+        torch.float16: (1e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-5), torch.float32: (1.3e-6, 1e-5),
+        torch.float64: (1e-7, 1e-7), torch.complex32: (1e-3, 1e-5), torch.complex64: (1.3e-6, 1e-5),
+        torch.complex128: (1e-7, 1e-7),
+    }
+    return table.get(dtype, (0.0, 0.0))
+
+
+# -- flattening --------------------------------------------------------------------------------
+
+def flatten(obj: Any, prefix: str = "out") -> dict[str, Any]:
+    """Leaves of a nested output, keyed by their path.
+
+    Example:
+        >>> import torch
+        >>> sorted(flatten({"a": (torch.ones(1), 2.0)}))
+        ['out.a[0]', 'out.a[1]']
+    """
+    import torch
+
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, complex, str)):
+        return {prefix: obj}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return _merge(flatten(getattr(obj, name), f"{prefix}.{name}") for name in obj._fields)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _merge(flatten(getattr(obj, f.name), f"{prefix}.{f.name}") for f in dataclasses.fields(obj))
+    if isinstance(obj, Mapping):
+        return _merge(flatten(value, prefix + _key_part(key)) for key, value in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return _merge(flatten(value, f"{prefix}[{i}]") for i, value in enumerate(obj))
+    raise GoldenMismatchError("tensors, numbers, strings, None, or tuples/lists/dicts/namedtuples/dataclasses of them",
+                              f"{type(obj).__name__} at {prefix}", "convert the output (for example .logits) "
+                              "before golden.check")
+
+
+def _key_part(key: Any) -> str:
+    return f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+
+
+def _merge(parts) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+# -- storage -----------------------------------------------------------------------------------
+
+@dataclass
+class Golden:
+    """A loaded golden: its leaves, and its metadata (entrypoint, commit, device...)."""
+
+    leaves: dict[str, Any]
+    metadata: dict[str, str]
+    path: Path | None = None
+
+
+def save_golden(path: "str | Path", output: Any, metadata: Mapping[str, str] | None = None) -> bytes:
+    """Write ``output`` to a safetensors file atomically; return the bytes written."""
+    import torch
+    from safetensors.torch import save
+
+    tensors, structure = {}, []
+    for key, leaf in flatten(output).items():
+        if isinstance(leaf, torch.Tensor):
+            tensors[key], entry = _storable(leaf)
+            structure.append({"key": key, "kind": "tensor", **entry})
+        else:
+            structure.append({"key": key, "kind": type(leaf).__name__, "value": _plain(leaf)})
+    meta = {k: str(v) for k, v in sorted((metadata or {}).items())}
+    meta[STRUCTURE_KEY] = json.dumps(structure, sort_keys=True)
+    data = save(tensors, metadata=meta)
+    atomic_write_bytes(path, data)
+    return data
+
+
+def load_golden(path: "str | Path") -> Golden:
+    """Read a golden written by :func:`save_golden`."""
+    import torch
+    from safetensors import safe_open
+
+    leaves: dict[str, Any] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        for entry in json.loads(meta.pop(STRUCTURE_KEY)):
+            if entry["kind"] == "tensor":
+                raw = f.get_tensor(entry["key"])
+                dtype = getattr(torch, entry["dtype"])
+                leaves[entry["key"]] = raw if entry.get("raw") is None else raw.view(dtype).reshape(entry["shape"])
+            else:
+                leaves[entry["key"]] = _unplain(entry["kind"], entry["value"])
+    return Golden(leaves, meta, Path(path))
+
+
+def _storable(t):
+    t = t.detach().cpu().contiguous()
+    dtype = str(t.dtype).removeprefix("torch.")
+    entry = {"dtype": dtype, "shape": list(t.shape)}
+    if dtype in _SAFETENSORS_DTYPES:
+        return t, entry
+    import torch
+
+    return t.reshape(-1).view(torch.uint8), {**entry, "raw": True}
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    return value
+
+
+def _unplain(kind: str, value):
+    if kind == "float":
+        return float(value)
+    if kind == "complex":
+        return complex(*value)
+    return value
+
+
+# -- comparison --------------------------------------------------------------------------------
+
+@dataclass
+class LeafDiff:
+    """How one leaf differs: a one-line reason and, for values, the detailed report."""
+
+    key: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: ``ok`` and every leaf that differs."""
+
+    diffs: list[LeafDiff] = field(default_factory=list)
+    compared: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.diffs
+
+    def message(self, golden_path: str = "", commit: str = "", accept: str = "") -> str:
+        lines = [f"{len(self.diffs)} of {self.compared} leaves differ from the golden"
+                 + (f" {golden_path}" if golden_path else "") + (f" (recorded at commit {commit})" if commit else "")]
+        for d in self.diffs:
+            lines.append(f"  {d.key}: {d.reason}")
+            if d.detail:
+                lines.extend("    " + line for line in d.detail.splitlines())
+        if accept:
+            lines.append(f"To accept the new outputs: {accept}")
+        return "\n".join(lines)
+
+
+def compare(obtained: Any, golden: Golden, rtol: float | None = None, atol: float | None = None,
+            tolerances: Mapping[str, tuple[float, float]] | None = None, equal_nan: bool = False,
+            cross_device: tuple[float, float] | None = None) -> Comparison:
+    """Compare an output with a golden: structure, dtype, shape, then values.
+
+    Args:
+        rtol, atol: override the per-dtype defaults for every leaf.
+        tolerances: ``{leaf_key: (rtol, atol)}`` overrides for single leaves.
+        equal_nan: treat NaN == NaN (off by default).
+        cross_device: (rtol, atol) floor used when the obtained tensors are on
+            another device than the golden was recorded on.
+    """
+    got = flatten(obtained)
+    result = Comparison(compared=len(set(got) | set(golden.leaves)))
+    for key in sorted(set(golden.leaves) - set(got)):
+        result.diffs.append(LeafDiff(key, "missing from the output (present in the golden)"))
+    for key in sorted(set(got) - set(golden.leaves)):
+        result.diffs.append(LeafDiff(key, "extra in the output (absent from the golden)"))
+    for key in sorted(set(got) & set(golden.leaves)):
+        tol = (tolerances or {}).get(key)
+        diff = _compare_leaf(key, got[key], golden.leaves[key], tol or (rtol, atol), equal_nan, cross_device)
+        if diff is not None:
+            result.diffs.append(diff)
+    return result
+
+
+def _compare_leaf(key, actual, expected, tol, equal_nan, cross_device) -> LeafDiff | None:
+    import torch
+
+    if isinstance(expected, torch.Tensor) != isinstance(actual, torch.Tensor):
+        return LeafDiff(key, f"kind differs: golden {type(expected).__name__}, output {type(actual).__name__}")
+    if not isinstance(expected, torch.Tensor):
+        same = expected == actual or (equal_nan and _both_nan(expected, actual))
+        return None if same and type(expected) is type(actual) else LeafDiff(
+            key, f"value differs: golden {expected!r} ({type(expected).__name__}), output {actual!r} "
+                 f"({type(actual).__name__})")
+    if actual.dtype != expected.dtype:
+        return LeafDiff(key, f"dtype differs: golden {expected.dtype}, output {actual.dtype}")
+    if actual.shape != expected.shape:
+        return LeafDiff(key, f"shape differs: golden {tuple(expected.shape)}, output {tuple(actual.shape)}")
+    rtol, atol = _tolerance(actual.dtype, tol, cross_device if actual.device.type != "cpu" else None)
+    detail = value_mismatch(actual.detach(), expected, rtol, atol, equal_nan)
+    return None if detail is None else LeafDiff(key, "values differ", detail)
+
+
+def _both_nan(a, b) -> bool:
+    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+def _tolerance(dtype, tol, cross_device):
+    default_rtol, default_atol = default_tolerance(dtype)
+    rtol = default_rtol if tol[0] is None else tol[0]
+    atol = default_atol if tol[1] is None else tol[1]
+    if cross_device is not None:
+        rtol, atol = max(rtol, cross_device[0]), max(atol, cross_device[1])
+    return rtol, atol
+
+
+def value_mismatch(actual, expected, rtol: float, atol: float, equal_nan: bool = False) -> str | None:
+    """None if close; else a torch-style report of how the values differ.
+
+    Works chunk by chunk over the flattened tensors, so memory stays bounded.
+    """
+    import torch
+
+    expected = expected.to(actual.device)
+    if _exactly_equal(actual, expected, equal_nan):
+        return None
+    a, e = actual.reshape(-1), expected.reshape(-1)
+    stats = _MismatchStats(a.numel())
+    for start in range(0, a.numel(), CHUNK_ELEMENTS):
+        stats.add(start, a[start:start + CHUNK_ELEMENTS], e[start:start + CHUNK_ELEMENTS], rtol, atol, equal_nan)
+    if stats.mismatched == 0:
+        return None
+    return stats.report(actual.shape, rtol, atol)
+
+
+def _exactly_equal(a, e, equal_nan: bool) -> bool:
+    import torch
+
+    if a.dtype.is_floating_point or a.dtype.is_complex:
+        if equal_nan:
+            return bool(torch.equal(a, e)) or bool(torch.all((a == e) | (torch.isnan(a) & torch.isnan(e))))
+    return bool(torch.equal(a, e))
+
+
+class _MismatchStats:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.mismatched = 0
+        self.abs_sum = 0.0
+        self.max_abs = (-1.0, 0)
+        self.max_rel = (-1.0, 0)
+        self.rows: list[tuple[int, Any, Any, float]] = []
+        self.sample: list = []
+
+    def add(self, start, a, e, rtol, atol, equal_nan) -> None:
+        import torch
+
+        exact = not (a.dtype.is_floating_point or a.dtype.is_complex)
+        compute = torch.float64 if a.dtype in (torch.float64, torch.int64, torch.uint64) else torch.float32
+        if a.dtype.is_complex:
+            compute = torch.complex128 if a.dtype == torch.complex128 else torch.complex64
+        af, ef = a.to(compute), e.to(compute)
+        diff = (af - ef).abs()
+        if a.dtype == torch.bool:
+            diff = (a != e).to(torch.float32)
+        if exact:
+            bad = a != e
+        else:
+            bad = ~torch.isclose(af, ef, rtol=rtol, atol=atol, equal_nan=equal_nan)
+        finite = torch.nan_to_num(diff.real if diff.is_complex() else diff, nan=math.inf)
+        self.abs_sum += float(torch.nan_to_num(finite, posinf=0.0).sum())
+        self.sample.append(finite[:: max(1, finite.numel() // 4096)].cpu())
+        n_bad = int(bad.sum())
+        if not n_bad:
+            return
+        self.mismatched += n_bad
+        idx = int(torch.argmax(torch.where(bad, finite, torch.zeros_like(finite))))
+        if float(finite[idx]) > self.max_abs[0]:
+            self.max_abs = (float(finite[idx]), start + idx)
+        rel = finite / ef.abs().real.clamp_min(torch.finfo(torch.float32).tiny) if not exact else finite
+        rel = torch.where(bad, torch.nan_to_num(rel, nan=math.inf), torch.zeros_like(rel))
+        ridx = int(torch.argmax(rel))
+        if float(rel[ridx]) > self.max_rel[0]:
+            self.max_rel = (float(rel[ridx]), start + ridx)
+        if len(self.rows) < MAX_TABLE_ROWS:
+            for i in torch.nonzero(bad).reshape(-1)[: MAX_TABLE_ROWS - len(self.rows)].tolist():
+                self.rows.append((start + i, a[i].item(), e[i].item(), float(finite[i])))
+
+    def report(self, shape, rtol, atol) -> str:
+        import torch
+
+        median = float(torch.cat(self.sample).median()) if self.sample else 0.0
+        lines = [
+            f"Mismatched elements: {self.mismatched} / {self.total} ({100.0 * self.mismatched / self.total:.1f}%)",
+            f"Greatest absolute difference: {self.max_abs[0]:.6g} at index {_unravel(self.max_abs[1], shape)}"
+            f" (up to {atol:g} allowed)",
+            f"Greatest relative difference: {self.max_rel[0]:.6g} at index {_unravel(self.max_rel[1], shape)}"
+            f" (up to {rtol:g} allowed)",
+            f"Mean absolute error: {self.abs_sum / max(self.total, 1):.6g}; median absolute error: {median:.6g}"
+            + (" (sampled)" if self.total > 4096 else ""),
+            f"{'index':>16} {'obtained':>14} {'expected':>14} {'difference':>12}",
+        ]
+        for flat, got, want, d in self.rows:
+            lines.append(f"{str(_unravel(flat, shape)):>16} {_short(got):>14} {_short(want):>14} {d:>12.6g}")
+        return "\n".join(lines)
+
+
+def _short(value) -> str:
+    return f"{value:.7g}" if isinstance(value, float) else str(value)[:14]
+
+
+def _unravel(flat: int, shape) -> tuple[int, ...]:
+    index = []
+    for size in reversed(tuple(shape)):
+        index.append(flat % size if size else 0)
+        flat //= size if size else 1
+    return tuple(reversed(index))
+
+
+def assert_matches(obtained: Any, golden: Golden, **kwargs) -> None:
+    """Raise :class:`~reprohub.errors.GoldenMismatchError` with the full report if ``obtained`` differs.
+
+    Example:
+        >>> import torch
+        >>> g = Golden({"out": torch.zeros(3)}, {})
+        >>> assert_matches(torch.zeros(3), g)
+    """
+    result = compare(obtained, golden, **kwargs)
+    if not result.ok:
+        where = str(golden.path) if golden.path else "the golden"
+        raise GoldenMismatchError(f"outputs matching {where}", result.message(
+            str(golden.path or ""), golden.metadata.get("commit", "")), "re-record with `pytest --hub-update` "
+            "if the change is intended")

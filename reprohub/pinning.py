@@ -1,0 +1,150 @@
+"""A lockfile applied to one run: enforce pins, record what is used, collect changes.
+
+:class:`LockSession` is the :class:`~reprohub.record.Pins` a Hub consults and a
+listener on its :class:`~reprohub.record.Recorder`.  Modes:
+
+* check (default): a repo or artifact missing from the lock, or different from
+  it, raises :class:`~reprohub.errors.LockMismatchError` naming the entry and
+  the command that records it; the lock is never written.
+* update: anything new or changed is recorded; the caller writes the merged lock.
+* refresh: pinned commits are ignored and refs re-resolved; what moved is
+  reported (with update, written only when everything passed).
+
+Sessions in pytest-xdist workers :meth:`export` their records as JSON-able
+data, and the controller :meth:`absorb` s them, so the lock written with ``-n``
+is byte-identical to the one written without.
+
+Example:
+    >>> session = LockSession(Lockfile(), "hub.lock", update=True)
+    >>> session.pinned_commit("https://api.github.com", "a/b:v1") is None
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+
+from .errors import LockMismatchError
+from .lock import ArtifactPin, GoldenPin, Lockfile, RepoPin
+from .record import ArtifactUse, RepoUse
+
+TABLES = ("repos", "artifacts", "goldens")
+
+
+@dataclass
+class Change:
+    """An entry whose recorded value differs from the lock's (``old`` is None for new entries)."""
+
+    table: str
+    key: str
+    old: dict | None
+    new: dict
+
+
+@dataclass
+class LockSession:
+    """Pins from a lockfile plus everything observed during a run."""
+
+    lock: Lockfile
+    lock_path: str
+    update: bool = False
+    refresh: bool = False
+    recorded: Lockfile = field(default_factory=Lockfile)
+    usage: dict[str, dict[str, set[str]]] = field(default_factory=lambda: {t: {} for t in TABLES})
+    current_test: str | None = None
+    failed_goldens: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- Pins ----------------------------------------------------------------------------------
+
+    def pinned_commit(self, host: str, spec: str) -> str | None:
+        """The locked commit of ``spec``; in check mode a missing entry is an error."""
+        pin = self.lock.repos.get(spec)
+        if pin is None and not (self.update or self.refresh):
+            raise LockMismatchError(f"repo {spec!r} pinned in {self.lock_path}", "no such entry",
+                                    self.record_hint())
+        return None if pin is None or self.refresh else pin.commit
+
+    def pinned_sha256(self, url: str) -> str | None:
+        """The locked digest of ``url``; in check mode a missing entry is an error."""
+        pin = self.lock.artifacts.get(url)
+        if pin is None and not (self.update or self.refresh):
+            raise LockMismatchError(f"artifact {url} pinned in {self.lock_path}", "no such entry",
+                                    self.record_hint())
+        return None if pin is None or self.update or self.refresh else pin.sha256
+
+    def record_hint(self) -> str:
+        return f"record it: pytest --hub-lock {self.lock_path} --hub-update (then review the diff of the lock)"
+
+    # -- observation ----------------------------------------------------------------------------
+
+    def observe(self, use: "RepoUse | ArtifactUse") -> None:
+        """Recorder listener: remember the use, and in check mode verify it against the lock."""
+        if isinstance(use, RepoUse):
+            pin = RepoPin(use.spec, use.host, use.commit, use.tree_sha256)
+            self._note("repos", use.spec, pin)
+            locked = self.lock.repos.get(use.spec)
+            if self._strict and locked is not None and locked.tree_sha256 != pin.tree_sha256:
+                raise LockMismatchError(
+                    f"repo {use.spec} at {locked.commit} with tree sha256 {locked.tree_sha256}",
+                    f"tree sha256 {pin.tree_sha256} (the host served other files for the same commit)",
+                    "do not trust this host; if the lock was edited by hand, restore it from version control")
+        else:
+            self._note("artifacts", use.url, ArtifactPin(use.url, use.sha256, use.size))
+
+    def record_golden(self, pin: GoldenPin) -> None:
+        """Remember a golden checked or recorded by the current test."""
+        self._note("goldens", pin.key, pin)
+
+    def _note(self, table: str, key: str, pin) -> None:
+        with self._lock:
+            getattr(self.recorded, table)[key] = pin
+            if self.current_test is not None:
+                self.usage[table].setdefault(key, set()).add(self.current_test)
+
+    @property
+    def _strict(self) -> bool:
+        return not (self.update or self.refresh)
+
+    # -- results --------------------------------------------------------------------------------
+
+    def changes(self) -> list[Change]:
+        """Entries new in, or different from, the lock."""
+        found = []
+        for table in TABLES:
+            locked, seen = getattr(self.lock, table), getattr(self.recorded, table)
+            for key in sorted(seen):
+                if locked.get(key) != seen[key]:
+                    old = asdict(locked[key]) if key in locked else None
+                    found.append(Change(table, key, old, asdict(seen[key])))
+        return found
+
+    def unused(self) -> dict[str, list[str]]:
+        """Lock entries that no test of this run used."""
+        return {t: sorted(set(getattr(self.lock, t)) - set(getattr(self.recorded, t))) for t in TABLES}
+
+    def result(self) -> Lockfile:
+        """The lock to write in update mode: the old one with this run's records merged in."""
+        return self.lock.merged(self.recorded)
+
+    # -- xdist ------------------------------------------------------------------------------------
+
+    def export(self) -> dict:
+        """Records and usage as plain data (for a pytest-xdist worker to send)."""
+        return {
+            "recorded": {t: [asdict(p) for p in getattr(self.recorded, t).values()] for t in TABLES},
+            "usage": {t: {k: sorted(v) for k, v in self.usage[t].items()} for t in TABLES},
+            "failed_goldens": sorted(self.failed_goldens),
+        }
+
+    def absorb(self, data: dict) -> None:
+        """Merge what :meth:`export` produced in another process."""
+        kinds = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key")}
+        with self._lock:
+            for table, (kind, key_field) in kinds.items():
+                for entry in data["recorded"][table]:
+                    getattr(self.recorded, table)[entry[key_field]] = kind(**entry)
+                for key, tests in data["usage"][table].items():
+                    self.usage[table].setdefault(key, set()).update(tests)
+            self.failed_goldens.update(data["failed_goldens"])

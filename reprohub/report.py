@@ -1,0 +1,70 @@
+"""The plugin's end-of-session summary, as plain lines (the plugin only prints them).
+
+Example output::
+
+    repos: 1 checked, 0 recorded, 0 changed, 0 unused
+    artifacts: 1 checked, 0 recorded, 0 changed, 0 unused
+    goldens: 2 checked, 0 recorded, 0 changed, 0 unused
+    refresh acme/tiny:main: 1f0e3dad -> 9a3c22b1; tests: test_x.py::test_a failed; goldens changed: acme/tiny/tiny_mlp
+"""
+
+from __future__ import annotations
+
+from .pinning import TABLES, LockSession
+
+
+def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: int, written: bool | None,
+                  strict_unused: bool, update: bool, refresh: bool) -> list[str]:
+    """Counts per table, changes, unused entries, the refresh report, and what happened to the lock."""
+    changes = session.changes()
+    unused = session.unused()
+    lines = []
+    for table in TABLES:
+        seen = getattr(session.recorded, table)
+        new = [c for c in changes if c.table == table and c.old is None]
+        changed = [c for c in changes if c.table == table and c.old is not None]
+        checked = len(seen) - len(new) - len(changed)
+        lines.append(f"{table}: {checked} checked, {len(new)} recorded, {len(changed)} changed, "
+                     f"{len(unused[table])} unused")
+    for change in changes:
+        if change.old is None:
+            lines.append(f"  new {change.table[:-1]} {change.key}")
+        else:
+            diff = ", ".join(f"{k} {change.old[k]} -> {change.new[k]}" for k in change.new if change.old.get(k) != change.new[k])
+            lines.append(f"  changed {change.table[:-1]} {change.key}: {diff}")
+    if refresh:
+        lines.extend(_refresh_lines(session, outcomes))
+    for table in TABLES:
+        for key in unused[table]:
+            word = "ERROR" if strict_unused else "warning"
+            lines.append(f"  {word}: unused {table[:-1]} {key} (no selected test used it)")
+    if deselected and any(unused.values()):
+        lines.append(f"  ({deselected} tests were deselected; entries only they use show as unused)")
+    lines.append(_lock_line(session, written, update, refresh, outcomes))
+    return lines
+
+
+def _refresh_lines(session: LockSession, outcomes: dict[str, str]) -> list[str]:
+    lines = []
+    for spec, pin in sorted(session.recorded.repos.items()):
+        old = session.lock.repos.get(spec)
+        old_commit = old.commit[:12] if old else "(not locked)"
+        moved = "unchanged" if old and old.commit == pin.commit else f"{old_commit} -> {pin.commit[:12]}"
+        tests = sorted(session.usage["repos"].get(spec, ()))
+        states = ", ".join(f"{t} {outcomes.get(t, 'not run')}" for t in tests) or "none"
+        lines.append(f"refresh {spec}: {moved}; tests: {states}")
+    if session.failed_goldens:
+        lines.append(f"refresh goldens changed: {', '.join(sorted(session.failed_goldens))}")
+    else:
+        lines.append("refresh goldens changed: none")
+    return lines
+
+
+def _lock_line(session: LockSession, written: bool | None, update: bool, refresh: bool,
+               outcomes: dict[str, str]) -> str:
+    if not update:
+        return f"lock {session.lock_path}: not modified (check mode)"
+    if written is None:
+        failed = sum(1 for o in outcomes.values() if o == "failed")
+        return f"lock {session.lock_path}: NOT updated, {failed} tests failed after refresh"
+    return f"lock {session.lock_path}: {'written' if written else 'unchanged'}"
