@@ -1,0 +1,200 @@
+"""End to end: generated projects run `pytest --hub-lock` for real, in a subprocess, in every mode."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from reprohub.lock import Lockfile
+
+from .conftest import tiny_repo_files
+
+TEST_TINY = """
+import torch
+
+def test_tiny(hub, golden):
+    model = hub.load("acme/tiny:main", "tiny_mlp", pretrained=True).eval()
+    with torch.no_grad():
+        golden.check(model(golden.input(2, 3)))
+"""
+
+TEST_VERSION = """
+def test_version(hub):
+    assert hub.load("acme/tiny:v1", "version") == "v1"
+"""
+
+
+@pytest.fixture
+def project(pytester, server, tiny_repo, weights_url, monkeypatch):
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_tiny=TEST_TINY, test_version=TEST_VERSION)
+    return pytester
+
+
+def run(project, *args):
+    return project.runpytest_subprocess("-p", "no:cacheprovider", "--hub-lock", "hub.lock", *args)
+
+
+def lock_of(project) -> Lockfile:
+    return Lockfile.read(project.path / "hub.lock")
+
+
+def test_record_then_check_then_offline(project, server, tiny_repo, weights_url):
+    missing = run(project)
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--hub-update" in missing.stderr.str()
+
+    recorded = run(project, "--hub-update")
+    recorded.assert_outcomes(passed=2)
+    lock = lock_of(project)
+    assert lock.repos["acme/tiny:main"].commit == tiny_repo.v2 and lock.repos["acme/tiny:v1"].commit == tiny_repo.v1
+    assert set(lock.artifacts) == {weights_url} and set(lock.goldens) == {"acme/tiny/tiny_mlp"}
+    assert (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").exists()
+    recorded.stdout.fnmatch_lines(["reprohub: lock *hub.lock (0 repos, 0 artifacts, 0 goldens); mode update; "
+                                   "online; torch *; CUDA *", "repos: 0 checked, 2 recorded, 0 changed, 0 unused"])
+    first_bytes = (project.path / "hub.lock").read_bytes()
+
+    checked = run(project)
+    checked.assert_outcomes(passed=2)
+    checked.stdout.fnmatch_lines(["repos: 2 checked, 0 recorded, 0 changed, 0 unused",
+                                  "goldens: 1 checked, 0 recorded, 0 changed, 0 unused",
+                                  "lock *: not modified (check mode)"])
+
+    before = len(server.requests)
+    offline = run(project, "--hub-offline")
+    offline.assert_outcomes(passed=2)
+    assert len(server.requests) == before, "a warm, locked, offline run must make no request"
+    assert (project.path / "hub.lock").read_bytes() == first_bytes
+
+
+def test_xdist_writes_the_same_bytes(project, pytester):
+    run(project, "--hub-update", "-n", "2").assert_outcomes(passed=2)
+    with_xdist = (project.path / "hub.lock").read_bytes()
+    (project.path / "hub.lock").unlink()
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    assert (project.path / "hub.lock").read_bytes() == with_xdist
+    run(project, "-n", "2").assert_outcomes(passed=2)
+
+
+def test_unlocked_use_fails_in_check_mode_and_names_the_entry(project):
+    run(project, "--hub-update", "test_version.py").assert_outcomes(passed=1)
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*repo 'acme/tiny:main' pinned in *hub.lock*no such entry*--hub-update*"])
+
+
+def edit_lock(project, old, new):
+    path = project.path / "hub.lock"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_tampered_commit_fails_naming_it(project, tiny_repo):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    edit_lock(project, tiny_repo.v1, tiny_repo.v2)
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*repo acme/tiny:v1 at * with tree sha256*"])
+
+
+def test_tampered_weight_digest_fails_naming_it(project, weights_url):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    digest = lock_of(project).artifacts[weights_url].sha256
+    edit_lock(project, digest, "0" * 64)
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*expected sha256 {'0' * 64} for {weights_url}*found sha256 {digest}*"])
+
+
+def test_removed_entry_and_broken_file(project):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    path = project.path / "hub.lock"
+    text = path.read_text()
+    start = text.index('[repos."acme/tiny:v1"]')
+    path.write_text(text[:start] + text[text.index("\n\n", start) + 2:])
+    removed = run(project)
+    removed.assert_outcomes(passed=1, failed=1)
+    removed.stdout.fnmatch_lines(["*repo 'acme/tiny:v1' pinned in*no such entry*"])
+    path.write_text(text.replace('sha256 = "', 'sha256 = "zz', 1))
+    broken = run(project)
+    assert broken.ret == pytest.ExitCode.USAGE_ERROR
+    assert "line" in broken.stderr.str() and "lower-case hex" in broken.stderr.str()
+
+
+def test_tampered_golden_file_fails_naming_it(project):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    golden = project.path / "goldens/acme/tiny/tiny_mlp.safetensors"
+    golden.write_bytes(golden.read_bytes()[:-4] + b"\0\0\0\0")
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*golden acme/tiny/tiny_mlp with sha256*"])
+
+
+def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    locked = (project.path / "hub.lock").read_bytes()
+    v3 = tiny_repo.commit(tiny_repo_files("v3", scale=3.0), "v3 changes outputs")
+    refreshed = run(project, "--hub-refresh", "--hub-update")
+    refreshed.assert_outcomes(passed=1, failed=1)
+    refreshed.stdout.fnmatch_lines([
+        f"refresh acme/tiny:main: {tiny_repo.v2[:12]} -> {v3[:12]}; tests: test_tiny.py::test_tiny failed",
+        "refresh acme/tiny:v1: unchanged; tests: test_version.py::test_version passed",
+        "refresh goldens changed: acme/tiny/tiny_mlp",
+        "lock *: NOT updated, 1 tests failed after refresh",
+    ])
+    refreshed.stdout.fnmatch_lines(["*out: values differ", "*Mismatched elements: * / 4 (*%)",
+                                    "*Greatest absolute difference: * at index (*) (up to 1e-05 allowed)",
+                                    "*To accept the new outputs: pytest --hub-lock *hub.lock --hub-update*"])
+    assert (project.path / "hub.lock").read_bytes() == locked
+    v4 = tiny_repo.commit(tiny_repo_files("v2", scale=2.0), "back to v2 outputs, new commit")
+    run(project, "--hub-refresh", "--hub-update").assert_outcomes(passed=2)
+    assert lock_of(project).repos["acme/tiny:main"].commit == v4
+
+
+def test_missing_golden_says_how_to_record_and_saves_the_output(project):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").unlink()
+    missing = run(project, "test_tiny.py")
+    missing.assert_outcomes(failed=1)
+    missing.stdout.fnmatch_lines(["*a golden for 'acme/tiny/tiny_mlp'*no such file*--hub-update*obtained values "
+                                  "were written to *.safetensors*"])
+    assert not (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").exists()
+
+
+def test_unused_entries_warn_or_fail(project):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    only_one = run(project, "test_version.py")
+    only_one.assert_outcomes(passed=1)
+    only_one.stdout.fnmatch_lines(["*warning: unused repo acme/tiny:main*"])
+    strict = run(project, "test_version.py", "--hub-strict-unused")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
+    strict.stdout.fnmatch_lines(["*ERROR: unused repo acme/tiny:main*"])
+    deselected = run(project, "-k", "version")
+    deselected.stdout.fnmatch_lines(["*tests were deselected; entries only they use show as unused*"])
+
+
+def test_tests_without_hub_are_unaffected(pytester):
+    pytester.makepyfile(test_plain="def test_plain():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "=== reprohub ===" not in result.stdout.str() and "reprohub: lock" not in result.stdout.str()
+
+
+def test_plugin_and_light_commands_never_import_torch(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        import reprohub.pytest_plugin
+        from reprohub.cli import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        main(["cache", "ls"])
+        main(["verify", "--lock", "missing.lock"])
+        print("torch imported:", "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert "torch imported: False" in out.stdout, out.stderr
