@@ -1,0 +1,75 @@
+"""The reprohub command: lock, fetch, verify, cache, list, help, exit codes."""
+
+import hashlib
+
+import pytest
+
+from reprohub.cli import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, main
+from reprohub.lock import ArtifactPin, Lockfile
+
+
+@pytest.fixture
+def cli_env(monkeypatch, server, tiny_repo, weights_url, tmp_path):
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_lock_fetch_verify_offline_cycle(cli_env, tiny_repo, weights_url, server, capsys, monkeypatch, tmp_path):
+    assert main(["lock", "acme/tiny:v1", "acme/tiny:stable"]) == EXIT_OK
+    lock = Lockfile.read("hub.lock")
+    assert lock.repos["acme/tiny:v1"].commit == lock.repos["acme/tiny:stable"].commit == tiny_repo.v1
+    assert f"acme/tiny:v1 -> {tiny_repo.v1}" in capsys.readouterr().out
+    body = server.state.files["tiny-weights.pt"]
+    lock.artifacts[weights_url] = ArtifactPin(weights_url, hashlib.sha256(body).hexdigest(), len(body))
+    lock.write("hub.lock")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "fresh-cache"))
+    assert main(["verify"]) == EXIT_MISMATCH
+    assert "MISSING repo acme/tiny:v1" in capsys.readouterr().out
+    assert main(["fetch"]) == EXIT_OK
+    server.stop()
+    monkeypatch.setenv("REPROHUB_OFFLINE", "1")
+    assert main(["verify"]) == EXIT_OK
+    assert "3 entries checked, 0 problems" in capsys.readouterr().out
+    assert main(["fetch"]) == EXIT_OK  # everything is cached: offline fetch succeeds
+
+
+def test_verify_detects_an_edited_cached_file(cli_env, tiny_repo, capsys):
+    main(["lock", "acme/tiny:v1"])
+    from reprohub import Hub
+
+    folder = Hub().resolve("acme/tiny:v1").path
+    (folder / "hubconf.py").write_text("# edited\n")
+    assert main(["verify"]) == EXIT_MISMATCH
+    assert "MISMATCH repo acme/tiny:v1" in capsys.readouterr().out
+
+
+def test_cache_ls_rm_prune(cli_env, tiny_repo, weights_url, capsys):
+    from reprohub import Hub
+
+    hub = Hub()
+    hub.load("acme/tiny:v1", "tiny_mlp", pretrained=True)
+    hub.load("acme/tiny:main", "version")
+    (hub.layout.checkpoints / ".x.incomplete").write_bytes(b"partial")
+    assert main(["cache", "ls"]) == EXIT_OK
+    listing = capsys.readouterr().out
+    assert f"acme/tiny @ {tiny_repo.v1}" in listing and weights_url in listing
+    main(["lock", "acme/tiny:v1"])
+    assert main(["cache", "prune", "--lock", "hub.lock"]) == EXIT_OK
+    pruned = capsys.readouterr().out
+    assert ".x.incomplete" in pruned and tiny_repo.v2 in pruned and weights_url not in Lockfile.read("hub.lock").artifacts
+    assert not hub.layout.artifact_path(weights_url).exists()
+    assert main(["cache", "rm", "acme/tiny"]) == EXIT_OK
+    assert main(["cache", "rm", "acme/tiny"]) == EXIT_MISMATCH
+
+
+def test_list_help_and_errors_exit_codes(cli_env, capsys):
+    assert main(["list", "acme/tiny:v1"]) == EXIT_OK
+    assert capsys.readouterr().out.split() == ["tiny_mlp", "version"]
+    assert main(["help", "acme/tiny:v1", "version"]) == EXIT_OK
+    assert "Which version" in capsys.readouterr().out
+    assert main(["list", "acme/tiny:c:d"]) == EXIT_ERROR
+    assert "error: expected" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["lock"])
+    assert info.value.code == 2

@@ -1,0 +1,193 @@
+"""Golden storage and comparison: every dtype, nested structures, NaN, each kind of mismatch, Hypothesis."""
+
+import collections
+import dataclasses
+import math
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reprohub.errors import GoldenMismatchError, GoldenMissingError, LockMismatchError
+from reprohub.golden import Golden, assert_matches, compare, flatten, load_golden, save_golden
+from reprohub.golden_store import GoldenStore
+from reprohub.lock import Lockfile
+from reprohub.pinning import LockSession
+
+ALL_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64, torch.complex128,
+              torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.float8_e4m3fn,
+              torch.uint16, torch.uint32]
+Out = collections.namedtuple("Out", "logits hidden")
+
+
+@dataclasses.dataclass
+class Result:
+    score: torch.Tensor
+    label: str
+
+
+def sample(dtype, shape=(3, 4), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    if dtype.is_complex:
+        return torch.randn(shape, dtype=dtype, generator=gen)
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=gen).to(dtype)
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=gen) > 0.5
+    return torch.randint(0, 100, shape, generator=gen).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_every_dtype_round_trips_bit_exactly(tmp_path, dtype):
+    t = sample(dtype)
+    save_golden(tmp_path / "g.safetensors", {"t": t, "empty": torch.zeros(0, 5, dtype=dtype)})
+    loaded = load_golden(tmp_path / "g.safetensors").leaves
+    assert loaded["out.t"].dtype == dtype and loaded["out.t"].shape == t.shape
+    assert torch.equal(loaded["out.t"].view(torch.uint8), t.view(torch.uint8))
+    assert loaded["out.empty"].shape == (0, 5)
+
+
+def test_nested_structures_keep_their_keys(tmp_path):
+    output = {"a": Out(torch.ones(2), [torch.zeros(1), 3, 2.5]), "weird key": Result(torch.ones(1), "cat"),
+              "none": None, "c": 1 + 2j, "inf": math.inf}
+    assert sorted(flatten(output)) == sorted([
+        "out.a.logits", "out.a.hidden[0]", "out.a.hidden[1]", "out.a.hidden[2]", "out['weird key'].score",
+        "out['weird key'].label", "out.none", "out.c", "out.inf"])
+    save_golden(tmp_path / "g.safetensors", output, {"commit": "abc"})
+    golden = load_golden(tmp_path / "g.safetensors")
+    assert compare(output, golden).ok and golden.metadata["commit"] == "abc"
+
+
+def test_nan_is_a_mismatch_unless_equal_nan(tmp_path):
+    t = torch.tensor([1.0, float("nan"), float("inf")])
+    golden = Golden({"out": t.clone()}, {})
+    assert not compare(t, golden).ok
+    assert compare(t, golden, equal_nan=True).ok
+
+
+@pytest.mark.parametrize("obtained,reason", [
+    ({"x": torch.ones(3) + 1, "y": torch.ones(2)}, "values differ"),
+    ({"x": torch.ones(3, dtype=torch.float64), "y": torch.ones(2)}, "dtype differs: golden torch.float32"),
+    ({"x": torch.ones(4), "y": torch.ones(2)}, "shape differs: golden (3,), output (4,)"),
+    ({"x": torch.ones(3)}, "missing from the output"),
+    ({"x": torch.ones(3), "y": torch.ones(2), "z": 1}, "extra in the output"),
+])
+def test_each_kind_of_mismatch_has_its_message(obtained, reason):
+    golden = Golden({"out.x": torch.ones(3), "out.y": torch.ones(2)}, {})
+    with pytest.raises(GoldenMismatchError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        assert_matches(obtained, golden)
+
+
+def test_failure_report_is_torch_style():
+    expected = torch.zeros(100, 100)
+    actual = expected.clone()
+    actual[3, 7] = 0.5
+    actual[50, 50] = -2.0
+    report = compare({"logits": actual}, Golden({"out.logits": expected}, {})).message("g.safetensors", "abc123")
+    assert "Mismatched elements: 2 / 10000 (0.0%)" in report
+    assert "Greatest absolute difference: 2 at index (50, 50) (up to 1e-05 allowed)" in report
+    assert "Mean absolute error: 0.00025" in report and "(3, 7)" in report and "abc123" in report
+
+
+def test_tolerances_per_call_and_per_leaf():
+    golden = Golden({"out.a": torch.ones(3), "out.b": torch.ones(3)}, {})
+    near = {"a": torch.ones(3) + 1e-3, "b": torch.ones(3) + 1e-3}
+    assert not compare(near, golden).ok
+    assert compare(near, golden, atol=1e-2).ok
+    partial = compare(near, golden, tolerances={"out.a": (0, 1e-2)})
+    assert [d.key for d in partial.diffs] == ["out.b"]
+
+
+def test_integers_are_compared_exactly():
+    assert not compare(torch.tensor([1, 2, 4]), Golden({"out": torch.tensor([1, 2, 3])}, {})).ok
+
+
+def test_chunked_comparison_finds_a_late_mismatch(monkeypatch):
+    import reprohub.golden as golden_module
+
+    monkeypatch.setattr(golden_module, "CHUNK_ELEMENTS", 1000)
+    expected = torch.zeros(10_000)
+    actual = expected.clone()
+    actual[9_876] = 1.0
+    report = compare(actual, Golden({"out": expected}, {})).message()
+    assert "Mismatched elements: 1 / 10000" in report and "at index (9876,)" in report
+
+
+tensors = st.builds(
+    lambda dtype, shape, seed: sample(dtype, shape, seed),
+    st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int32, torch.bool]),
+    st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple), st.integers(0, 5))
+structures = st.recursive(tensors | st.integers(-5, 5) | st.floats(-10, 10),
+                          lambda inner: st.lists(inner, min_size=1, max_size=3)
+                          | st.dictionaries(st.sampled_from(["a", "b", "logits", "x y"]), inner, min_size=1, max_size=3),
+                          max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(structures, st.data())
+def test_record_then_compare_passes_and_one_perturbation_is_located(tmp_path_factory, output, data):
+    path = tmp_path_factory.mktemp("g") / "g.safetensors"
+    save_golden(path, output)
+    golden = load_golden(path)
+    assert compare(output, golden).ok
+    leaves = {k: v for k, v in flatten(output).items()
+              if isinstance(v, torch.Tensor) and v.numel() and v.dtype.is_floating_point}
+    if not leaves:
+        return
+    key = data.draw(st.sampled_from(sorted(leaves)))
+    index = data.draw(st.integers(0, leaves[key].numel() - 1))
+    perturbed = leaves[key].clone()
+    perturbed.view(-1)[index] += 100.0
+    result = compare(_replace(output, key, perturbed), golden)
+    assert [d.key for d in result.diffs] == [key]
+    where = tuple(int(i) for i in torch.unravel_index(torch.tensor(index), perturbed.shape))
+    assert re.search(rf"Greatest absolute difference: \S+ at index {re.escape(str(where))}", result.diffs[0].detail)
+
+
+def _replace(output, key, value, prefix="out"):
+    if prefix == key:
+        return value
+    if isinstance(output, dict):
+        return {k: _replace(v, key, value, prefix + (f".{k}" if k.isidentifier() else f"[{k!r}]"))
+                for k, v in output.items()}
+    if isinstance(output, list):
+        return [_replace(v, key, value, f"{prefix}[{i}]") for i, v in enumerate(output)]
+    return output
+
+
+def test_store_records_checks_and_pins(tmp_path):
+    session = LockSession(Lockfile(), str(tmp_path / "hub.lock"), update=True)
+    recorder = GoldenStore(tmp_path / "goldens", tmp_path, session, update=True)
+    assert recorder.check(torch.ones(3), "acme/m/f", {"commit": "c"}) == "recorded"
+    pin = session.recorded.goldens["acme/m/f"]
+    assert pin.file == "goldens/acme/m/f.safetensors"
+    checker = GoldenStore(tmp_path / "goldens", tmp_path, LockSession(session.result(), "hub.lock"))
+    assert checker.check(torch.ones(3), "acme/m/f", {}) == "matched"
+    with pytest.raises(GoldenMismatchError, match="if the change is intended"):
+        checker.check(torch.ones(3) * 2, "acme/m/f", {})
+    with pytest.raises(GoldenMissingError, match="no such file"):
+        checker.check(torch.ones(3), "acme/m/other", {})
+    (tmp_path / "goldens/acme/m/f.safetensors").write_bytes(
+        save_golden(tmp_path / "x.safetensors", torch.ones(3), {"edited": "by hand"}))
+    with pytest.raises(LockMismatchError, match="golden acme/m/f with sha256"):
+        checker.check(torch.ones(3), "acme/m/f", {})
+
+
+def test_unchanged_golden_is_not_rewritten_on_update(tmp_path):
+    store = GoldenStore(tmp_path, tmp_path, LockSession(Lockfile(), "hub.lock", update=True), update=True)
+    store.check(torch.ones(3), "k", {"torch": "1"})
+    before = (tmp_path / "k.safetensors").stat().st_mtime_ns
+    assert store.check(torch.ones(3), "k", {"torch": "2"}) == "matched"
+    assert (tmp_path / "k.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_cuda_output_against_cpu_golden_uses_cross_device_tolerance(tmp_path):
+    store = GoldenStore(tmp_path, tmp_path, update=True)
+    store.check(torch.ones(3), "k", {})
+    reader = GoldenStore(tmp_path, tmp_path, cross_device=(1e-3, 1e-3))
+    assert reader.check(torch.ones(3, device="cuda") + 1e-4, "k", {}) == "matched"
+    with pytest.raises(GoldenMismatchError):
+        GoldenStore(tmp_path, tmp_path, cross_device=(0, 0)).check(torch.ones(3, device="cuda") + 1e-4, "k", {})
