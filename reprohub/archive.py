@@ -75,20 +75,17 @@ def extract_zip(
     """
     dest = Path(dest)
     try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members, top = _plan(zf.infolist(), strip_top, max_files, max_bytes, str(zip_path))
-    except zipfile.BadZipFile as err:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as err:
         raise ArchiveError("a zip archive", f"{zip_path}: {err}", "download it again; the file is damaged") from err
-    dest.mkdir(parents=True, exist_ok=True)
-    for m in members:
-        if m.kind == "d":
-            (dest / m.rel).mkdir(parents=True, exist_ok=True)
-    files = [m for m in members if m.kind in "-x"]
-    links = [m for m in members if m.kind == "l"]
-    digests = _write_files(zip_path, dest, files, threads)
-    with zipfile.ZipFile(zip_path) as zf:
-        for m in links:
-            digests[m.rel] = _write_link(zf, dest, m)
+    with zf:
+        members, top = _plan(zf.infolist(), strip_top, max_files, max_bytes, str(zip_path))
+        _make_folders(dest, members)
+        files = [m for m in members if m.kind in "-x"]
+        digests = _write_files(zf, zip_path, dest, files, threads)
+        for m in members:
+            if m.kind == "l":
+                digests[m.rel] = _write_link(zf, dest, m)
     kinds = {m.rel: m.kind for m in members}
     return ExtractResult(
         tree_sha256=_tree_sha256({rel: (kinds[rel], digest) for rel, digest in digests.items()}),
@@ -96,6 +93,15 @@ def extract_zip(
         bytes=sum(m.info.file_size for m in files),
         top_folder=top,
     )
+
+
+def _make_folders(dest: Path, members: list[_Member]) -> None:
+    """Create every folder once, up front, so the writers never stat or mkdir."""
+    folders = {m.rel for m in members if m.kind == "d"}
+    folders.update(m.rel.rpartition("/")[0] for m in members if m.kind != "d")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in sorted(f for f in folders if f):
+        (dest / rel).mkdir(parents=True, exist_ok=True)
 
 
 def tree_digest(folder: "str | os.PathLike[str]") -> str:
@@ -192,39 +198,41 @@ def _kind(info: zipfile.ZipInfo) -> str:
     return "x" if mode & 0o111 else "-"
 
 
-def _write_files(zip_path, dest: Path, files: list[_Member], threads: int | None) -> dict[str, str]:
+def _write_files(zf: zipfile.ZipFile, zip_path, dest: Path, files: list[_Member], threads: int | None) -> dict[str, str]:
     total = sum(m.info.file_size for m in files)
     if threads is None:
-        threads = 1 if total < (8 << 20) or len(files) < 64 else min(4, os.cpu_count() or 1) + 1
-    shards: list[list[_Member]] = [[] for _ in range(max(1, threads))]
+        threads = 1 if total < (32 << 20) or len(files) < 64 else min(4, os.cpu_count() or 1) + 1
+    if threads <= 1:
+        return _write_shard(zf, str(dest), files)
+    shards: list[list[_Member]] = [[] for _ in range(threads)]
     for i, m in enumerate(sorted(files, key=lambda m: -m.info.file_size)):
-        shards[i % len(shards)].append(m)
-    if len(shards) == 1:
-        return _write_shard(zip_path, dest, shards[0])
+        shards[i % threads].append(m)
+
+    def write_own(shard: list[_Member]) -> dict[str, str]:
+        with zipfile.ZipFile(zip_path) as own:
+            return _write_shard(own, str(dest), shard)
+
     digests: dict[str, str] = {}
-    with ThreadPoolExecutor(len(shards), thread_name_prefix="reprohub-unzip") as pool:
-        for part in pool.map(lambda shard: _write_shard(zip_path, dest, shard), shards):
+    with ThreadPoolExecutor(threads, thread_name_prefix="reprohub-unzip") as pool:
+        for part in pool.map(write_own, shards):
             digests.update(part)
     return digests
 
 
-def _write_shard(zip_path, dest: Path, shard: list[_Member]) -> dict[str, str]:
+def _write_shard(zf: zipfile.ZipFile, dest: str, shard: list[_Member]) -> dict[str, str]:
     digests = {}
-    buf = bytearray(COPY_BLOCK)
+    buf = bytearray(min(COPY_BLOCK, max((m.info.file_size for m in shard), default=1) or 1))
     view = memoryview(buf)
-    with zipfile.ZipFile(zip_path) as zf:
-        for m in shard:
-            target = dest / m.rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            fd = os.open(target, flags, 0o755 if m.kind == "x" else 0o644)
-            with zf.open(m.info) as src, open(fd, "wb", buffering=0) as out:
-                while n := src.readinto(buf):
-                    chunk = view[:n]
-                    digest.update(chunk)
-                    out.write(chunk)
-            digests[m.rel] = digest.hexdigest()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for m in shard:
+        digest = hashlib.sha256()
+        fd = os.open(f"{dest}/{m.rel}", flags, 0o755 if m.kind == "x" else 0o644)
+        with zf.open(m.info) as src, open(fd, "wb", buffering=0) as out:
+            while n := src.readinto(buf):
+                chunk = view[:n]
+                digest.update(chunk)
+                out.write(chunk)
+        digests[m.rel] = digest.hexdigest()
     return digests
 
 

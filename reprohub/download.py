@@ -52,6 +52,7 @@ from .fsutil import fsync_dir, temp_path_beside
 log = logging.getLogger("reprohub")
 
 PIPELINE_BUFFERS = 6
+INLINE_MAX = 8 << 20  # bodies up to this size skip the reader/writer/hasher threads
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _NETWORK_ERRORS = (
     requests.RequestException,
@@ -183,7 +184,9 @@ class Downloader:
                         if bar is not None:
                             bar.reset(total=total)
                             bar.update(offset)
-                        _pump(_reader_of(response), out, hasher, bar, _buffer_size(self.policy.chunk_size, total, offset))
+                        size = _buffer_size(self.policy.chunk_size, total, offset)
+                        pump = _pump_inline if total is not None and total - offset <= INLINE_MAX else _pump
+                        pump(_reader_of(response), out, hasher, bar, size)
                     if total is not None and out.tell() < total:
                         raise TruncatedDownloadError(
                             f"{total} bytes from {url}", f"{out.tell()} bytes before the body ended", "retrying"
@@ -301,6 +304,22 @@ def _buffer_size(chunk_size: int, total: int | None, offset: int) -> int:
     if total is None:
         return chunk_size
     return max(64 << 10, min(chunk_size, total - offset))
+
+
+def _pump_inline(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int) -> None:
+    """Read, hash and write in this thread: for small bodies, where threads cost more than they save."""
+    buf = bytearray(chunk_size)
+    while True:
+        n, error = _read_full(read_into, memoryview(buf))
+        view = memoryview(buf)[:n]
+        hasher.update(view)
+        out.write(view)
+        if bar is not None:
+            bar.update(n)
+        if error is not None:
+            raise error
+        if n < len(buf):
+            return
 
 
 def _pump(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int) -> None:

@@ -85,7 +85,7 @@ def file_lock(path: "str | os.PathLike[str]", what: str) -> Iterator[None]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=LOCK_TIMEOUT_S)
+    lock = FileLock(str(path), timeout=LOCK_TIMEOUT_S, poll_interval=0.01)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -277,12 +277,25 @@ def value_mismatch(actual, expected, rtol: float, atol: float, equal_nan: bool =
     if _exactly_equal(actual, expected, equal_nan):
         return None
     a, e = actual.reshape(-1), expected.reshape(-1)
-    stats = _MismatchStats(a.numel())
-    for start in range(0, a.numel(), CHUNK_ELEMENTS):
-        stats.add(start, a[start:start + CHUNK_ELEMENTS], e[start:start + CHUNK_ELEMENTS], rtol, atol, equal_nan)
-    if stats.mismatched == 0:
+    chunks = [(start, a[start:start + CHUNK_ELEMENTS], e[start:start + CHUNK_ELEMENTS])
+              for start in range(0, a.numel(), CHUNK_ELEMENTS)]
+    if not any(_count_bad(ca, ce, rtol, atol, equal_nan) for _, ca, ce in chunks):
         return None
+    stats = _MismatchStats(a.numel())  # second pass only for the failure report
+    for start, ca, ce in chunks:
+        stats.add(start, ca, ce, rtol, atol, equal_nan)
     return stats.report(actual.shape, rtol, atol)
+
+
+def _count_bad(a, e, rtol: float, atol: float, equal_nan: bool) -> int:
+    """Elements of one chunk outside tolerance (exact for integers and bool)."""
+    import torch
+
+    if not (a.dtype.is_floating_point or a.dtype.is_complex):
+        return int((a != e).sum())
+    if a.dtype.itemsize < 4:  # half, bfloat16, float8: compare in float32, as the report does
+        a, e = a.float(), e.float()
+    return int((~torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=equal_nan)).sum())
 
 
 def _exactly_equal(a, e, equal_nan: bool) -> bool:

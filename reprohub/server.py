@@ -156,6 +156,7 @@ class HubServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: never wait for a delayed ACK
     state: _State
 
     def log_message(self, fmt, *args):  # quiet: tests read .requests instead

@@ -16,6 +16,7 @@ from .conftest import FAST_POLICY
 
 BODY = os.urandom(3 * (1 << 20) + 12345)
 DIGEST = hashlib.sha256(BODY).hexdigest()
+BIG_BODY = os.urandom(13 << 20)  # above INLINE_MAX: exercises the threaded pipeline
 
 
 def downloader(sleeps=None):
@@ -102,21 +103,23 @@ def test_real_server_download_matches(server, tmp_path):
     assert server.full_downloads("/files/w.bin") == 1
 
 
-def test_drop_mid_stream_resumes_with_range(server, tmp_path):
-    url = server.add_file("w.bin", BODY)
-    server.inject("/files/w.bin", Fault("truncate", after=1 << 20))
+@pytest.mark.parametrize("body", [BODY, BIG_BODY], ids=["inline", "pipelined"])
+def test_drop_mid_stream_resumes_with_range(server, tmp_path, body):
+    url = server.add_file("w.bin", body)
+    server.inject("/files/w.bin", Fault("truncate", after=len(body) // 3))
     got = downloader().fetch(url, tmp_path / "w.bin", progress=False)
-    assert got.sha256 == DIGEST
+    assert got.sha256 == hashlib.sha256(body).hexdigest()
     ranges = [h.get("Range") for _, p, h in server.requests if p == "/files/w.bin"]
     assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:-1]) > 0
     assert ranges[1].endswith("-")
 
 
-def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
-    url = server.add_file("w.bin", BODY)
-    server.inject("/files/w.bin", Fault("truncate", after=1 << 20), Fault("ignore_range"))
+@pytest.mark.parametrize("body", [BODY, BIG_BODY], ids=["inline", "pipelined"])
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path, body):
+    url = server.add_file("w.bin", body)
+    server.inject("/files/w.bin", Fault("truncate", after=len(body) // 2), Fault("ignore_range"))
     got = downloader().fetch(url, tmp_path / "w.bin", progress=False)
-    assert got.sha256 == DIGEST and (tmp_path / "w.bin").read_bytes() == BODY
+    assert got.sha256 == hashlib.sha256(body).hexdigest() and (tmp_path / "w.bin").read_bytes() == body
 
 
 def test_repeated_short_bodies_are_an_error_never_a_file(server, tmp_path):

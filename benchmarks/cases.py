@@ -1,0 +1,278 @@
+"""The five benchmark cases, each run side by side with the tool people would otherwise use.
+
+Every case builds its own data under ``work`` and talks only to servers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from harness import Row, interleave
+
+from reprohub.archive import extract_zip
+from reprohub.download import Downloader
+from reprohub.gitrepo import GitRepo
+from reprohub.server import HubServer
+
+MiB = 1 << 20
+HERE = Path(__file__).parent
+
+
+def _big_file(path: Path, size: int) -> Path:
+    block = os.urandom(16 * MiB)
+    with open(path, "wb") as f:
+        for offset in range(0, size, len(block)):
+            f.write(block[: min(len(block), size - offset)])
+    return path
+
+
+def _cleanup(*paths: Path):
+    def run(_name: str) -> None:
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return run
+
+
+# -- 1. downloads ------------------------------------------------------------------------------
+
+def download(work: Path, sizes_mib: list[int], rounds: int) -> list[Row]:
+    import torch.hub
+
+    rows = []
+    with HubServer() as server:
+        for size in sizes_mib:
+            src = _big_file(work / f"src-{size}.bin", size * MiB)
+            digest = hashlib.sha256(src.read_bytes()).hexdigest() if size <= 64 else None
+            url = server.add_file(src.name, src)
+            dst = work / "dst.bin"
+            if digest is None:
+                digest = Downloader().fetch(url, dst, progress=False).sha256
+            contenders = {
+                "reprohub (sha256)": lambda: Downloader().fetch(url, dst, progress=False, expected_sha256=digest),
+                "torch.hub (hash_prefix)": lambda: torch.hub.download_url_to_file(url, str(dst), digest[:10],
+                                                                                  progress=False),
+            }
+            if shutil.which("curl"):
+                contenders["curl"] = lambda: subprocess.run(["curl", "-s", "-o", str(dst), url], check=True)
+            data = src.read_bytes() if size <= 64 else None
+            if data is not None:  # the ceiling for any loader that hashes: sha256 of bytes already in memory
+                contenders["(ceiling: sha256 in memory)"] = lambda: hashlib.sha256(data).digest()
+            rows += interleave(f"download {size} MiB", contenders, rounds, size * MiB,
+                               baseline="torch.hub (hash_prefix)", before_each=_cleanup(dst))
+            src.unlink()
+    return rows
+
+
+# -- 2. extraction -----------------------------------------------------------------------------
+
+def github_like_archive(path: Path, files: int, total_mib: int, compression: int) -> Path:
+    """A zip laid out like GitHub's: one top folder, many small sources, a few large binaries."""
+    rnd = random.Random(0)
+    words = [f"token{i}" for i in range(500)]
+    big = max(1, files // 200)
+    big_size = int(total_mib * MiB * 0.7) // big
+    small_size = max(256, int(total_mib * MiB * 0.3) // max(1, files - big))
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        zf.writestr("acme-model-abc1234/", b"")
+        for i in range(files - big):
+            text = " ".join(rnd.choice(words) for _ in range(small_size // 7)).encode()[:small_size]
+            zf.writestr(f"acme-model-abc1234/pkg{i % 40}/mod{i}.py", text)
+        for i in range(big):
+            zf.writestr(f"acme-model-abc1234/weights/part{i}.bin", os.urandom(big_size))
+    return path
+
+
+def extraction(work: Path, specs: list[tuple[str, int, int]], rounds: int) -> list[Row]:
+    rows = []
+    for label, files, total in specs:
+        for kind, compression in (("deflated", zipfile.ZIP_DEFLATED), ("stored", zipfile.ZIP_STORED)):
+            archive = github_like_archive(work / f"{label}-{kind}.zip", files, total, compression)
+            out = work / "out"
+            contenders = {
+                "reprohub (safe+digest)": lambda: extract_zip(archive, out),
+                "zipfile.extractall": lambda: zipfile.ZipFile(archive).extractall(out),
+            }
+            if shutil.which("unzip"):
+                contenders["unzip -q"] = lambda: subprocess.run(["unzip", "-q", str(archive), "-d", str(out)],
+                                                                check=True)
+            with zipfile.ZipFile(archive) as zf:
+                contents = {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+            contenders["(floor: only write the files)"] = lambda: _write_all(out, contents)
+            size = sum(len(b) for b in contents.values())
+            rows += interleave(f"extract {label} ({files} files, {kind})", contenders, rounds, size,
+                               baseline="zipfile.extractall", before_each=_cleanup(out))
+            archive.unlink()
+    return rows
+
+
+def _write_all(out: Path, contents: dict[str, bytes]) -> None:
+    """What any extractor must at least do here: create every folder and file and write its bytes."""
+    for name, data in contents.items():
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+# -- 3 and 4. cold and warm loads, many workers ----------------------------------------------------
+
+HUBCONF = '''
+import os
+import torch
+
+dependencies = ["torch"]
+
+
+class Big(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def big(width={width}):
+    """A model whose weights are about 100 MB, built on the meta device and loaded with assign=True."""
+    with torch.device("meta"):
+        model = Big(width)
+    state = torch.hub.load_state_dict_from_url(os.environ["BENCH_WEIGHTS_URL"], progress=False)
+    model.load_state_dict(state, assign=True)
+    return model
+'''
+
+
+@contextlib.contextmanager
+def model_host(work: Path, width: int):
+    import torch
+
+    repo = GitRepo.init(work / "bench-repo")
+    repo.commit({"hubconf.py": HUBCONF.format(width=width)}, "bench model")
+    gen = torch.Generator().manual_seed(0)
+    state = {f"layers.{i}.{n}": torch.randn(*(s), generator=gen) for i in range(4)
+             for n, s in (("weight", (width, width)), ("bias", (width,)))}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with HubServer() as server:
+        server.add_repo("acme/big", repo.path)
+        url = server.add_file("big-weights.pt", buf.getvalue())
+        os.environ["BENCH_WEIGHTS_URL"] = url
+        os.environ["REPROHUB_GITHUB_API_URL"] = server.api_url
+        yield server, len(buf.getvalue())
+
+
+def cold_warm(work: Path, width: int, rounds: int) -> list[Row]:
+    import torch.hub
+
+    import reprohub
+
+    rows = []
+    with model_host(work, width) as (server, weight_bytes):
+        original_link = torch.hub._git_archive_link
+        torch.hub._git_archive_link = lambda o, n, ref: f"{server.api_url}/repos/{o}/{n}/zipball/{ref}"
+        try:
+            for phase in ("cold", "warm"):
+                requests: dict[str, list[int]] = {}
+
+                def counted(name, fn):
+                    def run():
+                        before = len(server.requests)
+                        fn()
+                        requests.setdefault(name, []).append(len(server.requests) - before)
+                    return run
+
+                def fresh(name):
+                    if phase == "cold":
+                        shutil.rmtree(work / "caches", ignore_errors=True)
+                    cache = work / "caches" / name.split()[0]
+                    torch.hub.set_dir(str(cache / "torch"))
+                    reprohub.set_dir(str(cache / "reprohub"))
+
+                ours = counted("reprohub", lambda: reprohub.load("acme/big:main", "big", trust_repo=True))
+                theirs = counted("torch.hub", lambda: torch.hub.load("acme/big:main", "big", trust_repo=True,
+                                                                     skip_validation=True))
+                if phase == "warm":
+                    fresh("reprohub")
+                    ours()
+                    fresh("torch.hub")
+                    theirs()
+                    requests.clear()
+                found = interleave(f"{phase} load (~{weight_bytes // 1_000_000} MB weights)",
+                                   {"reprohub": ours, "torch.hub": theirs}, rounds, baseline="torch.hub",
+                                   before_each=fresh)
+                for row in found:
+                    row.extra["http_requests"] = max(requests[row.contender])
+                rows += found
+        finally:
+            torch.hub._git_archive_link = original_link
+            torch.hub._hub_dir = None
+            reprohub.set_dir(None)
+    return rows
+
+
+WORKER = """
+import os, sys, time
+import torch, reprohub
+go, ready = sys.argv[1], sys.argv[2]
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.002)
+start = time.monotonic()
+reprohub.load("acme/big:main", "big", trust_repo=True)
+print(time.monotonic() - start, time.monotonic())
+"""
+
+
+def many_workers(work: Path, width: int, workers: int, rounds: int) -> list[Row]:
+    """N processes load one cold entrypoint at once; wall = from the start signal until the last has its model.
+
+    Every process imports torch before the signal, so the time measured is the load itself (downloads,
+    locks, extraction, deserialization), not interpreter start-up or exit.
+    """
+    rows = {count: Row(f"cold load, {workers} processes vs 1", f"{count} process{'es' if count > 1 else ''}",
+                       baseline=count == 1) for count in (1, workers)}
+    with model_host(work, width) as (server, weight_bytes):
+        for attempt, count in ((a, c) for a in range(rounds) for c in (1, workers)):
+            cache, go = work / f"workers-{count}-{attempt}", work / f"go-{count}-{attempt}"
+            env = {**os.environ, "TORCH_HOME": str(cache)}
+            readies = [work / f"ready-{count}-{attempt}-{i}" for i in range(count)]
+            procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r)], env=env, stdout=subprocess.PIPE,
+                                      text=True) for r in readies]
+            while not all(r.exists() for r in readies):
+                time.sleep(0.01)
+            time.sleep(0.2)
+            before = server.full_downloads("/files/big-weights.pt")
+            start = time.monotonic()
+            go.touch()
+            finished = [float(p.communicate(timeout=600)[0].split()[-1]) for p in procs]
+            rows[count].seconds.append(max(finished) - start)
+            downloads = server.full_downloads("/files/big-weights.pt") - before
+            rows[count].extra["weight_downloads"] = max(rows[count].extra.get("weight_downloads", 0), downloads)
+    return list(rows.values())
+
+
+# -- 5. golden comparison ------------------------------------------------------------------------
+
+def golden(size_mib: int, rounds: int) -> list[Row]:
+    rows = []
+    for contender in ("reprohub compare", "torch.testing.assert_close"):
+        rows.append(Row(f"golden compare {size_mib} MiB float32", contender, baseline=contender.startswith("torch"),
+                        size_bytes=size_mib * MiB))
+    for _ in range(rounds):
+        for row in rows:
+            out = subprocess.run([sys.executable, str(HERE / "golden_worker.py"), row.contender, str(size_mib)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            row.seconds.append(float(out[0]))
+            row.extra["peak_extra_MiB"] = max(row.extra.get("peak_extra_MiB", 0), int(float(out[1])))
+    return rows
