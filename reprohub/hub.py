@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,7 @@ class Hub:
             if self.offline and not isinstance(src, GitSource):
                 raise OfflineError(f"{repo.repo}@{commit} in the cache ({path})", "not cached, and offline",
                                    "prefetch it online: `reprohub fetch --lock hub.lock` or one online load")
-            result: ExtractResult = src.materialize(repo, commit, path, progress=True)
+            result: ExtractResult = src.materialize(repo, commit, path, progress=_interactive())
             manifest = {"commit": commit, "host": src.url, "tree_sha256": result.tree_sha256,
                         "files": result.files, "bytes": result.bytes}
             atomic_write_json(manifest_path, manifest)
@@ -301,6 +302,11 @@ class Hub:
 
     def _pinned_sha256(self, url: str) -> str | None:
         return None if self.pins is None or self.refresh else self.pins.pinned_sha256(url)
+
+
+def _interactive() -> bool:
+    """Progress bars for repo archives only on a terminal (torch.hub shows none for them)."""
+    return sys.stderr is not None and sys.stderr.isatty()
 
 
 def _check_source(source: str) -> str:

@@ -2,6 +2,8 @@
 
 import torch  # noqa: F401  -- imported first, once: in-process pytester runs must not import it again
 
+from pathlib import Path
+
 import pytest
 
 from reprohub import Hub
@@ -11,59 +13,16 @@ from reprohub.server import HubServer
 
 FAST_POLICY = DownloadPolicy(connect_timeout=5, read_timeout=10, retries=3, backoff=0.01, max_backoff=0.05)
 
-TINY_HUBCONF = '''
-"""Tiny test models."""
-import os
-dependencies = ["torch"]
-
-
-def tiny_mlp(pretrained=False, hidden=4):
-    """A two-layer MLP; pretrained=True loads weights from WEIGHTS_URL."""
-    import torch
-    from tinynet.model import TinyMLP
-
-    model = TinyMLP(hidden)
-    if pretrained:
-        state = torch.hub.load_state_dict_from_url(os.environ["TINY_WEIGHTS_URL"], progress=False)
-        model.load_state_dict(state)
-    return model
-
-
-def version():
-    """Which version of the code this is."""
-    from tinynet import VERSION
-    return VERSION
-
-
-def _helper():
-    return "hidden helper"
-'''
-
-TINYNET_MODEL = '''
-import torch
-
-
-class TinyMLP(torch.nn.Module):
-    def __init__(self, hidden=4):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1 = torch.nn.Linear(3, hidden)
-        self.fc2 = torch.nn.Linear(hidden, 2)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x))) * SCALE
-
-
-SCALE = {scale}
-'''
+TINY_REPO = Path(__file__).parent.parent / "fixtures" / "repos" / "tiny"
 
 
 def tiny_repo_files(version: str, scale: float = 1.0) -> dict:
-    """The files of the tiny test repo at one version."""
+    """The files of fixtures/repos/tiny at one version: VERSION and the output SCALE vary."""
+    model = (TINY_REPO / "tinynet" / "model.py").read_text()
     return {
-        "hubconf.py": TINY_HUBCONF,
+        "hubconf.py": (TINY_REPO / "hubconf.py").read_text(),
         "tinynet/__init__.py": f"VERSION = {version!r}\n",
-        "tinynet/model.py": TINYNET_MODEL.format(scale=scale),
+        "tinynet/model.py": model.replace("SCALE = 1.0", f"SCALE = {scale!r}"),
     }
 
 
