@@ -26,6 +26,15 @@ def tiny_repo_files(version: str, scale: float = 1.0) -> dict:
     }
 
 
+def serve_repo(server, tmp_path, full_name: str, files: dict) -> GitRepo:
+    """Commit ``files`` to a new Git repo and serve it as ``full_name`` ("owner/repo" or just "repo" for acme/)."""
+    full_name = full_name if "/" in full_name else f"acme/{full_name}"
+    repo = GitRepo.init(tmp_path / "served" / full_name)
+    repo.commit(files, f"{full_name} fixture")
+    server.add_repo(full_name, repo.path)
+    return repo
+
+
 @pytest.fixture
 def server():
     """A HubServer on 127.0.0.1, stopped after the test."""

@@ -6,6 +6,8 @@ import torch.hub
 
 import reprohub
 
+from .conftest import serve_repo
+
 
 @pytest.fixture
 def torch_hub(tmp_path, server, monkeypatch):
@@ -38,34 +40,31 @@ def test_bit_identical_outputs_of_seeded_models(torch_hub, ours, tiny_repo, weig
     assert torch.equal(theirs, mine)
 
 
+def assert_same_error(pattern, *calls):
+    """Every call raises a RuntimeError matching ``pattern`` (torch.hub's type and words)."""
+    for call in calls:
+        with pytest.raises(RuntimeError, match=pattern):
+            call()
+
+
 def test_same_errors_for_missing_entrypoints(torch_hub, ours, tiny_repo):
-    with pytest.raises(RuntimeError, match="Cannot find callable nope in hubconf"):
-        torch_hub.load("acme/tiny:v1", "nope", **ARGS)
-    with pytest.raises(RuntimeError, match="Cannot find callable nope in hubconf"):
-        ours.load("acme/tiny:v1", "nope", **ARGS)
+    assert_same_error("Cannot find callable nope in hubconf",
+                      lambda: torch_hub.load("acme/tiny:v1", "nope", **ARGS),
+                      lambda: ours.load("acme/tiny:v1", "nope", **ARGS))
 
 
 def test_same_errors_for_missing_dependencies(torch_hub, ours, server, tmp_path):
-    from reprohub.gitrepo import GitRepo
-
-    repo = GitRepo.init(tmp_path / "deps")
-    repo.commit({"hubconf.py": "dependencies = ['nope_a', 'nope_b']\ndef m():\n    return 1\n"}, "deps")
-    server.add_repo("acme/deps", repo.path)
-    with pytest.raises(RuntimeError, match="Missing dependencies: nope_a, nope_b"):
-        torch_hub.load("acme/deps:main", "m", **ARGS)
-    with pytest.raises(RuntimeError, match="Missing dependencies: nope_a, nope_b"):
-        ours.load("acme/deps:main", "m", **ARGS)
+    serve_repo(server, tmp_path, "deps", {"hubconf.py": "dependencies = ['nope_a', 'nope_b']\ndef m():\n    return 1\n"})
+    assert_same_error("Missing dependencies: nope_a, nope_b",
+                      lambda: torch_hub.load("acme/deps:main", "m", **ARGS),
+                      lambda: ours.load("acme/deps:main", "m", **ARGS))
 
 
 def test_torch_hub_folds_refs_into_one_folder_and_reprohub_does_not(torch_hub, ours, server, tmp_path):
-    from reprohub.gitrepo import GitRepo
-
-    repo = GitRepo.init(tmp_path / "r")
-    repo.commit({"hubconf.py": "def which():\n    return 'c/d'\n"}, "one")
+    repo = serve_repo(server, tmp_path, "o/r", {"hubconf.py": "def which():\n    return 'c/d'\n"})
     repo.branch("c/d")
     repo.commit({"hubconf.py": "def which():\n    return 'c_d'\n"}, "two")
     repo.branch("c_d")
-    server.add_repo("o/r", repo.path)
     assert torch_hub.load("o/r:c/d", "which", **ARGS) == "c/d"
     assert torch_hub.load("o/r:c_d", "which", **ARGS) == "c/d"  # torch.hub runs the wrong code
     assert ours.load("o/r:c/d", "which", **ARGS) == "c/d"

@@ -7,7 +7,7 @@ from reprohub import Hub
 from reprohub.errors import (AuthError, EntrypointError, MissingDependenciesError, OfflineError, RefError,
                              SourceError)
 
-from .conftest import FAST_POLICY
+from .conftest import FAST_POLICY, serve_repo
 
 
 def test_list_help_and_hidden_helpers(hub, tiny_repo):
@@ -76,12 +76,8 @@ def test_deleted_ref_is_a_clear_error_on_reload(hub, tiny_repo):
 
 
 def test_missing_entrypoint_and_dependencies(hub, server, tmp_path, tiny_repo):
-    from reprohub.gitrepo import GitRepo
-
-    repo = GitRepo.init(tmp_path / "deps")
-    repo.commit({"hubconf.py": "dependencies = ['torch', 'no_such_pkg_a', 'no_such_pkg_b']\n"
-                 "def model():\n    return 1\n"}, "deps")
-    server.add_repo("acme/deps", repo.path)
+    serve_repo(server, tmp_path, "deps", {"hubconf.py": "dependencies = ['torch', 'no_such_pkg_a', 'no_such_pkg_b']\n"
+                                                        "def model():\n    return 1\n"})
     with pytest.raises(MissingDependenciesError) as info:
         hub.load("acme/deps", "model")
     assert info.value.missing == ("no_such_pkg_a", "no_such_pkg_b") and isinstance(info.value, RuntimeError)
@@ -91,11 +87,7 @@ def test_missing_entrypoint_and_dependencies(hub, server, tmp_path, tiny_repo):
 
 
 def test_args_and_kwargs_reach_the_entrypoint(hub, server, tmp_path):
-    from reprohub.gitrepo import GitRepo
-
-    repo = GitRepo.init(tmp_path / "echo")
-    repo.commit({"hubconf.py": "def echo(*args, **kwargs):\n    return args, kwargs\n"}, "echo")
-    server.add_repo("acme/echo", repo.path)
+    serve_repo(server, tmp_path, "echo", {"hubconf.py": "def echo(*args, **kwargs):\n    return args, kwargs\n"})
     assert hub.load("acme/echo", "echo", 1, "two", source="github", flag=True, verbose=3) == \
         ((1, "two"), {"flag": True})
 

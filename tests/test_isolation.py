@@ -7,14 +7,7 @@ import torch
 import torch.hub
 import torch.utils.model_zoo
 
-from reprohub.gitrepo import GitRepo
-
-
-def serve_repo(server, tmp_path, name, files):
-    repo = GitRepo.init(tmp_path / name)
-    sha = repo.commit(files, name)
-    server.add_repo(f"acme/{name}", repo.path)
-    return sha
+from .conftest import serve_repo
 
 
 def models_pkg(label):

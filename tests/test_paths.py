@@ -20,22 +20,23 @@ HUB = Path("/tmp/reprohub-prop-hub")
 env_values = st.none() | st.just("") | st.sampled_from(["/srv/th", "~/th", "/a b/c"])
 
 
+def _apply(values: dict) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextlib.contextmanager
 def environment(**values):
+    """Set (or, for None, unset) environment variables for the block; Hypothesis cannot use monkeypatch."""
     saved = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply(values)
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply(saved)
 
 
 @given(env_values, env_values, st.none() | st.sampled_from(["/set/dir", "~/set"]))
