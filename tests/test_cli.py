@@ -73,3 +73,23 @@ def test_list_help_and_errors_exit_codes(cli_env, capsys):
     with pytest.raises(SystemExit) as info:
         main(["lock"])
     assert info.value.code == 2
+
+
+def test_serve_is_a_github_compatible_host(tiny_repo, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from reprohub import Hub
+
+    proc = subprocess.Popen([sys.executable, "-m", "reprohub.cli", "serve", "--port", "0", "--repo",
+                             f"me/tiny={tiny_repo.path}"], stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("serving on http://127.0.0.1:")
+        api = proc.stdout.readline().split("=", 1)[1].strip()
+        hub = Hub(hub_dir=tmp_path / "h", github_api_url=api)
+        assert hub.load("me/tiny:v1", "version", trust_repo=True) == "v1"
+        assert hub.last_repo.commit == tiny_repo.v1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -198,3 +198,20 @@ def test_plugin_and_light_commands_never_import_torch(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert "torch imported: False" in out.stdout, out.stderr
+
+
+def test_hub_device_runs_cpu_and_skips_cuda_with_a_reason(project, pytester):
+    pytester.makepyfile(test_device="""
+        def test_on_device(hub, golden, hub_device):
+            model = hub.load("acme/tiny:v1", "tiny_mlp").to(hub_device)
+            golden.check(model(golden.input(2, 3, device=hub_device)), key="tiny/on-device")
+    """)
+    import torch
+
+    run(project, "--hub-update", "test_device.py", "--hub-device", "cpu").assert_outcomes(passed=1)
+    result = run(project, "test_device.py", "--hub-device", "cpu,cuda", "-rs")
+    if torch.cuda.is_available():
+        result.assert_outcomes(passed=2)
+    else:
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines(["*cuda requested (--hub-device) but torch.cuda.is_available() is False*"])
