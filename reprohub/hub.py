@@ -77,7 +77,8 @@ class Hub:
         offline: no network at all (default ``$REPROHUB_OFFLINE``).
         pins: a lockfile's pins (commits and digests) to enforce.
         recorder: collects what is used (a fresh one by default).
-        refresh: ignore pinned commits and resolve refs anew (the lockfile's refresh mode).
+        refresh: resolve each ref anew once per Hub, as with force_reload (the lockfile's refresh
+            mode; the pins themselves decide whether they still apply).
         policy: download timeouts and retries.
 
     Example:
@@ -231,11 +232,8 @@ class Hub:
         src, repo = self._source_for(spec, source)
         if source == "git" and not spec.startswith(GIT_PREFIX):
             spec = GIT_PREFIX + spec  # lock entries of Git remotes are spelled git+REMOTE[#ref]
-        pinned = self._pinned_commit(src.url, spec)
-        check_trust(self.layout, f"{repo.owner}/{repo.name}" if source == "github" else src.url,
-                    f"{repo.owner}_{repo.name}" if source == "github" else f"git:{src.url}", trust_repo,
-                    legacy_folder=f"{repo.owner}_{repo.name}_{(repo.ref or 'main').replace('/', '_')}",
-                    pinned=pinned is not None)
+        pinned = self.pins.pinned_commit(src.url, spec) if self.pins is not None else None
+        self._check_trust(source, src, repo, trust_repo, pinned is not None)
         commit = pinned or self._resolve_commit(src, repo, force_reload or self._needs_refresh(src.key, spec))
         path = self.layout.repo_dir(src.key, repo, commit)
         manifest = self._materialize(src, repo, commit, path)
@@ -244,6 +242,13 @@ class Hub:
         self.last_repo = resolved
         (log.info if verbose else log.debug)("%s -> commit %s (%s)", spec, commit, path)
         return resolved
+
+    def _check_trust(self, source: str, src, repo: RepoRef, trust_repo, pinned: bool) -> None:
+        if source == "github":  # torch.hub's names: "owner_repo" in trusted_list, "owner_repo_ref" folders
+            legacy = f"{repo.owner}_{repo.name}_{(repo.ref or 'main').replace('/', '_')}"
+            check_trust(self.layout, repo.repo, f"{repo.owner}_{repo.name}", trust_repo, legacy, pinned)
+        else:
+            check_trust(self.layout, src.url, f"git:{src.url}", trust_repo, None, pinned)
 
     def _needs_refresh(self, source_key: str, spec: str) -> bool:
         """In refresh mode, re-resolve each spec once per Hub (not on every load)."""
@@ -295,13 +300,8 @@ class Hub:
             atomic_write_json(manifest_path, manifest)
             return manifest
 
-    def _pinned_commit(self, host: str, spec: str) -> str | None:
-        if self.pins is None or self.refresh:
-            return None
-        return self.pins.pinned_commit(host, spec)
-
     def _pinned_sha256(self, url: str) -> str | None:
-        return None if self.pins is None or self.refresh else self.pins.pinned_sha256(url)
+        return self.pins.pinned_sha256(url) if self.pins is not None else None
 
 
 def _interactive() -> bool:
