@@ -96,8 +96,12 @@ class DownloadPolicy:
         return cls(read_timeout=timeout, retries=int(os.environ.get("REPROHUB_RETRIES", cls.retries)))
 
 
+class _ShortBody(Exception):
+    """The body ended before Content-Length bytes: resume (retryable)."""
+
+
 class _Restart(Exception):
-    """The server ignored our Range request: start the body over."""
+    """The server refused our Range request (416, or another range): ask again from byte 0."""
 
 
 class Downloader:
@@ -170,7 +174,7 @@ class Downloader:
 
     def _transfer(self, url: str, out, progress: bool, headers: dict[str, str]) -> tuple[str, int]:
         hasher = hashlib.sha256()
-        failures = 0
+        failures = restarts = 0
         validator: str | None = None
         bar = _progress_bar(url, progress)
         try:
@@ -178,6 +182,11 @@ class Downloader:
                 offset = out.tell()
                 try:
                     response = self._open(url, offset, validator, headers)
+                    if response.status_code == 200 and offset:  # Range ignored: take this body from byte 0
+                        restarts = _count_restart(url, restarts, self.policy.retries, offset)
+                        out.seek(0)
+                        out.truncate()
+                        hasher, offset = hashlib.sha256(), 0
                     with contextlib.closing(response):
                         total = _expected_total(url, response, offset)
                         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
@@ -188,16 +197,14 @@ class Downloader:
                         pump = _pump_inline if total is not None and total - offset <= INLINE_MAX else _pump
                         pump(_reader_of(response), out, hasher, bar, size)
                     if total is not None and out.tell() < total:
-                        raise TruncatedDownloadError(
-                            f"{total} bytes from {url}", f"{out.tell()} bytes before the body ended", "retrying"
-                        )
+                        raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()
                 except _Restart:
+                    restarts = _count_restart(url, restarts, self.policy.retries, offset)
                     out.seek(0)
                     out.truncate()
                     hasher = hashlib.sha256()
-                    continue
-                except TruncatedDownloadError as err:
+                except _ShortBody as err:
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
                 except ReprohubError:
                     raise
@@ -237,10 +244,6 @@ class Downloader:
             timeout=(self.policy.connect_timeout, self.policy.read_timeout),
         )
         code = response.status_code
-        if code == 200 and offset:
-            response.close()
-            log.info("%s ignored the Range request; downloading from the start", url)
-            raise _Restart()
         if code == 416 and offset:
             response.close()
             raise _Restart()
@@ -259,6 +262,16 @@ class Downloader:
     def _backoff(self, failures: int) -> float:
         base = self.policy.backoff * (2 ** max(failures - 1, 0))
         return min(self.policy.max_backoff, base * (1 + random.random() / 4))
+
+
+def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:
+    """One more start from byte 0 (a server that ignores or refuses Range); bounded, so it cannot loop."""
+    if restarts >= limit:
+        raise TruncatedDownloadError(f"the complete body of {url}", f"a server that cut the body at {offset} "
+                                     f"bytes and ignored Range requests {restarts + 1} times",
+                                     "the server cannot resume this file; try again later (nothing was cached)")
+    log.info("%s could not resume at byte %d; downloading from the start", url, offset)
+    return restarts + 1
 
 
 class _RetryableStatus(Exception):
@@ -486,7 +499,7 @@ def _status_error(url: str, code: int, reason: str) -> DownloadError:
 
 
 def _final_error(url: str, err: BaseException, got: int) -> DownloadError:
-    truncations = (TruncatedDownloadError, http.client.IncompleteRead, urllib3.exceptions.ProtocolError,
+    truncations = (_ShortBody, http.client.IncompleteRead, urllib3.exceptions.ProtocolError,
                    requests.exceptions.ChunkedEncodingError)
     cls = TruncatedDownloadError if isinstance(err, truncations) else DownloadError
     return cls(

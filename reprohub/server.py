@@ -58,6 +58,7 @@ class Fault:
     retry_after: str | None = None
     after: int = 0
     delay: float = 0.0
+    ignore_range: bool = False  # with any kind: also answer a Range request with 200 and the whole body
 
 
 @dataclass
@@ -234,7 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
         ranged = self.headers.get("Range")
         m = _RANGE.match(ranged or "")
         if_range = self.headers.get("If-Range")
-        use_range = m is not None and (fault is None or fault.kind != "ignore_range") and if_range in (None, f'"{etag}"')
+        honours_range = fault is None or (fault.kind != "ignore_range" and not fault.ignore_range)
+        use_range = m is not None and honours_range and if_range in (None, f'"{etag}"')
         if use_range:
             start = int(m.group(1))
             end = int(m.group(2)) if m.group(2) else size - 1

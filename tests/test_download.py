@@ -167,3 +167,12 @@ def test_policy_from_environment(monkeypatch):
     monkeypatch.setenv("REPROHUB_RETRIES", "1")
     policy = DownloadPolicy.from_env()
     assert (policy.read_timeout, policy.retries) == (7.0, 1)
+
+
+def test_a_server_that_always_cuts_and_ignores_range_cannot_loop(server, tmp_path):
+    url = server.add_file("w.bin", BODY)
+    server.inject("/files/w.bin", *[Fault("truncate", after=1 << 20, ignore_range=True) for _ in range(50)])
+    with pytest.raises(TruncatedDownloadError, match="ignored Range requests"):
+        downloader().fetch(url, tmp_path / "w.bin", progress=False)
+    assert server.hits("/files/w.bin") == FAST_POLICY.retries + 2  # the first try, then bounded restarts
+    assert not (tmp_path / "w.bin").exists()
