@@ -271,8 +271,6 @@ def value_mismatch(actual, expected, rtol: float, atol: float, equal_nan: bool =
 
     Works chunk by chunk over the flattened tensors, so memory stays bounded.
     """
-    import torch
-
     expected = expected.to(actual.device)
     if _exactly_equal(actual, expected, equal_nan):
         return None

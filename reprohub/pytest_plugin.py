@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,7 @@ from .golden_store import GoldenStore, check_key
 from .hub import Hub
 from .intercept import routed
 from .lock import Lockfile
-from .pinning import TABLES, LockSession
+from .pinning import LockSession
 
 WORKER_KEY = "reprohub"
 
@@ -205,7 +204,6 @@ class HubPlugin:
         self.offline, self.strict_unused = option("hub_offline"), option("hub_strict_unused")
         self.devices = [d.strip() for d in (option("hub_device") or config.getini("hub_device")).split(",") if d.strip()]
         self.is_worker = hasattr(config, "workerinput")
-        self.is_controller = not self.is_worker and (getattr(config.option, "numprocesses", None) or 0) > 0
         self.session = self._lock_session()
         self.outcomes: dict[str, str] = {}
         self.deselected = 0
