@@ -215,3 +215,18 @@ def test_hub_device_runs_cpu_and_skips_cuda_with_a_reason(project, pytester):
     else:
         result.assert_outcomes(passed=1, skipped=1)
         result.stdout.fnmatch_lines(["*cuda requested (--hub-device) but torch.cuda.is_available() is False*"])
+
+
+def test_direct_torch_hub_and_reprohub_calls_go_through_the_lock(project, pytester, tiny_repo):
+    pytester.makepyfile(test_direct="""
+        import torch
+        import reprohub
+
+        def test_direct():
+            assert torch.hub.load("acme/tiny:v1", "version", trust_repo=True, skip_validation=True) == "v1"
+            assert reprohub.load("acme/tiny:stable", "version") == "v1"
+    """)
+    run(project, "--hub-update", "test_direct.py").assert_outcomes(passed=1)
+    assert {spec: pin.commit for spec, pin in lock_of(project).repos.items()} == {
+        "acme/tiny:v1": tiny_repo.v1, "acme/tiny:stable": tiny_repo.v1}
+    run(project, "test_direct.py", "--hub-offline").assert_outcomes(passed=1)
