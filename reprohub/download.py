@@ -172,6 +172,30 @@ class Downloader:
                 os.unlink(tmp)
         return Downloaded(url=url, path=dst, sha256=digest, size=size)
 
+    def get(self, url: str, headers: Mapping[str, str] | None = None) -> requests.Response:
+        """A small GET (API calls), retried like transfers on connection errors and 5xx.
+
+        Other statuses are returned for the caller to explain (a 403 or 429 from an API is a
+        rate limit the caller should name, not something to sleep through).
+
+        Raises:
+            DownloadError: the host could not be reached, or kept failing, within the retries.
+        """
+        for attempt in range(self.policy.retries + 1):
+            try:
+                response = self.session.get(url, headers=dict(headers or {}),
+                                            timeout=(self.policy.connect_timeout, self.policy.read_timeout))
+            except requests.RequestException as err:
+                problem = f"{type(err).__name__}: {err}"
+            else:
+                if response.status_code < 500:
+                    return response
+                problem = f"HTTP {response.status_code} {response.reason or ''}".strip()
+            if attempt < self.policy.retries:
+                self._sleep(self._backoff(attempt + 1))
+        raise DownloadError(f"an answer from {url}", f"{problem} after {self.policy.retries + 1} attempts",
+                            "check the network and the host (REPROHUB_GITHUB_API_URL); retry later")
+
     def _transfer(self, url: str, out, progress: bool, headers: dict[str, str]) -> tuple[str, int]:
         hasher = hashlib.sha256()
         failures = restarts = 0

@@ -118,12 +118,7 @@ class GitHubSource:
                 f"pin a full commit ({repo.repo}:<sha>), use a lockfile, or run once online",
             )
         url = self.url + path
-        try:
-            response = self.downloader.session.get(url, headers=self.headers, timeout=(
-                self.downloader.policy.connect_timeout, self.downloader.policy.read_timeout))
-        except requests.RequestException as err:
-            raise DownloadError(f"an answer from {url}", f"{type(err).__name__}: {err}",
-                                f"check the network, or {ENV_GITHUB_API_URL}") from err
+        response = self.downloader.get(url, headers=self.headers)
         if response.status_code != 200:
             raise self._explain(DownloadError(f"HTTP 200 from {url}", f"HTTP {response.status_code}",
                                               status=response.status_code, fix=""), repo, response)

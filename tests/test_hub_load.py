@@ -133,3 +133,14 @@ def test_git_source_with_file_remote_and_bare_repo(hub, tiny_repo, tmp_path):
     assert hub.last_repo.commit == tiny_repo.v1
     assert hub.load(str(bare), "version", source="git") == "v2"
     assert hub.load(f"{bare}#{tiny_repo.v1}", "version", source="git") == "v1"
+
+
+def test_api_5xx_is_retried_and_a_dead_host_is_a_clear_error(hub, tiny_repo, server):
+    from reprohub.server import Fault
+
+    server.inject("/api/repos/acme/tiny/commits/v1", Fault("status", 502), Fault("status", 503))
+    assert hub.load("acme/tiny:v1", "version") == "v1"
+    assert server.hits("/api/repos/acme/tiny/commits/v1") == 3
+    server.stop()
+    with pytest.raises(ConnectionError, match="an answer from .*after 4 attempts"):
+        hub.load("acme/tiny:main", "version", force_reload=True)
