@@ -268,12 +268,14 @@ class Hub:
             return repo.ref
         refs_file = self.layout.refs_file(src.key, repo)
         key = repo.ref or DEFAULT_REF_KEY
-        if not force_reload:
-            known = (read_json(refs_file) or {}).get(key)
-            if known and is_full_commit(known):
+        if not force_reload and (known := _known_commit(refs_file, key)):
+            return known
+        # Under the lock, so N processes starting cold ask the host once (rate limits!) and the rest
+        # read the answer; force_reload asks again regardless.
+        with file_lock(refs_file.with_suffix(".lock"), f"resolving {repo}"):
+            if not force_reload and (known := _known_commit(refs_file, key)):
                 return known
-        commit = src.resolve(repo)
-        with file_lock(refs_file.with_suffix(".lock"), f"recording refs of {repo.repo}"):
+            commit = src.resolve(repo)
             table = read_json(refs_file) or {}
             if table.get(key) != commit:
                 if table.get(key):
@@ -302,6 +304,11 @@ class Hub:
 
     def _pinned_sha256(self, url: str) -> str | None:
         return self.pins.pinned_sha256(url) if self.pins is not None else None
+
+
+def _known_commit(refs_file: Path, key: str) -> str | None:
+    known = (read_json(refs_file) or {}).get(key)
+    return known if isinstance(known, str) and is_full_commit(known) else None
 
 
 def _interactive() -> bool:

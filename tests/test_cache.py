@@ -121,6 +121,29 @@ def test_eight_processes_one_download(server, tmp_path):
     assert server.hits("/files/big.bin") == 1
 
 
+LOADER = textwrap.dedent("""
+    import sys, time, os
+    import reprohub
+    hub_dir, api, go = sys.argv[1:4]
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    hub = reprohub.Hub(hub_dir=hub_dir, github_api_url=api)
+    print(hub.load("acme/tiny:main", "version", trust_repo=True))
+""")
+
+
+def test_eight_cold_processes_resolve_and_fetch_a_repo_once(server, tiny_repo, tmp_path):
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", LOADER, str(tmp_path / "hub"), server.api_url, str(go)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    time.sleep(0.5)
+    go.touch()
+    outputs = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert outputs == {"v2"} and all(p.returncode == 0 for p in procs)
+    assert server.hits("/api/repos/acme/tiny/commits") == 1
+    assert server.hits("/api/repos/acme/tiny/zipball") == 1
+
+
 def test_sigkill_mid_download_leaves_nothing_trusted(server, tmp_path):
     body = os.urandom(16 << 20)
     url = server.add_file("big.bin", body)
