@@ -37,9 +37,12 @@ def _big_file(path: Path, size: int) -> Path:
 
 
 def _cleanup(*paths: Path):
+    """Untimed, before each run: remove the last output and flush the disk, so no contender pays for
+    writeback of another's files (these machines' disks otherwise make ratios drift by 30%)."""
     def run(_name: str) -> None:
         for p in paths:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        os.sync()
     return run
 
 
@@ -271,6 +274,7 @@ def golden(size_mib: int, rounds: int) -> list[Row]:
                         size_bytes=size_mib * MiB))
     for _ in range(rounds):
         for row in rows:
+            os.sync()
             out = subprocess.run([sys.executable, str(HERE / "golden_worker.py"), row.contender, str(size_mib)],
                                  capture_output=True, text=True, check=True).stdout.split()
             row.seconds.append(float(out[0]))
