@@ -89,12 +89,12 @@ class GoldenStore:
             raise GoldenMissingError(f"a golden for {key!r} at {own}", "no such file",
                                      f"record it with `{self.accept_command}`; the obtained values were written "
                                      f"to {self._scratch(output, meta)}")
-        self._verify_pin(lock_key, path)
+        digest = self._verify_pin(lock_key, path)
         golden = load_golden(path)
         result = compare(output, golden, rtol=rtol, atol=atol, tolerances=tolerances, equal_nan=equal_nan,
                          cross_device=self.cross_device if path != own else None)
         if result.ok:
-            self._pin(lock_key, path)
+            self._pin(lock_key, path, digest)
             return "matched"
         if self.update:
             return self._record(own, lock_key, output, meta, "updated")
@@ -111,19 +111,21 @@ class GoldenStore:
         self._pin(lock_key, path)
         return outcome
 
-    def _pin(self, lock_key: str, path: Path) -> None:
+    def _pin(self, lock_key: str, path: Path, digest: str | None = None) -> None:
         if self.session is not None:
-            self.session.record_golden(GoldenPin(lock_key, self._relative(path), sha256_file(path)))
+            self.session.record_golden(GoldenPin(lock_key, self._relative(path), digest or sha256_file(path)))
 
-    def _verify_pin(self, lock_key: str, path: Path) -> None:
+    def _verify_pin(self, lock_key: str, path: Path) -> str | None:
+        """The golden file's digest when the lock pins it (checked), else None (not computed)."""
         pin = self.session.lock.goldens.get(lock_key) if self.session is not None else None
         if pin is None or self.update:
-            return
+            return None
         digest = sha256_file(path)
         if digest != pin.sha256:
             raise LockMismatchError(f"golden {lock_key} with sha256 {pin.sha256} (pinned in {self.session.lock_path})",
                                     f"{path} with sha256 {digest}", "restore the golden from version control, or "
                                     f"re-record it with `{self.accept_command}`")
+        return digest
 
     def _relative(self, path: Path) -> str:
         try:

@@ -19,26 +19,33 @@ from typing import Any
 from .archive import extract_zip
 
 
+def _zip_members(path: "str | os.PathLike[str]") -> list[zipfile.ZipInfo] | None:
+    """The members of a zip file, or None for a non-zip (pre-1.6 pickle) checkpoint."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.infolist()
+    except zipfile.BadZipFile:
+        return None
+
+
 def is_legacy_zip(path: "str | os.PathLike[str]") -> bool:
     """True for a zip holding exactly one file (torch.hub's "legacy zip" format)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        infos = zf.infolist()
-    return len(infos) == 1 and not infos[0].is_dir()
+    members = _zip_members(path)
+    return members is not None and len(members) == 1 and not members[0].is_dir()
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", map_location: Any = None, weights_only: bool = True) -> Any:
-    """``torch.load`` a cached checkpoint: memory-mapped when possible, legacy zips handled."""
+    """``torch.load`` a cached checkpoint: memory-mapped when possible, legacy zips handled.
+
+    The zip directory is read once; a cache hit costs that and the pages the caller touches.
+    """
     import torch
 
     path = Path(path)
-    if is_legacy_zip(path):
-        with zipfile.ZipFile(path) as zf:
-            member = zf.infolist()[0].filename
-        target = path.parent / member
+    members = _zip_members(path)
+    if members is not None and len(members) == 1 and not members[0].is_dir():
+        target = path.parent / members[0].filename
         if not target.exists():
             extract_zip(path, path.parent, strip_top=False)
         return torch.load(target, map_location=map_location, weights_only=weights_only)
-    mmap = zipfile.is_zipfile(path)
-    return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)
+    return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=members is not None)
