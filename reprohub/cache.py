@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .download import Downloaded, Downloader
 from .errors import CacheCollisionError, OfflineError
-from .fsutil import atomic_write_json, file_lock, read_json, remove_tree
+from .fsutil import atomic_write_json, file_lock, read_json
 from .paths import SIDECAR_SUFFIX
 
 log = logging.getLogger("reprohub")
@@ -74,7 +74,8 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
     """What the cache knows of ``path``, re-hashing only if the file changed since recorded.
 
     Returns ``None`` when there is no file, or when the file's bytes no longer
-    match its record (it is then corrupt, and is removed).
+    match its record (it is corrupt; the next download replaces it atomically -- it is not
+    deleted here, where another process may be replacing it with a good copy at this moment).
 
     Raises:
         CacheCollisionError: the file was downloaded from another URL.
@@ -98,7 +99,6 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
     if record.get("sha256") and record["sha256"] != digest:
         log.warning("cached file %s changed since it was downloaded (sha256 %s, now %s); fetching it again",
                     path, record["sha256"], digest)
-        remove_tree(path)
         return None
     got = Downloaded(url=recorded_url, path=path, sha256=digest, size=st.st_size)
     if recorded_url:

@@ -100,6 +100,7 @@ def hub_device(request: pytest.FixtureRequest):
 @pytest.fixture
 def golden(request: pytest.FixtureRequest, hub: Hub):
     """Compare outputs with recorded goldens: ``golden.check(output, key=None, rtol=None, atol=None)``."""
+    hub.last_load = hub.last_repo = None  # "the last load" means the last one in this test
     checker = GoldenChecker(_state(request.config).golden_store, hub)
     with checker.deterministic():
         yield checker
@@ -146,22 +147,24 @@ class GoldenChecker:
 
         Returns "matched", "recorded" or "updated"; raises an AssertionError with the full report otherwise.
         """
-        key = check_key(key) if key is not None else self._default_key()
-        count = self._used[key] = self._used.get(key, 0) + 1
-        full_key = key if count == 1 else f"{key}-{count}"
-        repo = self.hub.last_repo
-        metadata = {
-            "entrypoint": f"{self.hub.last_load[0]}:{self.hub.last_load[1]}" if self.hub.last_load else "",
+        __tracebackhide__ = True
+        try:
+            key = check_key(key) if key is not None else self._default_key()
+            count = self._used[key] = self._used.get(key, 0) + 1
+            full_key = key if count == 1 else f"{key}-{count}"
+            return self.store.check(output, full_key, self._metadata(), rtol=rtol, atol=atol,
+                                    tolerances=tolerances, equal_nan=equal_nan)
+        except ReprohubError as err:
+            pytest.fail(str(err), pytrace=False)
+
+    def _metadata(self) -> dict[str, str]:
+        repo, load = self.hub.last_repo, self.hub.last_load
+        return {
+            "entrypoint": f"{load[0]}:{load[1]}" if load else "",
             "commit": repo.commit if repo else "",
             "input": "; ".join(self.inputs),
             "torch": _torch_version(),
         }
-        __tracebackhide__ = True
-        try:
-            return self.store.check(output, full_key, metadata, rtol=rtol, atol=atol, tolerances=tolerances,
-                                    equal_nan=equal_nan)
-        except ReprohubError as err:
-            pytest.fail(str(err), pytrace=False)
 
     def _default_key(self) -> str:
         if self.hub.last_load is None:

@@ -230,3 +230,18 @@ def test_direct_torch_hub_and_reprohub_calls_go_through_the_lock(project, pytest
     assert {spec: pin.commit for spec, pin in lock_of(project).repos.items()} == {
         "acme/tiny:v1": tiny_repo.v1, "acme/tiny:stable": tiny_repo.v1}
     run(project, "test_direct.py", "--hub-offline").assert_outcomes(passed=1)
+
+
+def test_golden_key_never_comes_from_an_earlier_test(project, pytester):
+    pytester.makepyfile(test_keys="""
+        import torch
+
+        def test_a_loads(hub, golden):
+            hub.load("acme/tiny:v1", "version")
+
+        def test_b_checks_without_loading(golden):
+            golden.check(torch.ones(2))
+    """)
+    result = run(project, "--hub-update", "test_keys.py")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*a hub.load(...) earlier in the test, or golden.check(..., key='name')*"])
