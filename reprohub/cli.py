@@ -101,7 +101,7 @@ def _lock(args) -> int:
     from .pinning import LockSession
 
     lock = Lockfile.read(args.lock)
-    session = LockSession(lock, args.lock, update=True)
+    session = LockSession(lock, args.lock, update=True, refresh=True)  # pin what each ref points to now
     hub = _hub(pins=session)
     hub.recorder.listeners.append(session.observe)
     for spec in args.specs:

@@ -20,6 +20,13 @@ def test_lock_fetch_verify_offline_cycle(cli_env, tiny_repo, weights_url, server
     lock = Lockfile.read("hub.lock")
     assert lock.repos["acme/tiny:v1"].commit == lock.repos["acme/tiny:stable"].commit == tiny_repo.v1
     assert f"acme/tiny:v1 -> {tiny_repo.v1}" in capsys.readouterr().out
+    tiny_repo.checkout("stable")
+    moved = tiny_repo.commit({"tinynet/__init__.py": "VERSION = 'v1.1'\n"}, "stable moves")
+    assert main(["lock", "acme/tiny:stable"]) == EXIT_OK  # re-locking pins where the ref points now
+    assert Lockfile.read("hub.lock").repos["acme/tiny:stable"].commit == moved
+    tiny_repo.reset_hard(tiny_repo.v1)
+    assert main(["lock", "acme/tiny:stable"]) == EXIT_OK
+    capsys.readouterr()
     body = server.state.files["tiny-weights.pt"]
     lock.artifacts[weights_url] = ArtifactPin(weights_url, hashlib.sha256(body).hexdigest(), len(body))
     lock.write("hub.lock")
