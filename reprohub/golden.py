@@ -35,7 +35,7 @@ from typing import Any, Mapping
 from .errors import GoldenMismatchError
 from .fsutil import atomic_write_bytes
 
-STRUCTURE_KEY = "reprohub.structure"
+METADATA_KEY = "reprohub"
 CHUNK_ELEMENTS = 1 << 22
 MAX_TABLE_ROWS = 10
 _SAFETENSORS_DTYPES = {
@@ -122,9 +122,10 @@ def save_golden(path: "str | Path", output: Any, metadata: Mapping[str, str] | N
             structure.append({"key": key, "kind": "tensor", **entry})
         else:
             structure.append({"key": key, "kind": type(leaf).__name__, "value": _plain(leaf)})
-    meta = {k: str(v) for k, v in sorted((metadata or {}).items())}
-    meta[STRUCTURE_KEY] = json.dumps(structure, sort_keys=True)
-    data = save(tensors, metadata=meta)
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    # One metadata entry holding sorted JSON: safetensors writes a map's entries in no fixed order,
+    # and a golden's bytes (pinned in hub.lock) must not change when its content does not.
+    data = save(tensors, metadata={METADATA_KEY: json.dumps({"meta": meta, "structure": structure}, sort_keys=True)})
     atomic_write_bytes(path, data)
     return data
 
@@ -136,8 +137,9 @@ def load_golden(path: "str | Path") -> Golden:
 
     leaves: dict[str, Any] = {}
     with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        for entry in json.loads(meta.pop(STRUCTURE_KEY)):
+        header = json.loads((f.metadata() or {})[METADATA_KEY])
+        meta = header["meta"]
+        for entry in header["structure"]:
             if entry["kind"] == "tensor":
                 raw = f.get_tensor(entry["key"])
                 dtype = getattr(torch, entry["dtype"])

@@ -191,3 +191,17 @@ def test_cuda_output_against_cpu_golden_uses_cross_device_tolerance(tmp_path):
     assert reader.check(torch.ones(3, device="cuda") + 1e-4, "k", {}) == "matched"
     with pytest.raises(GoldenMismatchError):
         GoldenStore(tmp_path, tmp_path, cross_device=(0, 0)).check(torch.ones(3, device="cuda") + 1e-4, "k", {})
+
+
+def test_golden_bytes_are_deterministic_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import torch, sys; from reprohub.golden import save_golden; "
+              "save_golden(sys.argv[1], {'b': torch.arange(3), 'a': torch.ones(2, dtype=torch.bfloat16), 'n': 1.5}, "
+              "{'entrypoint': 'e', 'commit': 'c', 'torch': 't', 'input': 'i', 'device': 'cpu'})")
+    digests = set()
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{i}.safetensors")], check=True)
+        digests.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(digests) == 1

@@ -1,5 +1,6 @@
 """End to end: generated projects run `pytest --hub-lock` for real, in a subprocess, in every mode."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -72,8 +73,11 @@ def test_record_then_check_then_offline(project, server, tiny_repo, weights_url)
 def test_xdist_writes_the_same_bytes(project, pytester):
     run(project, "--hub-update", "-n", "2").assert_outcomes(passed=2)
     with_xdist = (project.path / "hub.lock").read_bytes()
+    golden = (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").read_bytes()
     (project.path / "hub.lock").unlink()
+    shutil.rmtree(project.path / "goldens")  # re-recorded too: its bytes are pinned in the lock
     run(project, "--hub-update").assert_outcomes(passed=2)
+    assert (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").read_bytes() == golden
     assert (project.path / "hub.lock").read_bytes() == with_xdist
     run(project, "-n", "2").assert_outcomes(passed=2)
 
