@@ -83,7 +83,8 @@ class GoldenPin:
     sha256: str
 
 
-_TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key")}
+# table name -> (entry type, the field that is the table key)
+TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key")}
 _CHECKS = {"commit": _HEX40, "tree_sha256": _HEX64, "sha256": _HEX64}
 
 
@@ -119,13 +120,13 @@ class Lockfile:
                                 "re-record it with `pytest --hub-update`") from err
         _check_version(data.get("version"), name)
         lock = cls()
-        for table, (kind, key_field) in _TABLES.items():
+        for table, (kind, key_field) in TABLES.items():
             entries = data.get(table, {})
             if not isinstance(entries, dict):
                 raise LockfileError(f"a table [{table}]", f"{type(entries).__name__} in {name}", "re-record the lock")
             for key, entry in entries.items():
                 getattr(lock, table)[key] = _entry(kind, key_field, key, entry, table, text, name)
-        unknown = set(data) - {"version", *_TABLES}
+        unknown = set(data) - {"version", *TABLES}
         if unknown:
             raise LockfileError("only version, repos, artifacts and goldens", f"{sorted(unknown)} in {name}",
                                 "remove the unknown tables")
@@ -134,7 +135,7 @@ class Lockfile:
     def dumps(self) -> str:
         """The lock as deterministic TOML text."""
         doc: dict = {"version": f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"}
-        for table, (_, key_field) in _TABLES.items():
+        for table, (_, key_field) in TABLES.items():
             entries = getattr(self, table)
             if entries:
                 doc[table] = {key: {k: v for k, v in sorted(asdict(entries[key]).items()) if k != key_field}
@@ -162,10 +163,10 @@ class Lockfile:
     def without(self, names: "dict[str, set[str]]") -> "Lockfile":
         """A new lock without the entries named per table (``{"repos": {...}}``)."""
         return Lockfile(*({k: v for k, v in getattr(self, t).items() if k not in names.get(t, set())}
-                          for t in _TABLES))
+                          for t in TABLES))
 
     def entry_count(self) -> dict[str, int]:
-        return {t: len(getattr(self, t)) for t in _TABLES}
+        return {t: len(getattr(self, t)) for t in TABLES}
 
 
 def _check_version(version, name: str) -> None:

@@ -26,10 +26,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 from .errors import LockMismatchError
-from .lock import ArtifactPin, GoldenPin, Lockfile, RepoPin
+from .lock import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin
 from .record import ArtifactUse, RepoUse
-
-TABLES = ("repos", "artifacts", "goldens")
 
 
 @dataclass
@@ -140,9 +138,8 @@ class LockSession:
 
     def absorb(self, data: dict) -> None:
         """Merge what :meth:`export` produced in another process."""
-        kinds = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key")}
         with self._lock:
-            for table, (kind, key_field) in kinds.items():
+            for table, (kind, key_field) in TABLES.items():
                 for entry in data["recorded"][table]:
                     getattr(self.recorded, table)[entry[key_field]] = kind(**entry)
                 for key, tests in data["usage"][table].items():

@@ -10,7 +10,8 @@ Example output::
 
 from __future__ import annotations
 
-from .pinning import TABLES, LockSession
+from .lock import TABLES
+from .pinning import LockSession
 
 
 def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: int, written: bool | None,

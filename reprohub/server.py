@@ -171,7 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.hits[path] += 1
             self.state.log.append(("HEAD" if head else "GET", path, dict(self.headers)))
-            fault = self.state.faults.get(path, [None]).pop(0) if self.state.faults.get(path) else None
+            queued = self.state.faults.get(path)
+            fault = queued.pop(0) if queued else None
         if fault is not None and fault.kind == "status":
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return self._send_json({"message": "injected"}, fault.status, extra)
