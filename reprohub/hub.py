@@ -224,6 +224,8 @@ class Hub:
                 trust_repo: "bool | str | None" = "check", verbose: bool = True) -> ResolvedRepo:
         """Resolve ``spec`` to a commit, materialize it, and record it.
 
+        With ``verbose`` (the default, as in torch.hub) the commit is also written to stderr.
+
         Example:
             >>> Hub().resolve("acme/tiny:v1", trust_repo=True).commit   # doctest: +SKIP
             '1f0e3dad99908345f7439f8ffabdffc4f0b2d3a1'
@@ -240,7 +242,9 @@ class Hub:
         resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
         self.recorder.add_repo(RepoUse(spec, src.url, commit, resolved.tree_sha256))
         self.last_repo = resolved
-        (log.info if verbose else log.debug)("%s -> commit %s (%s)", spec, commit, path)
+        log.debug("%s -> commit %s (%s)", spec, commit, path)
+        if verbose and sys.stderr is not None:  # as torch.hub's "Using cache found in ...", on stderr
+            sys.stderr.write(f"reprohub: {spec} is commit {commit} ({path})\n")
         return resolved
 
     def _check_trust(self, source: str, src, repo: RepoRef, trust_repo, pinned: bool) -> None:

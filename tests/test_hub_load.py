@@ -144,3 +144,11 @@ def test_api_5xx_is_retried_and_a_dead_host_is_a_clear_error(hub, tiny_repo, ser
     server.stop()
     with pytest.raises(ConnectionError, match="an answer from .*after 4 attempts"):
         hub.load("acme/tiny:main", "version", force_reload=True)
+
+
+def test_the_loaded_commit_is_reported_on_stderr_unless_quiet(hub, tiny_repo, capsys):
+    hub.load("acme/tiny:v1", "version")
+    out, err = capsys.readouterr()
+    assert out == "" and f"reprohub: acme/tiny:v1 is commit {tiny_repo.v1}" in err
+    hub.load("acme/tiny:v1", "version", verbose=False)
+    assert capsys.readouterr().err == ""
