@@ -100,7 +100,7 @@ class GoldenStore:
             return self._record(own, lock_key, output, meta, "updated")
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
-        report = result.message(str(path), golden.metadata.get("commit", ""), self.accept_command)
+        report = result.message(str(path), golden.metadata.get("commit", ""))
         raise GoldenMismatchError(f"outputs matching golden {key!r}",
                                   f"differences:\n{report}\nThe obtained values were written to "
                                   f"{self._scratch(output, meta)}", f"if the change is intended: {self.accept_command}")

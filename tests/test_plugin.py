@@ -151,7 +151,7 @@ def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
     ])
     refreshed.stdout.fnmatch_lines(["*out: values differ", "*Mismatched elements: * / 4 (*%)",
                                     "*Greatest absolute difference: * at index (*) (up to 1e-05 allowed)",
-                                    "*To accept the new outputs: pytest --hub-lock *hub.lock --hub-update*"])
+                                    "*Fix: if the change is intended: pytest --hub-lock *hub.lock --hub-update*"])
     assert (project.path / "hub.lock").read_bytes() == locked
     v4 = tiny_repo.commit(tiny_repo_files("v2", scale=2.0), "back to v2 outputs, new commit")
     run(project, "--hub-refresh", "--hub-update").assert_outcomes(passed=2)
