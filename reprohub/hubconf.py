@@ -38,14 +38,19 @@ _import_lock = threading.RLock()
 
 
 def _top_level_names(repo_dir: str) -> set[str]:
+    """Modules and regular packages (folders with ``__init__.py``) at the top of a repo.
+
+    Plain folders (``docs/``, ``assets/``) are left out, so they never hide installed packages.
+    """
     names = set()
     with os.scandir(repo_dir) as entries:
         for entry in entries:
-            stem = entry.name[:-3] if entry.name.endswith(".py") else entry.name
-            if stem.isidentifier() and (entry.is_dir() or entry.name.endswith(".py")):
-                names.add(stem)
+            if entry.name.endswith(".py") and entry.is_file():
+                names.add(entry.name[:-3])
+            elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                names.add(entry.name)
     names.discard("hubconf")
-    return names
+    return {name for name in names if name.isidentifier()}
 
 
 def _owned_names(local: set[str]) -> list[str]:

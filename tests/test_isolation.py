@@ -86,3 +86,9 @@ def test_exceptions_in_repo_code_still_restore_everything(hub, server, tmp_path)
     with pytest.raises(KeyError, match="inside"):
         hub.load("acme/boom", "boom")
     assert torch.hub.load is original and "models" not in sys.modules
+
+
+def test_plain_folders_never_hide_installed_packages(hub, server, tmp_path):
+    serve_repo(server, tmp_path, "docsrepo", {"hubconf.py": "import json\n\ndef dumps():\n    return json.dumps([1])\n",
+                                               "json/readme.txt": "a plain folder, not a package\n"})
+    assert hub.load("acme/docsrepo", "dumps") == "[1]"
