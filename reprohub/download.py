@@ -212,7 +212,7 @@ class Downloader:
                         out.truncate()
                         hasher, offset = hashlib.sha256(), 0
                     with contextlib.closing(response):
-                        total = _expected_total(url, response, offset)
+                        total = _expected_total(response, offset)
                         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
                         if bar is not None:
                             bar.reset(total=total)
@@ -314,7 +314,7 @@ def _parse_retry_after(value: str | None) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
-def _expected_total(url: str, response: requests.Response, offset: int) -> int | None:
+def _expected_total(response: requests.Response, offset: int) -> int | None:
     length = response.headers.get("Content-Length")
     if length is None or not length.isdigit():
         return None

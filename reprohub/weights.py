@@ -28,16 +28,11 @@ def _zip_members(path: "str | os.PathLike[str]") -> list[zipfile.ZipInfo] | None
         return None
 
 
-def is_legacy_zip(path: "str | os.PathLike[str]") -> bool:
-    """True for a zip holding exactly one file (torch.hub's "legacy zip" format)."""
-    members = _zip_members(path)
-    return members is not None and len(members) == 1 and not members[0].is_dir()
-
-
 def load_checkpoint(path: "str | os.PathLike[str]", map_location: Any = None, weights_only: bool = True) -> Any:
     """``torch.load`` a cached checkpoint: memory-mapped when possible, legacy zips handled.
 
     The zip directory is read once; a cache hit costs that and the pages the caller touches.
+    A zip holding exactly one file is torch.hub's pre-1.6 "legacy zip" format.
     """
     import torch
 
