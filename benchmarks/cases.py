@@ -19,10 +19,10 @@ from pathlib import Path
 
 from harness import Row, interleave
 
-from reprohub.archive import extract_zip
-from reprohub.download import Downloader
-from reprohub.gitrepo import GitRepo
-from reprohub.server import HubServer
+from reprohub.fetch.archive import extract_zip
+from reprohub.fetch.download import Downloader
+from reprohub.testing.gitrepo import GitRepo
+from reprohub.testing.server import HubServer
 
 MiB = 1 << 20
 HERE = Path(__file__).parent

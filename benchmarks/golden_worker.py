@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from reprohub.golden import Golden, compare
+from reprohub.golden.engine import Golden, compare
 
 contender, size_mib = sys.argv[1], int(sys.argv[2])
 n = size_mib * (1 << 20) // 4

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import cases  # noqa: E402
 
 import reprohub  # noqa: E402
-from reprohub.intercept import routed  # noqa: E402
+from reprohub.runtime.intercept import routed  # noqa: E402
 
 
 def main(rounds: int = 30) -> None:

@@ -14,14 +14,14 @@ Example:
     'v0.10.0'
 """
 
-__version__ = "0.1.0"
+from .settings import VERSION as __version__  # noqa: E402,F401
 
 from .api import default_hub, download_url_to_file, help, list, load, load_state_dict_from_url  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .errors import ReprohubError  # noqa: E402
 from .hub import Hub  # noqa: E402
-from .paths import get_dir, set_dir  # noqa: E402
-from .record import Recorder  # noqa: E402
+from .cache.layout import get_dir, set_dir  # noqa: E402
+from .lock.record import Recorder  # noqa: E402
 from .refs import RepoRef, format_ref, parse_ref  # noqa: E402
 
 __all__ = [

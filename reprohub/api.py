@@ -14,18 +14,20 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Iterator
 
-from .download import Downloaded
+from .fetch.download import Downloaded
 from .hub import Hub, env_offline
-from .paths import get_dir
-from .sources import ENV_GITHUB_API_URL, ENV_GITHUB_TOKEN
+from .cache.layout import get_dir
+from . import settings
+from .runtime.context import set_default_provider
 
 _default: tuple[tuple, Hub] | None = None
 
 
 _override: Hub | None = None
+# the settings a Hub reads when built: a change rebuilds the default Hub
+_HUB_SETTINGS = (settings.GITHUB_API_URL, settings.ARCHIVE_URL, settings.GITHUB_TOKEN, settings.MIRROR)
 
 
 @contextlib.contextmanager
@@ -44,10 +46,13 @@ def default_hub() -> Hub:
     global _default
     if _override is not None:
         return _override
-    key = (get_dir(), env_offline(), os.environ.get(ENV_GITHUB_API_URL), os.environ.get(ENV_GITHUB_TOKEN))
+    key = (get_dir(), env_offline(), *(settings.read(name) for name in _HUB_SETTINGS))
     if _default is None or _default[0] != key:
         _default = (key, Hub())
     return _default[1]
+
+
+set_default_provider(default_hub)
 
 
 def list(github: str, force_reload: bool = False, skip_validation: bool = False,

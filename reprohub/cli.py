@@ -62,9 +62,19 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("fetch", _fetch, "download everything a lockfile pins into the cache (for offline runs)")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    p.add_argument("--from", dest="source", metavar="BUNDLE", default=None,
+                   help="fill the cache from this bundle (folder, file:// or http(s):// URL) only; "
+                        "the origin is never asked")
+
+    p = command("bundle", _bundle, "write everything a lockfile pins into a static, content-addressed folder "
+                "that any file or web server can serve as a mirror")
+    p.add_argument("folder", metavar="DIR", help="the bundle folder (created; existing intact files are kept)")
+    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
 
     p = command("verify", _verify, "re-hash the cache (and goldens) against a lockfile")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    p.add_argument("--bundle", metavar="DIR", default=None,
+                   help="check this bundle folder instead of the cache (goldens are still checked)")
 
     p = command("list", _list, "list the entrypoints of a repo (imports its hubconf)")
     p.add_argument("spec", help="owner/repo[:ref]")
@@ -90,15 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _hub(offline: bool | None = None, pins=None):
+def _hub(offline: bool | None = None, pins=None, **kwargs):
     from .hub import Hub
 
-    return Hub(offline=offline, pins=pins)
+    return Hub(offline=offline, pins=pins, **kwargs)
 
 
 def _lock(args) -> int:
-    from .lock import Lockfile
-    from .pinning import LockSession
+    from .lock.lockfile import Lockfile
+    from .lock.session import LockSession
 
     lock = Lockfile.read(args.lock)
     session = LockSession(lock, args.lock, update=True, refresh=True)  # pin what each ref points to now
@@ -113,13 +123,15 @@ def _lock(args) -> int:
 
 
 def _fetch(args) -> int:
-    from .pinning import LockSession
+    from .lock.session import LockSession
     from .sources import GIT_PREFIX
 
     lock = _read_existing_lock(args.lock)
-    hub = _hub(pins=LockSession(lock, args.lock))
+    extra = {"mirrors": [args.source], "origin": False} if args.source else {}
+    hub = _hub(pins=LockSession(lock, args.lock), **extra)
     for spec, pin in sorted(lock.repos.items()):
-        resolved = hub.resolve(spec, source="git" if spec.startswith(GIT_PREFIX) else "github", trust_repo=True)
+        resolved = hub.resolve(spec, source="git" if spec.startswith(GIT_PREFIX) else "github", trust_repo=True,
+                               verbose=False)
         status = "ok" if resolved.tree_sha256 == pin.tree_sha256 else "TREE MISMATCH"
         print(f"repo {spec} @ {pin.commit[:12]}: {status}")
     for url in sorted(lock.artifacts):
@@ -128,10 +140,32 @@ def _fetch(args) -> int:
     return EXIT_OK
 
 
-def _verify(args) -> int:
-    from .verify import verify_lock
+def _bundle(args) -> int:
+    from .lock.bundle import write_bundle
+    from .lock.session import LockSession
+    from .sources import GIT_PREFIX
 
-    problems, checked = verify_lock(_read_existing_lock(args.lock), Path(args.lock).resolve().parent, _hub().layout)
+    lock = _read_existing_lock(args.lock)
+    hub = _hub(pins=LockSession(lock, args.lock))
+
+    def repo_folder(spec, pin):
+        source = "git" if spec.startswith(GIT_PREFIX) else "github"
+        return hub.resolve(spec, source=source, trust_repo=True, verbose=False).path
+
+    report = write_bundle(lock, Path(args.folder), repo_folder, lambda url, pin: hub.fetch_artifact(url).path)
+    for item in report.written:
+        print(f"wrote {item}")
+    print(f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "
+          f"serve it with any static server and set REPROHUB_MIRROR to its location")
+    return EXIT_OK
+
+
+def _verify(args) -> int:
+    from .lock.verify import verify_lock
+
+    lock = _read_existing_lock(args.lock)
+    problems, checked = verify_lock(lock, Path(args.lock).resolve().parent, _hub().layout,
+                                    bundle=Path(args.bundle) if args.bundle else None)
     for line in problems:
         print(line)
     print(f"{checked} entries checked, {len(problems)} problems")
@@ -139,7 +173,7 @@ def _verify(args) -> int:
 
 
 def _read_existing_lock(path: str):
-    from .lock import Lockfile
+    from .lock.lockfile import Lockfile
 
     if not Path(path).exists():
         raise ReprohubError(f"a lockfile at {path}", "no such file", "create one with `reprohub lock SPEC` "
@@ -159,13 +193,18 @@ def _help(args) -> int:
 
 
 def _cache(args) -> int:
-    from . import cachetool
+    from .cache import tool
+    from .lock.lockfile import Lockfile
 
-    return cachetool.run(args.action, args.names, args.lock, _hub().layout)
+    keep = None
+    if args.lock:
+        lock = Lockfile.read(args.lock)
+        keep = ({pin.commit for pin in lock.repos.values()}, set(lock.artifacts))
+    return tool.run(args.action, args.names, _hub().layout, keep)
 
 
 def _serve(args) -> int:
-    from .server import HubServer
+    from .testing.server import HubServer
 
     server = HubServer(port=args.port)
     for item in args.repo:
@@ -184,7 +223,7 @@ def _serve(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo.run import run_demo
+    from .testing.demo.run import run_demo
 
     return run_demo(args.workdir)
 

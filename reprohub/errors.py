@@ -45,6 +45,10 @@ class ReprohubError(Exception):
         return (self.__class__, (self.expected, self.found, self.fix))
 
 
+class SettingError(ReprohubError, ValueError):
+    """An environment variable or option has a value that can never work."""
+
+
 class RefError(ReprohubError, ValueError):
     """A repo spec such as ``owner/repo:ref`` is malformed."""
 
@@ -74,6 +78,10 @@ class TruncatedDownloadError(DownloadError):
 
 class HashMismatchError(ReprohubError, RuntimeError):
     """Downloaded or cached bytes do not have the digest they must have."""
+
+
+class MirrorError(HashMismatchError):
+    """A mirror served content whose digest is not the one the lock pins (never used, never cached)."""
 
 
 class OfflineError(ReprohubError, FileNotFoundError):

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -31,29 +32,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .archive import ExtractResult
-from .cache import ArtifactStore
-from .download import Downloaded, Downloader, DownloadPolicy
+from .cache.store import ArtifactStore
+from .fetch.download import Downloaded, Downloader, DownloadPolicy
+from . import settings
 from .errors import OfflineError, SourceError
-from .fsutil import atomic_write_json, file_lock, read_json
-from .hubconf import entrypoints, get_entrypoint, import_hubconf, repo_imports
-from .intercept import routed
-from .paths import CacheLayout, check_file_name, file_name_from_url, get_dir
-from .record import ArtifactUse, Pins, Recorder, RepoUse
+from .fetch.fsutil import atomic_write_json, file_lock, read_json
+from .runtime.hubconf import entrypoints, get_entrypoint, import_hubconf, repo_imports
+from .runtime.intercept import routed
+from .cache.layout import CacheLayout, check_file_name, file_name_from_url, get_dir
+from .lock.mirror import MirrorSet
+from .lock.record import ArtifactUse, Pins, Recorder, RepoUse
 from .refs import RepoRef, is_full_commit, parse_ref
 from .sources import GIT_PREFIX, GitHubSource, GitSource, git_spec_parts
-from .trust import check_trust
+from .sources.trust import check_trust
 
 log = logging.getLogger("reprohub")
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
-ENV_OFFLINE = "REPROHUB_OFFLINE"
 DEFAULT_REF_KEY = ":default"
 SOURCES = ("github", "git", "local")
 
 
 def env_offline() -> bool:
     """True when ``REPROHUB_OFFLINE`` is set to a true value (1, true, yes, on)."""
-    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
+    return settings.read_flag(settings.OFFLINE)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ class Hub:
         refresh: resolve each ref anew once per Hub, as with force_reload (the lockfile's refresh
             mode; the pins themselves decide whether they still apply).
         policy: download timeouts and retries.
+        mirrors: bundle locations tried before the origin for pinned content (default
+            ``$REPROHUB_MIRROR``; see :mod:`reprohub.lock.mirror`); a list, or one string.
+        origin: ``False`` never asks the origin (API, archives, weight hosts): only the
+            cache and the mirrors (``reprohub fetch --from``).
 
     Example:
         >>> hub = Hub(hub_dir="/tmp/hub", offline=True)
@@ -99,10 +104,19 @@ class Hub:
         refresh: bool = False,
         policy: DownloadPolicy | None = None,
         session=None,
+        mirrors: "str | list[str] | None" = None,
+        origin: bool = True,
     ) -> None:
         self._hub_dir = None if hub_dir is None else os.path.expanduser(os.fspath(hub_dir))
         self.offline = env_offline() if offline is None else offline
-        self.downloader = Downloader(session=session, policy=policy, offline=self.offline)
+        self.origin = origin and not self.offline
+        self.downloader = Downloader(session=session, policy=policy, offline=not self.origin)
+        mirror_policy = dataclasses.replace(self.downloader.policy, retries=min(2, self.downloader.policy.retries))
+        mirror_downloader = Downloader(session=self.downloader.session, policy=mirror_policy, offline=self.offline)
+        if mirrors is None:
+            mirrors = settings.read(settings.MIRROR)
+        self.mirrors = (MirrorSet.parse(mirrors, mirror_downloader) if mirrors is None or isinstance(mirrors, str)
+                        else MirrorSet(mirrors, mirror_downloader))
         self.store = ArtifactStore(self.downloader)
         self.github = GitHubSource(github_api_url, token, self.downloader)
         self.pins = pins
@@ -181,8 +195,10 @@ class Hub:
             >>> got = Hub().download_url_to_file("http://127.0.0.1:8000/w.pt", "/tmp/w.pt")  # doctest: +SKIP
             >>> got.sha256                                                                    # doctest: +SKIP
         """
-        got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
-                                    expected_sha256=self._pinned_sha256(url))
+        expected = self._pinned_sha256(url)
+        got = self.mirrors.fetch_artifact(expected, Path(dst), progress) if expected and self.mirrors else None
+        if got is None:
+            got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress, expected_sha256=expected)
         self.recorder.add_artifact(ArtifactUse(url, got.sha256, got.size))
         return got
 
@@ -198,7 +214,7 @@ class Hub:
         Example:
             >>> sd = Hub().load_state_dict_from_url("http://127.0.0.1:8000/w-5c10.pt", check_hash=True)  # doctest: +SKIP
         """
-        from .weights import load_checkpoint
+        from .cache.weights import load_checkpoint
 
         got = self.fetch_artifact(url, model_dir=model_dir, file_name=file_name, check_hash=check_hash,
                                   progress=progress)
@@ -215,8 +231,13 @@ class Hub:
         else:
             path = Path(os.path.expanduser(model_dir)) / name
         match = HASH_REGEX.search(name) if check_hash else None
-        got = self.store.ensure(url, path, expected_sha256=self._pinned_sha256(url),
-                                hash_prefix=match.group(1) if match else None, progress=progress)
+        expected = self._pinned_sha256(url)
+        prefill = None
+        if expected and self.mirrors:
+            def prefill(dst: Path) -> Downloaded | None:
+                return self.mirrors.fetch_artifact(expected, dst, progress)
+        got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
+                                progress=progress, prefill=prefill)
         self.recorder.add_artifact(ArtifactUse(url, got.sha256, got.size))
         return got
 
@@ -238,7 +259,8 @@ class Hub:
         self._check_trust(source, src, repo, trust_repo, pinned is not None)
         commit = pinned or self._resolve_commit(src, repo, force_reload or self._needs_refresh(src.key, spec))
         path = self.layout.repo_dir(src.key, repo, commit)
-        manifest = self._materialize(src, repo, commit, path)
+        tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
+        manifest = self._materialize(src, repo, commit, path, tree)
         resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
         self.recorder.add_repo(RepoUse(spec, src.url, commit, resolved.tree_sha256))
         self.last_repo = resolved
@@ -265,7 +287,7 @@ class Hub:
         if source == "github":
             return self.github, parse_ref(spec)
         remote, repo = git_spec_parts(spec)
-        return GitSource(remote, self.layout.git_mirror(remote), offline=self.offline), repo
+        return GitSource(remote, self.layout.git_mirror(remote), offline=not self.origin), repo
 
     def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> str:
         if repo.ref is not None and is_full_commit(repo.ref):
@@ -288,7 +310,7 @@ class Hub:
                 atomic_write_json(refs_file, table)
         return commit
 
-    def _materialize(self, src, repo: RepoRef, commit: str, path: Path) -> dict:
+    def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None) -> dict:
         manifest_path = self.layout.repo_manifest(src.key, repo, commit)
         manifest = read_json(manifest_path)
         if manifest and path.is_dir():
@@ -297,14 +319,24 @@ class Hub:
             manifest = read_json(manifest_path)
             if manifest and path.is_dir():
                 return manifest
-            if self.offline and not isinstance(src, GitSource):
-                raise OfflineError(f"{repo.repo}@{commit} in the cache ({path})", "not cached, and offline",
-                                   "prefetch it online: `reprohub fetch --lock hub.lock` or one online load")
-            result: ExtractResult = src.materialize(repo, commit, path, progress=_interactive())
+            result = self.mirrors.fetch_tree(pinned_tree, path, _interactive()) if pinned_tree and self.mirrors else None
+            if result is None:
+                self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
+                result = src.materialize(repo, commit, path, progress=_interactive())
             manifest = {"commit": commit, "host": src.url, "tree_sha256": result.tree_sha256,
                         "files": result.files, "bytes": result.bytes}
             atomic_write_json(manifest_path, manifest)
             return manifest
+
+    def _check_origin(self, what: str, local_ok: bool = False) -> None:
+        """Raise :class:`OfflineError` when the origin may not be asked (offline, or ``origin=False``)."""
+        if self.origin or local_ok:  # a Git source may still find the commit in its bare mirror
+            return
+        places = f"not cached{', not in the mirrors ' + ', '.join(self.mirrors.bases) if self.mirrors else ''}"
+        why = "offline" if self.offline else "the origin is not asked (fetch --from)"
+        raise OfflineError(what, f"{places}, and {why}",
+                           "prefetch it online (`reprohub fetch --lock hub.lock`), or fill the cache from a bundle "
+                           "that has it (`reprohub fetch --lock hub.lock --from BUNDLE`)")
 
     def _pinned_sha256(self, url: str) -> str | None:
         return self.pins.pinned_sha256(url) if self.pins is not None else None

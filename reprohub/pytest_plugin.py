@@ -10,6 +10,7 @@ Options (each also an ini setting without the dashes, ``hub_lock = hub.lock``)::
     --hub-refresh         re-resolve locked refs, run against the new commits, report what moved
     --hub-strict-unused   lock entries no test used are an error, not a warning
     --hub-device LIST     devices for tests that take the ``hub_device`` fixture (cpu,cuda)
+    --hub-mirror LOC      a bundle tried before the origin for pinned content (repeatable)
 
 Fixtures: ``hub`` (session: a :class:`~reprohub.hub.Hub` bound to the lock and
 options), ``golden`` (``golden.check(output, key=None, rtol=None, atol=None)``),
@@ -33,11 +34,11 @@ import pytest
 
 from .api import default_hub_override
 from .errors import ReprohubError
-from .golden_store import GoldenStore, check_key
+from .golden.store import GoldenStore, check_key
 from .hub import Hub
-from .intercept import routed
-from .lock import Lockfile
-from .pinning import LockSession
+from .runtime.intercept import routed
+from .lock.lockfile import Lockfile
+from .lock.session import LockSession
 
 WORKER_KEY = "reprohub"
 
@@ -53,11 +54,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "and report what changed (with --hub-update: write the new commits if everything passed)")
     group.addoption("--hub-strict-unused", action="store_true",
                     help="fail the session when lock entries were not used by any selected test")
+    group.addoption("--hub-mirror", metavar="LOCATION", action="append", default=None,
+                    help="a bundle (folder, file:// or http(s):// URL) tried before the origin for pinned content; "
+                         "repeatable (ini: hub_mirror; default $REPROHUB_MIRROR)")
     group.addoption("--hub-device", metavar="LIST", default=None,
                     help="comma-separated devices for tests using the hub_device fixture (default: cpu)")
     parser.addini("hub_lock", "path of the hub lockfile (like --hub-lock)", default="")
     parser.addini("hub_golden_dir", "folder of golden files, relative to the rootdir", default="fixtures/goldens")
     parser.addini("hub_device", "default for --hub-device", default="cpu")
+    parser.addini("hub_mirror", "bundle locations tried before the origin (like --hub-mirror)", type="linelist",
+                  default=[])
     parser.addini("hub_cross_device_rtol", "rtol floor when comparing GPU outputs with CPU goldens", default="1e-4")
     parser.addini("hub_cross_device_atol", "atol floor when comparing GPU outputs with CPU goldens", default="1e-5")
 
@@ -228,7 +234,11 @@ class HubPlugin:
     @property
     def hub(self) -> Hub:
         if self._hub is None:
-            self._hub = Hub(offline=True if self.offline else None, pins=self.session, refresh=self.refresh)
+            mirrors = self.config.getoption("hub_mirror") or [
+                m if "://" in m else str(Path(self.config.rootpath, m)) for m in self.config.getini("hub_mirror")
+            ] or None
+            self._hub = Hub(offline=True if self.offline else None, pins=self.session, refresh=self.refresh,
+                            mirrors=mirrors)
             if self.session is not None:
                 self._hub.recorder.listeners.append(self.session.observe)
         return self._hub
@@ -300,7 +310,7 @@ class HubPlugin:
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if self.session is None or self.is_worker:
             return
-        from .report import summary_lines
+        from .lock.report import summary_lines
 
         terminalreporter.section("reprohub")
         for line in summary_lines(self.session, self.outcomes, self.deselected, self.written, self.strict_unused,

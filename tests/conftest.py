@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from reprohub import Hub
-from reprohub.download import DownloadPolicy
-from reprohub.gitrepo import GitRepo
-from reprohub.server import HubServer
+from reprohub.fetch.download import DownloadPolicy
+from reprohub.testing.gitrepo import GitRepo
+from reprohub.testing.server import HubServer
 
 FAST_POLICY = DownloadPolicy(connect_timeout=5, read_timeout=10, retries=3, backoff=0.01, max_backoff=0.05)
 

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from reprohub.archive import extract_into_place, extract_zip
+from reprohub.fetch.archive import extract_into_place, extract_zip
 from reprohub.errors import ArchiveError
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from reprohub import Hub
-from reprohub.cache import cached_digest, sidecar_path
+from reprohub.cache.store import cached_digest, sidecar_path
 from reprohub.errors import CacheCollisionError, HashMismatchError, OfflineError
-from reprohub.server import Fault
+from reprohub.testing.server import Fault
 
 from .conftest import FAST_POLICY
 
@@ -43,7 +43,7 @@ def test_warm_hit_reads_nothing_and_requests_nothing(server, hub, monkeypatch):
     url = server.add_file("w.bin", BODY)
     got = hub.fetch_artifact(url, progress=False)
     assert got.sha256 == DIGEST
-    import reprohub.cache as cache_module
+    import reprohub.cache.store as cache_module
 
     monkeypatch.setattr(cache_module, "sha256_file", lambda p: pytest.fail("a warm hit must not re-hash"))
     again = hub.fetch_artifact(url, progress=False)
@@ -141,7 +141,7 @@ def test_eight_cold_processes_resolve_and_fetch_a_repo_once(server, tiny_repo, t
     outputs = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert outputs == {"v2"} and all(p.returncode == 0 for p in procs)
     assert server.hits("/api/repos/acme/tiny/commits") == 1
-    assert server.hits("/api/repos/acme/tiny/zipball") == 1
+    assert server.hits("/acme/tiny/archive/") == 1 and server.hits("/api/repos/acme/tiny/zipball") == 0
 
 
 def test_sigkill_mid_download_leaves_nothing_trusted(server, tmp_path):

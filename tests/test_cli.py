@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from reprohub.cli import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, main
-from reprohub.lock import ArtifactPin, Lockfile
+from reprohub.lock.lockfile import ArtifactPin, Lockfile
 
 
 @pytest.fixture

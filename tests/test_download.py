@@ -7,10 +7,10 @@ import pytest
 import requests
 import responses
 
-from reprohub.download import Downloader, DownloadPolicy
+from reprohub.fetch.download import Downloader, DownloadPolicy
 from reprohub.errors import (DownloadError, HashMismatchError, OfflineError, ReprohubError,
                              TruncatedDownloadError)
-from reprohub.server import Fault
+from reprohub.testing.server import Fault
 
 from .conftest import FAST_POLICY
 

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reprohub.errors import GoldenMismatchError, GoldenMissingError, LockMismatchError
-from reprohub.golden import Golden, assert_matches, compare, flatten, load_golden, save_golden
-from reprohub.golden_store import GoldenStore
-from reprohub.lock import Lockfile
-from reprohub.pinning import LockSession
+from reprohub.golden.engine import Golden, assert_matches, compare, flatten, load_golden, save_golden
+from reprohub.golden.store import GoldenStore
+from reprohub.lock.lockfile import Lockfile
+from reprohub.lock.session import LockSession
 
 ALL_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64, torch.complex128,
               torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.float8_e4m3fn,
@@ -105,7 +105,7 @@ def test_integers_are_compared_exactly():
 
 
 def test_chunked_comparison_finds_a_late_mismatch(monkeypatch):
-    import reprohub.golden as golden_module
+    import reprohub.golden.engine as golden_module
 
     monkeypatch.setattr(golden_module, "CHUNK_ELEMENTS", 1000)
     expected = torch.zeros(10_000)
@@ -197,7 +197,7 @@ def test_golden_bytes_are_deterministic_across_processes(tmp_path):
     import subprocess
     import sys
 
-    script = ("import torch, sys; from reprohub.golden import save_golden; "
+    script = ("import torch, sys; from reprohub.golden.engine import save_golden; "
               "save_golden(sys.argv[1], {'b': torch.arange(3), 'a': torch.ones(2, dtype=torch.bfloat16), 'n': 1.5}, "
               "{'entrypoint': 'e', 'commit': 'c', 'torch': 't', 'input': 'i', 'device': 'cpu'})")
     digests = set()

@@ -35,7 +35,20 @@ def test_two_commits_of_one_repo_in_one_process(hub, tiny_repo):
 
 def test_full_commit_needs_no_api_call(hub, tiny_repo, server):
     hub.load(f"acme/tiny:{tiny_repo.v1}", "version")
-    assert server.hits("/api/repos/acme/tiny/commits") == 0 and server.hits("/api/repos/acme/tiny") == 1  # zipball
+    assert server.hits("/api/") == 0  # the archive comes from the web route, not the rate-limited REST API
+    assert server.hits(f"/acme/tiny/archive/{tiny_repo.v1}.zip") == 1
+
+
+def test_private_repo_archive_falls_back_to_the_api_with_the_token(tmp_path, server, tiny_repo):
+
+
+    server.require_token("s3cret")
+    hub = Hub(hub_dir=tmp_path / "hub", github_api_url=server.api_url, token="s3cret", policy=FAST_POLICY)
+    assert hub.load(f"acme/tiny:{tiny_repo.v1}", "version") == "v1"
+    assert server.hits("/acme/tiny/archive/") == 1  # the web route answered 404 (private) ...
+    zipball = [h for m, p, h in server.requests if p.startswith("/api/repos/acme/tiny/zipball/")]
+    assert len(zipball) == 1 and zipball[0]["Authorization"] == "Bearer s3cret"  # ... the API, with the token
+    assert not any("Authorization" in h for m, p, h in server.requests if "/archive/" in p)
 
 
 def test_warm_load_makes_zero_requests(hub, tiny_repo, server, weights_url):
@@ -136,7 +149,7 @@ def test_git_source_with_file_remote_and_bare_repo(hub, tiny_repo, tmp_path):
 
 
 def test_api_5xx_is_retried_and_a_dead_host_is_a_clear_error(hub, tiny_repo, server):
-    from reprohub.server import Fault
+    from reprohub.testing.server import Fault
 
     server.inject("/api/repos/acme/tiny/commits/v1", Fault("status", 502), Fault("status", 503))
     assert hub.load("acme/tiny:v1", "version") == "v1"

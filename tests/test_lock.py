@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reprohub.errors import LockfileError, LockMismatchError
-from reprohub.lock import ArtifactPin, GoldenPin, Lockfile, RepoPin
-from reprohub.pinning import LockSession
-from reprohub.record import ArtifactUse, RepoUse
+from reprohub.lock.lockfile import ArtifactPin, GoldenPin, Lockfile, RepoPin
+from reprohub.lock.session import LockSession
+from reprohub.lock.record import ArtifactUse, RepoUse
 
 hex40 = st.from_regex(r"[0-9a-f]{40}", fullmatch=True)
 hex64 = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)

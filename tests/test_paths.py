@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import reprohub
 from reprohub.errors import CachePathError
-from reprohub.paths import CacheLayout, check_file_name, source_key
+from reprohub.cache.layout import CacheLayout, check_file_name, source_key
 from reprohub.refs import RepoRef
 
 from .test_refs import names, owners

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from reprohub.lock import Lockfile
+from reprohub.lock.lockfile import Lockfile
 
 from .conftest import tiny_repo_files
 
@@ -249,3 +249,28 @@ def test_golden_key_never_comes_from_an_earlier_test(project, pytester):
     result = run(project, "--hub-update", "test_keys.py")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*a hub.load(...) earlier in the test, or golden.check(..., key='name')*"])
+
+
+def test_locked_cold_run_makes_no_api_request(project, server, tmp_path, monkeypatch):
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "fresh-runner"))
+    before = len(server.requests)
+    run(project).assert_outcomes(passed=2)
+    paths = [p for _, p, _ in server.requests[before:]]
+    assert paths and not [p for p in paths if p.startswith("/api/")], paths  # archives by the web route only
+
+
+def test_bundle_then_origin_gone_then_cold_run_passes_from_the_mirror(project, server, tmp_path, monkeypatch):
+    from reprohub.cli import main
+
+    run(project, "--hub-update").assert_outcomes(passed=2)
+    assert main(["bundle", "--lock", str(project.path / "hub.lock"), str(tmp_path / "bundle")]) == 0
+    server.stop()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "fresh-runner"))
+    monkeypatch.setenv("REPROHUB_MIRROR", (tmp_path / "bundle").as_uri())
+    run(project).assert_outcomes(passed=2)
+    monkeypatch.delenv("REPROHUB_MIRROR")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "fresh-runner-2"))  # the ini key, relative to the rootdir
+    shutil.copytree(tmp_path / "bundle", project.path / "hub-bundle")
+    project.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\nhub_mirror = hub-bundle\n")
+    run(project, "-p", "xdist", "-n", "2").assert_outcomes(passed=2)

@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from reprohub.errors import UntrustedRepoError
-from reprohub.paths import CacheLayout
-from reprohub.trust import check_trust
+from reprohub.cache.layout import CacheLayout
+from reprohub.sources.trust import check_trust
 
 
 @pytest.fixture
@@ -69,4 +69,4 @@ def test_load_with_stdin_closed_fails_fast_in_a_subprocess(tmp_path, tiny_repo, 
     proc = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=60, env={k: v for k, v in __import__("os").environ.items() if k != "REPROHUB_TRUST"})
     assert proc.stdout.startswith("REFUSED") and "trust_repo=True" in proc.stdout, proc.stderr
-    assert server.hits("/api/repos/acme/tiny/zipball") == 0  # refused before downloading any code
+    assert server.hits("/acme/tiny/archive/") == server.hits("/api/repos/acme/tiny/zipball") == 0  # refused before any code

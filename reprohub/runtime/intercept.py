@@ -17,27 +17,19 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib.util
 import sys
 import threading
 from typing import Any, Iterator
 
-_active: contextvars.ContextVar[Any] = contextvars.ContextVar("reprohub_active_hub", default=None)
+from .context import current_hub, running
+
 _depth = 0
 _saved: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
 
 
-def active_hub():
-    """The Hub whose repo code is running now, else the default Hub."""
-    hub = _active.get()
-    if hub is None:
-        from .api import default_hub
-
-        hub = default_hub()
-    return hub
-
+active_hub = current_hub
 
 def load_state_dict_from_url(url, model_dir=None, map_location=None, progress=True, check_hash=False,
                              file_name=None, weights_only=False):
@@ -87,16 +79,15 @@ def routed(hub, import_torch: bool = True) -> Iterator[None]:
     """
     global _depth
     torch_present = "torch.hub" in sys.modules or (import_torch and importlib.util.find_spec("torch") is not None)
-    token = _active.set(hub)
     with _lock:
         if not _saved and torch_present:
             _patch()
         _depth += 1
     try:
-        yield
+        with running(hub):
+            yield
     finally:
         with _lock:
             _depth -= 1
             if _depth == 0:
                 _unpatch()
-        _active.reset(token)

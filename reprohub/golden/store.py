@@ -23,11 +23,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from .cache import sha256_file
-from .errors import GoldenMismatchError, GoldenMissingError, LockMismatchError
-from .golden import compare, flatten, load_golden, save_golden
-from .lock import GoldenPin
-from .pinning import LockSession
+from ..fetch.fsutil import sha256_file
+from ..errors import GoldenMismatchError, GoldenMissingError, LockMismatchError
+from .engine import compare, flatten, load_golden, save_golden
+from ..lock.lockfile import GoldenPin
+from ..lock.session import LockSession
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@=-]*(/[A-Za-z0-9_][A-Za-z0-9_.@=-]*)*")
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass, field
 
-from .errors import LockMismatchError
-from .lock import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin
+from ..errors import LockMismatchError
+from .lockfile import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin
 from .record import ArtifactUse, RepoUse
 
 
@@ -71,6 +71,11 @@ class LockSession:
             raise LockMismatchError(f"artifact {url} pinned in {self.lock_path}", "no such entry",
                                     self.record_hint())
         return None if pin is None or self.update or self.refresh else pin.sha256
+
+    def pinned_tree_sha256(self, host: str, spec: str) -> str | None:
+        """The locked tree digest of ``spec``'s pinned commit (``None`` when not pinned, or refreshing)."""
+        pin = self.lock.repos.get(spec)
+        return None if pin is None or self.refresh else pin.tree_sha256
 
     def record_hint(self) -> str:
         return f"record it: pytest --hub-lock {self.lock_path} --hub-update (then review the diff of the lock)"

@@ -40,13 +40,12 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import CachePathError
-from .refs import RepoRef, check_name, check_owner, is_full_commit
+from .. import settings
+from ..errors import CachePathError
+from ..refs import RepoRef, check_name, check_owner, is_full_commit
 
-ENV_TORCH_HOME = "TORCH_HOME"
-ENV_XDG_CACHE_HOME = "XDG_CACHE_HOME"
 DEFAULT_CACHE_DIR = "~/.cache"
-DEFAULT_GITHUB_API = "https://api.github.com"
+DEFAULT_GITHUB_API = settings.DEFAULT_GITHUB_API
 SIDECAR_SUFFIX = ".reprohub.json"
 MAX_FILE_NAME = 200
 
@@ -81,8 +80,8 @@ def set_dir(d: "str | os.PathLike[str] | None") -> None:
 
 
 def _torch_home() -> str:
-    torch_home = os.environ.get(ENV_TORCH_HOME) or os.path.join(
-        os.environ.get(ENV_XDG_CACHE_HOME) or DEFAULT_CACHE_DIR, "torch"
+    torch_home = settings.read(settings.TORCH_HOME) or os.path.join(
+        settings.read(settings.XDG_CACHE_HOME) or DEFAULT_CACHE_DIR, "torch"
     )
     return os.path.expanduser(torch_home)
 

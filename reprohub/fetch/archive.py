@@ -28,9 +28,10 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from .errors import ArchiveError
-from .fsutil import fsync_dir, make_temp_dir_beside, remove_tree
+from ..errors import ArchiveError
+from .fsutil import fsync_dir, make_temp_dir_beside, remove_tree, sha256_file
 
 MAX_FILES = 200_000
 MAX_BYTES = 8 << 30
@@ -109,8 +110,6 @@ def tree_digest(folder: "str | os.PathLike[str]") -> str:
 
     Equal to :attr:`ExtractResult.tree_sha256` for an untouched extraction.
     """
-    from .cache import sha256_file
-
     entries = {}
     root = Path(folder)
     for path in root.rglob("*"):
@@ -128,16 +127,22 @@ def _tree_sha256(entries: "dict[str, tuple[str, str]]") -> str:
 
 
 def extract_into_place(
-    zip_path: "str | os.PathLike[str]", final_dir: "str | os.PathLike[str]", **kwargs
+    zip_path: "str | os.PathLike[str]",
+    final_dir: "str | os.PathLike[str]",
+    check: "Callable[[ExtractResult], None] | None" = None,
+    **kwargs,
 ) -> ExtractResult:
     """Extract into a temporary folder beside ``final_dir``, then rename it into place.
 
     A crash leaves only a ``.incomplete`` folder, never a half-filled ``final_dir``.
+    ``check`` sees the result before the rename; if it raises, nothing is put in place.
     """
     final_dir = Path(final_dir)
     tmp = make_temp_dir_beside(final_dir)
     try:
         result = extract_zip(zip_path, tmp, **kwargs)
+        if check is not None:
+            check(result)
         if final_dir.exists():
             remove_tree(final_dir)
         os.rename(tmp, final_dir)
@@ -246,3 +251,60 @@ def _write_link(zf: zipfile.ZipFile, dest: Path, m: _Member) -> str:
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, link)
     return hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def write_tree_zip(folder: "str | os.PathLike[str]", dest: "str | os.PathLike[str]") -> int:
+    """Write the files of ``folder`` into a byte-deterministic zip at ``dest`` (atomically); returns members.
+
+    The same tree always gives the same bytes, on any machine: members sorted,
+    stored uncompressed (zlib versions would change deflated bytes), a fixed
+    timestamp, Unix modes 644/755, symlinks as links; ``__pycache__`` and empty
+    folders left out, exactly as :func:`tree_digest` leaves them out, so
+    extracting the zip gives the same tree digest as ``folder``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> src = pathlib.Path(tempfile.mkdtemp()); _ = (src / "hubconf.py").write_text("x = 1\\n")
+        >>> out = src.parent / (src.name + ".zip")
+        >>> write_tree_zip(src, out), zip_tree_digest(out) == tree_digest(src)
+        (1, True)
+    """
+    from .fsutil import atomic_replace_with
+
+    root = Path(folder)
+    entries = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                     if (p.is_symlink() or p.is_file()) and "__pycache__" not in p.relative_to(root).parts)
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+            for rel, path in entries:
+                info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+                info.create_system = 3  # Unix: the modes below are honoured
+                if path.is_symlink():
+                    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                    zf.writestr(info, os.readlink(path).encode("utf-8", "surrogateescape"))
+                    continue
+                mode = 0o755 if path.stat().st_mode & 0o100 else 0o644
+                info.external_attr = (stat.S_IFREG | mode) << 16
+                with open(path, "rb") as src, zf.open(info, "w") as out:
+                    while chunk := src.read(COPY_BLOCK):
+                        out.write(chunk)
+
+    atomic_replace_with(dest, write)
+    return len(entries)
+
+
+def zip_tree_digest(zip_path: "str | os.PathLike[str]", strip_top: bool = False) -> str:
+    """The tree digest the archive would extract to, computed without writing a file."""
+    entries = {}
+    with zipfile.ZipFile(zip_path) as zf:
+        members, _ = _plan(zf.infolist(), strip_top, MAX_FILES, MAX_BYTES, str(zip_path))
+        for m in members:
+            if m.kind == "d":
+                continue
+            digest = hashlib.sha256()
+            with zf.open(m.info) as src:
+                while chunk := src.read(COPY_BLOCK):
+                    digest.update(chunk)
+            entries[m.rel] = (m.kind, digest.hexdigest())
+    return _tree_sha256(entries)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fsutil import read_json, remove_tree
-from .lock import Lockfile
-from .paths import SIDECAR_SUFFIX, CacheLayout
+from ..fetch.fsutil import read_json, remove_tree
+from .layout import SIDECAR_SUFFIX, CacheLayout
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 
@@ -44,8 +43,12 @@ def leftovers(layout: CacheLayout) -> list[Path]:
     return sorted(p for p in layout.root.rglob("*.incomplete") if p.exists())
 
 
-def run(action: str, names: list[str], lock_path: str | None, layout: CacheLayout) -> int:
-    """Carry out one ``reprohub cache`` action, printing what it did."""
+def run(action: str, names: list[str], layout: CacheLayout,
+        keep: "tuple[set[str], set[str]] | None" = None) -> int:
+    """Carry out one ``reprohub cache`` action, printing what it did.
+
+    ``keep``, for prune: the (commits, artifact URLs) a lock pins; everything else cached goes too.
+    """
     if action == "ls":
         for repo in cached_repos(layout):
             print(f"repo     {repo['repo']} @ {repo.get('commit', '?')}  {repo.get('files', '?')} files  "
@@ -60,11 +63,10 @@ def run(action: str, names: list[str], lock_path: str | None, layout: CacheLayou
             print(f"removed {path}")
         return EXIT_OK if removed else EXIT_MISMATCH
     doomed = leftovers(layout)
-    if lock_path:
-        lock = Lockfile.read(lock_path)
-        doomed += [r["path"] for r in cached_repos(layout) if r.get("commit") not in
-                   {p.commit for p in lock.repos.values()}]
-        doomed += [a["path"] for a in cached_artifacts(layout) if a.get("url") not in lock.artifacts]
+    if keep is not None:
+        commits, urls = keep
+        doomed += [r["path"] for r in cached_repos(layout) if r.get("commit") not in commits]
+        doomed += [a["path"] for a in cached_artifacts(layout) if a.get("url") not in urls]
     for path in doomed:
         _remove_entry(path)
         print(f"removed {path}")

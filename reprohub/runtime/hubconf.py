@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator
 
-from .errors import EntrypointError, MissingDependenciesError
+from ..errors import EntrypointError, MissingDependenciesError
 
 MODULE_HUBCONF = "hubconf.py"
 VAR_DEPENDENCY = "dependencies"

@@ -10,8 +10,8 @@ Example output::
 
 from __future__ import annotations
 
-from .lock import TABLES
-from .pinning import LockSession
+from .lockfile import TABLES
+from .session import LockSession
 
 
 def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: int, written: bool | None,

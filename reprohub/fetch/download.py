@@ -33,34 +33,44 @@ import hashlib
 import http.client
 import logging
 import os
-import queue
 import random
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from . import __version__
-from .errors import DownloadError, HashMismatchError, OfflineError, ReprohubError, TruncatedDownloadError
+from .. import settings
+from ..errors import (DownloadError, HashMismatchError, OfflineError, ReprohubError, SettingError,
+                      TruncatedDownloadError)
 from .fsutil import fsync_dir, temp_path_beside
+from .pump import INLINE_MAX, NETWORK_ERRORS, pump, pump_inline
 
 log = logging.getLogger("reprohub")
 
-PIPELINE_BUFFERS = 6
-INLINE_MAX = 8 << 20  # bodies up to this size skip the reader/writer/hasher threads
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_NETWORK_ERRORS = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ConnectionError,
-    TimeoutError,
-)
+
+
+def check_url(url: str, setting: str) -> str:
+    """Return ``url`` if it is an absolute http(s) URL; else a :class:`SettingError` naming ``setting``.
+
+    A value that can never work fails at once instead of after every retry.
+
+    Example:
+        >>> check_url("localhost:9", "REPROHUB_GITHUB_API_URL")
+        Traceback (most recent call last):
+        ...
+        reprohub.errors.SettingError: expected REPROHUB_GITHUB_API_URL as an http(s) URL, found 'localhost:9'. Fix: write it with a scheme and host, e.g. REPROHUB_GITHUB_API_URL=http://127.0.0.1:8000/api
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingError(f"{setting} as an http(s) URL", repr(url),
+                           f"write it with a scheme and host, e.g. {setting}=http://127.0.0.1:8000/api")
+    return url
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,8 @@ class DownloadPolicy:
     @classmethod
     def from_env(cls) -> "DownloadPolicy":
         """Defaults, overridden by ``REPROHUB_TIMEOUT`` and ``REPROHUB_RETRIES``."""
-        timeout = float(os.environ.get("REPROHUB_TIMEOUT", cls.read_timeout))
-        return cls(read_timeout=timeout, retries=int(os.environ.get("REPROHUB_RETRIES", cls.retries)))
+        return cls(read_timeout=settings.read_number(settings.TIMEOUT, cls.read_timeout),
+                   retries=int(settings.read_number(settings.RETRIES, cls.retries)))
 
 
 class _ShortBody(Exception):
@@ -150,7 +160,8 @@ class Downloader:
             DownloadError: an HTTP error status or a network failure after all retries.
             OfflineError: offline mode is on.
         """
-        if self.offline:
+        local = is_file_url(url)
+        if self.offline and not local:
             raise OfflineError(
                 f"network access to fetch {url}",
                 "offline mode (REPROHUB_OFFLINE=1 or offline=True) and no cached copy",
@@ -161,7 +172,10 @@ class Downloader:
         tmp = temp_path_beside(dst)
         try:
             with open(tmp, "w+b") as out:
-                digest, size = self._transfer(url, out, progress, dict(headers or {}))
+                if local:
+                    digest, size = _copy_local(url, out)
+                else:
+                    digest, size = self._transfer(url, out, progress, dict(headers or {}))
                 out.flush()
                 os.fsync(out.fileno())
             _check_digest(url, digest, expected_sha256, hash_prefix)
@@ -218,8 +232,8 @@ class Downloader:
                             bar.reset(total=total)
                             bar.update(offset)
                         size = _buffer_size(self.policy.chunk_size, total, offset)
-                        pump = _pump_inline if total is not None and total - offset <= INLINE_MAX else _pump
-                        pump(_reader_of(response), out, hasher, bar, size)
+                        pumping = pump_inline if total is not None and total - offset <= INLINE_MAX else pump
+                        pumping(_reader_of(response), out, hasher, bar, size)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()
@@ -232,7 +246,7 @@ class Downloader:
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
                 except ReprohubError:
                     raise
-                except _NETWORK_ERRORS as err:
+                except NETWORK_ERRORS as err:
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
                 except _RetryableStatus as status:
                     failures += 1
@@ -256,7 +270,7 @@ class Downloader:
         return failures
 
     def _open(self, url: str, offset: int, validator: str | None, headers: dict[str, str]) -> requests.Response:
-        request_headers = {"User-Agent": f"reprohub/{__version__}", "Accept-Encoding": "identity", **headers}
+        request_headers = {"User-Agent": f"reprohub/{settings.VERSION}", "Accept-Encoding": "identity", **headers}
         if offset:
             request_headers["Range"] = f"bytes={offset}-"
             if validator:
@@ -286,6 +300,35 @@ class Downloader:
     def _backoff(self, failures: int) -> float:
         base = self.policy.backoff * (2 ** max(failures - 1, 0))
         return min(self.policy.max_backoff, base * (1 + random.random() / 4))
+
+
+def is_file_url(url: str) -> bool:
+    """Whether ``url`` names a local file (``file://``), which needs no network and works offline."""
+    return url[:7].lower() == "file://"
+
+
+def local_path(url: str) -> Path:
+    """The local path of a ``file://`` URL.
+
+    Example:
+        >>> local_path("file:///srv/bundle/a%20b").as_posix()
+        '/srv/bundle/a b'
+    """
+    from urllib.request import url2pathname
+
+    return Path(url2pathname(urlsplit(url).path))
+
+
+def _copy_local(url: str, out) -> tuple[str, int]:
+    """Copy a ``file://`` URL's bytes into ``out``, hashing them; a missing file is a 404-like error."""
+    path = local_path(url)
+    hasher = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as src:
+            pump_inline(src.readinto, out, hasher, None, 1 << 20, until_eof=True)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+        raise DownloadError(f"a file at {url}", f"{type(err).__name__}: {path}", "check the path", status=404) from err
+    return hasher.hexdigest(), out.tell()
 
 
 def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:
@@ -341,151 +384,6 @@ def _buffer_size(chunk_size: int, total: int | None, offset: int) -> int:
     if total is None:
         return chunk_size
     return max(64 << 10, min(chunk_size, total - offset))
-
-
-def _pump_inline(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int) -> None:
-    """Read, hash and write in this thread: for small bodies, where threads cost more than they save."""
-    buf = bytearray(chunk_size)
-    while True:
-        n, error = _read_full(read_into, memoryview(buf))
-        view = memoryview(buf)[:n]
-        hasher.update(view)
-        out.write(view)
-        if bar is not None:
-            bar.update(n)
-        if error is not None:
-            raise error
-        if n < len(buf):
-            return
-
-
-def _pump(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int) -> None:
-    """A three-stage pipeline over a few reused buffers: read -> write -> hash.
-
-    This thread reads the socket; one thread writes each buffer to ``out``,
-    another hashes it, so on two cores the sha256 (the slowest stage) overlaps
-    the socket and disk copies.  Bytes that arrived before a network error are
-    still written and hashed (a resume continues after them); an error while
-    writing stops the reader.
-    """
-    free: queue.Queue = queue.Queue()
-    to_write: queue.Queue = queue.Queue()
-    to_hash: queue.Queue = queue.Queue()
-    for _ in range(PIPELINE_BUFFERS):
-        free.put(bytearray(chunk_size))
-    failure: list[BaseException] = []
-
-    def stage(inbox: queue.Queue, outbox: queue.Queue, work: Callable[[memoryview], object]) -> None:
-        while True:
-            item = inbox.get()
-            if item is None:
-                outbox.put(None)
-                return
-            buf, n = item
-            if not failure:
-                try:
-                    work(memoryview(buf)[:n])
-                except BaseException as err:  # disk full, closed file: stop the reader
-                    failure.append(err)
-            outbox.put(item)
-
-    def hash_and_count(view: memoryview) -> None:
-        hasher.update(view)
-        if bar is not None:
-            bar.update(len(view))
-
-    flusher = _Flusher(out)
-
-    def write(view: memoryview) -> None:
-        out.write(view)
-        flusher.wrote(len(view))
-
-    recycled: queue.Queue = queue.Queue()
-    threads = [
-        threading.Thread(target=stage, args=(to_write, to_hash, write), name="reprohub-write", daemon=True),
-        threading.Thread(target=stage, args=(to_hash, recycled, hash_and_count), name="reprohub-hash", daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    try:
-        while not failure:
-            buf = _next_free(free, recycled)
-            n, error = _read_full(read_into, memoryview(buf))
-            if n:
-                to_write.put((buf, n))
-            if error is not None:
-                raise error
-            if n < len(buf):
-                break
-    finally:
-        to_write.put(None)
-        for t in threads:
-            t.join()
-        flusher.close()
-    if failure:
-        raise failure[0]
-
-
-class _Flusher:
-    """Start disk writeback every few dozen MiB from a side thread.
-
-    The final ``fsync`` (which makes the atomic rename crash-safe) then has
-    only the tail left to flush, instead of stalling on the whole file.
-    """
-
-    EVERY = 32 << 20
-
-    def __init__(self, out) -> None:
-        self._fd = out.fileno()
-        self._pending = 0
-        self._wake = threading.Event()
-        self._done = False
-        self._thread: threading.Thread | None = None
-
-    def wrote(self, n: int) -> None:
-        self._pending += n
-        if self._pending >= self.EVERY:
-            self._pending = 0
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="reprohub-flush", daemon=True)
-                self._thread.start()
-            self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._done:
-                return
-            with contextlib.suppress(OSError):
-                os.fdatasync(self._fd)
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._done = True
-            self._wake.set()
-            self._thread.join()
-
-
-def _next_free(free: queue.Queue, recycled: queue.Queue) -> bytearray:
-    try:
-        return free.get_nowait()
-    except queue.Empty:
-        return recycled.get()[0]
-
-
-def _read_full(read_into: Callable[[memoryview], int], view: memoryview) -> tuple[int, BaseException | None]:
-    """Fill ``view`` until EOF; on a network error return what arrived, and the error."""
-    got = 0
-    try:
-        while got < len(view):
-            n = read_into(view[got:])
-            if not n:
-                break
-            got += n
-    except _NETWORK_ERRORS as err:
-        return got, err
-    return got, None
 
 
 def _progress_bar(url: str, progress: bool):

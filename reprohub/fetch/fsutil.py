@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -22,12 +23,14 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
+from .. import settings
+
 log = logging.getLogger("reprohub")
-LOCK_TIMEOUT_S = float(os.environ.get("REPROHUB_LOCK_TIMEOUT", "3600"))
+HASH_BLOCK = 1 << 20
 
 
 def temp_path_beside(path: "str | os.PathLike[str]", suffix: str = ".incomplete") -> Path:
@@ -48,13 +51,25 @@ def fsync_dir(folder: "str | os.PathLike[str]") -> None:
 
 def atomic_write_bytes(path: "str | os.PathLike[str]", data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_replace_with(path, write)
+
+
+def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path], None]") -> None:
+    """Let ``write`` fill a temporary file beside ``path``, fsync it, and rename it over ``path``.
+
+    If ``write`` raises, ``path`` is untouched and the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_beside(path, ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
@@ -85,7 +100,7 @@ def file_lock(path: "str | os.PathLike[str]", what: str) -> Iterator[None]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=LOCK_TIMEOUT_S, poll_interval=0.01)
+    lock = FileLock(str(path), timeout=settings.read_number(settings.LOCK_TIMEOUT, 3600), poll_interval=0.01)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -111,3 +126,20 @@ def make_temp_dir_beside(path: "str | os.PathLike[str]") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent))
+
+
+def sha256_file(path: "str | os.PathLike[str]") -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks.
+
+    Example:
+        >>> import tempfile; p = tempfile.mktemp(); _ = open(p, "wb").write(b"abc")
+        >>> sha256_file(p)[:12]
+        'ba7816bf8f01'
+    """
+    digest = hashlib.sha256()
+    buf = bytearray(HASH_BLOCK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import GoldenMismatchError
-from .fsutil import atomic_write_bytes
+from ..errors import GoldenMismatchError
+from ..fetch.fsutil import atomic_write_bytes
 
 METADATA_KEY = "reprohub"
 CHUNK_ELEMENTS = 1 << 22

@@ -18,18 +18,18 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
-from .download import Downloaded, Downloader
-from .errors import CacheCollisionError, OfflineError
-from .fsutil import atomic_write_json, file_lock, read_json
-from .paths import SIDECAR_SUFFIX
+from ..fetch.download import Downloaded, Downloader
+from ..errors import CacheCollisionError, OfflineError
+from ..fetch.fsutil import atomic_write_json, file_lock, read_json, sha256_file
+from .layout import SIDECAR_SUFFIX
 
 log = logging.getLogger("reprohub")
-HASH_BLOCK = 1 << 20
 
 
 def sidecar_path(path: "str | os.PathLike[str]") -> Path:
@@ -42,23 +42,6 @@ def lock_path(path: "str | os.PathLike[str]") -> Path:
     """The lock file guarding a cached file."""
     path = Path(path)
     return path.with_name(path.name + ".lock")
-
-
-def sha256_file(path: "str | os.PathLike[str]") -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks.
-
-    Example:
-        >>> import tempfile; p = tempfile.mktemp(); _ = open(p, "wb").write(b"abc")
-        >>> sha256_file(p)[:12]
-        'ba7816bf8f01'
-    """
-    digest = hashlib.sha256()
-    buf = bytearray(HASH_BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def write_sidecar(got: Downloaded) -> None:
@@ -125,13 +108,15 @@ class ArtifactStore:
         hash_prefix: str | None = None,
         progress: bool = True,
         headers: dict[str, str] | None = None,
+        prefill: "Callable[[Path], Downloaded | None] | None" = None,
     ) -> Downloaded:
         """Return the cached, verified file for ``url`` at ``path``, downloading it at most once.
 
         A cached file whose digest differs from ``expected_sha256`` (or does not
         start with ``hash_prefix``) is not used: it is downloaded again, and if
         the fresh bytes differ too, :class:`~reprohub.errors.HashMismatchError`
-        is raised and the old file is left in place.
+        is raised and the old file is left in place.  ``prefill`` is asked first
+        on a miss (reprohub's mirrors): it writes ``path`` verified, or returns ``None``.
         """
         path = Path(path)
         hit = self._usable(path, url, expected_sha256, hash_prefix)
@@ -141,16 +126,19 @@ class ArtifactStore:
             hit = self._usable(path, url, expected_sha256, hash_prefix)
             if hit is not None:
                 return hit
-            if self.downloader.offline:
-                raise OfflineError(
-                    f"a cached copy of {url} at {path}",
-                    "no usable cached file, and offline mode forbids downloading",
-                    "prefetch with network access (`reprohub fetch --lock hub.lock`, or run once online)",
-                )
-            log.info('Downloading: "%s" to %s', url, path)
-            got = self.downloader.fetch(
-                url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix, progress=progress, headers=headers
-            )
+            got = prefill(path) if prefill is not None else None
+            if got is None:
+                if self.downloader.offline:
+                    raise OfflineError(
+                        f"a cached copy of {url} at {path}",
+                        "no usable cached file (nor in any mirror), and offline mode forbids downloading",
+                        "prefetch with network access (`reprohub fetch --lock hub.lock`), or fill the cache "
+                        "from a bundle (`reprohub fetch --lock hub.lock --from BUNDLE`)",
+                    )
+                log.info('Downloading: "%s" to %s', url, path)
+                got = self.downloader.fetch(url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix,
+                                            progress=progress, headers=headers)
+            got = dataclasses.replace(got, url=url)  # the sidecar names the origin URL, not the mirror's
             write_sidecar(got)
             return got
 

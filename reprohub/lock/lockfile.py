@@ -41,8 +41,8 @@ from pathlib import Path
 
 import tomli_w
 
-from .errors import LockfileError
-from .fsutil import atomic_write_bytes, file_lock
+from ..errors import LockfileError
+from ..fetch.fsutil import atomic_write_bytes, file_lock
 
 if sys.version_info >= (3, 11):
     import tomllib

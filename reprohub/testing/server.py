@@ -11,7 +11,8 @@ Endpoints (``<api> = <url>/api``)::
 
     GET <api>/repos/{owner}/{repo}                  {"default_branch": ...}
     GET <api>/repos/{owner}/{repo}/commits/{ref}    {"sha": ...}
-    GET <api>/repos/{owner}/{repo}/zipball/{ref}    the zip archive
+    GET <api>/repos/{owner}/{repo}/zipball/{ref}    the zip archive (an API call)
+    GET <url>/{owner}/{repo}/archive/{ref}.zip      the same archive, GitHub's web route (no API call)
     GET <url>/files/{name}                          a file (Range, ETag)
 
 Example:
@@ -181,6 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._api(path[len("/api"):], fault, head)
             if path.startswith("/files/"):
                 return self._file(unquote(path[len("/files/"):]), path, fault, head)
+            if m := re.fullmatch(r"/([^/]+)/([^/]+)/archive/(.+)\.zip", path):
+                return self._archive(m.group(1), m.group(2), unquote(m.group(3)), path, fault, head)
             self._send_json({"message": "Not Found"}, 404)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -199,21 +202,30 @@ class _Handler(BaseHTTPRequestHandler):
         if m.group(3) is None:
             head_ref = _git(git_dir, "symbolic-ref", "--short", "HEAD") or "main"
             return self._send_json({"full_name": f"{m.group(1)}/{m.group(2)}", "default_branch": head_ref})
-        sha = _rev_parse(git_dir, unquote(m.group(4)))
-        if sha is None:
-            return self._send_json({"message": f"No commit found for SHA: {m.group(4)}"}, 422)
         if m.group(3) == "commits":
+            sha = _rev_parse(git_dir, unquote(m.group(4)))
+            if sha is None:
+                return self._send_json({"message": f"No commit found for SHA: {m.group(4)}"}, 422)
             return self._send_json({"sha": sha})
-        key = (f"{m.group(1)}/{m.group(2)}", sha)
+        return self._archive(m.group(1), m.group(2), unquote(m.group(4)), "/api" + path, fault, head)
+
+    def _archive(self, owner: str, name: str, ref: str, path: str, fault: Fault | None, head: bool):
+        git_dir = self.state.repos.get(f"{owner}/{name}")
+        if self.state.token and not path.startswith("/api/"):
+            git_dir = None  # with a token required, repos are private: the web route says 404, as GitHub's does
+        sha = _rev_parse(git_dir, ref) if git_dir is not None else None
+        if sha is None:
+            return self._send_json({"message": "Not Found"}, 404)
+        key = (f"{owner}/{name}", sha)
         with self.state.lock:
             body = self.state.zips.get(key)
         if body is None:
-            prefix = f"{m.group(1)}-{m.group(2)}-{sha[:7]}/"
+            prefix = f"{owner}-{name}-{sha[:7]}/"
             body = subprocess.run(["git", "-C", str(git_dir), "archive", "--format=zip", f"--prefix={prefix}", sha],
                                   check=True, capture_output=True).stdout
             with self.state.lock:
                 self.state.zips[key] = body
-        self._send_body(io.BytesIO(body), len(body), "/api" + path, fault, head, "application/zip", etag=sha)
+        self._send_body(io.BytesIO(body), len(body), path, fault, head, "application/zip", etag=sha)
 
     # -- files --------------------------------------------------------------------
 

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .archive import tree_digest
-from .cache import sha256_file
-from .lock import Lockfile
-from .paths import CacheLayout, source_key
-from .refs import RepoRef, parse_ref
-from .sources import GIT_PREFIX, git_source_key, git_spec_parts
+from ..fetch.archive import tree_digest
+from ..fetch.fsutil import sha256_file
+from .bundle import check_bundle
+from .lockfile import Lockfile
+from ..cache.layout import CacheLayout, source_key
+from ..refs import RepoRef, parse_ref
+from ..sources import GIT_PREFIX, git_source_key, git_spec_parts
 
 
-def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout) -> tuple[list[str], int]:
-    """Problems found (one line each) and how many entries were checked; reads every byte."""
+def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout,
+                bundle: Path | None = None) -> tuple[list[str], int]:
+    """Problems found (one line each) and how many entries were checked; reads every byte.
+
+    With ``bundle``, repos and artifacts are checked in that bundle folder instead of the cache.
+    """
+    if bundle is not None:
+        return _verify_bundle(lock, lock_dir, bundle)
     problems = []
     for spec, pin in sorted(lock.repos.items()):
         folder = layout.repo_dir(*_cache_place(spec, pin.host), pin.commit)
@@ -25,10 +32,20 @@ def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout) -> tuple[li
     for url, pin in sorted(lock.artifacts.items()):
         path = layout.artifact_path(url)
         problems += _compare(f"artifact {url}", path, pin.sha256, sha256_file if path.is_file() else None)
+    return problems + _golden_problems(lock, lock_dir), len(lock.repos) + len(lock.artifacts) + len(lock.goldens)
+
+
+def _verify_bundle(lock: Lockfile, lock_dir: Path, bundle: Path) -> tuple[list[str], int]:
+    problems = check_bundle(lock, bundle) + _golden_problems(lock, lock_dir)
+    return problems, len(lock.repos) + len(lock.artifacts) + len(lock.goldens)
+
+
+def _golden_problems(lock: Lockfile, lock_dir: Path) -> list[str]:
+    problems = []
     for key, pin in sorted(lock.goldens.items()):
         path = lock_dir / pin.file
         problems += _compare(f"golden {key}", path, pin.sha256, sha256_file if path.is_file() else None)
-    return problems, len(lock.repos) + len(lock.artifacts) + len(lock.goldens)
+    return problems
 
 
 def _compare(what: str, path: Path, expected: str, digest) -> list[str]:

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .archive import extract_zip
+from ..fetch.archive import extract_zip
 
 
 def _zip_members(path: "str | os.PathLike[str]") -> list[zipfile.ZipInfo] | None:

@@ -18,17 +18,17 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from typing import Callable
 
-from .errors import UntrustedRepoError
-from .fsutil import atomic_write_bytes, file_lock
-from .paths import CacheLayout
+from .. import settings
+from ..cache.layout import CacheLayout
+from ..errors import UntrustedRepoError
+from ..fetch.fsutil import atomic_write_bytes, file_lock
 
 log = logging.getLogger("reprohub")
-ENV_TRUST = "REPROHUB_TRUST"
+ENV_TRUST = settings.TRUST
 TRUSTED_OWNERS = ("facebookresearch", "facebookincubator", "pytorch", "fairinternal")
 TRUST_VALUES = (True, False, "check", None)
 
@@ -76,7 +76,7 @@ def check_trust(
 
 def _is_trusted(layout: CacheLayout, repo: str, list_name: str, legacy_folder: str | None) -> bool:
     owner = repo.split("/", 1)[0]
-    if owner in TRUSTED_OWNERS or is_trusted_by_env(repo, os.environ.get(ENV_TRUST)):
+    if owner in TRUSTED_OWNERS or is_trusted_by_env(repo, settings.read(ENV_TRUST)):
         return True
     if legacy_folder and (layout.root / legacy_folder).is_dir():
         return True

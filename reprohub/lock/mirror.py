@@ -1,0 +1,161 @@
+"""Read pinned content back from bundles (``reprohub bundle``), verified against the lock before use.
+
+A mirror is any location holding a bundle's static layout: a folder, a
+``file://`` URL, or an ``http(s)://`` base URL served by any static server or
+bucket.  Content is asked for by the digest the lock pins, so a mirror cannot
+lie undetected:
+
+* an artifact is ``artifacts/sha256/<sha256>``: the downloader hashes it while it
+  streams and refuses it before it is renamed into the cache when the digest differs;
+* a repo is ``repos/tree-sha256/<tree digest>.zip``: it is extracted into a temporary
+  folder, and only renamed into the cache when the digest of the extracted tree
+  is the pinned one.
+
+Mirrors are tried in order.  One that lacks an item (404, missing file) falls
+through to the next and then to the origin; one that cannot be reached or keeps
+failing (5xx) is skipped for the rest of the process with a warning; one that
+serves wrong bytes is a :class:`~reprohub.errors.MirrorError` naming the mirror
+and both digests, and nothing it sent is kept.  Offline, local mirrors (paths,
+``file://``) are still read; HTTP mirrors are not.
+
+Example:
+    >>> mirrors = MirrorSet.parse("/srv/bundle, https://cache.example.org/hub")
+    >>> mirrors.bases
+    ['file:///srv/bundle', 'https://cache.example.org/hub']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import ArchiveError, DownloadError, HashMismatchError, LockfileError, MirrorError, OfflineError, SettingError
+from ..fetch.archive import ExtractResult, extract_into_place
+from ..fetch.download import Downloaded, Downloader, is_file_url
+from ..fetch.fsutil import temp_path_beside
+
+log = logging.getLogger("reprohub")
+MISSING_STATUS = (404, 410)
+
+
+def artifact_item(sha256: str) -> str:
+    """The bundle-relative path of an artifact with this digest.
+
+    Example:
+        >>> artifact_item("ab" * 32)[:22]
+        'artifacts/sha256/ababa'
+    """
+    return f"artifacts/sha256/{_hex64(sha256)}"
+
+
+def tree_item(tree_sha256: str) -> str:
+    """The bundle-relative path of the zip of a repo tree with this digest."""
+    return f"repos/tree-sha256/{_hex64(tree_sha256)}.zip"
+
+
+def _hex64(digest: str) -> str:
+    digest = digest.lower().removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise LockfileError("a sha256 digest (64 hex digits)", repr(digest), "restore the lock entry")
+    return digest
+
+
+def location_url(location: str) -> str:
+    """A mirror location as a base URL: paths become ``file://`` URLs, URLs are kept.
+
+    Raises:
+        SettingError: a scheme other than file, http or https.
+    """
+    location = location.strip()
+    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+    if scheme in ("http", "https", "file"):
+        return location.rstrip("/")
+    if scheme:
+        raise SettingError("a mirror as a path, file://, http:// or https:// URL", repr(location),
+                           "fix REPROHUB_MIRROR (or hub_mirror / --hub-mirror)")
+    return Path(os.path.abspath(os.path.expanduser(location))).as_uri()
+
+
+class MirrorSet:
+    """Bundle locations tried in order before the origin.
+
+    Args:
+        bases: mirror locations (paths or URLs).
+        downloader: does the transfers (its ``offline`` flag keeps HTTP mirrors out).
+    """
+
+    def __init__(self, bases: Iterable[str], downloader: Downloader | None = None) -> None:
+        self.bases = [location_url(b) for b in bases if b.strip()]
+        self.downloader = downloader or Downloader()
+        self._dead: set[str] = set()
+
+    @classmethod
+    def parse(cls, value: str | None, downloader: Downloader | None = None) -> "MirrorSet":
+        """Mirrors from a setting's text: locations separated by commas or whitespace."""
+        return cls(re.split(r"[\s,]+", value or ""), downloader)
+
+    def __bool__(self) -> bool:
+        return bool(self.bases)
+
+    def __repr__(self) -> str:
+        return f"MirrorSet({self.bases!r})"
+
+    def fetch_artifact(self, sha256: str, dst: Path, progress: bool = False) -> Downloaded | None:
+        """The artifact with digest ``sha256`` from the first mirror that has it, written to ``dst``; None if none has it.
+
+        Raises:
+            MirrorError: a mirror served bytes with another digest (``dst`` is untouched).
+        """
+        item = artifact_item(sha256)
+        return self._first(item, lambda url: self.downloader.fetch(url, dst, expected_sha256=sha256,
+                                                                   progress=progress))
+
+    def fetch_tree(self, tree_sha256: str, dest: Path, progress: bool = False) -> ExtractResult | None:
+        """Extract the repo tree with this digest into ``dest`` (renamed into place only if it verifies); None if no mirror has it.
+
+        Raises:
+            MirrorError: a mirror's zip extracts to another tree (nothing is left at ``dest``).
+        """
+        item = tree_item(tree_sha256)
+
+        def fetch_and_extract(url: str) -> ExtractResult:
+            zip_path = temp_path_beside(dest, ".zip")
+            try:
+                self.downloader.fetch(url, zip_path, progress=progress)
+                return extract_into_place(zip_path, dest, strip_top=False,
+                                          check=lambda result: _check_tree(result, tree_sha256))
+            except ArchiveError as err:  # not a zip (an HTML page), or an unsafe one: wrong bytes all the same
+                raise HashMismatchError(f"tree sha256 {tree_sha256}", f"an archive that cannot be used ({err.found})")
+            finally:
+                zip_path.unlink(missing_ok=True)
+
+        return self._first(item, fetch_and_extract)
+
+    def _first(self, item: str, get: Callable[[str], object]):
+        for base in self.bases:
+            if base in self._dead or (self.downloader.offline and not is_file_url(base)):
+                continue
+            url = f"{base}/{item}"
+            try:
+                return get(url)
+            except HashMismatchError as err:
+                raise MirrorError(f"{err.expected} from the mirror {base}", err.found,
+                                  "the mirror's copy is damaged or was tampered with: rebuild the bundle with "
+                                  "`reprohub bundle`, or remove the mirror from REPROHUB_MIRROR") from None
+            except OfflineError:
+                continue
+            except DownloadError as err:
+                if err.status in MISSING_STATUS:
+                    log.info("mirror %s has no %s; trying the next source", base, item)
+                    continue
+                log.warning("mirror %s failed (%s); not asking it again in this process", base, err.found)
+                self._dead.add(base)
+        return None
+
+
+def _check_tree(result: ExtractResult, expected: str) -> None:
+    if result.tree_sha256 != expected:
+        raise HashMismatchError(f"tree sha256 {expected}", f"tree sha256 {result.tree_sha256}")

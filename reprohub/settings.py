@@ -1,0 +1,94 @@
+"""Every environment variable reprohub reads, defined once with its meaning.
+
+No other module reads ``os.environ`` for a setting: each asks this module, so
+the README's table of variables can be checked against :data:`VARIABLES`
+(``tests/test_structure.py`` does), and an empty value means *unset*
+everywhere (the XDG rule), never "the empty string".
+
+Example:
+    >>> import os
+    >>> os.environ["REPROHUB_RETRIES"] = "2"; read("REPROHUB_RETRIES")
+    '2'
+    >>> os.environ["REPROHUB_RETRIES"] = ""; read("REPROHUB_RETRIES") is None
+    True
+    >>> del os.environ["REPROHUB_RETRIES"]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import SettingError
+
+VERSION = "0.1.0"
+DEFAULT_GITHUB_API = "https://api.github.com"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name and what it means (the README's table is built from these)."""
+
+    name: str
+    meaning: str
+
+
+TORCH_HOME = "TORCH_HOME"
+XDG_CACHE_HOME = "XDG_CACHE_HOME"
+OFFLINE = "REPROHUB_OFFLINE"
+GITHUB_API_URL = "REPROHUB_GITHUB_API_URL"
+ARCHIVE_URL = "REPROHUB_ARCHIVE_URL"
+GITHUB_TOKEN = "GITHUB_TOKEN"
+MIRROR = "REPROHUB_MIRROR"
+TRUST = "REPROHUB_TRUST"
+TIMEOUT = "REPROHUB_TIMEOUT"
+RETRIES = "REPROHUB_RETRIES"
+LOCK_TIMEOUT = "REPROHUB_LOCK_TIMEOUT"
+
+VARIABLES: dict[str, Variable] = {v.name: v for v in (
+    Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
+    Variable(XDG_CACHE_HOME, "without TORCH_HOME, the hub dir is $XDG_CACHE_HOME/torch/hub (as torch.hub)"),
+    Variable(OFFLINE, "1/true/yes/on: no network at all; a cache miss names what is missing"),
+    Variable(GITHUB_API_URL, "GitHub-compatible REST API base (default https://api.github.com)"),
+    Variable(ARCHIVE_URL, "where commit archives are downloaded from without the API "
+                          "(default: derived from the API URL; {owner}, {repo}, {commit} placeholders)"),
+    Variable(GITHUB_TOKEN, "token sent to the API and archive hosts only, never logged"),
+    Variable(MIRROR, "bundle locations (paths, file:// or http(s):// URLs, separated by spaces or commas) "
+                     "tried before the origin for everything a lock pins"),
+    Variable(TRUST, "owner/repo,owner/* or all: trusted without asking"),
+    Variable(TIMEOUT, "read timeout of downloads, in seconds (default 60)"),
+    Variable(RETRIES, "retries of a failing download (default 5)"),
+    Variable(LOCK_TIMEOUT, "seconds to wait for another process's download (default 3600)"),
+)}
+
+
+def read(name: str) -> str | None:
+    """The value of a declared variable, ``None`` when unset or empty.
+
+    Raises:
+        KeyError: ``name`` is not declared in :data:`VARIABLES` (a reprohub bug).
+    """
+    if name not in VARIABLES:
+        raise KeyError(f"{name} is not a declared reprohub setting")
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def read_flag(name: str) -> bool:
+    """True when a declared variable is set to 1, true, yes or on (any case)."""
+    return (read(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_number(name: str, default: float) -> float:
+    """A declared variable as a number, ``default`` when unset.
+
+    Raises:
+        SettingError: the value is not a number (the message names the variable).
+    """
+    value = read(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingError(f"{name} as a number", repr(value), f"unset it, or write e.g. {name}={default:g}") from None

@@ -1,0 +1,166 @@
+"""A GitHub-compatible host: ref -> commit through its REST API, commit -> files through its archives.
+
+``GET /repos/{o}/{r}`` gives the default branch and ``GET /repos/{o}/{r}/commits/{ref}``
+the commit of a ref; those are the only API calls, made only when a ref is not
+already a pinned or remembered commit.  ``GITHUB_TOKEN`` is sent when set, and
+never logged.
+
+Example:
+    >>> src = GitHubSource("http://127.0.0.1:8000/api")        # doctest: +SKIP
+    >>> src.resolve(parse_ref("owner/repo:main"))               # doctest: +SKIP
+    '3f786850e387550fdab836ed7e6dc881de23001b'
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+
+from ..cache.layout import DEFAULT_GITHUB_API, source_key
+from .. import settings
+from ..errors import AuthError, DownloadError, OfflineError, SourceError
+from ..fetch.archive import ExtractResult, extract_into_place
+from ..fetch.download import Downloader, check_url
+from ..fetch.fsutil import temp_path_beside
+from ..refs import RepoRef, is_full_commit
+
+log = logging.getLogger("reprohub")
+CODELOAD = "https://codeload.github.com/{owner}/{repo}/zip/{commit}"
+WEB_ARCHIVE = "/{owner}/{repo}/archive/{commit}.zip"
+
+
+def archive_template(api_url: str) -> str | None:
+    """Where a host serves commit archives without its REST API (no rate-limited call).
+
+    ``$REPROHUB_ARCHIVE_URL`` wins; github.com's API maps to codeload; a GitHub
+    Enterprise API (``https://ghe/api/v3``) or any ``.../api`` base maps to the
+    web route ``<base>/{owner}/{repo}/archive/{commit}.zip``.  ``None``: use the
+    REST ``zipball`` endpoint.
+
+    Example:
+        >>> archive_template("https://ghe.example.com/api/v3")
+        'https://ghe.example.com/{owner}/{repo}/archive/{commit}.zip'
+    """
+    configured = settings.read(settings.ARCHIVE_URL)
+    if configured:
+        return configured
+    if api_url == DEFAULT_GITHUB_API:
+        return CODELOAD
+    for suffix in ("/api/v3", "/api"):
+        if api_url.endswith(suffix):
+            return api_url[: -len(suffix)] + WEB_ARCHIVE
+    return None
+
+
+class GitHubSource:
+    """A GitHub-compatible REST API.
+
+    Args:
+        api_url: base URL of the API (default: ``$REPROHUB_GITHUB_API_URL`` or GitHub's).
+        token: a token for private repos and higher rate limits (default ``$GITHUB_TOKEN``).
+        downloader: does the HTTP transfers (and knows whether we are offline).
+    """
+
+    def __init__(self, api_url: str | None = None, token: str | None = None, downloader: Downloader | None = None):
+        self.url = check_url(api_url or settings.read(settings.GITHUB_API_URL) or DEFAULT_GITHUB_API,
+                             settings.GITHUB_API_URL).rstrip("/")
+        self.key = source_key(self.url)
+        self._token = token if token is not None else settings.read(settings.GITHUB_TOKEN)
+        self.downloader = downloader or Downloader()
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"GitHubSource({self.url!r}, token={'set' if self._token else 'unset'})"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/vnd.github+json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def default_branch(self, repo: RepoRef) -> str:
+        """The repo's default branch, from ``GET /repos/{owner}/{repo}``."""
+        return self._get_json(f"/repos/{repo.owner}/{repo.name}", repo)["default_branch"]
+
+    def resolve(self, repo: RepoRef) -> str:
+        """The full commit of ``repo.ref``; a full sha is returned without any request."""
+        if repo.ref is not None and is_full_commit(repo.ref):
+            return repo.ref
+        ref = repo.ref if repo.ref is not None else self.default_branch(repo)
+        sha = self._get_json(f"/repos/{repo.owner}/{repo.name}/commits/{quote(ref, safe='')}", repo).get("sha", "")
+        if not is_full_commit(sha):
+            raise SourceError(f"a 40-hex commit for {repo}", f"{sha!r} from {self.url}", "check the host's API")
+        return sha
+
+    def archive_url(self, repo: RepoRef, commit: str) -> str:
+        """Where the zip archive of ``commit`` is served without an API call (see :func:`archive_template`)."""
+        template = archive_template(self.url)
+        if template is None:
+            return self.api_archive_url(repo, commit)
+        return template.format(owner=repo.owner, repo=repo.name, commit=commit)
+
+    def api_archive_url(self, repo: RepoRef, commit: str) -> str:
+        """The REST ``zipball`` endpoint (counts against the API rate limit)."""
+        return f"{self.url}/repos/{repo.owner}/{repo.name}/zipball/{commit}"
+
+    def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool) -> ExtractResult:
+        """Download the archive of ``commit`` (hashed in flight) and extract it safely into ``dest``.
+
+        The archive route is tried first (no API call); a 4xx there (a private repo, a host
+        without that route) falls back to the REST ``zipball`` endpoint, with the token.
+        """
+        zip_path = temp_path_beside(dest, ".zip")
+        try:
+            self._download_archive(repo, commit, zip_path, progress)
+            return extract_into_place(zip_path, dest, strip_top=True)
+        finally:
+            zip_path.unlink(missing_ok=True)
+
+    def _download_archive(self, repo: RepoRef, commit: str, zip_path: Path, progress: bool) -> None:
+        url, api_url = self.archive_url(repo, commit), self.api_archive_url(repo, commit)
+        if url != api_url:
+            try:
+                self.downloader.fetch(url, zip_path, progress=progress)
+                return
+            except DownloadError as err:
+                if err.status is None or not 400 <= err.status < 500:
+                    raise
+                log.info("%s answered %s; asking the API for the archive instead", url, err.status)
+        try:
+            self.downloader.fetch(api_url, zip_path, progress=progress, headers=self.headers)
+        except DownloadError as err:
+            raise self._explain(err, repo) from err
+
+    def _get_json(self, path: str, repo: RepoRef) -> dict:
+        if self.downloader.offline:
+            raise OfflineError(
+                f"a cached resolution of {repo}",
+                "nothing cached, and offline mode forbids asking the host",
+                f"pin a full commit ({repo.repo}:<sha>), use a lockfile, or run once online",
+            )
+        url = self.url + path
+        response = self.downloader.get(url, headers=self.headers)
+        if response.status_code != 200:
+            raise self._explain(DownloadError(f"HTTP 200 from {url}", f"HTTP {response.status_code}",
+                                              status=response.status_code, fix=""), repo, response)
+        return response.json()
+
+    def _explain(self, err: DownloadError, repo: RepoRef, response: requests.Response | None = None) -> Exception:
+        code = err.status
+        token = "a GITHUB_TOKEN was sent" if self._token else "no token was sent"
+        if code == 401:
+            return AuthError(f"access to {repo} at {self.url}", f"HTTP 401 Unauthorized ({token})",
+                             "set GITHUB_TOKEN to a valid token" if not self._token else "the token is invalid or expired: renew GITHUB_TOKEN")
+        if code in (403, 429):
+            limited = response is not None and (response.headers.get("X-RateLimit-Remaining") == "0" or code == 429)
+            what = "rate limit exhausted" if limited else "forbidden"
+            fix = ("set GITHUB_TOKEN for a higher rate limit, or wait for the reset"
+                   if not self._token else "wait for the rate limit to reset, or check the token's scopes")
+            return AuthError(f"access to {repo} at {self.url}", f"HTTP {code}, {what} ({token})", fix)
+        if code in (404, 422):
+            return SourceError(f"{repo} at {self.url}", f"HTTP {code}: no such repo, branch, tag or commit",
+                               "check the spelling of owner, repo and ref; private repos need GITHUB_TOKEN")
+        return err

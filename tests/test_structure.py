@@ -1,0 +1,205 @@
+"""The package's shape: no import cycles, no stage importing a stage above it, small modules,
+every environment variable declared once and documented, and the README's map matching the folders."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from reprohub import settings
+
+ROOT = Path(__file__).parent.parent
+PACKAGE = ROOT / "reprohub"
+README = (ROOT / "README.md").read_text()
+CONTRIBUTING = (ROOT / "CONTRIBUTING.md").read_text()
+MAX_LINES = 450
+
+# Stages from the bottom up: a module may import its own stage and the ones below, never above.
+STAGES = [
+    {"errors", "settings"},
+    {"refs"},
+    {"fetch"},
+    {"cache"},
+    {"sources"},
+    {"runtime"},
+    {"lock"},
+    {"golden"},
+    {"hub"},
+    {"api"},
+    {"testing"},
+    {"cli", "pytest_plugin", "__main__", ""},
+]
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted names below reprohub (package __init__ as the package name) -> file; the demo's repo excluded."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[:2] == ("testing", "demo") and len(rel.parts) > 3:
+            continue  # the demo's hubconf repo and test project are data, not reprohub modules
+        parts = list(rel.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every reprohub module ``path`` imports, at any depth of the file (lazy imports count)."""
+    is_package = path.name == "__init__.py"
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    if name == "":
+        package = []
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            elif node.module and node.module.startswith("reprohub"):
+                target = node.module.removeprefix("reprohub").lstrip(".")
+            else:
+                continue
+            for alias in node.names:  # `from . import settings` imports that module, not the package
+                sub = f"{target}.{alias.name}".lstrip(".")
+                found.add(sub if sub in known else target)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("reprohub."):
+                    found.add(alias.name.removeprefix("reprohub."))
+    resolved = set()
+    for target in found:
+        while target not in known and "." in target:
+            target = target.rsplit(".", 1)[0]
+        if target in known and target != name:
+            resolved.add(target)
+    return resolved
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    return {name: imports_of(name, path, set(files)) for name, path in files.items()}
+
+
+def stage_of(module: str) -> int:
+    top = module.split(".")[0]
+    for rank, names in enumerate(STAGES):
+        if top in names:
+            return rank
+    raise AssertionError(f"reprohub.{module} belongs to no stage: add its folder to STAGES and to CONTRIBUTING.md")
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_import_walker_sees_lazy_and_relative_imports(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from ..errors import X\ndef f():\n    from ..api import default_hub\n")
+    assert imports_of("runtime.m", module, {"errors", "api", "runtime.m"}) == {"errors", "api"}
+
+
+def test_no_import_cycles_inside_reprohub():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(f"reprohub.{m}" for m in cycle)
+
+
+def test_no_module_imports_a_stage_above_its_own():
+    upward = [f"reprohub.{m} imports reprohub.{t}" for m, targets in import_graph().items()
+              for t in targets if stage_of(t) > stage_of(m)]
+    assert upward == []
+
+
+@pytest.mark.parametrize("name,path", sorted(module_files().items()))
+def test_modules_stay_small(name, path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"reprohub.{name} has {lines} lines; split it by responsibility"
+
+
+def test_the_top_level_reads_as_the_architecture():
+    entries = sorted(p.name for p in PACKAGE.iterdir() if not p.name.startswith((".", "__pycache__")))
+    assert len(entries) <= 16, entries
+
+
+def test_only_settings_reads_the_environment():
+    readers = []
+    for name, path in module_files().items():
+        if name == "settings":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"os\.environ(\.get)?\s*[\[(]\s*['\"]|os\.getenv\(", line):
+                readers.append(f"reprohub/{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
+    assert readers == [], "read settings through reprohub.settings:\n" + "\n".join(readers)
+
+
+def test_every_variable_reprohub_names_is_declared():
+    named = set()
+    for path in module_files().values():
+        named |= set(re.findall(r"[\"'](REPROHUB_[A-Z_]+)[\"']", path.read_text()))
+    internal = {"REPROHUB_DEMO_FILES"}  # the demo repo's own setting, passed by the demo to its hubconf
+    assert named - internal <= set(settings.VARIABLES)
+
+
+def test_readme_settings_table_matches_the_declared_variables():
+    section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set()
+    for row in re.findall(r"^\| (.+?) \|", section, re.M):
+        documented |= set(re.findall(r"`([A-Z_]+)(?:=[^`]*)?`", row))
+    assert documented == set(settings.VARIABLES)
+
+
+def test_the_map_in_contributing_matches_the_folders():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    mapped = set(re.findall(r"^\| `reprohub/(\w+)/` \|", CONTRIBUTING, re.M))
+    assert mapped == folders
+    for name, path in module_files().items():
+        if "." in name and path.name != "__init__.py":
+            assert f"`{path.stem}`" in CONTRIBUTING, f"CONTRIBUTING.md's map does not mention reprohub.{name}"
+
+
+def test_names_of_the_old_flat_modules_still_import():
+    from reprohub.cache import ArtifactStore, sha256_file  # noqa: F401
+    from reprohub.golden import compare, flatten  # noqa: F401
+    from reprohub.lock import GoldenPin, Lockfile  # noqa: F401
+    from reprohub.sources import GitHubSource, git_spec_parts  # noqa: F401
+
+    assert callable(compare) and Lockfile().entry_count()["repos"] == 0
+
+
+def test_python_dash_m_reprohub_is_the_command_and_stays_torch_free():
+    import subprocess
+    import sys
+
+    script = ("import runpy, sys; sys.argv = ['reprohub', '--help']\n"
+              "try:\n    runpy.run_module('reprohub', run_name='__main__')\n"
+              "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+              "assert 'torch' not in sys.modules, 'python -m reprohub --help imported torch'\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "lock" in proc.stdout and "fetch" in proc.stdout
