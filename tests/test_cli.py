@@ -100,3 +100,11 @@ def test_serve_is_a_github_compatible_host(tiny_repo, tmp_path, monkeypatch):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_demo_runs_the_main_job_end_to_end_including_the_bundle(tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "offline run made 0 HTTP requests" in out
+    assert (tmp_path / "bundle" / "reprohub-bundle.json").is_file()
+    assert list((tmp_path / "fresh-torch-home" / "hub" / "reprohub" / "repos").rglob("hubconf.py"))  # from the bundle

@@ -4,7 +4,9 @@
 2. serve it, and its weights, from a GitHub-compatible host on 127.0.0.1;
 3. ``pytest --hub-lock hub.lock --hub-update`` records commits, weight digests and goldens;
 4. show the lock;
-5. ``pytest --hub-lock hub.lock --hub-offline`` proves the same outputs with no network at all.
+5. ``pytest --hub-lock hub.lock --hub-offline`` proves the same outputs with no network at all;
+6. ``reprohub bundle`` writes everything pinned into a folder, the host is stopped, and a fresh cache
+   with ``REPROHUB_MIRROR`` pointing at the bundle passes the same tests: the origin can disappear.
 """
 
 from __future__ import annotations
@@ -55,14 +57,23 @@ def run_demo(workdir: str | None = None) -> int:
         print((project / "hub.lock").read_text())
         before = len(server.requests)
         second = _pytest(project, env, "--hub-offline")
-        _say(f"offline run made {len(server.requests) - before} HTTP requests; project kept in {project}")
-    return 0 if first == second == 0 else 1
+        _say(f"offline run made {len(server.requests) - before} HTTP requests")
+        bundled = _run(project, env, "reprohub", "bundle", "--lock", "hub.lock", str(root / "bundle"))
+    _say("the host is stopped; a fresh cache reads everything from the bundle, verified against the lock")
+    env.update(TORCH_HOME=str(root / "fresh-torch-home"), REPROHUB_MIRROR=str(root / "bundle"))
+    third = _pytest(project, env)
+    _say(f"project kept in {project}, bundle in {root / 'bundle'}")
+    return 0 if first == second == bundled == third == 0 else 1
 
 
 def _pytest(project: Path, env: dict, *extra: str) -> int:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hub-lock", "hub.lock", *extra]
-    _say("$ " + " ".join(["pytest", *command[3:]]))
-    return subprocess.run(command, cwd=project, env=env).returncode
+    return _run(project, env, "pytest", "-q", "-p", "no:cacheprovider", "--hub-lock", "hub.lock", *extra)
+
+
+def _run(project: Path, env: dict, module: str, *args: str) -> int:
+    """Run ``python -m module args`` in the project, showing it as the command a user types."""
+    _say("$ " + " ".join([module, *args]))
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=project, env=env).returncode
 
 
 def _say(text: str) -> None:
