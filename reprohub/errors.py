@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from urllib.error import HTTPError, URLError
+
 
 class ReprohubError(Exception):
     """Root of every error reprohub raises.
@@ -35,7 +37,10 @@ class ReprohubError(Exception):
         self.expected = expected
         self.found = found
         self.fix = fix
-        super().__init__(self._compose())
+        Exception.__init__(self, self._compose())  # not super(): URLError/HTTPError bases take other arguments
+
+    def __str__(self) -> str:  # ours, also where a builtin base (URLError, HTTPError) has its own
+        return self._compose()
 
     def _compose(self) -> str:
         text = f"expected {self.expected}, found {self.found}"
@@ -61,15 +66,38 @@ class CacheCollisionError(ReprohubError, FileExistsError):
     """A cached file at the asked path belongs to a different URL."""
 
 
-class DownloadError(ReprohubError, ConnectionError):
-    """A transfer failed after all retries (network error, bad HTTP status)."""
+class DownloadError(ReprohubError, URLError, ConnectionError):
+    """A transfer failed after all retries: a ``urllib.error.URLError``, as torch.hub's downloads raise.
+
+    ``status`` is the HTTP status where there was one (see :class:`HTTPStatusError`).
+    """
 
     def __init__(self, expected: str, found: str, fix: str = "", status: int | None = None) -> None:
-        self.status = status
-        super().__init__(expected, found, fix)
+        self._status = status
+        ReprohubError.__init__(self, expected, found, fix)
+        if not isinstance(self, HTTPError):  # HTTPError's reason is a property of its msg
+            self.reason = found
+
+    @property
+    def status(self) -> int | None:
+        return self._status
 
     def __reduce__(self):
         return (self.__class__, (self.expected, self.found, self.fix, self.status))
+
+
+class HTTPStatusError(DownloadError, HTTPError):
+    """The server answered an error status: also a ``urllib.error.HTTPError`` with ``code``, ``reason``,
+    ``headers`` and ``url``, so ``except HTTPError as e: if e.code == 404`` works as with torch.hub."""
+
+    def __init__(self, expected: str, found: str, fix: str = "", status: int | None = None, url: str = "",
+                 reason: str = "", headers: "dict[str, str] | None" = None) -> None:
+        DownloadError.__init__(self, expected, found, fix, status)
+        HTTPError.__init__(self, url, status, reason, dict(headers or {}), None)
+
+    def __reduce__(self):
+        return (self.__class__, (self.expected, self.found, self.fix, self.status, self.url, self.msg,
+                                 dict(self.hdrs)))
 
 
 class TruncatedDownloadError(DownloadError):
@@ -106,6 +134,10 @@ class UntrustedRepoError(ReprohubError, PermissionError):
 
 class EntrypointError(ReprohubError, RuntimeError):
     """``hubconf.py`` is missing, or has no such callable."""
+
+
+class HubconfMissingError(EntrypointError, FileNotFoundError):
+    """The repo or folder has no ``hubconf.py`` (a ``FileNotFoundError``, as torch.hub's)."""
 
 
 class MissingDependenciesError(ReprohubError, RuntimeError):

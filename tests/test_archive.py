@@ -70,6 +70,18 @@ def test_links_out_of_the_tree_are_refused(tmp_path, target):
     assert [p for p in os.listdir(tmp_path) if p.startswith(".out")] == []
 
 
+@pytest.mark.parametrize("chain", [
+    [("a", b"."), ("b", b"a/..")],                       # each target looks inside; together they leave
+    [("a", b"."), ("b", b"a/a/a/.."), ("c", b"b/etc")],
+    [("d/x", b".."), ("y", b"d/x/..")],
+])
+def test_chained_links_that_escape_together_are_refused(tmp_path, chain):
+    archive = repo_zip(tmp_path, [(f"o-r-abc1234/{name}", target, 0o120777) for name, target in chain])
+    with pytest.raises(ArchiveError, match="chain of links"):
+        extract_into_place(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_links_inside_the_tree_are_kept(tmp_path):
     archive = repo_zip(tmp_path, [("o-r-abc1234/alias.py", b"hubconf.py", 0o120777)])
     extract_zip(archive, tmp_path / "out")

@@ -168,3 +168,15 @@ def test_sigkill_mid_download_leaves_nothing_trusted(server, tmp_path):
 
 def _files(folder: Path) -> list:
     return list(folder.iterdir()) if folder.exists() else []
+
+
+def test_a_symlinked_checkpoints_folder_keeps_working(tmp_path, server):
+    from reprohub import Hub
+
+    bigger_disk = tmp_path / "bigger-disk"
+    bigger_disk.mkdir()
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "checkpoints").symlink_to(bigger_disk)
+    url = server.add_file("w.bin", b"weights")
+    got = Hub(hub_dir=tmp_path / "hub", github_api_url=server.api_url).fetch_artifact(url, progress=False)
+    assert got.path.read_bytes() == b"weights" and bigger_disk in got.path.resolve().parents

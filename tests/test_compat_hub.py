@@ -69,3 +69,54 @@ def test_torch_hub_folds_refs_into_one_folder_and_reprohub_does_not(torch_hub, o
     assert torch_hub.load("o/r:c_d", "which", **ARGS) == "c/d"  # torch.hub runs the wrong code
     assert ours.load("o/r:c/d", "which", **ARGS) == "c/d"
     assert ours.load("o/r:c_d", "which", **ARGS) == "c_d"
+
+
+# The exception table (README "Errors"): each scenario through torch.hub and through reprohub.
+# reprohub's error must be an instance of the exact class torch.hub raised, and a ReprohubError.
+def _scenarios(server, tmp_path):
+    missing = server.file_url("missing.pt")
+    weights = server.add_file("w-00000000.pt", b"some bytes")
+    closed = "http://127.0.0.1:9/w.pt"  # nothing listens there
+    no_hubconf = tmp_path / "empty-repo"
+    no_hubconf.mkdir()
+    broken = tmp_path / "broken-repo"
+    broken.mkdir()
+    (broken / "hubconf.py").write_text("import no_such_module_anywhere\n")
+    return {
+        "HTTP 404 on a weight URL": lambda hub: hub.download_url_to_file(missing, str(tmp_path / "a"), progress=False),
+        "connection refused": lambda hub: hub.download_url_to_file(closed, str(tmp_path / "b"), progress=False),
+        "hash_prefix mismatch": lambda hub: hub.load_state_dict_from_url(weights, str(tmp_path / "c"),
+                                                                          check_hash=True, progress=False),
+        "malformed repo spec": lambda hub: hub.load("no-slash", "m", trust_repo=True),
+        "unknown source": lambda hub: hub.load("a/b", "m", source="svn", trust_repo=True),
+        "folder without hubconf.py": lambda hub: hub.load(str(no_hubconf), "m", source="local"),
+        "hubconf import fails": lambda hub: hub.load(str(broken), "m", source="local"),
+    }
+
+
+@pytest.mark.parametrize("scenario", ["HTTP 404 on a weight URL", "connection refused", "hash_prefix mismatch",
+                                      "malformed repo spec", "unknown source", "folder without hubconf.py",
+                                      "hubconf import fails"])
+def test_errors_are_the_classes_torch_hub_raises(scenario, server, tmp_path, monkeypatch):
+    monkeypatch.setenv("REPROHUB_RETRIES", "0")  # the refused connection fails at once
+    call = _scenarios(server, tmp_path)[scenario]
+    with pytest.raises(Exception) as theirs:
+        call(torch.hub)
+    with pytest.raises(Exception) as ours:
+        call(reprohub)
+    assert isinstance(ours.value, type(theirs.value)), (type(theirs.value), type(ours.value))
+    if scenario != "hubconf import fails":  # repo code's own errors pass through untouched
+        assert isinstance(ours.value, reprohub.ReprohubError)
+
+
+def test_http_status_errors_carry_what_urllib_users_read_and_survive_pickling(server, tmp_path):
+    import pickle
+    from urllib.error import HTTPError
+
+    url = server.file_url("nope.pt")
+    with pytest.raises(HTTPError) as info:
+        reprohub.download_url_to_file(url, str(tmp_path / "x"), progress=False)
+    err = info.value
+    assert (err.code, err.url, err.reason) == (404, url, "Not Found") and err.headers["Content-Type"]
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is type(err) and (again.code, again.url, str(again)) == (err.code, err.url, str(err))

@@ -92,3 +92,55 @@ def test_plain_folders_never_hide_installed_packages(hub, server, tmp_path):
     serve_repo(server, tmp_path, "docsrepo", {"hubconf.py": "import json\n\ndef dumps():\n    return json.dumps([1])\n",
                                                "json/readme.txt": "a plain folder, not a package\n"})
     assert hub.load("acme/docsrepo", "dumps") == "[1]"
+
+
+THREADED = {
+    "hubconf.py": (
+        "import threading\n"
+        "def meet(barrier):\n"
+        "    from models import NAME\n"
+        "    barrier.wait(timeout=20)  # passes only if every caller is inside its entrypoint at once\n"
+        "    return NAME\n"
+        "def outer(hub, spec):\n"
+        "    out = []\n"
+        "    worker = threading.Thread(target=lambda: out.append(hub.load(spec, 'meet', threading.Barrier(1))))\n"
+        "    worker.start()\n"
+        "    worker.join(20)\n"
+        "    return out\n"
+    ),
+    "models/__init__.py": "NAME = 'threaded'\n",
+}
+
+
+def test_threads_run_entrypoints_of_one_repo_at_the_same_time(hub, server, tmp_path):
+    import threading
+
+    serve_repo(server, tmp_path, "threaded", THREADED)
+    hub.load("acme/threaded", "meet", threading.Barrier(1))  # warm: resolved and extracted once
+    barrier, results = threading.Barrier(4), []
+    threads = [threading.Thread(target=lambda: results.append(hub.load("acme/threaded", "meet", barrier)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == ["threaded"] * 4 and not barrier.broken
+
+
+def test_a_nested_load_from_a_worker_thread_does_not_deadlock(hub, server, tmp_path):
+    serve_repo(server, tmp_path, "threaded", THREADED)
+    assert hub.load("acme/threaded", "outer", hub, "acme/threaded") == ["threaded"]
+
+
+def test_objects_from_repo_modules_pickle_after_the_load(hub, server, tmp_path, tiny_repo):
+    import io
+    import pickle
+
+    model = hub.load("acme/tiny:v1", "tiny_mlp")
+    assert "tinynet" not in sys.modules  # still isolated ...
+    again = pickle.loads(pickle.dumps(model))  # ... yet its classes can be found by name
+    assert type(again) is type(model)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    assert type(torch.load(buf, weights_only=False)) is type(model)

@@ -55,6 +55,16 @@ def test_newer_minor_version_warns():
         Lockfile.loads('version = "1.7"\n')
 
 
+def test_newer_minor_version_with_an_extra_field_is_read_and_the_field_ignored():
+    text = ('version = "1.1"\n[artifacts."https://h/w.pt"]\nsha256 = "' + "1" * 64 + '"\nsize = 3\n'
+            'mirror_hint = "s3://bucket/w.pt"\n')
+    with pytest.warns(UserWarning, match="are ignored"):
+        lock = Lockfile.loads(text)
+    assert lock.artifacts["https://h/w.pt"] == ArtifactPin("https://h/w.pt", "1" * 64, 3)
+    with pytest.raises(LockfileError, match="fields"):  # in this version's own schema, an extra field is an error
+        Lockfile.loads(text.replace('"1.1"', '"1.0"'))
+
+
 def test_session_modes():
     lock = Lockfile({"a/b:v1": RepoPin("a/b:v1", "h", "f" * 40, "0" * 64)},
                     {"u": ArtifactPin("u", "1" * 64, 3)})

@@ -136,11 +136,20 @@ def source_key(base_url: str) -> str:
 
 
 def ensure_inside(root: "str | os.PathLike[str]", path: "str | os.PathLike[str]") -> Path:
-    """Return ``path`` if, resolved, it lies inside ``root``; else raise :class:`CachePathError`."""
-    root_resolved = Path(root).resolve()
-    resolved = Path(path).resolve()
-    if resolved != root_resolved and root_resolved not in resolved.parents:
-        raise CachePathError(f"a path inside {root_resolved}", str(resolved), "report this spec as a reprohub bug")
+    """Return ``path`` if it lies inside ``root``; else raise :class:`CachePathError`.
+
+    The check is lexical (``..`` folded, links not followed): every component was built here from
+    checked names, and a user who makes ``checkpoints/`` a symlink to a bigger disk keeps a working
+    cache.
+
+    Example:
+        >>> ensure_inside("/hub", "/hub/a/../b").as_posix()
+        '/hub/a/../b'
+    """
+    root_abs = os.path.normpath(os.path.abspath(root))
+    path_abs = os.path.normpath(os.path.abspath(path))
+    if path_abs != root_abs and not path_abs.startswith(root_abs.rstrip(os.sep) + os.sep):
+        raise CachePathError(f"a path inside {root_abs}", path_abs, "report this spec as a reprohub bug")
     return Path(path)
 
 

@@ -84,9 +84,10 @@ def extract_zip(
         _make_folders(dest, members)
         files = [m for m in members if m.kind in "-x"]
         digests = _write_files(zf, zip_path, dest, files, threads)
-        for m in members:
-            if m.kind == "l":
-                digests[m.rel] = _write_link(zf, dest, m)
+        links = [m for m in members if m.kind == "l"]
+        for m in links:
+            digests[m.rel] = _write_link(zf, dest, m)
+        _check_links_resolve_inside(dest, links)
     kinds = {m.rel: m.kind for m in members}
     return ExtractResult(
         tree_sha256=_tree_sha256({rel: (kinds[rel], digest) for rel, digest in digests.items()}),
@@ -239,6 +240,20 @@ def _write_shard(zf: zipfile.ZipFile, dest: str, shard: list[_Member]) -> dict[s
                 out.write(chunk)
         digests[m.rel] = digest.hexdigest()
     return digests
+
+
+def _check_links_resolve_inside(dest: Path, links: list[_Member]) -> None:
+    """Each link, followed through every other link on disk, must still land inside ``dest``.
+
+    Each target was checked on its own text; chains (``a -> .``, ``b -> a/..``) are only seen here.
+    """
+    root = os.path.realpath(dest)
+    for m in links:
+        real = os.path.realpath(dest / m.rel)
+        if real != root and not real.startswith(root + os.sep):
+            raise ArchiveError("symlinks that stay inside the archive's folder",
+                               f"{m.rel} resolves to {real} through other links",
+                               "do not use this archive: a chain of links points outside it")
 
 
 def _write_link(zf: zipfile.ZipFile, dest: Path, m: _Member) -> str:

@@ -45,14 +45,16 @@ import requests
 import urllib3
 
 from .. import settings
-from ..errors import (DownloadError, HashMismatchError, OfflineError, ReprohubError, SettingError,
-                      TruncatedDownloadError)
+from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, OfflineError, ReprohubError,
+                      SettingError, TruncatedDownloadError)
 from .fsutil import fsync_dir, temp_path_beside
 from .pump import INLINE_MAX, NETWORK_ERRORS, pump, pump_inline
 
 log = logging.getLogger("reprohub")
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+NOT_RETRYABLE = (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                 requests.exceptions.InvalidHeader, requests.exceptions.URLRequired)
 
 
 def check_url(url: str, setting: str) -> str:
@@ -199,6 +201,8 @@ class Downloader:
             try:
                 response = self.session.get(url, headers=dict(headers or {}),
                                             timeout=(self.policy.connect_timeout, self.policy.read_timeout))
+            except NOT_RETRYABLE as err:
+                raise _unusable_url(url, err) from None
             except requests.RequestException as err:
                 problem = f"{type(err).__name__}: {err}"
             else:
@@ -246,12 +250,14 @@ class Downloader:
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
                 except ReprohubError:
                     raise
+                except NOT_RETRYABLE as err:
+                    raise _unusable_url(url, err) from None
                 except NETWORK_ERRORS as err:
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
                 except _RetryableStatus as status:
                     failures += 1
                     if failures > self.policy.retries:
-                        raise _status_error(url, status.code, status.reason) from None
+                        raise _status_error(url, status.code, status.reason, status.headers) from None
                     wait = status.retry_after if status.retry_after is not None else self._backoff(failures)
                     log.warning("%s answered %d; retrying in %.1fs", url, status.code, wait)
                     self._sleep(min(wait, self.policy.max_backoff))
@@ -288,10 +294,10 @@ class Downloader:
         if code in RETRYABLE_STATUS:
             retry_after = _parse_retry_after(response.headers.get("Retry-After"))
             response.close()
-            raise _RetryableStatus(code, response.reason or "", retry_after)
+            raise _RetryableStatus(code, response.reason or "", retry_after, response.headers)
         if code not in (200, 206):
             response.close()
-            raise _status_error(url, code, response.reason or "")
+            raise _status_error(url, code, response.reason or "", response.headers)
         if code == 206 and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
             response.close()
             raise _Restart()
@@ -342,9 +348,9 @@ def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:
 
 
 class _RetryableStatus(Exception):
-    def __init__(self, code: int, reason: str, retry_after: float | None) -> None:
+    def __init__(self, code: int, reason: str, retry_after: float | None, headers: Mapping[str, str]) -> None:
         super().__init__(code)
-        self.code, self.reason, self.retry_after = code, reason, retry_after
+        self.code, self.reason, self.retry_after, self.headers = code, reason, retry_after, headers
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -411,13 +417,20 @@ def _check_digest(url: str, digest: str, expected: str | None, prefix: str | Non
         )
 
 
-def _status_error(url: str, code: int, reason: str) -> DownloadError:
+def _status_error(url: str, code: int, reason: str, headers: Mapping[str, str] | None = None) -> HTTPStatusError:
     fix = {
         401: "the host needs credentials: set GITHUB_TOKEN or check the URL",
         403: "access denied or rate-limited: set GITHUB_TOKEN or wait",
         404: "check the URL; the file may have moved or been deleted",
     }.get(code, "check the URL and the server; retry later if the server is failing")
-    return DownloadError(f"HTTP 200 from {url}", f"HTTP {code} {reason}".strip(), fix, status=code)
+    return HTTPStatusError(f"HTTP 200 from {url}", f"HTTP {code} {reason}".strip(), fix, status=code, url=url,
+                           reason=reason, headers=dict(headers or {}))
+
+
+def _unusable_url(url: str, err: BaseException) -> DownloadError:
+    """A URL no retry can fix (no scheme, bad host, bad header): an error at once."""
+    return DownloadError(f"a URL requests can fetch ({url!r})", f"{type(err).__name__}: {err}",
+                         "check the URL or the setting it came from (it needs http:// or https:// and a host)")
 
 
 def _final_error(url: str, err: BaseException, got: int) -> DownloadError:

@@ -27,6 +27,7 @@ import requests
 import urllib3
 
 PIPELINE_BUFFERS = 6
+_flush_data = getattr(os, "fdatasync", os.fsync)  # macOS and Windows have no fdatasync
 INLINE_MAX = 8 << 20  # bodies up to this size skip the reader/writer/hasher threads
 NETWORK_ERRORS = (
     requests.RequestException,
@@ -156,7 +157,7 @@ class _Flusher:
             if self._done:
                 return
             with contextlib.suppress(OSError):
-                os.fdatasync(self._fd)
+                _flush_data(self._fd)
 
     def close(self) -> None:
         if self._thread is not None:

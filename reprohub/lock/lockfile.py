@@ -118,14 +118,14 @@ class Lockfile:
         except tomllib.TOMLDecodeError as err:
             raise LockfileError("valid TOML", f"{name}: {err}", "fix the line by hand, or delete the file and "
                                 "re-record it with `pytest --hub-update`") from err
-        _check_version(data.get("version"), name)
+        newer = _check_version(data.get("version"), name)
         lock = cls()
         for table, (kind, key_field) in TABLES.items():
             entries = data.get(table, {})
             if not isinstance(entries, dict):
                 raise LockfileError(f"a table [{table}]", f"{type(entries).__name__} in {name}", "re-record the lock")
             for key, entry in entries.items():
-                getattr(lock, table)[key] = _entry(kind, key_field, key, entry, table, text, name)
+                getattr(lock, table)[key] = _entry(kind, key_field, key, entry, table, text, name, newer)
         unknown = set(data) - {"version", *TABLES}
         if unknown:
             raise LockfileError("only version, repos, artifacts and goldens", f"{sorted(unknown)} in {name}",
@@ -169,7 +169,8 @@ class Lockfile:
         return {t: len(getattr(self, t)) for t in TABLES}
 
 
-def _check_version(version, name: str) -> None:
+def _check_version(version, name: str) -> bool:
+    """Refuse another major version; True (with a warning) for a newer minor one."""
     match = re.fullmatch(r"(\d+)\.(\d+)", str(version)) if version is not None else None
     if match is None:
         raise LockfileError('version = "MAJOR.MINOR"', f"{version!r} in {name}",
@@ -181,11 +182,14 @@ def _check_version(version, name: str) -> None:
     if minor > SCHEMA_MINOR:
         warnings.warn(f"{name} has schema {version}, newer than {SCHEMA_MAJOR}.{SCHEMA_MINOR}; "
                       "fields this reprohub does not know are ignored", stacklevel=3)
+    return minor > SCHEMA_MINOR
 
 
-def _entry(kind, key_field: str, key: str, entry, table: str, text: str, name: str):
+def _entry(kind, key_field: str, key: str, entry, table: str, text: str, name: str, newer: bool = False):
     where = f"{name} line {_line_of(text, table, key)}, [{table}.{_toml_key(key)}]"
     names = [f.name for f in fields(kind) if f.name != key_field]
+    if isinstance(entry, dict) and newer:  # a newer minor schema may add fields: ignore them, as promised
+        entry = {k: v for k, v in entry.items() if k in names}
     if not isinstance(entry, dict) or set(entry) != set(names):
         found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
         raise LockfileError(f"fields {names}", f"{found} at {where}", "restore the entry or re-record it")

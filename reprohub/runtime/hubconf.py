@@ -20,21 +20,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.abc
 import importlib.util
 import os
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator
 
-from ..errors import EntrypointError, MissingDependenciesError
+from ..errors import EntrypointError, HubconfMissingError, MissingDependenciesError
 
 MODULE_HUBCONF = "hubconf.py"
 VAR_DEPENDENCY = "dependencies"
 
-_stashed: dict[str, dict[str, ModuleType]] = {}
-_import_lock = threading.RLock()
+_stashed: dict[str, dict[str, ModuleType]] = {}  # repo folder -> its modules while it is not active
+_cond = threading.Condition(threading.RLock())
+_users: dict[str, Counter] = {}  # active repo folder -> {thread id: nesting depth}
+_owner: dict[str, str] = {}  # top-level module name -> the active repo folder that owns it
+_activations: dict[str, tuple[dict[str, ModuleType], dict[str, str]]] = {}  # folder -> (shadowed, previous owners)
 
 
 def _top_level_names(repo_dir: str) -> set[str]:
@@ -61,23 +66,100 @@ def _owned_names(local: set[str]) -> list[str]:
 def repo_imports(repo_dir: "str | os.PathLike[str]") -> Iterator[None]:
     """Run the block with ``repo_dir``'s own packages importable and no one else's under their names.
 
-    ``sys.path`` gets ``repo_dir`` in front for the block only; modules the
-    repo defines are put aside afterwards and restored next time.
+    Threads running the same repo share its activation and run at once; a repo
+    whose top-level names clash with one active in *another* thread waits for it
+    (one ``models`` package at a time), while a nested load in the same thread
+    swaps the names and swaps them back.  ``sys.path`` holds ``repo_dir`` while
+    the repo is active; afterwards its modules are put aside (and stay reachable
+    for pickle through :class:`_StashFinder`) and whatever they shadowed comes back.
     """
     repo_dir = os.path.realpath(os.fspath(repo_dir))
-    with _import_lock:
-        local = _top_level_names(repo_dir)
-        shadowed = {name: sys.modules.pop(name) for name in _owned_names(local)}
-        sys.modules.update(_stashed.get(repo_dir, {}))
-        sys.path.insert(0, repo_dir)
-        importlib.invalidate_caches()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(repo_dir)
-            _stashed[repo_dir] = {name: sys.modules.pop(name) for name in _owned_names(local)}
-            sys.modules.update(shadowed)
+    local = _top_level_names(repo_dir)
+    me = threading.get_ident()
+    with _cond:
+        _cond.wait_for(lambda: _free_for(repo_dir, local, me))
+        users = _users.setdefault(repo_dir, Counter())
+        if not users:
+            _activate(repo_dir, local)
+        users[me] += 1
+    try:
+        yield
+    finally:
+        with _cond:
+            users[me] -= 1
+            if users[me] == 0:
+                del users[me]
+            if not users:
+                del _users[repo_dir]
+                _deactivate(repo_dir, local)
+            _cond.notify_all()
+
+
+def _free_for(repo_dir: str, local: set[str], me: int) -> bool:
+    """No other repo owns these names, or only this thread is using it (a nested load)."""
+    owners = {_owner[name] for name in local if _owner.get(name, repo_dir) != repo_dir}
+    return all(set(_users.get(owner, ())) <= {me} for owner in owners)
+
+
+def _activate(repo_dir: str, local: set[str]) -> None:
+    shadowed = {name: sys.modules.pop(name) for name in _owned_names(local)}
+    previous = {name: _owner[name] for name in local if name in _owner}
+    sys.modules.update(_stashed.pop(repo_dir, {}))
+    _owner.update(dict.fromkeys(local, repo_dir))
+    _activations[repo_dir] = (shadowed, previous)
+    sys.path.insert(0, repo_dir)
+    importlib.invalidate_caches()
+
+
+def _deactivate(repo_dir: str, local: set[str]) -> None:
+    shadowed, previous = _activations.pop(repo_dir)
+    with contextlib.suppress(ValueError):
+        sys.path.remove(repo_dir)
+    _stashed[repo_dir] = {name: sys.modules.pop(name) for name in _owned_names(local)}
+    sys.modules.update(shadowed)
+    for name in local:
+        _owner.pop(name, None)
+    _owner.update(previous)
+
+
+class _StashFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Modules of repos that are not active now, reachable by name (for ``pickle`` and ``torch.save``).
+
+    Pickling an object whose class comes from a repo looks its module up by name after the load
+    returned; this hands back the very module object (so the class is the same one), most recently
+    used repo first.  Two instances: the last finder on ``sys.meta_path`` answers top-level names,
+    so installed packages always win; the first answers submodules of a package it handed out (else
+    the path finder would execute ``pkg/mod.py`` a second time, making a different class).
+    """
+
+    def __init__(self, submodules: bool) -> None:
+        self.submodules = submodules
+
+    def find_spec(self, fullname, path=None, target=None):
+        parent, dot, _ = fullname.rpartition(".")
+        if bool(dot) != self.submodules:
+            return None
+        with _cond:
+            for modules in reversed(list(_stashed.values())):
+                module = modules.get(fullname)
+                if module is not None and (not dot or sys.modules.get(parent) is modules.get(parent)):
+                    original = getattr(module, "__spec__", None)
+                    spec = importlib.util.spec_from_loader(fullname, self, origin=getattr(original, "origin", None),
+                                                           is_package=hasattr(module, "__path__"))
+                    spec.loader_state = module
+                    return spec
+        return None
+
+    def create_module(self, spec):
+        return spec.loader_state
+
+    def exec_module(self, module):
+        """Already executed when the repo ran."""
+
+
+if not any(isinstance(finder, _StashFinder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _StashFinder(submodules=True))
+    sys.meta_path.append(_StashFinder(submodules=False))
 
 
 def module_name_for(repo_dir: "str | os.PathLike[str]") -> str:
@@ -101,7 +183,7 @@ def import_hubconf(repo_dir: "str | os.PathLike[str]", reuse: bool = False) -> M
     if reuse and name in sys.modules:
         return sys.modules[name]
     if not path.is_file():
-        raise EntrypointError(f"a {MODULE_HUBCONF} in {repo_dir}", "no such file",
+        raise HubconfMissingError(f"a {MODULE_HUBCONF} in {repo_dir}", "no such file",
                               "check the repo and ref: only repos that publish hubconf.py can be loaded")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
