@@ -62,6 +62,10 @@ class CachePathError(ReprohubError, ValueError):
     """A name would resolve to a path outside the hub dir."""
 
 
+class CacheWriteError(ReprohubError, PermissionError):
+    """The cache (hub dir or model_dir) cannot be written: read-only or not ours."""
+
+
 class CacheCollisionError(ReprohubError, FileExistsError):
     """A cached file at the asked path belongs to a different URL."""
 

@@ -32,17 +32,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache.store import ArtifactStore
-from .fetch.download import Downloaded, Downloader, DownloadPolicy
 from . import settings
-from .errors import OfflineError, SourceError
-from .fetch.fsutil import atomic_write_json, file_lock, read_json
-from .runtime.hubconf import entrypoints, get_entrypoint, import_hubconf, repo_imports
-from .runtime.intercept import routed
 from .cache.layout import CacheLayout, check_file_name, file_name_from_url, get_dir
+from .cache.store import ArtifactStore, adopt_torch_hub_file
+from .errors import OfflineError, SourceError
+from .fetch.archive import tree_digest
+from .fetch.download import Downloaded, Downloader, DownloadPolicy
+from .fetch.fsutil import atomic_write_json, file_lock, read_json
+from .fetch.urls import canonical_url
 from .lock.mirror import MirrorSet
 from .lock.record import ArtifactUse, Pins, Recorder, RepoUse
 from .refs import RepoRef, is_full_commit, parse_ref
+from .runtime.hubconf import (
+    entrypoints,
+    forget_repo,
+    get_entrypoint,
+    import_hubconf,
+    repo_imports,
+)
+from .runtime.intercept import routed
 from .sources import GIT_PREFIX, GitHubSource, GitSource, git_spec_parts
 from .sources.trust import check_trust
 
@@ -199,7 +207,7 @@ class Hub:
         got = self.mirrors.fetch_artifact(expected, Path(dst), progress) if expected and self.mirrors else None
         if got is None:
             got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress, expected_sha256=expected)
-        self.recorder.add_artifact(ArtifactUse(url, got.sha256, got.size))
+        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
         return got
 
     def load_state_dict_from_url(self, url: str, model_dir: str | None = None, map_location: Any = None,
@@ -228,6 +236,7 @@ class Hub:
         name = check_file_name(file_name if file_name is not None else file_name_from_url(url))
         if model_dir is None:
             path = self.layout.artifact_path(url, name)
+            adopt_torch_hub_file(self.layout.checkpoints / name, path)
         else:
             path = Path(os.path.expanduser(model_dir)) / name
         match = HASH_REGEX.search(name) if check_hash else None
@@ -238,7 +247,7 @@ class Hub:
                 return self.mirrors.fetch_artifact(expected, dst, progress)
         got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
                                 progress=progress, prefill=prefill)
-        self.recorder.add_artifact(ArtifactUse(url, got.sha256, got.size))
+        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
         return got
 
     def resolve(self, spec: str, *, source: str = "github", force_reload: bool = False,
@@ -260,7 +269,7 @@ class Hub:
         commit = pinned or self._resolve_commit(src, repo, force_reload or self._needs_refresh(src.key, spec))
         path = self.layout.repo_dir(src.key, repo, commit)
         tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
-        manifest = self._materialize(src, repo, commit, path, tree)
+        manifest = self._materialize(src, repo, commit, path, tree, verify=force_reload)
         resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
         self.recorder.add_repo(RepoUse(spec, src.url, commit, resolved.tree_sha256))
         self.last_repo = resolved
@@ -310,15 +319,19 @@ class Hub:
                 atomic_write_json(refs_file, table)
         return commit
 
-    def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None) -> dict:
+    def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
+                     verify: bool = False) -> dict:
+        """The manifest of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
+        re-hashes a cached tree and extracts it again if its files were edited or damaged."""
         manifest_path = self.layout.repo_manifest(src.key, repo, commit)
         manifest = read_json(manifest_path)
-        if manifest and path.is_dir():
+        if manifest and path.is_dir() and not verify:
             return manifest
         with file_lock(path.with_suffix(".lock"), f"fetching {repo.repo}@{commit[:12]}"):
             manifest = read_json(manifest_path)
-            if manifest and path.is_dir():
+            if manifest and path.is_dir() and not (verify and _damaged(path, manifest)):
                 return manifest
+            forget_repo(path)
             result = self.mirrors.fetch_tree(pinned_tree, path, _interactive()) if pinned_tree and self.mirrors else None
             if result is None:
                 self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
@@ -339,7 +352,16 @@ class Hub:
                            "that has it (`reprohub fetch --lock hub.lock --from BUNDLE`)")
 
     def _pinned_sha256(self, url: str) -> str | None:
-        return self.pins.pinned_sha256(url) if self.pins is not None else None
+        return self.pins.pinned_sha256(canonical_url(url)) if self.pins is not None else None
+
+
+def _damaged(path: Path, manifest: dict) -> bool:
+    found = tree_digest(path)
+    if found != manifest.get("tree_sha256"):
+        log.warning("cached tree %s was changed (tree sha256 %s, extracted as %s); extracting it again",
+                    path, found, manifest.get("tree_sha256"))
+        return True
+    return False
 
 
 def _known_commit(refs_file: Path, key: str) -> str | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from .api import default_hub_override
-from .errors import ReprohubError
+from .errors import ReprohubError, SettingError
 from .golden.store import GoldenStore, check_key
 from .hub import Hub
 from .runtime.intercept import routed
@@ -98,9 +98,14 @@ def hub_device(request: pytest.FixtureRequest):
     import torch
 
     name = getattr(request, "param", "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SettingError("--hub-device (or the hub_device ini key) naming devices torch knows, e.g. cpu,cuda,cuda:1",
+                           repr(name), "fix the device list; torch.device() must accept each name") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         pytest.skip(f"{name} requested (--hub-device) but torch.cuda.is_available() is False on this machine")
-    return torch.device(name)
+    return device
 
 
 @pytest.fixture

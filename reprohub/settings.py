@@ -44,6 +44,8 @@ TRUST = "REPROHUB_TRUST"
 TIMEOUT = "REPROHUB_TIMEOUT"
 RETRIES = "REPROHUB_RETRIES"
 LOCK_TIMEOUT = "REPROHUB_LOCK_TIMEOUT"
+SSL_CERT_FILE = "SSL_CERT_FILE"
+SSL_CERT_DIR = "SSL_CERT_DIR"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -59,6 +61,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TIMEOUT, "read timeout of downloads, in seconds (default 60)"),
     Variable(RETRIES, "retries of a failing download (default 5)"),
     Variable(LOCK_TIMEOUT, "seconds to wait for another process's download (default 3600)"),
+    Variable(SSL_CERT_FILE, "CA bundle for HTTPS, as OpenSSL and urllib read it (REQUESTS_CA_BUNDLE still wins)"),
+    Variable(SSL_CERT_DIR, "folder of CA certificates for HTTPS, when SSL_CERT_FILE is unset"),
 )}
 
 

@@ -79,3 +79,38 @@ def hub(tmp_path, server):
 @pytest.fixture(autouse=True)
 def _trust_all(monkeypatch):
     monkeypatch.setenv("REPROHUB_TRUST", "all")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """Make a folder holding ``files`` ({relative path: bytes}) that really cannot be written.
+
+    As a normal user, permissions do it; as root (CI here), permissions do not stop writes, so the
+    folder is a tmpfs remounted read-only (EROFS), as a shared cache on a read-only volume would be.
+    """
+    import os
+    import subprocess
+
+    mounted = []
+
+    def make(files: dict) -> Path:
+        folder = tmp_path / f"read-only-{len(mounted)}"
+        folder.mkdir()
+        as_root = os.geteuid() == 0
+        if as_root:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], check=True)
+            mounted.append(folder)
+        for rel, data in files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+        if as_root:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            for path in sorted(folder.rglob("*"), reverse=True):
+                path.chmod(0o555 if path.is_dir() else 0o444)
+            folder.chmod(0o555)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=False)

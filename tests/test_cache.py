@@ -153,10 +153,10 @@ def test_sigkill_mid_download_leaves_nothing_trusted(server, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "hub"), url, str(go)])
     hub = Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY)
     target = hub.layout.artifact_path(url)
+    partial = target.with_name(f".{target.name}.incomplete")
     deadline = time.time() + 30
-    while time.time() < deadline and not any(p.name.endswith(".incomplete") for p in _files(target.parent)):
-        time.sleep(0.02)
-    time.sleep(0.2)
+    while time.time() < deadline and not (partial.exists() and partial.stat().st_size >= 4 << 20):
+        time.sleep(0.02)  # until the first 4 MiB buffer reached the disk
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     leftovers = _files(target.parent)
@@ -164,6 +164,45 @@ def test_sigkill_mid_download_leaves_nothing_trusted(server, tmp_path):
     assert not target.exists() and cached_digest(target, url) is None
     got = hub.fetch_artifact(url, progress=False)
     assert got.sha256 == hashlib.sha256(body).hexdigest() and target.read_bytes() == body
+    ranges = [h["Range"] for _, path, h in server.requests if path == "/files/big.bin" and "Range" in h]
+    assert len(ranges) == 1 and int(ranges[0].removeprefix("bytes=").rstrip("-")) > 0  # resumed, not restarted
+    assert server.hits("/files/big.bin") == 2  # the killed transfer, then only the rest of the file
+    assert not [p for p in _files(target.parent) if ".incomplete" in p.name]  # and nothing is left behind
+
+
+def test_a_partial_of_another_url_or_without_a_validator_is_discarded(server, tmp_path):
+    body = os.urandom(1 << 20)
+    url = server.add_file("w.bin", body)
+    hub = Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY)
+    target = hub.layout.artifact_path(url)
+    target.parent.mkdir(parents=True)
+    partial = target.with_name(f".{target.name}.incomplete")
+    partial.write_bytes(b"junk from somewhere else")
+    (target.parent / f".{target.name}.incomplete.json").write_text('{"url": "http://other/w.bin", "validator": "x"}')
+    dead = target.with_name(f".{target.name}.999999999.0a1b2c3d4e5f.incomplete")  # a private partial of a dead pid
+    dead.write_bytes(b"old")
+    assert hub.fetch_artifact(url, progress=False).path.read_bytes() == body
+    assert not any("Range" in h for _, _, h in server.requests)
+    assert sorted(p.name for p in _files(target.parent)) == sorted([target.name, f"{target.name}.reprohub.json",
+                                                                     f"{target.name}.lock"])
+
+
+def test_cache_prune_removes_stale_partials_and_keeps_live_ones(tmp_path, capsys, monkeypatch):
+    from filelock import FileLock
+
+    from reprohub.cli import main
+
+    folder = tmp_path / "torch" / "hub" / "checkpoints" / "k"
+    folder.mkdir(parents=True)
+    stale = [folder / ".a.pt.incomplete", folder / ".a.pt.incomplete.json", folder / ".b.pt.999999999.abc.incomplete"]
+    live = [folder / ".c.pt.incomplete", folder / f".d.pt.{os.getpid()}.abc.incomplete"]
+    for path in stale + live:
+        path.write_bytes(b"x")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with FileLock(str(folder / "c.pt.lock")):  # c.pt is being downloaded right now by someone
+        assert main(["cache", "prune"]) == 0
+    assert [p for p in stale if p.exists()] == [] and all(p.exists() for p in live)
+    assert "3 entries removed" in capsys.readouterr().out
 
 
 def _files(folder: Path) -> list:

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 from .. import settings
 from ..errors import CachePathError
+from ..fetch.urls import canonical_url
 from ..refs import RepoRef, check_name, check_owner, is_full_commit
 
 DEFAULT_CACHE_DIR = "~/.cache"
@@ -87,8 +88,8 @@ def _torch_home() -> str:
 
 
 def url_key(url: str) -> str:
-    """32 hex digits of sha256(url): the folder an artifact lives in."""
-    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    """32 hex digits of sha256 of the canonical URL: the folder an artifact lives in."""
+    return hashlib.sha256(canonical_url(url).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def file_name_from_url(url: str) -> str:

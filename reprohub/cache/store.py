@@ -21,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
-from ..fetch.download import Downloaded, Downloader
 from ..errors import CacheCollisionError, OfflineError
-from ..fetch.fsutil import atomic_write_json, file_lock, read_json, sha256_file
+from ..fetch.download import Downloaded, Downloader
+from ..fetch.fsutil import atomic_write_json, file_lock, read_json, sha256_file, temp_path_beside
+from ..fetch.urls import canonical_url
 from .layout import SIDECAR_SUFFIX
 
 log = logging.getLogger("reprohub")
@@ -45,12 +47,17 @@ def lock_path(path: "str | os.PathLike[str]") -> Path:
 
 
 def write_sidecar(got: Downloaded) -> None:
-    """Record ``got``'s URL, size, mtime and digest beside its file."""
+    """Record ``got``'s URL, size, mtime and digest beside its file.
+
+    Best effort: on a read-only folder (a shared, pre-filled model_dir) the record is skipped and the
+    file is simply hashed again on the next use.
+    """
     st = os.stat(got.path)
-    atomic_write_json(
-        sidecar_path(got.path),
-        {"url": got.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": got.sha256},
-    )
+    try:
+        atomic_write_json(sidecar_path(got.path),
+                          {"url": got.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": got.sha256})
+    except OSError as err:
+        log.debug("no sidecar for %s (%s); it will be hashed again next time", got.path, err)
 
 
 def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Downloaded | None:
@@ -69,13 +76,13 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
     except FileNotFoundError:
         return None
     record = read_json(sidecar_path(path)) or {}
-    if url is not None and record.get("url") not in (None, url):
+    if url is not None and record.get("url") is not None and canonical_url(record["url"]) != canonical_url(url):
         raise CacheCollisionError(
             f"{path} to hold the download of {url}",
             f"a file downloaded from {record['url']}",
             "pass a different file_name= (or model_dir=) so the two files do not share a path",
         )
-    recorded_url = record.get("url") or url or ""
+    recorded_url = record.get("url") or (canonical_url(url) if url else "")
     if record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns and record.get("sha256"):
         return Downloaded(url=recorded_url, path=path, sha256=record["sha256"], size=st.st_size)
     digest = sha256_file(path)
@@ -87,6 +94,30 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
     if recorded_url:
         write_sidecar(got)
     return got
+
+
+def adopt_torch_hub_file(legacy: Path, path: Path) -> None:
+    """Link a file torch.hub already downloaded (``<hub>/checkpoints/<name>``) to reprohub's place for it.
+
+    Offline machines and images prepared with torch.hub keep working.  Nothing is trusted blindly:
+    the file is hashed on first use like any cached file without a record, so a pinned digest or a
+    ``check_hash`` prefix still decides whether it is used.
+    """
+    if path.exists() or not legacy.is_file():
+        return
+    tmp = temp_path_beside(path, ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(legacy, tmp)
+        except OSError:  # another filesystem, or no hard links: copy
+            shutil.copyfile(legacy, tmp)
+        os.replace(tmp, path)
+        log.info("using %s, downloaded earlier by torch.hub", legacy)
+    except OSError as err:
+        log.debug("could not adopt %s (%s)", legacy, err)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class ArtifactStore:
@@ -137,8 +168,8 @@ class ArtifactStore:
                     )
                 log.info('Downloading: "%s" to %s', url, path)
                 got = self.downloader.fetch(url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix,
-                                            progress=progress, headers=headers)
-            got = dataclasses.replace(got, url=url)  # the sidecar names the origin URL, not the mirror's
+                                            progress=progress, headers=headers, resumable=True)
+            got = dataclasses.replace(got, url=canonical_url(url))  # the origin's URL, not a mirror's or a signature
             write_sidecar(got)
             return got
 

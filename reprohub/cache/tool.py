@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..fetch.fsutil import read_json, remove_tree
+from ..fetch.partial import is_stale
 from .layout import SIDECAR_SUFFIX, CacheLayout
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
@@ -39,8 +40,10 @@ def cached_artifacts(layout: CacheLayout) -> list[dict]:
 
 
 def leftovers(layout: CacheLayout) -> list[Path]:
-    """Temporary files and folders of interrupted downloads and extractions."""
-    return sorted(p for p in layout.root.rglob("*.incomplete") if p.exists())
+    """Partial files and folders of interrupted downloads and extractions whose writer is gone."""
+    found = {p for pattern in ("*.incomplete", "*.incomplete.json", ".*.zip", ".*.tmp")
+             for p in layout.root.rglob(pattern)}
+    return sorted(p for p in found if p.exists() and is_stale(p))
 
 
 def run(action: str, names: list[str], layout: CacheLayout,

@@ -39,40 +39,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from .. import settings
 from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, OfflineError, ReprohubError,
-                      SettingError, TruncatedDownloadError)
-from .fsutil import fsync_dir, temp_path_beside
+                      TruncatedDownloadError)
+from .fsutil import fsync_dir, writable
+from .partial import Partial
 from .pump import INLINE_MAX, NETWORK_ERRORS, pump, pump_inline
+from .urls import is_file_url, local_path
 
 log = logging.getLogger("reprohub")
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 NOT_RETRYABLE = (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                  requests.exceptions.InvalidHeader, requests.exceptions.URLRequired)
-
-
-def check_url(url: str, setting: str) -> str:
-    """Return ``url`` if it is an absolute http(s) URL; else a :class:`SettingError` naming ``setting``.
-
-    A value that can never work fails at once instead of after every retry.
-
-    Example:
-        >>> check_url("localhost:9", "REPROHUB_GITHUB_API_URL")
-        Traceback (most recent call last):
-        ...
-        reprohub.errors.SettingError: expected REPROHUB_GITHUB_API_URL as an http(s) URL, found 'localhost:9'. Fix: write it with a scheme and host, e.g. REPROHUB_GITHUB_API_URL=http://127.0.0.1:8000/api
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingError(f"{setting} as an http(s) URL", repr(url),
-                           f"write it with a scheme and host, e.g. {setting}=http://127.0.0.1:8000/api")
-    return url
 
 
 @dataclass(frozen=True)
@@ -133,7 +116,7 @@ class Downloader:
         offline: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.session = session or requests.Session()
+        self.session = session or _new_session()
         self.policy = policy or DownloadPolicy.from_env()
         self.offline = offline
         self._sleep = sleep
@@ -147,6 +130,7 @@ class Downloader:
         hash_prefix: str | None = None,
         progress: bool = True,
         headers: Mapping[str, str] | None = None,
+        resumable: bool = False,
     ) -> Downloaded:
         """Download ``url`` to ``dst`` atomically and return its digest.
 
@@ -155,6 +139,8 @@ class Downloader:
             hash_prefix: a prefix the digest must start with (torch.hub's check).
             progress: show a tqdm bar on stderr.
             headers: extra request headers (for example an API token).
+            resumable: the caller holds ``dst``'s file lock: gather the bytes in a fixed partial file
+                that a later call resumes if this one is killed (:mod:`reprohub.fetch.partial`).
 
         Raises:
             HashMismatchError: the bytes arrived but have another digest; ``dst`` is untouched.
@@ -170,22 +156,26 @@ class Downloader:
                 "prefetch it on a machine with network (`reprohub fetch --lock hub.lock`) or turn offline mode off",
             )
         dst = Path(os.path.expanduser(os.fspath(dst)))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path_beside(dst)
+        with writable(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        partial = Partial(dst, url, resumable and not local)
         try:
-            with open(tmp, "w+b") as out:
+            with writable(dst):
+                out, hasher, validator = partial.open()
+            with out:
                 if local:
                     digest, size = _copy_local(url, out)
                 else:
-                    digest, size = self._transfer(url, out, progress, dict(headers or {}))
+                    digest, size = self._transfer(url, out, progress, dict(headers or {}), hasher, validator,
+                                                  partial.learned)
                 out.flush()
                 os.fsync(out.fileno())
             _check_digest(url, digest, expected_sha256, hash_prefix)
-            os.replace(tmp, dst)
+            partial.finish()
             fsync_dir(dst.parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        except BaseException as err:
+            partial.after_failure(resumable_error=isinstance(err, DownloadError) and not isinstance(err, HTTPStatusError))
+            raise
         return Downloaded(url=url, path=dst, sha256=digest, size=size)
 
     def get(self, url: str, headers: Mapping[str, str] | None = None) -> requests.Response:
@@ -214,10 +204,9 @@ class Downloader:
         raise DownloadError(f"an answer from {url}", f"{problem} after {self.policy.retries + 1} attempts",
                             "check the network and the host (REPROHUB_GITHUB_API_URL); retry later")
 
-    def _transfer(self, url: str, out, progress: bool, headers: dict[str, str]) -> tuple[str, int]:
-        hasher = hashlib.sha256()
+    def _transfer(self, url: str, out, progress: bool, headers: dict[str, str], hasher,
+                  validator: str | None, learned: Callable[[str | None], None]) -> tuple[str, int]:
         failures = restarts = 0
-        validator: str | None = None
         bar = _progress_bar(url, progress)
         try:
             while True:
@@ -232,6 +221,7 @@ class Downloader:
                     with contextlib.closing(response):
                         total = _expected_total(response, offset)
                         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+                        learned(validator)
                         if bar is not None:
                             bar.reset(total=total)
                             bar.update(offset)
@@ -308,23 +298,6 @@ class Downloader:
         return min(self.policy.max_backoff, base * (1 + random.random() / 4))
 
 
-def is_file_url(url: str) -> bool:
-    """Whether ``url`` names a local file (``file://``), which needs no network and works offline."""
-    return url[:7].lower() == "file://"
-
-
-def local_path(url: str) -> Path:
-    """The local path of a ``file://`` URL.
-
-    Example:
-        >>> local_path("file:///srv/bundle/a%20b").as_posix()
-        '/srv/bundle/a b'
-    """
-    from urllib.request import url2pathname
-
-    return Path(url2pathname(urlsplit(url).path))
-
-
 def _copy_local(url: str, out) -> tuple[str, int]:
     """Copy a ``file://`` URL's bytes into ``out``, hashing them; a missing file is a 404-like error."""
     path = local_path(url)
@@ -335,6 +308,16 @@ def _copy_local(url: str, out) -> tuple[str, int]:
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
         raise DownloadError(f"a file at {url}", f"{type(err).__name__}: {path}", "check the path", status=404) from err
     return hasher.hexdigest(), out.tell()
+
+
+def _new_session() -> requests.Session:
+    """A session that also honours ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (urllib's and torch.hub's CA settings);
+    requests itself reads only ``REQUESTS_CA_BUNDLE``, which still wins when set."""
+    session = requests.Session()
+    ca = settings.read(settings.SSL_CERT_FILE) or settings.read(settings.SSL_CERT_DIR)
+    if ca:
+        session.verify = ca
+    return session
 
 
 def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:

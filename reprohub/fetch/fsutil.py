@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock, Timeout
 
 from .. import settings
+from ..errors import CacheWriteError
 
 log = logging.getLogger("reprohub")
 HASH_BLOCK = 1 << 20
@@ -49,6 +51,22 @@ def fsync_dir(folder: "str | os.PathLike[str]") -> None:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def writable(path: "str | os.PathLike[str]") -> Iterator[None]:
+    """Turn "read-only file system" and "permission denied" while writing ``path`` into a
+    :class:`~reprohub.errors.CacheWriteError` that names the folder and the fix."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise CacheWriteError(
+            f"a writable folder for {path}", f"{err.strerror} ({err.filename or path})",
+            "point the hub dir at a writable folder (TORCH_HOME=/some/writable/dir or reprohub.set_dir(...)); "
+            "a read-only cache that already holds everything works with --hub-offline or REPROHUB_OFFLINE=1",
+        ) from err
+
+
 def atomic_write_bytes(path: "str | os.PathLike[str]", data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
 
@@ -65,10 +83,11 @@ def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path],
     If ``write`` raises, ``path`` is untouched and the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_beside(path, ".tmp")
     try:
-        write(tmp)
+        with writable(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -99,13 +118,14 @@ def file_lock(path: "str | os.PathLike[str]", what: str) -> Iterator[None]:
     ``what`` names the thing being protected, for the log line shown while waiting.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), timeout=settings.read_number(settings.LOCK_TIMEOUT, 3600), poll_interval=0.01)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("waiting for another process to finish %s", what)
-        lock.acquire()
+    with writable(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process to finish %s", what)
+            lock.acquire()
     try:
         yield
     finally:
@@ -125,7 +145,7 @@ def make_temp_dir_beside(path: "str | os.PathLike[str]") -> Path:
     """A fresh temporary folder next to ``path`` (for build-then-rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".incomplete", dir=path.parent))
 
 
 def sha256_file(path: "str | os.PathLike[str]") -> str:

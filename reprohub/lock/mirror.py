@@ -34,7 +34,8 @@ from typing import Callable, Iterable
 
 from ..errors import ArchiveError, DownloadError, HashMismatchError, LockfileError, MirrorError, OfflineError, SettingError
 from ..fetch.archive import ExtractResult, extract_into_place
-from ..fetch.download import Downloaded, Downloader, is_file_url
+from ..fetch.download import Downloaded, Downloader
+from ..fetch.urls import is_file_url
 from ..fetch.fsutil import temp_path_beside
 
 log = logging.getLogger("reprohub")

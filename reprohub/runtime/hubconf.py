@@ -162,6 +162,14 @@ if not any(isinstance(finder, _StashFinder) for finder in sys.meta_path):
     sys.meta_path.append(_StashFinder(submodules=False))
 
 
+def forget_repo(repo_dir: "str | os.PathLike[str]") -> None:
+    """Drop what was imported from ``repo_dir`` (its files are about to be replaced)."""
+    repo_dir = os.path.realpath(os.fspath(repo_dir))
+    with _cond:
+        sys.modules.pop(module_name_for(repo_dir), None)
+        _stashed.pop(repo_dir, None)
+
+
 def module_name_for(repo_dir: "str | os.PathLike[str]") -> str:
     """The unique ``sys.modules`` name a repo's hubconf is imported under."""
     digest = hashlib.sha256(os.path.realpath(os.fspath(repo_dir)).encode("utf-8", "surrogateescape")).hexdigest()

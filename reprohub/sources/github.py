@@ -23,7 +23,8 @@ from ..cache.layout import DEFAULT_GITHUB_API, source_key
 from .. import settings
 from ..errors import AuthError, DownloadError, OfflineError, SourceError
 from ..fetch.archive import ExtractResult, extract_into_place
-from ..fetch.download import Downloader, check_url
+from ..fetch.download import Downloader
+from ..fetch.urls import check_url
 from ..fetch.fsutil import temp_path_beside
 from ..refs import RepoRef, is_full_commit
 
@@ -143,6 +144,13 @@ class GitHubSource:
             )
         url = self.url + path
         response = self.downloader.get(url, headers=self.headers)
+        if response.status_code == 401 and self._token:  # an expired token: public repos still answer without it
+            anonymous = self.downloader.get(url, headers={k: v for k, v in self.headers.items() if k != "Authorization"})
+            if anonymous.status_code == 200:
+                log.warning("%s refused GITHUB_TOKEN (HTTP 401); continuing without it. Renew or unset the token.",
+                            self.url)
+                self._token = None
+                return anonymous.json()
         if response.status_code != 200:
             raise self._explain(DownloadError(f"HTTP 200 from {url}", f"HTTP {response.status_code}",
                                               status=response.status_code, fix=""), repo, response)

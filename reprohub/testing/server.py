@@ -72,6 +72,7 @@ class _State:
     log: list[tuple[str, str, dict]] = field(default_factory=list)
     zips: dict[tuple[str, str], bytes] = field(default_factory=dict)
     token: str | None = None
+    refused_tokens: set = field(default_factory=set)
     rate_limited: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,6 +120,10 @@ class HubServer:
     def require_token(self, token: str | None) -> None:
         """Answer 401 to API requests without ``Authorization: Bearer <token>``."""
         self.state.token = token
+
+    def refuse_token(self, token: str) -> None:
+        """Answer 401 to API requests that send this (expired) token, as GitHub does even for public repos."""
+        self.state.refused_tokens.add(token)
 
     def set_rate_limited(self, flag: bool) -> None:
         """Answer 403 with ``X-RateLimit-Remaining: 0`` to every API request."""
@@ -193,7 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, path: str, fault: Fault | None, head: bool):
         if self.state.rate_limited:
             return self._send_json({"message": "API rate limit exceeded"}, 403, {"X-RateLimit-Remaining": "0"})
-        if self.state.token and self.headers.get("Authorization") != f"Bearer {self.state.token}":
+        sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        if sent in self.state.refused_tokens or (self.state.token and sent != self.state.token):
             return self._send_json({"message": "Bad credentials"}, 401)
         m = re.fullmatch(r"/repos/([^/]+)/([^/]+)(?:/(commits|zipball)/(.+))?", path)
         git_dir = self.state.repos.get(f"{m.group(1)}/{m.group(2)}") if m else None

@@ -1,0 +1,139 @@
+"""Where a download's bytes gather before the rename, and how an interrupted one is picked up again.
+
+Two kinds of partial file:
+
+* **private** (``.<name>.<pid>.<hex>.incomplete``): unique to one call, removed when it ends; used
+  where no lock guards the destination (``download_url_to_file``).
+* **resumable** (``.<name>.incomplete`` plus ``.<name>.incomplete.json``): used only while the
+  caller holds the destination's file lock, so one writer at a time owns the name.  The record
+  holds the URL and the server's *strong* validator (``ETag`` or ``Last-Modified``).  When a
+  writer dies (``kill -9``, a crash, a lost machine), the next process to take the lock finds the
+  partial, re-hashes its bytes, and asks for the rest with ``Range`` + ``If-Range``: a server whose
+  file changed answers the whole body and the download starts over.  Without a record or with
+  another URL the partial is removed.  Private partials of dead processes are removed then too.
+
+Nothing here is ever trusted as the file itself: the destination is only replaced by rename after
+the whole body's digest checked out (:mod:`reprohub.fetch.download`).
+
+Example:
+    >>> is_stale(Path("/hub/checkpoints/k/.w.pt.999999999.0a1b2c3d4e5f.incomplete"))
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+from filelock import FileLock, Timeout
+
+from .fsutil import atomic_write_json, read_json, remove_tree, temp_path_beside
+
+log = logging.getLogger("reprohub")
+SUFFIX = ".incomplete"
+_PRIVATE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.incomplete|\.zip|\.tmp)$")
+
+
+class Partial:
+    """The partial file of one download into ``dst``.
+
+    Args:
+        resumable: the caller holds ``dst``'s lock, so a fixed, resumable name is safe.
+    """
+
+    def __init__(self, dst: Path, url: str, resumable: bool) -> None:
+        self.dst, self.url, self.resumable = dst, url, resumable
+        self.path = dst.with_name(f".{dst.name}{SUFFIX}") if resumable else temp_path_beside(dst)
+        self.record = self.path.with_name(self.path.name + ".json")
+        self._validator: str | None = None
+
+    def open(self) -> "tuple[BinaryIO, hashlib._Hash, str | None]":
+        """The file to write (at its end), the hash of what it holds, and the validator to resume with."""
+        if self.resumable:
+            remove_dead_private_partials(self.dst)
+            state = read_json(self.record) or {}
+            if self.path.is_file() and state.get("url") == self.url and state.get("validator"):
+                out = open(self.path, "r+b")
+                hasher = _hash_of(out)
+                log.info("resuming %s at byte %d (left by an interrupted download)", self.url, out.tell())
+                self._validator = state["validator"]
+                return out, hasher, self._validator
+            self.discard()
+        return open(self.path, "w+b"), hashlib.sha256(), None
+
+    def learned(self, validator: str | None) -> None:
+        """The server named its version of the file: record it, so a killed download can resume."""
+        if self.resumable and validator and not validator.startswith("W/") and validator != self._validator:
+            atomic_write_json(self.record, {"url": self.url, "validator": validator})
+            self._validator = validator
+
+    def finish(self) -> None:
+        """The bytes are complete and verified: rename them into place."""
+        os.replace(self.path, self.dst)
+        self.record.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        remove_tree(self.path)
+        self.record.unlink(missing_ok=True)
+
+    def after_failure(self, resumable_error: bool) -> None:
+        """Keep a resumable partial after a network failure (the next call resumes it); else remove it."""
+        if not (self.resumable and resumable_error and self._validator):
+            self.discard()
+
+
+def _hash_of(out: BinaryIO) -> "hashlib._Hash":
+    hasher = hashlib.sha256()
+    while chunk := out.read(1 << 20):
+        hasher.update(chunk)
+    return hasher
+
+
+def remove_dead_private_partials(dst: Path) -> None:
+    """Remove the private partials of ``dst`` whose writing process no longer exists."""
+    with contextlib.suppress(OSError):
+        for candidate in dst.parent.glob(f".{glob_escape(dst.name)}.*"):
+            match = _PRIVATE.match(candidate.name)
+            if match and match["name"] == dst.name and not pid_alive(int(match["pid"])):
+                remove_tree(candidate)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's process
+    except (OverflowError, ValueError):
+        return False  # no process can have this id
+    return True
+
+
+def is_stale(path: Path) -> bool:
+    """Whether a leftover partial (file or folder) belongs to no running writer, so pruning it is safe."""
+    match = _PRIVATE.match(path.name)
+    if match:
+        return not pid_alive(int(match["pid"]))
+    name = path.name.removesuffix(".json")
+    if name.startswith(".") and name.endswith(SUFFIX):
+        final = path.with_name(name[1: -len(SUFFIX)])
+        lock = FileLock(str(final.with_name(final.name + ".lock")))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False  # a writer holds the lock: it is being downloaded right now
+        lock.release()
+        return True
+    return False
+
