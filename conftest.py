@@ -1,8 +1,11 @@
-"""Root conftest: keep every test away from the user's real caches and network settings."""
+"""Root conftest: keep every test away from the user's real caches and network settings, and give the
+docstring examples a real host to run against."""
 
+import hashlib
 import os
 
 import pytest
+from _pytest.doctest import DoctestItem
 from hypothesis import settings
 
 pytest_plugins = ["pytester"]
@@ -17,7 +20,8 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     """Point TORCH_HOME at a fresh folder and clear reprohub's environment switches."""
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
-    for name in ("REPROHUB_OFFLINE", "REPROHUB_GITHUB_API_URL", "GITHUB_TOKEN", "REPROHUB_TRUST", "XDG_CACHE_HOME"):
+    for name in ("REPROHUB_OFFLINE", "REPROHUB_GITHUB_API_URL", "GITHUB_TOKEN", "REPROHUB_TRUST", "XDG_CACHE_HOME",
+                 "REPROHUB_MIRROR", "REPROHUB_ARCHIVE_URL"):
         monkeypatch.delenv(name, raising=False)
     import reprohub
 
@@ -25,3 +29,38 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     yield
     reprohub.set_dir(None)
     assert "REPROHUB_TEST_LEAK" not in os.environ
+
+
+@pytest.fixture(scope="session")
+def _docs_host(tmp_path_factory):
+    """The demo repo as ``acme/tiny`` (tag v1) and its weights, on 127.0.0.1, for the docstring examples."""
+    from reprohub.testing.demo.run import HERE, demo_weights
+    from reprohub.testing.gitrepo import GitRepo
+    from reprohub.testing.server import HubServer
+
+    repo = GitRepo.init(tmp_path_factory.mktemp("docs") / "tiny")
+    repo.copy_tree(HERE / "repo", "tiny demo model v1")
+    repo.tag("v1")
+    weights = demo_weights()
+    with HubServer() as server:
+        server.add_repo("acme/tiny", repo.path)
+        server.add_file("tiny_mlp-v1.pt", weights)
+        server.add_file(f"tiny_mlp-{hashlib.sha256(weights).hexdigest()[:8]}.pt", weights)
+        server.repo_path = repo.path
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _docstring_examples(request, monkeypatch, _isolated_environment):
+    """Docstring examples see ``server`` (the demo host), ``tmp`` (a fresh folder) and ``weights_url``."""
+    if not isinstance(request.node, DoctestItem):
+        return
+    server = request.getfixturevalue("_docs_host")
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    monkeypatch.setenv("REPROHUB_DEMO_FILES", f"{server.url}/files")
+    monkeypatch.setenv("REPROHUB_TRUST", "acme/*")
+    hashed = next(name for name in server.state.files if name != "tiny_mlp-v1.pt")
+    request.getfixturevalue("doctest_namespace").update(
+        reprohub=__import__("reprohub"), server=server, tmp=str(request.getfixturevalue("tmp_path")),
+        weights_url=server.file_url("tiny_mlp-v1.pt"),
+        hashed_url=server.file_url(hashed))

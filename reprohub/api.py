@@ -60,7 +60,7 @@ def list(github: str, force_reload: bool = False, skip_validation: bool = False,
     """The entrypoints of ``github`` (``owner/repo[:ref]``), sorted.
 
     Example:
-        >>> reprohub.list("acme/tiny:v1", trust_repo=True)   # doctest: +SKIP
+        >>> reprohub.list("acme/tiny:v1", trust_repo=True, verbose=False)
         ['tiny_mlp']
     """
     return default_hub().list(github, force_reload, skip_validation, trust_repo, verbose)
@@ -71,7 +71,8 @@ def help(github: str, model: str, force_reload: bool = False, skip_validation: b
     """The docstring of entrypoint ``model`` of ``github``.
 
     Example:
-        >>> print(reprohub.help("acme/tiny:v1", "tiny_mlp", trust_repo=True))  # doctest: +SKIP
+        >>> print(reprohub.help("acme/tiny:v1", "tiny_mlp", trust_repo=True).splitlines()[0])
+        A two-layer MLP (3 -> hidden -> 2).
     """
     return default_hub().help(github, model, force_reload, skip_validation, trust_repo)
 
@@ -81,7 +82,10 @@ def load(repo_or_dir: str, model: str, *args: Any, source: str = "github", trust
     """Load entrypoint ``model`` from a repo (``source`` "github", "git" or "local").
 
     Example:
-        >>> model = reprohub.load("acme/tiny:v1", "tiny_mlp", pretrained=True, trust_repo=True)  # doctest: +SKIP
+        >>> import torch
+        >>> model = reprohub.load("acme/tiny:v1", "tiny_mlp", pretrained=True, trust_repo=True, verbose=False)
+        >>> model(torch.ones(1, 3)).shape
+        torch.Size([1, 2])
     """
     return default_hub().load(repo_or_dir, model, *args, source=source, trust_repo=trust_repo,
                               force_reload=force_reload, verbose=verbose, skip_validation=skip_validation, **kwargs)
@@ -91,7 +95,9 @@ def download_url_to_file(url: str, dst: str, hash_prefix: str | None = None, pro
     """Download ``url`` to ``dst``: sha256 in flight, retries, resume, atomic rename.
 
     Example:
-        >>> reprohub.download_url_to_file("http://127.0.0.1:8000/w.pt", "/tmp/w.pt").sha256  # doctest: +SKIP
+        >>> got = reprohub.download_url_to_file(weights_url, tmp + "/w.pt", progress=False)
+        >>> len(got.sha256), got.path.stat().st_size == got.size
+        (64, True)
     """
     return default_hub().download_url_to_file(url, dst, hash_prefix, progress)
 
@@ -101,7 +107,9 @@ def load_state_dict_from_url(url: str, model_dir: str | None = None, map_locatio
     """Download once, verify and load a checkpoint (``weights_only=True`` by default).
 
     Example:
-        >>> sd = reprohub.load_state_dict_from_url("http://127.0.0.1:8000/w-ab12.pt", check_hash=True)  # doctest: +SKIP
+        >>> sd = reprohub.load_state_dict_from_url(hashed_url, check_hash=True, progress=False)  # tiny_mlp-<sha256[:8]>.pt
+        >>> sorted(sd)
+        ['fc1.bias', 'fc1.weight', 'fc2.bias', 'fc2.weight']
     """
     return default_hub().load_state_dict_from_url(url, model_dir, map_location, progress, check_hash, file_name,
                                                   weights_only=weights_only)

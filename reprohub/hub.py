@@ -15,10 +15,10 @@ The module-level functions in :mod:`reprohub` are thin wrappers over a default
 Hub, as torch.hub's functions are over its global state.
 
 Example:
-    >>> hub = Hub(hub_dir="/tmp/hub", github_api_url="http://127.0.0.1:8000/api")  # doctest: +SKIP
-    >>> model = hub.load("acme/tiny:v1", "tiny_mlp", pretrained=True)              # doctest: +SKIP
-    >>> hub.last_repo.commit                                                         # doctest: +SKIP
-    '1f0e3dad99908345f7439f8ffabdffc4...'
+    >>> hub = Hub(hub_dir=tmp, github_api_url=server.api_url)   # server: a GitHub-compatible host
+    >>> model = hub.load("acme/tiny:v1", "tiny_mlp", pretrained=True, verbose=False)
+    >>> len(hub.last_repo.commit), [a.url.rsplit("/", 1)[1] for a in hub.recorder.artifacts()]
+    (40, ['tiny_mlp-v1.pt'])
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ class Hub:
         """Entrypoints of a repo, sorted; same arguments as ``torch.hub.list``.
 
         Example:
-            >>> Hub().list("acme/tiny:v1", trust_repo=True)   # doctest: +SKIP
-            ['tiny_mlp', 'tokenizer']
+            >>> Hub(hub_dir=tmp).list("acme/tiny:v1", trust_repo=True, verbose=False)
+            ['tiny_mlp']
         """
         repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo, verbose=verbose)
         with routed(self), repo_imports(repo.path):
@@ -162,8 +162,8 @@ class Hub:
         """The docstring of an entrypoint; same arguments as ``torch.hub.help``.
 
         Example:
-            >>> print(Hub().help("acme/tiny:v1", "tiny_mlp", trust_repo=True))  # doctest: +SKIP
-            A two-layer MLP. pretrained=True loads weights.
+            >>> print(Hub(hub_dir=tmp).help("acme/tiny:v1", "tiny_mlp", trust_repo=True).splitlines()[0])
+            A two-layer MLP (3 -> hidden -> 2).
         """
         repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo)
         with routed(self), repo_imports(repo.path):
@@ -179,7 +179,9 @@ class Hub:
         ``**kwargs`` reach the entrypoint untouched.
 
         Example:
-            >>> model = Hub().load("acme/tiny:v1", "tiny_mlp", pretrained=True, trust_repo=True)  # doctest: +SKIP
+            >>> model = Hub(hub_dir=tmp).load("acme/tiny:v1", "tiny_mlp", hidden=4, trust_repo=True, verbose=False)
+            >>> model.fc1.out_features
+            4
         """
         source = _check_source(source)
         if source == "local":
@@ -200,8 +202,9 @@ class Hub:
         Returns the :class:`~reprohub.download.Downloaded` record (torch.hub returns ``None``).
 
         Example:
-            >>> got = Hub().download_url_to_file("http://127.0.0.1:8000/w.pt", "/tmp/w.pt")  # doctest: +SKIP
-            >>> got.sha256                                                                    # doctest: +SKIP
+            >>> got = Hub().download_url_to_file(weights_url, tmp + "/w.pt", progress=False)
+            >>> got.path.name, len(got.sha256)
+            ('w.pt', 64)
         """
         expected = self._pinned_sha256(url)
         got = self.mirrors.fetch_artifact(expected, Path(dst), progress) if expected and self.mirrors else None
@@ -220,7 +223,9 @@ class Hub:
         ``weights_only`` defaults to ``True``; pass ``False`` for pickles you trust.
 
         Example:
-            >>> sd = Hub().load_state_dict_from_url("http://127.0.0.1:8000/w-5c10.pt", check_hash=True)  # doctest: +SKIP
+            >>> sd = Hub(hub_dir=tmp).load_state_dict_from_url(hashed_url, check_hash=True, progress=False)
+            >>> sd["fc1.weight"].shape
+            torch.Size([8, 3])
         """
         from .cache.weights import load_checkpoint
 
@@ -257,8 +262,9 @@ class Hub:
         With ``verbose`` (the default, as in torch.hub) the commit is also written to stderr.
 
         Example:
-            >>> Hub().resolve("acme/tiny:v1", trust_repo=True).commit   # doctest: +SKIP
-            '1f0e3dad99908345f7439f8ffabdffc4f0b2d3a1'
+            >>> repo = Hub(hub_dir=tmp).resolve("acme/tiny:v1", trust_repo=True, verbose=False)
+            >>> len(repo.commit), (repo.path / "hubconf.py").is_file()
+            (40, True)
         """
         source = _check_source(source)
         src, repo = self._source_for(spec, source)

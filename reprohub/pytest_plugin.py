@@ -112,7 +112,7 @@ def hub_device(request: pytest.FixtureRequest):
 def golden(request: pytest.FixtureRequest, hub: Hub):
     """Compare outputs with recorded goldens: ``golden.check(output, key=None, rtol=None, atol=None)``."""
     hub.last_load = hub.last_repo = None  # "the last load" means the last one in this test
-    checker = GoldenChecker(_state(request.config).golden_store, hub)
+    checker = GoldenChecker(_state(request.config).golden_store, hub, request.getfixturevalue("tmp_path"))
     with checker.deterministic():
         yield checker
 
@@ -125,9 +125,10 @@ class GoldenChecker:
     ``-2``, ``-3``... for further checks in the same test.
     """
 
-    def __init__(self, store: GoldenStore, hub: Hub) -> None:
+    def __init__(self, store: GoldenStore, hub: Hub, obtained_dir: Path | None = None) -> None:
         self.store = store
         self.hub = hub
+        self.obtained_dir = obtained_dir
         self.inputs: list[str] = []
         self._used: dict[str, int] = {}
 
@@ -136,7 +137,8 @@ class GoldenChecker:
         """A tensor generated from a recorded seed and spec (randn, rand or randint), then moved to ``device``.
 
         Example:
-            >>> x = golden.input(4, 3, seed=1, device=hub_device)   # doctest: +SKIP
+            >>> GoldenChecker(None, None).input(4, 3, seed=1).shape   # in a test: golden.input(4, 3, seed=1)
+            torch.Size([4, 3])
         """
         import torch
 
@@ -164,7 +166,7 @@ class GoldenChecker:
             count = self._used[key] = self._used.get(key, 0) + 1
             full_key = key if count == 1 else f"{key}-{count}"
             return self.store.check(output, full_key, self._metadata(), rtol=rtol, atol=atol,
-                                    tolerances=tolerances, equal_nan=equal_nan)
+                                    tolerances=tolerances, equal_nan=equal_nan, obtained_dir=self.obtained_dir)
         except ReprohubError as err:
             pytest.fail(str(err), pytrace=False)
 

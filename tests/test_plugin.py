@@ -1,6 +1,11 @@
 """End to end: generated projects run `pytest --hub-lock` for real, in a subprocess, in every mode."""
 
+import glob
+import os
+import re
 import shutil
+import tempfile
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
@@ -161,11 +166,17 @@ def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
 def test_missing_golden_says_how_to_record_and_saves_the_output(project):
     run(project, "--hub-update").assert_outcomes(passed=2)
     (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").unlink()
+    in_system_temp = set(glob.glob(os.path.join(tempfile.gettempdir(), "reprohub-*")))
     missing = run(project, "test_tiny.py")
     missing.assert_outcomes(failed=1)
     missing.stdout.fnmatch_lines(["*a golden for 'acme/tiny/tiny_mlp'*no such file*--hub-update*obtained values "
                                   "were written to *.safetensors*"])
     assert not (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").exists()
+    written = re.search(r"written to (\S+\.safetensors)", missing.stdout.str()).group(1)
+    # in the failing test's own tmp_path (pytester's subprocess runs put their basetemp beside the project)
+    assert Path(written).is_file() and Path(written).is_relative_to(project.path.parent), written
+    assert "/test_tiny0/" in written
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "reprohub-*"))) == in_system_temp
 
 
 def test_unused_entries_warn_or_fail(project):

@@ -10,10 +10,12 @@ lock alone: downloads land by atomic rename, and a process that finds a
 complete file with a matching digest simply uses it.
 
 Example:
-    >>> store = ArtifactStore(Downloader())                           # doctest: +SKIP
-    >>> got = store.ensure("https://h/w.pt", "/tmp/hub/checkpoints/k/w.pt")  # doctest: +SKIP
-    >>> got.sha256                                                    # doctest: +SKIP
-    '5e884898...'
+    >>> store = ArtifactStore(Downloader())
+    >>> got = store.ensure(weights_url, tmp + "/w.pt", progress=False)
+    >>> store.ensure(weights_url, tmp + "/w.pt") == got      # a hit: one stat, no request
+    True
+    >>> sidecar_path(got.path).name
+    'w.pt.reprohub.json'
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ cache hit pays for the pages it touches, not for a full read.  The pre-1.6
 "legacy zip" format (a zip holding one file) is extracted safely and loaded.
 
 Example:
-    >>> state = load_checkpoint("/tmp/hub/checkpoints/k/w.pt")   # doctest: +SKIP
+    >>> import torch
+    >>> torch.save({"w": torch.ones(2)}, tmp + "/w.pt")
+    >>> load_checkpoint(tmp + "/w.pt")["w"]
+    tensor([1., 1.])
 """
 
 from __future__ import annotations

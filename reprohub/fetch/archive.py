@@ -13,9 +13,12 @@ The tree digest is the sha256 of the sorted lines ``"<kind> <sha256> <path>\\n"`
 (kind ``x`` executable, ``-`` regular, ``l`` symlink hashed by its target).
 
 Example:
-    >>> result = extract_zip("repo.zip", "/tmp/out")   # doctest: +SKIP
-    >>> result.tree_sha256, result.files               # doctest: +SKIP
-    ('4c2b...', 312)
+    >>> import pathlib
+    >>> src = pathlib.Path(tmp, "src"); src.mkdir(); _ = (src / "hubconf.py").write_text("def f(): pass")
+    >>> _ = write_tree_zip(src, tmp + "/repo.zip")
+    >>> result = extract_zip(tmp + "/repo.zip", tmp + "/out", strip_top=False)
+    >>> result.files, result.tree_sha256 == tree_digest(src)
+    (1, True)
 """
 
 from __future__ import annotations

@@ -11,15 +11,17 @@ cross-device tolerance.  Each golden's sha256 is pinned in ``hub.lock`` under
 its key (``<key>@cuda`` for CUDA goldens) and checked before it is trusted.
 
 Example:
-    >>> store = GoldenStore("fixtures/goldens", ".")     # doctest: +SKIP
-    >>> store.check(model(x), "acme/tiny/tiny_mlp", {})  # doctest: +SKIP
+    >>> import torch
+    >>> store = GoldenStore(tmp + "/goldens", tmp, update=True)
+    >>> store.check(torch.ones(2), "acme/tiny/tiny_mlp", {})
+    'recorded'
+    >>> GoldenStore(tmp + "/goldens", tmp).check(torch.ones(2), "acme/tiny/tiny_mlp", {})
     'matched'
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -69,11 +71,14 @@ class GoldenStore:
 
     def check(self, output: Any, key: str, metadata: Mapping[str, str], *, rtol: float | None = None,
               atol: float | None = None, tolerances: Mapping[str, tuple[float, float]] | None = None,
-              equal_nan: bool = False) -> str:
+              equal_nan: bool = False, obtained_dir: "str | Path | None" = None) -> str:
         """Compare ``output`` with golden ``key``; returns "matched", "recorded" or "updated".
 
+        On a failure the obtained values are saved as ``<key>.obtained.safetensors`` in ``obtained_dir``
+        (the pytest fixture passes the test's ``tmp_path``, which pytest rotates), else beside the golden.
+
         Raises:
-            GoldenMissingError: no golden and not updating (the output is saved to a temp file named in the message).
+            GoldenMissingError: no golden and not updating (the message names the obtained file).
             GoldenMismatchError: the output differs; the message is the full report.
             LockMismatchError: the golden file's digest differs from the one pinned in the lock.
         """
@@ -88,7 +93,7 @@ class GoldenStore:
                 return self._record(own, lock_key, output, meta, "recorded")
             raise GoldenMissingError(f"a golden for {key!r} at {own}", "no such file",
                                      f"record it with `{self.accept_command}`; the obtained values were written "
-                                     f"to {self._scratch(output, meta)}")
+                                     f"to {self._obtained(own, key, output, meta, obtained_dir)}")
         digest = self._verify_pin(lock_key, path)
         golden = load_golden(path)
         result = compare(output, golden, rtol=rtol, atol=atol, tolerances=tolerances, equal_nan=equal_nan,
@@ -103,7 +108,8 @@ class GoldenStore:
         report = result.message(str(path), golden.metadata.get("commit", ""))
         raise GoldenMismatchError(f"outputs matching golden {key!r}",
                                   f"differences:\n{report}\nThe obtained values were written to "
-                                  f"{self._scratch(output, meta)}", f"if the change is intended: {self.accept_command}")
+                                  f"{self._obtained(own, key, output, meta, obtained_dir)}",
+                                  f"if the change is intended: {self.accept_command}")
 
     def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +140,9 @@ class GoldenStore:
             return path.as_posix()
 
     @staticmethod
-    def _scratch(output: Any, meta: Mapping[str, str]) -> str:
-        handle = tempfile.NamedTemporaryFile(prefix="reprohub-obtained-", suffix=".safetensors", delete=False)
-        handle.close()
-        save_golden(handle.name, output, meta)
-        return handle.name
+    def _obtained(golden: Path, key: str, output: Any, meta: Mapping[str, str], folder: "str | Path | None") -> Path:
+        name = golden.name.replace(".safetensors", ".obtained.safetensors")
+        path = golden.with_name(name) if folder is None else Path(folder) / key.replace("/", "__") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_golden(path, output, meta)
+        return path

@@ -19,9 +19,13 @@ Every file is checked against the lock *before* it is written: a repo's cached
 tree is re-hashed, an artifact's bytes are hashed as they are copied.
 
 Example:
-    >>> report = write_bundle(lock, Path("bundle"), repo_folder, artifact_file)   # doctest: +SKIP
-    >>> report.written                                                            # doctest: +SKIP
-    ['repos/tree-sha256/0cf7....zip', 'artifacts/sha256/99e7...']
+    >>> from reprohub import Hub
+    >>> hub = Hub(hub_dir=tmp)
+    >>> repo = hub.resolve("acme/tiny:v1", verbose=False)
+    >>> lock = Lockfile(repos={"acme/tiny:v1": RepoPin("acme/tiny:v1", server.api_url, repo.commit, repo.tree_sha256)})
+    >>> report = write_bundle(lock, Path(tmp, "bundle"), lambda spec, pin: repo.path, None)
+    >>> report.written == [f"repos/tree-sha256/{repo.tree_sha256}.zip"]
+    True
 """
 
 from __future__ import annotations

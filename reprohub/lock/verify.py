@@ -1,7 +1,9 @@
 """Re-hash what a lockfile pins: extracted repo trees, cached artifacts, golden files.
 
 Example:
-    >>> problems, checked = verify_lock(Lockfile.read("hub.lock"), Path("."), CacheLayout(get_dir()))  # doctest: +SKIP
+    >>> from reprohub.cache.layout import get_dir
+    >>> verify_lock(Lockfile(), Path(tmp), CacheLayout(get_dir()))   # an empty lock: nothing to check
+    ([], 0)
 """
 
 from __future__ import annotations

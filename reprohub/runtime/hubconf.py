@@ -10,10 +10,9 @@ comes back.  The hubconf itself gets a module name unique to its folder, so
 two commits of one repo never share one.
 
 Example:
-    >>> with repo_imports("/path/to/repo"):                 # doctest: +SKIP
-    ...     module = import_hubconf("/path/to/repo")
-    ...     entrypoints(module)
-    ['resnet18', 'resnet50']
+    >>> with repo_imports(server.repo_path):
+    ...     entrypoints(import_hubconf(server.repo_path))
+    ['tiny_mlp']
 """
 
 from __future__ import annotations

@@ -10,8 +10,13 @@ forwarder at import time (``from torch.hub import load_state_dict_from_url``)
 keeps working afterwards: with no active Hub, a forwarder calls the default one.
 
 Example:
-    >>> with routed(hub):                      # doctest: +SKIP
-    ...     torch.hub.load_state_dict_from_url(url)   # goes through hub
+    >>> import torch.hub
+    >>> from reprohub import Hub
+    >>> hub = Hub(hub_dir=tmp)
+    >>> with routed(hub):
+    ...     state = torch.hub.load_state_dict_from_url(weights_url, progress=False)   # goes through hub
+    >>> [a.url == weights_url for a in hub.recorder.artifacts()], torch.hub.load is load
+    ([True], False)
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ already a pinned or remembered commit.  ``GITHUB_TOKEN`` is sent when set, and
 never logged.
 
 Example:
-    >>> src = GitHubSource("http://127.0.0.1:8000/api")        # doctest: +SKIP
-    >>> src.resolve(parse_ref("owner/repo:main"))               # doctest: +SKIP
-    '3f786850e387550fdab836ed7e6dc881de23001b'
+    >>> from reprohub.refs import parse_ref
+    >>> src = GitHubSource(server.api_url)
+    >>> len(src.resolve(parse_ref("acme/tiny:v1")))
+    40
+    >>> src.archive_url(parse_ref("acme/tiny"), "f" * 40) == f"{server.url}/acme/tiny/archive/{'f' * 40}.zip"
+    True
 """
 
 from __future__ import annotations

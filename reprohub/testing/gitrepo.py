@@ -1,9 +1,11 @@
 """Build real Git repositories from Python (for fixtures, the demo and benchmarks).
 
 Example:
-    >>> repo = GitRepo.init("/tmp/demo-repo")                           # doctest: +SKIP
-    >>> sha = repo.commit({"hubconf.py": "def f():\\n    return 1\\n"}, "first")  # doctest: +SKIP
-    >>> repo.tag("v1")                                                    # doctest: +SKIP
+    >>> repo = GitRepo.init(tmp + "/demo-repo")
+    >>> sha = repo.commit({"hubconf.py": "def f():\\n    return 1\\n"}, "first")
+    >>> repo.tag("v1")
+    >>> repo.head() == sha
+    True
 """
 
 from __future__ import annotations

@@ -16,10 +16,12 @@ Endpoints (``<api> = <url>/api``)::
     GET <url>/files/{name}                          a file (Range, ETag)
 
 Example:
-    >>> with HubServer() as server:                                   # doctest: +SKIP
-    ...     server.add_repo("acme/tiny", "/path/to/git/repo")
-    ...     server.add_file("w.pt", b"...")
-    ...     hub = Hub(github_api_url=server.api_url)
+    >>> from reprohub import Hub
+    >>> with HubServer() as host:
+    ...     host.add_repo("acme/tiny", server.repo_path)        # any local Git repository
+    ...     url = host.add_file("w.pt", b"...")
+    ...     Hub(hub_dir=tmp, github_api_url=host.api_url).list("acme/tiny:v1", verbose=False)
+    ['tiny_mlp']
 """
 
 from __future__ import annotations
