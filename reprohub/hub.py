@@ -153,7 +153,8 @@ class Hub:
             >>> Hub(hub_dir=tmp).list("acme/tiny:v1", trust_repo=True, verbose=False)
             ['tiny_mlp']
         """
-        repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo, verbose=verbose)
+        repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo, verbose=verbose,
+                            skip_validation=skip_validation)
         with routed(self), repo_imports(repo.path):
             return entrypoints(import_hubconf(repo.path, reuse=True))
 
@@ -165,7 +166,7 @@ class Hub:
             >>> print(Hub(hub_dir=tmp).help("acme/tiny:v1", "tiny_mlp", trust_repo=True).splitlines()[0])
             A two-layer MLP (3 -> hidden -> 2).
         """
-        repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo)
+        repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo, skip_validation=skip_validation)
         with routed(self), repo_imports(repo.path):
             return get_entrypoint(import_hubconf(repo.path, reuse=True), model).__doc__
 
@@ -187,8 +188,8 @@ class Hub:
         if source == "local":
             path, reuse = Path(os.path.expanduser(repo_or_dir)), False
         else:
-            path, reuse = self.resolve(repo_or_dir, source=source, force_reload=force_reload,
-                                       trust_repo=trust_repo, verbose=verbose).path, True
+            path, reuse = self.resolve(repo_or_dir, source=source, force_reload=force_reload, trust_repo=trust_repo,
+                                       verbose=verbose, skip_validation=skip_validation).path, True
         with routed(self), repo_imports(path):
             entry = get_entrypoint(import_hubconf(path, reuse=reuse), model)
             result = entry(*args, **kwargs)
@@ -256,7 +257,8 @@ class Hub:
         return got
 
     def resolve(self, spec: str, *, source: str = "github", force_reload: bool = False,
-                trust_repo: "bool | str | None" = "check", verbose: bool = True) -> ResolvedRepo:
+                trust_repo: "bool | str | None" = "check", verbose: bool = True,
+                skip_validation: bool = False) -> ResolvedRepo:
         """Resolve ``spec`` to a commit, materialize it, and record it.
 
         With ``verbose`` (the default, as in torch.hub) the commit is also written to stderr.
@@ -273,6 +275,8 @@ class Hub:
         pinned = self.pins.pinned_commit(src.url, spec) if self.pins is not None else None
         self._check_trust(source, src, repo, trust_repo, pinned is not None)
         commit = pinned or self._resolve_commit(src, repo, force_reload or self._needs_refresh(src.key, spec))
+        if pinned is None and not skip_validation and source == "github" and _names_a_commit(repo.ref):
+            self._check_not_forked(src, repo, commit)
         path = self.layout.repo_dir(src.key, repo, commit)
         tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
         manifest = self._materialize(src, repo, commit, path, tree, verify=force_reload)
@@ -325,6 +329,16 @@ class Hub:
                 atomic_write_json(refs_file, table)
         return commit
 
+    def _check_not_forked(self, src: GitHubSource, repo: RepoRef, commit: str) -> None:
+        """torch.hub's fork check for refs that are commits, asked of the host once per commit."""
+        refs_file = self.layout.refs_file(src.key, repo)
+        key = f"@validated:{commit}"
+        if (read_json(refs_file) or {}).get(key) == commit:
+            return
+        src.check_not_forked(repo, commit)
+        with file_lock(refs_file.with_suffix(".lock"), f"recording {repo}"):
+            atomic_write_json(refs_file, {**(read_json(refs_file) or {}), key: commit})
+
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
                      verify: bool = False) -> dict:
         """The manifest of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
@@ -359,6 +373,11 @@ class Hub:
 
     def _pinned_sha256(self, url: str) -> str | None:
         return self.pins.pinned_sha256(canonical_url(url)) if self.pins is not None else None
+
+
+def _names_a_commit(ref: str | None) -> bool:
+    """A ref that is (the start of) a commit id rather than a branch or tag name."""
+    return ref is not None and re.fullmatch(r"[0-9a-f]{7,40}", ref) is not None
 
 
 def _damaged(path: Path, manifest: dict) -> bool:

@@ -155,6 +155,8 @@ def _ref_problem(ref: str) -> str | None:
         return f"forbidden character {bad.group()!r}"
     if ".." in ref or "@{" in ref or ref == "@":
         return "contains '..' or '@{', or is '@'"
+    if ref.startswith("-"):
+        return "leading '-' (it would read as an option)"
     if ref.startswith("/") or ref.endswith("/") or "//" in ref or ref.endswith("."):
         return "leading, trailing or doubled '/', or a trailing '.'"
     for part in ref.split("/"):

@@ -64,7 +64,7 @@ def test_cache_ls_rm_prune(cli_env, tiny_repo, weights_url, capsys):
     main(["lock", "acme/tiny:v1"])
     assert main(["cache", "prune", "--lock", "hub.lock"]) == EXIT_OK
     pruned = capsys.readouterr().out
-    assert ".x.incomplete" in pruned and tiny_repo.v2 in pruned and weights_url not in Lockfile.read("hub.lock").artifacts
+    assert ".x.incomplete" in pruned and tiny_repo.v2 in pruned
     assert not hub.layout.artifact_path(weights_url).exists()
     assert main(["cache", "rm", "acme/tiny"]) == EXIT_OK
     assert main(["cache", "rm", "acme/tiny"]) == EXIT_MISMATCH

@@ -176,3 +176,59 @@ def test_a_server_that_always_cuts_and_ignores_range_cannot_loop(server, tmp_pat
         downloader().fetch(url, tmp_path / "w.bin", progress=False)
     assert server.hits("/files/w.bin") == FAST_POLICY.retries + 2  # the first try, then bounded restarts
     assert not (tmp_path / "w.bin").exists()
+
+
+# -- each truncation guard on its own (the others cannot stand in for it here) -----------------
+
+def test_guard_a_socket_closed_before_content_length_is_an_incomplete_read():
+    import http.client
+    import io
+    from types import SimpleNamespace
+
+    import urllib3
+
+    from reprohub.fetch.download import _reader_of
+
+    class Sock:
+        def makefile(self, *args, **kwargs):
+            return io.BytesIO(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcd")
+
+    raw = http.client.HTTPResponse(Sock())
+    raw.begin()
+    read = _reader_of(SimpleNamespace(raw=SimpleNamespace(_fp=raw, readinto=None), headers={}))
+    buf = memoryview(bytearray(16))
+    assert read(buf) == 4
+    with pytest.raises(urllib3.exceptions.IncompleteRead):  # not a silent 0, which would look like the end
+        read(buf[4:])
+
+
+def test_guard_b_a_reader_that_stops_early_is_resumed_not_trusted(server, tmp_path, monkeypatch):
+    from reprohub.fetch import download
+
+    cut = 1 << 20
+
+    def silently_short(response):  # a reader with no guard of its own: EOF after 1 MiB per response
+        real, sent = response.raw, [0]
+
+        def read(buf):
+            if sent[0] >= cut:
+                return 0
+            n = real.readinto(buf[: cut - sent[0]])
+            sent[0] += n
+            return n
+        return read
+
+    monkeypatch.setattr(download, "_reader_of", silently_short)
+    got = downloader().fetch(server.add_file("w.bin", BODY), tmp_path / "w", progress=False)
+    assert got.sha256 == DIGEST and got.size == len(BODY)
+    assert sum("Range" in h for _, p, h in server.requests if p == "/files/w.bin") == len(BODY) // cut
+
+
+def test_guard_c_what_a_failed_transfer_is_called():
+    import http.client
+
+    from reprohub.fetch.download import _final_error
+
+    assert isinstance(_final_error("u", http.client.IncompleteRead(b""), 10), TruncatedDownloadError)
+    reset = _final_error("u", ConnectionResetError("reset"), 0)
+    assert isinstance(reset, DownloadError) and not isinstance(reset, TruncatedDownloadError)

@@ -33,10 +33,41 @@ def test_two_commits_of_one_repo_in_one_process(hub, tiny_repo):
     assert hub.load("acme/tiny:v1", "version") == "v1"
 
 
-def test_full_commit_needs_no_api_call(hub, tiny_repo, server):
-    hub.load(f"acme/tiny:{tiny_repo.v1}", "version")
+def test_full_commit_needs_no_api_call_beyond_the_fork_check(hub, tiny_repo, server):
+    hub.load(f"acme/tiny:{tiny_repo.v1}", "version", skip_validation=True)
     assert server.hits("/api/") == 0  # the archive comes from the web route, not the rate-limited REST API
     assert server.hits(f"/acme/tiny/archive/{tiny_repo.v1}.zip") == 1
+    hub.load(f"acme/tiny:{tiny_repo.v2}", "version")
+    assert server.hits("/api/repos/acme/tiny/commits") == 0 and server.hits("/api/repos/acme/tiny/branches") == 1
+
+
+def fork_commit(tiny_repo) -> str:
+    """A commit the served repo has but no branch or tag reaches: what a fork's pull request looks like."""
+    tiny_repo.branch("pr-head")
+    tiny_repo.checkout("pr-head")
+    sha = tiny_repo.commit({"hubconf.py": "def version():\n    return 'from a fork'\n"}, "fork")
+    tiny_repo.checkout("main")
+    tiny_repo.git("branch", "-D", "pr-head")
+    return sha
+
+
+def test_a_commit_on_no_branch_or_tag_is_refused_as_torch_hub_refuses_it(hub, tiny_repo, server):
+    sha = fork_commit(tiny_repo)
+    with pytest.raises(ValueError, match="Cannot find .* forked repo"):
+        hub.load(f"acme/tiny:{sha}", "version")
+    assert not list(hub.layout.internal.glob(f"repos/*/acme/tiny/{sha}"))  # no code of it was downloaded
+    assert hub.load(f"acme/tiny:{sha}", "version", skip_validation=True) == "from a fork"
+    assert hub.list(f"acme/tiny:{sha[:10]}", skip_validation=True) == ["version"]
+
+
+def test_an_old_commit_of_the_default_branch_passes_and_the_verdict_is_cached(hub, tiny_repo, server):
+    assert hub.load(f"acme/tiny:{tiny_repo.v1}", "version") == "v1"  # the tag v1 points at it
+    tiny_repo.commit({"tinynet/__init__.py": "VERSION = 'v3'\n"}, "v3")
+    assert hub.load(f"acme/tiny:{tiny_repo.v2}", "version") == "v2"  # no tip any more: in main's history
+    assert server.hits("/api/repos/acme/tiny/compare/") == 1
+    before = server.hits("/api/")
+    hub.load(f"acme/tiny:{tiny_repo.v2}", "version", force_reload=True)
+    assert server.hits("/api/") == before  # asked once per commit
 
 
 def test_private_repo_archive_falls_back_to_the_api_with_the_token(tmp_path, server, tiny_repo):

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reprohub.errors import RefError
@@ -38,7 +38,7 @@ def test_any_text_parses_or_raises_ref_error_only(text):
 @pytest.mark.parametrize("spec,part", [
     ("noslash", "0 '/'"), ("a/b/c", "2 '/'"), ("a/b:", "empty ref"), ("/b", "owner ''"),
     ("a/", "repo name ''"), ("a/..", "repo name '..'"), ("a/b:x..y", "'..'"), ("a/b:c:d", "':'"),
-    ("a/b:-x/.hidden", "'.hidden'"), ("a/b:feat.lock", "'.lock'"), ("a/b:sp ace", "' '"),
+    ("a/b:x/.hidden", "'.hidden'"), ("a/b:-x", "leading '-'"), ("a/b:feat.lock", "'.lock'"), ("a/b:sp ace", "' '"),
     ("-bad/b", "owner '-bad'"), ("a/b:x@{1}", "'@{'"), ("a/b:/x", "leading"),
 ])
 def test_invalid_specs_name_the_bad_part(spec, part):
@@ -56,3 +56,30 @@ def test_torch_hub_crash_cases_give_ref_errors():
 def test_full_commit_detection():
     assert RepoRef("a", "b", "f" * 40).is_full_commit
     assert not RepoRef("a", "b", "F" * 40).is_full_commit and not is_full_commit("abc")
+
+
+# Near-valid refs: the characters and shapes git's rules are about, so most examples sit on an edge.
+near_valid_refs = st.lists(
+    st.sampled_from(["a", "b1", "-", "_", ".", "..", "/", "//", "@", "@{", "{", "}", "~", "^", "?", "*", "[", "\\",
+                     " ", ".lock", "lock", "x.lock", "\x7f", "\t", "é"]),
+    min_size=1, max_size=6).map("".join)
+
+
+@settings(max_examples=300)
+@example("a/.b")
+@example("a.lock/b")
+@example("@")
+@example("x@{1}")
+@example("-x")
+@given(near_valid_refs)
+def test_ref_rules_agree_with_git_check_ref_format(ref):
+    """Oracle: ``git check-ref-format``; a ref reprohub accepts, git accepts, and the other way round."""
+    import subprocess
+
+    git_ok = subprocess.run(["git", "check-ref-format", "--allow-onelevel", ref], capture_output=True).returncode == 0
+    try:
+        parse_ref(f"owner/repo:{ref}")
+        ours = True
+    except RefError:
+        ours = False
+    assert ours == git_ok, ref

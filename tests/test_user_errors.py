@@ -144,3 +144,14 @@ def test_platforms_without_fdatasync_flush_with_fsync(server, tmp_path, monkeypa
     finally:
         monkeypatch.undo()
         importlib.reload(pump)
+
+
+def test_file_urls_work_as_in_torch_hub_and_offline(tmp_path):
+    source = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(3)}, source)
+    torch.hub.download_url_to_file(source.as_uri(), str(tmp_path / "theirs.pt"), progress=False)
+    got = reprohub.download_url_to_file(source.as_uri(), str(tmp_path / "ours.pt"), progress=False)
+    assert (tmp_path / "ours.pt").read_bytes() == (tmp_path / "theirs.pt").read_bytes()
+    assert got.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    state = Hub(hub_dir=tmp_path / "hub", offline=True).load_state_dict_from_url(source.as_uri(), progress=False)
+    assert torch.equal(state["w"], torch.ones(3))

@@ -30,7 +30,7 @@ from typing import Callable
 from ..errors import CacheCollisionError, OfflineError
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.fsutil import atomic_write_json, file_lock, read_json, sha256_file, temp_path_beside
-from ..fetch.urls import canonical_url
+from ..fetch.urls import canonical_url, is_file_url
 from .layout import SIDECAR_SUFFIX
 
 log = logging.getLogger("reprohub")
@@ -161,7 +161,7 @@ class ArtifactStore:
                 return hit
             got = prefill(path) if prefill is not None else None
             if got is None:
-                if self.downloader.offline:
+                if self.downloader.offline and not is_file_url(url):  # a local file needs no network
                     raise OfflineError(
                         f"a cached copy of {url} at {path}",
                         "no usable cached file (nor in any mirror), and offline mode forbids downloading",

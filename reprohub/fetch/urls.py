@@ -64,10 +64,9 @@ def canonical_url(url: str) -> str:
         'https://b.s3.amazonaws.com/w.pt?versionId=3'
     """
     parts = urlsplit(url)
-    if not parts.query:
+    if "?" not in url:
         return url
-    kept = [pair for pair in parts.query.split("&")
-            if not _is_signing(pair.partition("=")[0].lower())]
+    kept = [pair for pair in parts.query.split("&") if pair and not _is_signing(pair.partition("=")[0].lower())]
     return parts._replace(query="&".join(kept)).geturl()
 
 

@@ -99,6 +99,32 @@ class GitHubSource:
             raise SourceError(f"a 40-hex commit for {repo}", f"{sha!r} from {self.url}", "check the host's API")
         return sha
 
+    def check_not_forked(self, repo: RepoRef, commit: str) -> None:
+        """Raise unless ``commit`` belongs to the repo itself, not a fork's pull request.
+
+        GitHub serves a fork's commits through the parent's API, so ``owner/repo:<sha>`` could run code
+        the owner never merged.  Accepted: the tip of a branch or tag (torch.hub's rule), or any commit in
+        the history of the default branch (``compare``: "behind" or "identical").
+
+        Raises:
+            SourceError: a ``ValueError`` worded as torch.hub's ("Cannot find ... forked repo").
+        """
+        base = f"/repos/{repo.owner}/{repo.name}"
+        for kind in ("branches", "tags"):
+            page = 1
+            while items := self._get_json(f"{base}/{kind}?per_page=100&page={page}", repo):
+                if any(item["name"] == repo.ref or item["commit"]["sha"] == commit for item in items):
+                    return
+                page += 1
+        compared = self._get_json(f"{base}/compare/{quote(self.default_branch(repo), safe='')}...{commit}", repo)
+        if compared.get("status") in ("behind", "identical"):
+            return
+        raise SourceError(f"{commit} on a branch or tag of {repo.repo}",
+                          f"Cannot find {repo.ref} in {self.url}/repos/{repo.repo}: it is on no branch or tag, "
+                          "as a commit from a forked repo would be",
+                          "if it's a commit from a forked repo, load the fork (fork_owner/repo:sha) directly; "
+                          "pass skip_validation=True only if you trust the commit")
+
     def archive_url(self, repo: RepoRef, commit: str) -> str:
         """Where the zip archive of ``commit`` is served without an API call (see :func:`archive_template`)."""
         template = archive_template(self.url)

@@ -12,6 +12,8 @@ Endpoints (``<api> = <url>/api``)::
     GET <api>/repos/{owner}/{repo}                  {"default_branch": ...}
     GET <api>/repos/{owner}/{repo}/commits/{ref}    {"sha": ...}
     GET <api>/repos/{owner}/{repo}/zipball/{ref}    the zip archive (an API call)
+    GET <api>/repos/{owner}/{repo}/branches|tags    [{"name", "commit": {"sha"}}], ``?per_page=&page=``
+    GET <api>/repos/{owner}/{repo}/compare/{base}...{head}   {"status": "behind" | "identical" | "diverged"}
     GET <url>/{owner}/{repo}/archive/{ref}.zip      the same archive, GitHub's web route (no API call)
     GET <url>/files/{name}                          a file (Range, ETag)
 
@@ -203,10 +205,15 @@ class _Handler(BaseHTTPRequestHandler):
         sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
         if sent in self.state.refused_tokens or (self.state.token and sent != self.state.token):
             return self._send_json({"message": "Bad credentials"}, 401)
-        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)(?:/(commits|zipball)/(.+))?", path)
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)(?:/(commits|zipball|compare)/(.+)|/(branches|tags))?", path)
         git_dir = self.state.repos.get(f"{m.group(1)}/{m.group(2)}") if m else None
         if git_dir is None:
             return self._send_json({"message": "Not Found"}, 404)
+        if m.group(5) is not None:
+            return self._send_json(_ref_page(git_dir, m.group(5), urlsplit(self.path).query))
+        if m.group(3) == "compare":
+            base, _, head_sha = unquote(m.group(4)).partition("...")
+            return self._send_json({"status": _compare(git_dir, base, head_sha)})
         if m.group(3) is None:
             head_ref = _git(git_dir, "symbolic-ref", "--short", "HEAD") or "main"
             return self._send_json({"full_name": f"{m.group(1)}/{m.group(2)}", "default_branch": head_ref})
@@ -336,6 +343,27 @@ class _Handler(BaseHTTPRequestHandler):
 def _git(git_dir: Path, *args: str) -> str | None:
     proc = subprocess.run(["git", "-C", str(git_dir), *args], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _ref_page(git_dir: Path, kind: str, query: str) -> list[dict]:
+    """One page of ``GET .../branches`` or ``.../tags``, as GitHub pages them."""
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    per_page, page = int(params.get("per_page", 30)), int(params.get("page", 1))
+    prefix = "refs/heads" if kind == "branches" else "refs/tags"
+    listing = _git(git_dir, "for-each-ref", prefix, "--format=%(refname:short) %(objectname) %(*objectname)") or ""
+    refs = [line.split() for line in listing.splitlines() if line.strip()]
+    items = [{"name": parts[0], "commit": {"sha": parts[-1]}} for parts in refs]
+    return items[(page - 1) * per_page: page * per_page]
+
+
+def _compare(git_dir: Path, base: str, head: str) -> str:
+    base_sha, head_sha = _rev_parse(git_dir, base), _rev_parse(git_dir, head)
+    if base_sha is None or head_sha is None:
+        return "unknown"
+    if base_sha == head_sha:
+        return "identical"
+    reachable = subprocess.run(["git", "-C", str(git_dir), "merge-base", "--is-ancestor", head_sha, base_sha]).returncode
+    return "behind" if reachable == 0 else "diverged"
 
 
 def _rev_parse(git_dir: Path, ref: str) -> str | None:
