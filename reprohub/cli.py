@@ -122,37 +122,52 @@ def _lock(args) -> int:
     return EXIT_OK
 
 
-def _fetch(args) -> int:
-    from .lock.session import LockSession
-    from .sources import GIT_PREFIX
+class _LockedHubs:
+    """Hubs bound to one lock, one per API host the lock recorded (unless REPROHUB_GITHUB_API_URL says
+    where to go): ``fetch`` and ``bundle`` then reach each repo's own host, whatever the environment."""
 
-    lock = _read_existing_lock(args.lock)
+    def __init__(self, lock_path: str, **hub_args) -> None:
+        from . import settings
+        from .lock.session import LockSession
+
+        self.lock = _read_existing_lock(lock_path)
+        self.session = LockSession(self.lock, lock_path)
+        self.env_api = settings.read(settings.GITHUB_API_URL)
+        self.hub_args = hub_args
+        self._hubs: dict = {}
+
+    def hub(self, host: str | None = None):
+        key = None if self.env_api else host
+        if key not in self._hubs:
+            self._hubs[key] = _hub(pins=self.session, github_api_url=key, **self.hub_args)
+        return self._hubs[key]
+
+    def resolve(self, spec: str, pin):
+        from .sources import GIT_PREFIX
+
+        git = spec.startswith(GIT_PREFIX)
+        return self.hub(None if git else pin.host).resolve(spec, source="git" if git else "github",
+                                                              trust_repo=True, verbose=False)
+
+
+def _fetch(args) -> int:
     extra = {"mirrors": [args.source], "origin": False} if args.source else {}
-    hub = _hub(pins=LockSession(lock, args.lock), **extra)
-    for spec, pin in sorted(lock.repos.items()):
-        resolved = hub.resolve(spec, source="git" if spec.startswith(GIT_PREFIX) else "github", trust_repo=True,
-                               verbose=False)
-        status = "ok" if resolved.tree_sha256 == pin.tree_sha256 else "TREE MISMATCH"
+    hubs = _LockedHubs(args.lock, **extra)
+    for spec, pin in sorted(hubs.lock.repos.items()):
+        status = "ok" if hubs.resolve(spec, pin).tree_sha256 == pin.tree_sha256 else "TREE MISMATCH"
         print(f"repo {spec} @ {pin.commit[:12]}: {status}")
-    for url in sorted(lock.artifacts):
-        got = hub.fetch_artifact(url)
+    for url in sorted(hubs.lock.artifacts):
+        got = hubs.hub().fetch_artifact(url)
         print(f"artifact {url}: {got.size} bytes, sha256 {got.sha256[:12]}")
     return EXIT_OK
 
 
 def _bundle(args) -> int:
     from .lock.bundle import write_bundle
-    from .lock.session import LockSession
-    from .sources import GIT_PREFIX
 
-    lock = _read_existing_lock(args.lock)
-    hub = _hub(pins=LockSession(lock, args.lock))
-
-    def repo_folder(spec, pin):
-        source = "git" if spec.startswith(GIT_PREFIX) else "github"
-        return hub.resolve(spec, source=source, trust_repo=True, verbose=False).path
-
-    report = write_bundle(lock, Path(args.folder), repo_folder, lambda url, pin: hub.fetch_artifact(url).path)
+    hubs = _LockedHubs(args.lock)
+    report = write_bundle(hubs.lock, Path(args.folder), lambda spec, pin: hubs.resolve(spec, pin).path,
+                          lambda url, pin: hubs.hub().fetch_artifact(url).path)
     for item in report.written:
         print(f"wrote {item}")
     print(f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "

@@ -167,5 +167,9 @@ class GoldenMismatchError(ReprohubError, AssertionError):
     """An output differs from its recorded golden."""
 
 
+class GoldenConflictError(ReprohubError, AssertionError):
+    """Two tests of one run would write one golden key with different outputs."""
+
+
 class GoldenMissingError(ReprohubError, AssertionError):
     """No golden is recorded for an output."""

@@ -91,6 +91,7 @@ class Hub:
         policy: download timeouts and retries.
         mirrors: bundle locations tried before the origin for pinned content (default
             ``$REPROHUB_MIRROR``; see :mod:`reprohub.lock.mirror`); a list, or one string.
+        trust: repos that may run without asking, as ``REPROHUB_TRUST`` (``owner/repo,owner/*,all``).
         origin: ``False`` never asks the origin (API, archives, weight hosts): only the
             cache and the mirrors (``reprohub fetch --from``).
 
@@ -114,6 +115,7 @@ class Hub:
         session=None,
         mirrors: "str | list[str] | None" = None,
         origin: bool = True,
+        trust: str | None = None,
     ) -> None:
         self._hub_dir = None if hub_dir is None else os.path.expanduser(os.fspath(hub_dir))
         self.offline = env_offline() if offline is None else offline
@@ -130,6 +132,7 @@ class Hub:
         self.pins = pins
         self.recorder = recorder or Recorder()
         self.refresh = refresh
+        self.trust = trust
         self.last_repo: ResolvedRepo | None = None
         self.last_load: tuple[str, str] | None = None
         self._refreshed: set[tuple[str, str]] = set()
@@ -273,11 +276,12 @@ class Hub:
         if source == "git" and not spec.startswith(GIT_PREFIX):
             spec = GIT_PREFIX + spec  # lock entries of Git remotes are spelled git+REMOTE[#ref]
         pinned = self.pins.pinned_commit(src.url, spec) if self.pins is not None else None
-        self._check_trust(source, src, repo, trust_repo, pinned is not None)
+        locked = pinned is not None or (self.pins is not None and self.pins.is_locked(spec))
+        self._check_trust(source, src, repo, trust_repo, locked)
         commit = pinned or self._resolve_commit(src, repo, force_reload or self._needs_refresh(src.key, spec))
         if pinned is None and not skip_validation and source == "github" and _names_a_commit(repo.ref):
             self._check_not_forked(src, repo, commit)
-        path = self.layout.repo_dir(src.key, repo, commit)
+        path = self.layout.repo_dir(src.content_key, repo, commit)
         tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
         manifest = self._materialize(src, repo, commit, path, tree, verify=force_reload)
         resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
@@ -291,9 +295,9 @@ class Hub:
     def _check_trust(self, source: str, src, repo: RepoRef, trust_repo, pinned: bool) -> None:
         if source == "github":  # torch.hub's names: "owner_repo" in trusted_list, "owner_repo_ref" folders
             legacy = f"{repo.owner}_{repo.name}_{(repo.ref or 'main').replace('/', '_')}"
-            check_trust(self.layout, repo.repo, f"{repo.owner}_{repo.name}", trust_repo, legacy, pinned)
+            check_trust(self.layout, repo.repo, f"{repo.owner}_{repo.name}", trust_repo, legacy, pinned, extra=self.trust)
         else:
-            check_trust(self.layout, src.url, f"git:{src.url}", trust_repo, None, pinned)
+            check_trust(self.layout, src.url, f"git:{src.url}", trust_repo, None, pinned, extra=self.trust)
 
     def _needs_refresh(self, source_key: str, spec: str) -> bool:
         """In refresh mode, re-resolve each spec once per Hub (not on every load)."""
@@ -343,7 +347,7 @@ class Hub:
                      verify: bool = False) -> dict:
         """The manifest of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
         re-hashes a cached tree and extracts it again if its files were edited or damaged."""
-        manifest_path = self.layout.repo_manifest(src.key, repo, commit)
+        manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)
         manifest = read_json(manifest_path)
         if manifest and path.is_dir() and not verify:
             return manifest

@@ -8,6 +8,8 @@ Options (each also an ini setting without the dashes, ``hub_lock = hub.lock``)::
     --hub-update          record new or changed entries and goldens, rewrite the lock at the end
     --hub-offline         no network at all; a cache miss fails with the prefetch command
     --hub-refresh         re-resolve locked refs, run against the new commits, report what moved
+    --hub-accept          accept a moved ref: refresh, re-record the goldens that changed, write the lock
+    --hub-trust PATTERNS  repos that may run while recording (owner/repo,owner/*,all; ini: hub_trust)
     --hub-strict-unused   lock entries no test used are an error, not a warning
     --hub-device LIST     devices for tests that take the ``hub_device`` fixture (cpu,cuda)
     --hub-mirror LOC      a bundle tried before the origin for pinned content (repeatable)
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -52,6 +55,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hub-offline", action="store_true", help="no network at all; missing cache entries fail")
     group.addoption("--hub-refresh", action="store_true", help="re-resolve locked refs to what they point to now "
                     "and report what changed (with --hub-update: write the new commits if everything passed)")
+    group.addoption("--hub-accept", action="store_true",
+                    help="accept what moved refs now give: refresh, re-record changed goldens (their differences "
+                         "are shown), and write the lock if every test passed")
+    group.addoption("--hub-trust", metavar="PATTERNS", default=None,
+                    help="repos that may run code while recording a lock: owner/repo,owner/* or all "
+                         "(ini: hub_trust); repos pinned in the lock are always trusted")
     group.addoption("--hub-strict-unused", action="store_true",
                     help="fail the session when lock entries were not used by any selected test")
     group.addoption("--hub-mirror", metavar="LOCATION", action="append", default=None,
@@ -60,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hub-device", metavar="LIST", default=None,
                     help="comma-separated devices for tests using the hub_device fixture (default: cpu)")
     parser.addini("hub_lock", "path of the hub lockfile (like --hub-lock)", default="")
+    parser.addini("hub_trust", "repos that may run while recording (like --hub-trust)", type="linelist", default=[])
+    parser.addini("hub_api_url", "GitHub-compatible API base URL (default $REPROHUB_GITHUB_API_URL or GitHub's)",
+                  default="")
     parser.addini("hub_golden_dir", "folder of golden files, relative to the rootdir", default="fixtures/goldens")
     parser.addini("hub_device", "default for --hub-device", default="cpu")
     parser.addini("hub_mirror", "bundle locations tried before the origin (like --hub-mirror)", type="linelist",
@@ -112,7 +124,8 @@ def hub_device(request: pytest.FixtureRequest):
 def golden(request: pytest.FixtureRequest, hub: Hub):
     """Compare outputs with recorded goldens: ``golden.check(output, key=None, rtol=None, atol=None)``."""
     hub.last_load = hub.last_repo = None  # "the last load" means the last one in this test
-    checker = GoldenChecker(_state(request.config).golden_store, hub, request.getfixturevalue("tmp_path"))
+    checker = GoldenChecker(_state(request.config).golden_store, hub, request.getfixturevalue("tmp_path"),
+                            request.node.nodeid)
     with checker.deterministic():
         yield checker
 
@@ -120,15 +133,17 @@ def golden(request: pytest.FixtureRequest, hub: Hub):
 class GoldenChecker:
     """The ``golden`` fixture: seeded inputs, deterministic recording, checks keyed by structure.
 
-    Keys default to ``<owner>/<repo>/<entrypoint>`` of the last ``hub.load`` in
-    the test (never the test's name, so renaming a test orphans nothing), with
-    ``-2``, ``-3``... for further checks in the same test.
+    Keys default to ``<owner>/<repo>/<entrypoint>/<test module>.<test>[-<params>]``: the model
+    of the last ``hub.load`` in the test and the test call itself, so two tests (or two parameter
+    sets) of one model never share a golden; ``-2``, ``-3``... name further checks in one test.
+    Pass ``key=`` to name a golden yourself.
     """
 
-    def __init__(self, store: GoldenStore, hub: Hub, obtained_dir: Path | None = None) -> None:
+    def __init__(self, store: GoldenStore, hub: Hub, obtained_dir: Path | None = None, nodeid: str = "") -> None:
         self.store = store
         self.hub = hub
         self.obtained_dir = obtained_dir
+        self.nodeid = nodeid
         self.inputs: list[str] = []
         self._used: dict[str, int] = {}
 
@@ -168,7 +183,8 @@ class GoldenChecker:
             return self.store.check(output, full_key, self._metadata(), rtol=rtol, atol=atol,
                                     tolerances=tolerances, equal_nan=equal_nan, obtained_dir=self.obtained_dir)
         except ReprohubError as err:
-            pytest.fail(str(err), pytrace=False)
+            message = str(err)
+        pytest.fail(message, pytrace=False)  # outside the except: one report, no "During handling of..."
 
     def _metadata(self) -> dict[str, str]:
         repo, load = self.hub.last_repo, self.hub.last_load
@@ -184,7 +200,7 @@ class GoldenChecker:
             raise ReprohubError("a hub.load(...) earlier in the test, or golden.check(..., key='name')",
                                 "no load to name the golden after", "pass key=")
         spec, model = self.hub.last_load
-        return check_key(f"{spec.partition(':')[0]}/{model}")
+        return check_key(f"{spec.partition(':')[0]}/{model}/{test_key(self.nodeid)}")
 
     @contextlib.contextmanager
     def deterministic(self):
@@ -202,6 +218,20 @@ class GoldenChecker:
             torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
+def test_key(nodeid: str) -> str:
+    """The part of a golden key that names one test call, stable across runs and machines.
+
+    Example:
+        >>> test_key("tests/test_models.py::TestTiny::test_batch[cpu-4]")
+        'test_models.TestTiny.test_batch-cpu-4'
+    """
+    path, _, rest = nodeid.partition("::")
+    name, _, params = rest.partition("[")
+    stem = Path(path).stem or "test"
+    key = f"{stem}.{name.replace('::', '.')}" + (f"-{params.rstrip(']')}" if params else "")
+    return re.sub(r"[^A-Za-z0-9_.@=-]", "_", key).lstrip(".") or "test"
+
+
 def _torch_version() -> str:
     from importlib.metadata import version
 
@@ -216,7 +246,8 @@ class HubPlugin:
         option = config.getoption
         lock = option("hub_lock") or config.getini("hub_lock") or None
         self.lock_path = Path(config.rootpath, lock) if lock and not os.path.isabs(lock) else (Path(lock) if lock else None)
-        self.update, self.refresh = option("hub_update"), option("hub_refresh")
+        self.accept = option("hub_accept")
+        self.update, self.refresh = option("hub_update") or self.accept, option("hub_refresh") or self.accept
         self.offline, self.strict_unused = option("hub_offline"), option("hub_strict_unused")
         self.devices = [d.strip() for d in (option("hub_device") or config.getini("hub_device")).split(",") if d.strip()]
         self.is_worker = hasattr(config, "workerinput")
@@ -236,7 +267,7 @@ class HubPlugin:
         if not self.lock_path.exists() and not self.update:
             raise pytest.UsageError(f"--hub-lock {self.lock_path}: no such file. Create it with "
                                     f"`pytest --hub-lock {self.lock_path} --hub-update`.")
-        return LockSession(lock, str(self.lock_path), update=self.update, refresh=self.refresh)
+        return LockSession(lock, str(self.lock_path), update=self.update, refresh=self.refresh, accept=self.accept)
 
     @property
     def hub(self) -> Hub:
@@ -244,8 +275,9 @@ class HubPlugin:
             mirrors = self.config.getoption("hub_mirror") or [
                 m if "://" in m else str(Path(self.config.rootpath, m)) for m in self.config.getini("hub_mirror")
             ] or None
+            trust = self.config.getoption("hub_trust") or ",".join(self.config.getini("hub_trust")) or None
             self._hub = Hub(offline=True if self.offline else None, pins=self.session, refresh=self.refresh,
-                            mirrors=mirrors)
+                            mirrors=mirrors, trust=trust, github_api_url=self.config.getini("hub_api_url") or None)
             if self.session is not None:
                 self._hub.recorder.listeners.append(self.session.observe)
         return self._hub
@@ -256,11 +288,11 @@ class HubPlugin:
         lock_dir = self.lock_path.parent if self.lock_path else self.config.rootpath
         return GoldenStore(Path(self.config.rootpath, self.config.getini("hub_golden_dir")), lock_dir, self.session,
                            update=self.update, refresh=self.refresh, cross_device=cross,
-                           accept_command=self.accept_command())
+                           accept_command=self.accept_command(), accept=self.accept)
 
     def accept_command(self) -> str:
         lock = f" --hub-lock {shlex.quote(str(self.lock_path))}" if self.lock_path else ""
-        return f"pytest{lock} --hub-update"
+        return f"pytest{lock} {'--hub-accept' if self.refresh else '--hub-update'}"
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -270,8 +302,8 @@ class HubPlugin:
         import torch
 
         counts = ", ".join(f"{n} {t}" for t, n in self.session.lock.entry_count().items())
-        mode = "refresh" if self.refresh else "update" if self.update else "check"
-        mode += " + update" if self.refresh and self.update else ""
+        mode = "accept" if self.accept else "refresh" if self.refresh else "update" if self.update else "check"
+        mode += " + update" if self.refresh and self.update and not self.accept else ""
         return [f"reprohub: lock {self.lock_path} ({counts}); mode {mode}; "
                 f"{'offline' if self.offline else 'online'}; torch {torch.__version__}; "
                 f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
@@ -309,9 +341,12 @@ class HubPlugin:
             self.config.workeroutput[WORKER_KEY] = {"session": self.session.export(), "deselected": self.deselected}
             return
         failed = sum(1 for outcome in self.outcomes.values() if outcome == "failed")
-        if self.update and (not self.refresh or failed == 0):
-            self.written = self.session.result().write(self.lock_path)
-        if self.strict_unused and any(self.session.unused().values()) and session.exitstatus == 0:
+        if self.session.conflicts and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.update and failed == 0 and not self.session.conflicts and session.exitstatus == 0:
+            self.written = self.session.result().write(self.lock_path)  # never a lock from a failed session
+        unused = self.deselected == 0 and any(self.session.unused().values())
+        if self.strict_unused and unused and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -56,8 +56,8 @@ def test_record_then_check_then_offline(project, server, tiny_repo, weights_url)
     recorded.assert_outcomes(passed=2)
     lock = lock_of(project)
     assert lock.repos["acme/tiny:main"].commit == tiny_repo.v2 and lock.repos["acme/tiny:v1"].commit == tiny_repo.v1
-    assert set(lock.artifacts) == {weights_url} and set(lock.goldens) == {"acme/tiny/tiny_mlp"}
-    assert (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").exists()
+    assert set(lock.artifacts) == {weights_url} and set(lock.goldens) == {"acme/tiny/tiny_mlp/test_tiny.test_tiny"}
+    assert (project.path / "goldens/acme/tiny/tiny_mlp/test_tiny.test_tiny.safetensors").exists()
     recorded.stdout.fnmatch_lines(["reprohub: lock *hub.lock (0 repos, 0 artifacts, 0 goldens); mode update; "
                                    "online; torch *; CUDA *", "repos: 0 checked, 2 recorded, 0 changed, 0 unused"])
     first_bytes = (project.path / "hub.lock").read_bytes()
@@ -78,11 +78,11 @@ def test_record_then_check_then_offline(project, server, tiny_repo, weights_url)
 def test_xdist_writes_the_same_bytes(project, pytester):
     run(project, "--hub-update", "-n", "2").assert_outcomes(passed=2)
     with_xdist = (project.path / "hub.lock").read_bytes()
-    golden = (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").read_bytes()
+    golden = (project.path / "goldens/acme/tiny/tiny_mlp/test_tiny.test_tiny.safetensors").read_bytes()
     (project.path / "hub.lock").unlink()
     shutil.rmtree(project.path / "goldens")  # re-recorded too: its bytes are pinned in the lock
     run(project, "--hub-update").assert_outcomes(passed=2)
-    assert (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").read_bytes() == golden
+    assert (project.path / "goldens/acme/tiny/tiny_mlp/test_tiny.test_tiny.safetensors").read_bytes() == golden
     assert (project.path / "hub.lock").read_bytes() == with_xdist
     run(project, "-n", "2").assert_outcomes(passed=2)
 
@@ -135,11 +135,11 @@ def test_removed_entry_and_broken_file(project):
 
 def test_tampered_golden_file_fails_naming_it(project):
     run(project, "--hub-update").assert_outcomes(passed=2)
-    golden = project.path / "goldens/acme/tiny/tiny_mlp.safetensors"
+    golden = project.path / "goldens/acme/tiny/tiny_mlp/test_tiny.test_tiny.safetensors"
     golden.write_bytes(golden.read_bytes()[:-4] + b"\0\0\0\0")
     result = run(project)
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*golden acme/tiny/tiny_mlp with sha256*"])
+    result.stdout.fnmatch_lines(["*golden acme/tiny/tiny_mlp/test_tiny.test_tiny with sha256*"])
 
 
 def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
@@ -151,27 +151,39 @@ def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
     refreshed.stdout.fnmatch_lines([
         f"refresh acme/tiny:main: {tiny_repo.v2[:12]} -> {v3[:12]}; tests: test_tiny.py::test_tiny failed",
         "refresh acme/tiny:v1: unchanged; tests: test_version.py::test_version passed",
-        "refresh goldens changed: acme/tiny/tiny_mlp",
-        "lock *: NOT updated, 1 tests failed after refresh",
+        "refresh goldens changed: acme/tiny/tiny_mlp/test_tiny.test_tiny",
+        "lock *: NOT written, 1 tests failed after refresh*",
     ])
     refreshed.stdout.fnmatch_lines(["*out: values differ", "*Mismatched elements: * / 4 (*%)",
                                     "*Greatest absolute difference: * at index (*) (up to 1e-05 allowed)",
-                                    "*Fix: if the change is intended: pytest --hub-lock *hub.lock --hub-update*"])
+                                    "*Fix: if the change is intended: pytest --hub-lock *hub.lock --hub-accept*"])
     assert (project.path / "hub.lock").read_bytes() == locked
-    v4 = tiny_repo.commit(tiny_repo_files("v2", scale=2.0), "back to v2 outputs, new commit")
-    run(project, "--hub-refresh", "--hub-update").assert_outcomes(passed=2)
+
+    accepted = run(project, "--hub-accept")  # accepting the update: one command
+    accepted.assert_outcomes(passed=2)
+    accepted.stdout.fnmatch_lines([
+        "*mode accept*",
+        f"refresh acme/tiny:main: {tiny_repo.v2[:12]} -> {v3[:12]}; tests: test_tiny.py::test_tiny passed",
+        "accepted golden acme/tiny/tiny_mlp/test_tiny.test_tiny: out: values differ; Mismatched elements: 4 / 4*",
+        "lock *: written",
+    ])
+    lock = lock_of(project)
+    assert lock.repos["acme/tiny:main"].commit == v3 and lock.repos["acme/tiny:v1"].commit == tiny_repo.v1
+    run(project).assert_outcomes(passed=2)  # and the accepted state checks green
+    v4 = tiny_repo.commit(tiny_repo_files("v3", scale=3.0), "same outputs, new commit")
+    run(project, "--hub-refresh", "--hub-update").assert_outcomes(passed=2)  # a safe update: outputs unchanged
     assert lock_of(project).repos["acme/tiny:main"].commit == v4
 
 
 def test_missing_golden_says_how_to_record_and_saves_the_output(project):
     run(project, "--hub-update").assert_outcomes(passed=2)
-    (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").unlink()
+    (project.path / "goldens/acme/tiny/tiny_mlp/test_tiny.test_tiny.safetensors").unlink()
     in_system_temp = set(glob.glob(os.path.join(tempfile.gettempdir(), "reprohub-*")))
     missing = run(project, "test_tiny.py")
     missing.assert_outcomes(failed=1)
-    missing.stdout.fnmatch_lines(["*a golden for 'acme/tiny/tiny_mlp'*no such file*--hub-update*obtained values "
+    missing.stdout.fnmatch_lines(["*a golden for 'acme/tiny/tiny_mlp/test_tiny.test_tiny'*no such file*--hub-update*obtained values "
                                   "were written to *.safetensors*"])
-    assert not (project.path / "goldens/acme/tiny/tiny_mlp.safetensors").exists()
+    assert not (project.path / "goldens/acme/tiny/tiny_mlp/test_tiny.test_tiny.safetensors").exists()
     written = re.search(r"written to (\S+\.safetensors)", missing.stdout.str()).group(1)
     # in the failing test's own tmp_path (pytester's subprocess runs put their basetemp beside the project)
     assert Path(written).is_file() and Path(written).is_relative_to(project.path.parent), written
@@ -188,7 +200,7 @@ def test_unused_entries_warn_or_fail(project):
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
     strict.stdout.fnmatch_lines(["*ERROR: unused repo acme/tiny:main*"])
     deselected = run(project, "-k", "version")
-    deselected.stdout.fnmatch_lines(["*tests were deselected; entries only they use show as unused*"])
+    deselected.stdout.fnmatch_lines(["*tests were deselected: unused entries are reported for full runs only*"])
 
 
 def test_tests_without_hub_are_unaffected(pytester):

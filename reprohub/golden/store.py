@@ -57,11 +57,13 @@ class GoldenStore:
 
     def __init__(self, root: "str | Path", lock_dir: "str | Path", session: LockSession | None = None,
                  update: bool = False, refresh: bool = False,
-                 cross_device: tuple[float, float] = (1e-4, 1e-5), accept_command: str = "pytest --hub-update") -> None:
+                 cross_device: tuple[float, float] = (1e-4, 1e-5), accept_command: str = "pytest --hub-update",
+                 accept: bool = False) -> None:
         self.root = Path(root)
         self.lock_dir = Path(lock_dir)
         self.session = session
         self.update = update and not refresh
+        self.accept = accept
         self.cross_device = cross_device
         self.accept_command = accept_command
 
@@ -88,8 +90,10 @@ class GoldenStore:
         path = own if own.exists() or device == "cpu" or not fallback.exists() else fallback
         lock_key = key if path == fallback else f"{key}@{device}"
         meta = {**metadata, "device": device}
+        if self.session is not None:
+            self.session.touch("goldens", lock_key)
         if not path.exists():
-            if self.update:
+            if self.update or self.accept:
                 return self._record(own, lock_key, output, meta, "recorded")
             raise GoldenMissingError(f"a golden for {key!r} at {own}", "no such file",
                                      f"record it with `{self.accept_command}`; the obtained values were written "
@@ -101,11 +105,13 @@ class GoldenStore:
         if result.ok:
             self._pin(lock_key, path, digest)
             return "matched"
-        if self.update:
-            return self._record(own, lock_key, output, meta, "updated")
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
+        if self.update or self.accept:
+            if self.accept and self.session is not None:
+                self.session.accepted[lock_key] = "; ".join(line.strip() for line in report.splitlines()[1:4])
+            return self._record(own, lock_key, output, meta, "updated")
         raise GoldenMismatchError(f"outputs matching golden {key!r}",
                                   f"differences:\n{report}\nThe obtained values were written to "
                                   f"{self._obtained(own, key, output, meta, obtained_dir)}",

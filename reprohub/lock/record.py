@@ -46,6 +46,9 @@ class Pins(Protocol):
     def pinned_sha256(self, url: str) -> str | None:
         """The digest ``url``'s bytes must have, or ``None`` if not pinned."""
 
+    def is_locked(self, spec: str) -> bool:
+        """Whether a reviewed lock names ``spec`` (then it counts as trusted)."""
+
     def pinned_tree_sha256(self, host: str, spec: str) -> str | None:
         """The tree digest the pinned commit of ``spec`` must extract to, or ``None``."""
 

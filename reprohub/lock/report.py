@@ -35,12 +35,18 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
             lines.append(f"  changed {change.table[:-1]} {change.key}: {diff}")
     if refresh:
         lines.extend(_refresh_lines(session, outcomes))
-    for table in TABLES:
-        for key in unused[table]:
-            word = "ERROR" if strict_unused else "warning"
-            lines.append(f"  {word}: unused {table[:-1]} {key} (no selected test used it)")
-    if deselected and any(unused.values()):
-        lines.append(f"  ({deselected} tests were deselected; entries only they use show as unused)")
+    for key, summary in sorted(session.accepted.items()):
+        lines.append(f"accepted golden {key}: {summary}")
+    for conflict in session.conflicts:
+        lines.append(f"  ERROR: {conflict}; give each check its own key=")
+    if deselected:
+        if any(unused.values()):
+            lines.append(f"  ({deselected} tests were deselected: unused entries are reported for full runs only)")
+    else:
+        for table in TABLES:
+            for key in unused[table]:
+                word = "ERROR" if strict_unused else "warning"
+                lines.append(f"  {word}: unused {table[:-1]} {key} (no test of this run asked for it)")
     lines.append(_lock_line(session, written, update, refresh, outcomes))
     return lines
 
@@ -67,5 +73,6 @@ def _lock_line(session: LockSession, written: bool | None, update: bool, refresh
         return f"lock {session.lock_path}: not modified (check mode)"
     if written is None:
         failed = sum(1 for o in outcomes.values() if o == "failed")
-        return f"lock {session.lock_path}: NOT updated, {failed} tests failed after refresh"
+        why = f"{failed} tests failed" + (" after refresh" if refresh else "") if failed else "golden conflicts"
+        return f"lock {session.lock_path}: NOT written, {why} (a lock is only written from a green run)"
     return f"lock {session.lock_path}: {'written' if written else 'unchanged'}"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass, field
 
-from ..errors import LockMismatchError
+from ..errors import GoldenConflictError, LockMismatchError
 from .lockfile import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin
 from .record import ArtifactUse, RepoUse
 
@@ -48,7 +48,12 @@ class LockSession:
     lock_path: str
     update: bool = False
     refresh: bool = False
+    accept: bool = False
     recorded: Lockfile = field(default_factory=Lockfile)
+    touched: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in TABLES})
+    golden_writers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)
+    accepted: dict[str, str] = field(default_factory=dict)
     usage: dict[str, dict[str, set[str]]] = field(default_factory=lambda: {t: {} for t in TABLES})
     current_test: str | None = None
     failed_goldens: set[str] = field(default_factory=set)
@@ -59,14 +64,20 @@ class LockSession:
     def pinned_commit(self, host: str, spec: str) -> str | None:
         """The locked commit of ``spec``; in check mode a missing entry is an error."""
         pin = self.lock.repos.get(spec)
+        self.touch("repos", spec)
         if pin is None and not (self.update or self.refresh):
             raise LockMismatchError(f"repo {spec!r} pinned in {self.lock_path}", "no such entry",
                                     self.record_hint())
         return None if pin is None or self.refresh else pin.commit
 
+    def is_locked(self, spec: str) -> bool:
+        """Whether the lock pins ``spec`` at all (a reviewed lock is the trust decision, in every mode)."""
+        return spec in self.lock.repos
+
     def pinned_sha256(self, url: str) -> str | None:
         """The locked digest of ``url``; in check mode a missing entry is an error."""
         pin = self.lock.artifacts.get(url)
+        self.touch("artifacts", url)
         if pin is None and not (self.update or self.refresh):
             raise LockMismatchError(f"artifact {url} pinned in {self.lock_path}", "no such entry",
                                     self.record_hint())
@@ -86,8 +97,10 @@ class LockSession:
         """Recorder listener: remember the use, and in check mode verify it against the lock."""
         if isinstance(use, RepoUse):
             pin = RepoPin(use.spec, use.host, use.commit, use.tree_sha256)
-            self._note("repos", use.spec, pin)
             locked = self.lock.repos.get(use.spec)
+            if locked is not None and (locked.commit, locked.tree_sha256) == (pin.commit, pin.tree_sha256):
+                pin = locked  # the same content from another host URL (a new port, a mirror) is no change
+            self._note("repos", use.spec, pin)
             if self._strict and locked is not None and locked.tree_sha256 != pin.tree_sha256:
                 raise LockMismatchError(
                     f"repo {use.spec} at {locked.commit} with tree sha256 {locked.tree_sha256}",
@@ -97,8 +110,34 @@ class LockSession:
             self._note("artifacts", use.url, ArtifactPin(use.url, use.sha256, use.size))
 
     def record_golden(self, pin: GoldenPin) -> None:
-        """Remember a golden checked or recorded by the current test."""
+        """Remember a golden checked or recorded by the current test.
+
+        Raises:
+            GoldenConflictError: another test of this run wrote the same key with other content.
+        """
+        test = self.current_test or "?"
+        with self._lock:
+            conflict = self._conflict(pin.key, test, pin.sha256)
+        if conflict:
+            raise GoldenConflictError(f"one golden per key; {pin.key!r} written by one test only", conflict,
+                                      "give one of the checks its own key= (or let the default key, which names "
+                                      "the test, apply)")
         self._note("goldens", pin.key, pin)
+
+    def _conflict(self, key: str, test: str, digest: str) -> str | None:
+        first = self.golden_writers.setdefault(key, (test, digest))
+        if first[0] != test and first[1] != digest:
+            text = f"{first[0]} and {test} wrote different outputs"
+            self.conflicts.append(f"golden {key}: {text}")
+            return text
+        return None
+
+    def touch(self, table: str, key: str) -> None:
+        """Note that a test asked for this entry (even if its load or check then failed)."""
+        with self._lock:
+            self.touched[table].add(key)
+            if self.current_test is not None:
+                self.usage[table].setdefault(key, set()).add(self.current_test)
 
     def _note(self, table: str, key: str, pin) -> None:
         with self._lock:
@@ -124,8 +163,9 @@ class LockSession:
         return found
 
     def unused(self) -> dict[str, list[str]]:
-        """Lock entries that no test of this run used."""
-        return {t: sorted(set(getattr(self.lock, t)) - set(getattr(self.recorded, t))) for t in TABLES}
+        """Lock entries that no test of this run asked for (a failed load or check still counts as a use)."""
+        return {t: sorted(set(getattr(self.lock, t)) - set(getattr(self.recorded, t)) - self.touched[t])
+                for t in TABLES}
 
     def result(self) -> Lockfile:
         """The lock to write in update mode: the old one with this run's records merged in."""
@@ -139,6 +179,10 @@ class LockSession:
             "recorded": {t: [asdict(p) for p in getattr(self.recorded, t).values()] for t in TABLES},
             "usage": {t: {k: sorted(v) for k, v in self.usage[t].items()} for t in TABLES},
             "failed_goldens": sorted(self.failed_goldens),
+            "touched": {t: sorted(v) for t, v in self.touched.items()},
+            "golden_writers": self.golden_writers,
+            "conflicts": self.conflicts,
+            "accepted": self.accepted,
         }
 
     def absorb(self, data: dict) -> None:
@@ -150,3 +194,9 @@ class LockSession:
                 for key, tests in data["usage"][table].items():
                     self.usage[table].setdefault(key, set()).update(tests)
             self.failed_goldens.update(data["failed_goldens"])
+            for table, keys in data["touched"].items():
+                self.touched[table].update(keys)
+            self.conflicts.extend(data["conflicts"])
+            self.accepted.update(data["accepted"])
+            for key, (test, digest) in data["golden_writers"].items():
+                self._conflict(key, test, digest)  # two xdist workers writing one key differently

@@ -14,9 +14,10 @@ from ..fetch.archive import tree_digest
 from ..fetch.fsutil import sha256_file
 from .bundle import check_bundle
 from .lockfile import Lockfile
-from ..cache.layout import CacheLayout, source_key
+from ..cache.layout import CacheLayout
 from ..refs import RepoRef, parse_ref
 from ..sources import GIT_PREFIX, git_source_key, git_spec_parts
+from ..sources.github import CONTENT_KEY
 
 
 def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout,
@@ -60,4 +61,4 @@ def _compare(what: str, path: Path, expected: str, digest) -> list[str]:
 def _cache_place(spec: str, host: str) -> tuple[str, RepoRef]:
     if spec.startswith(GIT_PREFIX):
         return git_source_key(host), git_spec_parts(spec)[1]
-    return source_key(host), parse_ref(spec)
+    return CONTENT_KEY, parse_ref(spec)

@@ -58,7 +58,7 @@ class GitSource:
 
     def __init__(self, remote: str, mirror: Path, offline: bool = False) -> None:
         self.url = remote
-        self.key = git_source_key(remote)
+        self.key = self.content_key = git_source_key(remote)
         self.mirror = Path(mirror)
         self.offline = offline
 

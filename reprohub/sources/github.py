@@ -32,6 +32,7 @@ from ..fetch.fsutil import temp_path_beside
 from ..refs import RepoRef, is_full_commit
 
 log = logging.getLogger("reprohub")
+CONTENT_KEY = "github"
 CODELOAD = "https://codeload.github.com/{owner}/{repo}/zip/{commit}"
 WEB_ARCHIVE = "/{owner}/{repo}/archive/{commit}.zip"
 
@@ -71,7 +72,8 @@ class GitHubSource:
     def __init__(self, api_url: str | None = None, token: str | None = None, downloader: Downloader | None = None):
         self.url = check_url(api_url or settings.read(settings.GITHUB_API_URL) or DEFAULT_GITHUB_API,
                              settings.GITHUB_API_URL).rstrip("/")
-        self.key = source_key(self.url)
+        self.key = source_key(self.url)  # where this host's ref resolutions are remembered
+        self.content_key = CONTENT_KEY  # commits name their content: one folder whatever host served them
         self._token = token if token is not None else settings.read(settings.GITHUB_TOKEN)
         self.downloader = downloader or Downloader()
 

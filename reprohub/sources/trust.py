@@ -51,6 +51,7 @@ def check_trust(
     legacy_folder: str | None = None,
     pinned: bool = False,
     ask: Callable[[str], str] | None = None,
+    extra: str | None = None,
 ) -> None:
     """Allow ``repo`` to run, ask, or raise :class:`UntrustedRepoError`.
 
@@ -61,10 +62,11 @@ def check_trust(
         legacy_folder: torch.hub's ``owner_repo_ref`` folder; present means trusted.
         pinned: the repo is pinned in an active lockfile.
         ask: prompt function (default ``input`` when stdin is a terminal).
+        extra: more trusted patterns, as ``REPROHUB_TRUST`` (the plugin's ``--hub-trust``).
     """
     if trust_repo not in TRUST_VALUES:
         raise UntrustedRepoError('trust_repo True, False, "check" or None', repr(trust_repo), "pass one of those")
-    trusted = pinned or _is_trusted(layout, repo, list_name, legacy_folder)
+    trusted = pinned or is_trusted_by_env(repo, extra) or _is_trusted(layout, repo, list_name, legacy_folder)
     if trust_repo is None and not trusted:
         warnings.warn(f"You are about to run code from {repo}, which is not in your trusted list. "
                       "Pass trust_repo=True to trust it.", stacklevel=4)
@@ -92,7 +94,7 @@ def _read_list(layout: CacheLayout) -> set[str]:
 
 def _confirm(repo: str, ask: Callable[[str], str] | None) -> None:
     how = (f"pass trust_repo=True, set {ENV_TRUST}={repo} (or {ENV_TRUST}=all in a sandbox), "
-           "or pin it in a reviewed hub.lock")
+           f"record with `pytest --hub-update --hub-trust {repo}` (ini: hub_trust), or pin it in a reviewed hub.lock")
     if ask is None:
         if not (sys.stdin and sys.stdin.isatty()):
             raise UntrustedRepoError(f"{repo} to be trusted", "an untrusted repo and no terminal to ask", how)
