@@ -32,7 +32,9 @@ QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, workers=3,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes; proves the harness runs")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for results.json and download.png")
+    parser.add_argument("--out", default=None, help="folder for results.json and download.png (default: "
+                        "benchmarks/results for full runs, benchmarks/results/quick for --quick, so a smoke run "
+                        "never overwrites the committed full results)")
     parser.add_argument("--only", nargs="*", choices=("download", "extract", "load", "workers", "golden"),
                         help="run only these cases")
     args = parser.parse_args(argv)
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"\nreprohub benchmarks ({'quick' if args.quick else 'full'}; {machine})\n")
     print(table(rows))
-    out = Path(args.out)
+    out = Path(args.out or ("benchmarks/results/quick" if args.quick else "benchmarks/results"))
     out.mkdir(parents=True, exist_ok=True)
     results = [r.as_dict(next((b for b in rows if b.case == r.case and b.baseline), None)) for r in rows]
     (out / "results.json").write_text(json.dumps({"machine": machine, "quick": args.quick, "results": results},

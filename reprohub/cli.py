@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import ReprohubError
+from .errors import RefError, ReprohubError, SettingError
+from .settings import VERSION
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     try:
         return args.run(args)
+    except (RefError, SettingError) as err:  # what was typed can never work: a usage error
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except ReprohubError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
@@ -48,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprohub", description="Reproducible, pinned, verified PyTorch Hub loads.",
                                      epilog="exit codes: 0 ok, 1 verification failed, 2 usage, 3 other errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is resolved and downloaded")
+    parser.add_argument("--version", action="version", version=f"reprohub {VERSION}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, run: Callable, help: str) -> argparse.ArgumentParser:
@@ -94,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=PATH", help="a Git repo to serve")
     p.add_argument("--file", action="append", default=[], metavar="NAME=PATH", help="a file to serve at /files/NAME")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks one)")
+
+    p = command("bench", _bench, "time cold and warm loads of one entrypoint (a fresh cache vs a warm one), "
+                "with the requests each makes")
+    p.add_argument("spec", help="owner/repo[:ref]")
+    p.add_argument("model", help="entrypoint name")
+    p.add_argument("--repeat", type=int, default=5, help="loads of each kind (default 5); medians are shown")
+    p.add_argument("--trust", action="store_true", help="trust this repo (as trust_repo=True)")
 
     p = command("demo", _demo, "the built-in example: serve a demo repo, lock it, test it with --hub-lock")
     p.add_argument("--workdir", default=None, help="keep the demo project here (default: a temporary folder)")
@@ -218,10 +230,22 @@ def _cache(args) -> int:
     return tool.run(args.action, args.names, _hub().layout, keep)
 
 
+def _bench(args) -> int:
+    from .testing.bench import bench_load
+
+    for line in bench_load(args.spec, args.model, args.repeat, trust_repo=True if args.trust else "check"):
+        print(line)
+    return EXIT_OK
+
+
 def _serve(args) -> int:
     from .testing.server import HubServer
 
-    server = HubServer(port=args.port)
+    try:
+        server = HubServer(port=args.port)
+    except OSError as err:
+        raise ReprohubError(f"a free port {args.port} on 127.0.0.1", f"{err.strerror or err}",
+                            "pass --port 0 to pick a free port, or stop what listens there") from None
     for item in args.repo:
         name, _, path = item.partition("=")
         server.add_repo(name, path)

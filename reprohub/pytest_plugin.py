@@ -218,6 +218,16 @@ class GoldenChecker:
             torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
+def _short_report(item: pytest.Item, excinfo) -> str:
+    error = excinfo.value
+    own = [entry for entry in excinfo.traceback if Path(str(entry.path)) == Path(str(item.path))]
+    where = ""
+    if own:
+        entry = own[-1]
+        where = f"{item.location[0]}:{entry.lineno + 1}: in {item.name}\n    {str(entry.statement).strip()}\n"
+    return f"{where}{type(error).__module__}.{type(error).__name__}: {error}"
+
+
 def test_key(nodeid: str) -> str:
     """The part of a golden key that names one test call, stable across runs and machines.
 
@@ -317,6 +327,15 @@ class HubPlugin:
         with default_hub_override(self.hub), routed(self.hub, import_torch=False):
             yield
         self.session.current_test = None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """A reprohub error inside a test reads as the test's line and the error, not 50 lines of internals."""
+        outcome = yield
+        report = outcome.get_result()
+        error = call.excinfo.value if call.excinfo is not None else None
+        if report.failed and isinstance(error, ReprohubError):
+            report.longrepr = _short_report(item, call.excinfo)
 
     def pytest_deselected(self, items) -> None:
         self.deselected += len(items)

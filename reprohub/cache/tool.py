@@ -10,13 +10,14 @@ Example::
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..fetch.fsutil import read_json, remove_tree
 from ..fetch.partial import is_stale
 from .layout import SIDECAR_SUFFIX, CacheLayout
 
-EXIT_OK, EXIT_MISMATCH = 0, 1
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
 
 def cached_repos(layout: CacheLayout) -> list[dict]:
@@ -60,11 +61,20 @@ def run(action: str, names: list[str], layout: CacheLayout,
             print(f"artifact {art.get('url', '?')}  {art.get('size', 0):>12,} bytes  sha256 {art.get('sha256', '?')}")
         return EXIT_OK
     if action == "rm":
-        removed = [p for p in _matching(layout, names)]
-        for path in removed:
-            _remove_entry(path)
-            print(f"removed {path}")
-        return EXIT_OK if removed else EXIT_MISMATCH
+        if not names:
+            print("error: name what to remove: owner/repo, a commit or an artifact URL (`reprohub cache ls` "
+                  "lists them)", file=sys.stderr)
+            return EXIT_USAGE
+        missing = []
+        for name in names:
+            matched = _matching(layout, [name])
+            for path in matched:
+                _remove_entry(path)
+                print(f"removed {path}")
+            if not matched:
+                missing.append(name)
+                print(f"no cached entry matches {name!r} (`reprohub cache ls` lists them)", file=sys.stderr)
+        return EXIT_MISMATCH if missing else EXIT_OK
     doomed = leftovers(layout)
     if keep is not None:
         commits, urls = keep

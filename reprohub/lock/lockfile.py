@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 import warnings
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import tomli_w
 
+from ..cache.layout import CacheLayout, get_dir
 from ..errors import LockfileError
 from ..fetch.fsutil import atomic_write_bytes, file_lock
 
@@ -146,7 +148,7 @@ class Lockfile:
         """Write atomically under a lock; return whether the bytes changed."""
         path = Path(path)
         text = self.dumps()
-        with file_lock(path.with_name(f".{path.name}.lock"), f"writing {path}"):
+        with file_lock(_writer_lock(path), f"writing {path}"):
             try:
                 if path.read_text(encoding="utf-8") == text:
                     return False
@@ -167,6 +169,12 @@ class Lockfile:
 
     def entry_count(self) -> dict[str, int]:
         return {t: len(getattr(self, t)) for t in TABLES}
+
+
+def _writer_lock(path: Path) -> Path:
+    """The inter-process lock for writing ``path``: in the hub dir, not beside the lock (nothing to .gitignore)."""
+    key = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return CacheLayout(get_dir()).internal / "locks" / f"{key}.lock"
 
 
 def _check_version(version, name: str) -> bool:
