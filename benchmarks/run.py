@@ -29,6 +29,11 @@ FULL = dict(download=[1, 64, 1024], extract=[("small", 300, 5), ("large", 2000, 
 QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, workers=3, golden=32, rounds=2)
 
 
+def results_folder(out: str | None, quick: bool) -> Path:
+    """Where results go: --out, else the committed full results, else (quick) a git-ignored folder."""
+    return Path(out) if out else Path(__file__).parent / "results" / ("quick" if quick else "")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes; proves the harness runs")
@@ -59,7 +64,7 @@ def main(argv=None) -> int:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"\nreprohub benchmarks ({'quick' if args.quick else 'full'}; {machine})\n")
     print(table(rows))
-    out = Path(args.out or ("benchmarks/results/quick" if args.quick else "benchmarks/results"))
+    out = results_folder(args.out, args.quick)
     out.mkdir(parents=True, exist_ok=True)
     results = [r.as_dict(next((b for b in rows if b.case == r.case and b.baseline), None)) for r in rows]
     (out / "results.json").write_text(json.dumps({"machine": machine, "quick": args.quick, "results": results},

@@ -156,3 +156,31 @@ def test_cli_edges(capsys, server, tiny_repo, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     assert "cold load of acme/tiny:v1 version" in out and "warm load" in out and "0 HTTP requests" in out
     assert os.path.exists(tmp_path) and tiny_repo
+
+
+def test_a_quick_benchmark_run_never_overwrites_the_committed_results():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parent.parent / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_run", bench / "run.py")
+        run_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(run_module)
+    finally:
+        sys.path.remove(str(bench))
+    assert run_module.results_folder(None, quick=True) == bench / "results" / "quick"
+    assert run_module.results_folder(None, quick=False) == bench / "results" / ""
+    assert run_module.results_folder("/elsewhere", quick=True) == Path("/elsewhere")
+
+
+def test_fetch_reaches_the_host_the_lock_recorded(server, tiny_repo, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    monkeypatch.chdir(tmp_path)
+    assert main(["lock", "acme/tiny:v1"]) == 0
+    monkeypatch.delenv("REPROHUB_GITHUB_API_URL")  # a CI machine that only has the lock
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "fresh"))
+    assert main(["fetch"]) == 0 and "repo acme/tiny:v1" in capsys.readouterr().out
+    assert server.hits("/acme/tiny/archive/") == 2  # once for `lock`, once for the fresh cache

@@ -75,8 +75,9 @@ def test_list_help_and_errors_exit_codes(cli_env, capsys):
     assert capsys.readouterr().out.split() == ["tiny_mlp", "version"]
     assert main(["help", "acme/tiny:v1", "version"]) == EXIT_OK
     assert "Which version" in capsys.readouterr().out
-    assert main(["list", "acme/tiny:c:d"]) == EXIT_ERROR
+    assert main(["list", "acme/tiny:c:d"]) == 2  # a spec that can never work is a usage error, as the README says
     assert "error: expected" in capsys.readouterr().err
+    assert main(["list", "nobody/missing"]) == EXIT_ERROR  # a well-formed spec the host does not know
     with pytest.raises(SystemExit) as info:
         main(["lock"])
     assert info.value.code == 2

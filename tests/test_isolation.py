@@ -136,6 +136,8 @@ def test_objects_from_repo_modules_pickle_after_the_load(hub, server, tmp_path, 
     import io
     import pickle
 
+    for name in [n for n in sys.modules if n.partition(".")[0] == "tinynet"]:
+        del sys.modules[name]  # left by an earlier test's unpickling in this process
     model = hub.load("acme/tiny:v1", "tiny_mlp")
     assert "tinynet" not in sys.modules  # still isolated ...
     again = pickle.loads(pickle.dumps(model))  # ... yet its classes can be found by name
