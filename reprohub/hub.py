@@ -36,6 +36,7 @@ from . import settings
 from .cache.layout import CacheLayout, check_file_name, file_name_from_url, get_dir
 from .cache.store import ArtifactStore, adopt_torch_hub_file
 from .errors import OfflineError, SourceError
+from .fetch import durability
 from .fetch.archive import tree_digest
 from .fetch.download import Downloaded, Downloader, DownloadPolicy
 from .fetch.fsutil import atomic_write_json, file_lock, read_json
@@ -349,11 +350,15 @@ class Hub:
         re-hashes a cached tree and extracts it again if its files were edited or damaged."""
         manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)
         manifest = read_json(manifest_path)
-        if manifest and path.is_dir() and not verify:
+        if manifest and path.is_dir() and not verify and not durability.needs_recheck(manifest):
             return manifest
         with file_lock(path.with_suffix(".lock"), f"fetching {repo.repo}@{commit[:12]}"):
             manifest = read_json(manifest_path)
-            if manifest and path.is_dir() and not (verify and _damaged(path, manifest)):
+            recheck = manifest is not None and durability.needs_recheck(manifest)
+            if manifest and path.is_dir() and not ((verify or recheck) and _damaged(path, manifest)):
+                if recheck:  # extracted unflushed in an earlier boot, and still intact: confirmed
+                    manifest = {k: v for k, v in manifest.items() if k != "boot_id"}
+                    atomic_write_json(manifest_path, manifest)
                 return manifest
             forget_repo(path)
             result = self.mirrors.fetch_tree(pinned_tree, path, _interactive()) if pinned_tree and self.mirrors else None
@@ -361,7 +366,7 @@ class Hub:
                 self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
                 result = src.materialize(repo, commit, path, progress=_interactive())
             manifest = {"commit": commit, "host": src.url, "tree_sha256": result.tree_sha256,
-                        "files": result.files, "bytes": result.bytes}
+                        "files": result.files, "bytes": result.bytes, **durability.stamp()}
             atomic_write_json(manifest_path, manifest)
             return manifest
 

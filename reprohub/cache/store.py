@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import CacheCollisionError, OfflineError
+from ..fetch import durability
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.fsutil import atomic_write_json, file_lock, read_json, sha256_file, temp_path_beside
 from ..fetch.urls import canonical_url, is_file_url
@@ -48,16 +49,18 @@ def lock_path(path: "str | os.PathLike[str]") -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def write_sidecar(got: Downloaded) -> None:
+def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
     """Record ``got``'s URL, size, mtime and digest beside its file.
 
+    ``unflushed``: the file was renamed into place without an fsync, so the record carries this
+    boot's id and the file is hashed once more in a later boot (:mod:`reprohub.fetch.durability`).
     Best effort: on a read-only folder (a shared, pre-filled model_dir) the record is skipped and the
     file is simply hashed again on the next use.
     """
     st = os.stat(got.path)
+    record = {"url": got.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": got.sha256}
     try:
-        atomic_write_json(sidecar_path(got.path),
-                          {"url": got.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": got.sha256})
+        atomic_write_json(sidecar_path(got.path), {**record, **(durability.stamp() if unflushed else {})})
     except OSError as err:
         log.debug("no sidecar for %s (%s); it will be hashed again next time", got.path, err)
 
@@ -85,7 +88,8 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
             "pass a different file_name= (or model_dir=) so the two files do not share a path",
         )
     recorded_url = record.get("url") or (canonical_url(url) if url else "")
-    if record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns and record.get("sha256"):
+    unchanged = record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
+    if unchanged and record.get("sha256") and not durability.needs_recheck(record):
         return Downloaded(url=recorded_url, path=path, sha256=record["sha256"], size=st.st_size)
     digest = sha256_file(path)
     if record.get("sha256") and record["sha256"] != digest:
@@ -170,9 +174,10 @@ class ArtifactStore:
                     )
                 log.info('Downloading: "%s" to %s', url, path)
                 got = self.downloader.fetch(url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix,
-                                            progress=progress, headers=headers, resumable=True)
+                                            progress=progress, headers=headers, resumable=True,
+                                            sync=not durability.boot_id())
             got = dataclasses.replace(got, url=canonical_url(url))  # the origin's URL, not a mirror's or a signature
-            write_sidecar(got)
+            write_sidecar(got, unflushed=bool(durability.boot_id()))
             return got
 
     @staticmethod

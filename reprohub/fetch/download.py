@@ -130,6 +130,7 @@ class Downloader:
         progress: bool = True,
         headers: Mapping[str, str] | None = None,
         resumable: bool = False,
+        sync: bool = True,
     ) -> Downloaded:
         """Download ``url`` to ``dst`` atomically and return its digest.
 
@@ -140,6 +141,8 @@ class Downloader:
             headers: extra request headers (for example an API token).
             resumable: the caller holds ``dst``'s file lock: gather the bytes in a fixed partial file
                 that a later call resumes if this one is killed (:mod:`reprohub.fetch.partial`).
+            sync: flush the bytes to disk before the rename.  ``False`` only where the caller records
+                the boot the file was written in (:mod:`reprohub.fetch.durability`).
 
         Raises:
             HashMismatchError: the bytes arrived but have another digest; ``dst`` is untouched.
@@ -166,12 +169,14 @@ class Downloader:
                     digest, size = _copy_local(url, out)
                 else:
                     digest, size = self._transfer(url, out, progress, dict(headers or {}), hasher, validator,
-                                                  partial.learned)
+                                                  partial.learned, sync)
                 out.flush()
-                os.fsync(out.fileno())
+                if sync:
+                    os.fsync(out.fileno())
             _check_digest(url, digest, expected_sha256, hash_prefix)
             partial.finish()
-            fsync_dir(dst.parent)
+            if sync:
+                fsync_dir(dst.parent)
         except BaseException as err:
             partial.after_failure(resumable_error=isinstance(err, DownloadError) and not isinstance(err, HTTPStatusError))
             raise
@@ -204,7 +209,7 @@ class Downloader:
                             "check the network and the host (REPROHUB_GITHUB_API_URL); retry later")
 
     def _transfer(self, url: str, out, progress: bool, headers: dict[str, str], hasher,
-                  validator: str | None, learned: Callable[[str | None], None]) -> tuple[str, int]:
+                  validator: str | None, learned: Callable[[str | None], None], sync: bool = True) -> tuple[str, int]:
         failures = restarts = 0
         bar = _progress_bar(url, progress)
         try:
@@ -226,7 +231,10 @@ class Downloader:
                             bar.update(offset)
                         size = _buffer_size(self.policy.chunk_size, total, offset)
                         pumping = pump_inline if total is not None and total - offset <= INLINE_MAX else pump
-                        pumping(_reader_of(response), out, hasher, bar, size)
+                        if pumping is pump:
+                            pump(_reader_of(response), out, hasher, bar, size, writeback=sync)
+                        else:
+                            pump_inline(_reader_of(response), out, hasher, bar, size)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()

@@ -58,7 +58,7 @@ def pump_inline(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_
             return
 
 
-def pump(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int) -> None:
+def pump(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int, writeback: bool = True) -> None:
     """A three-stage pipeline over a few reused buffers: read -> write -> hash.
 
     This thread reads the socket; one thread writes each buffer to ``out``,
@@ -93,7 +93,7 @@ def pump(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: i
         if bar is not None:
             bar.update(len(view))
 
-    flusher = _Flusher(out)
+    flusher = _Flusher(out, enabled=writeback)
 
     def write(view: memoryview) -> None:
         out.write(view)
@@ -134,7 +134,8 @@ class _Flusher:
 
     EVERY = 32 << 20
 
-    def __init__(self, out) -> None:
+    def __init__(self, out, enabled: bool = True) -> None:
+        self._enabled = enabled  # off when no final fsync follows (the boot id vouches instead)
         self._fd = out.fileno()
         self._pending = 0
         self._wake = threading.Event()
@@ -143,7 +144,7 @@ class _Flusher:
 
     def wrote(self, n: int) -> None:
         self._pending += n
-        if self._pending >= self.EVERY:
+        if self._enabled and self._pending >= self.EVERY:
             self._pending = 0
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="reprohub-flush", daemon=True)
