@@ -60,7 +60,9 @@ def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
     st = os.stat(got.path)
     record = {"url": got.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": got.sha256}
     try:
-        atomic_write_json(sidecar_path(got.path), {**record, **(durability.stamp() if unflushed else {})})
+        stamp = durability.stamp() if unflushed else {}
+        # a stamped record is re-checked in a later boot anyway, so it needs no flush of its own either
+        atomic_write_json(sidecar_path(got.path), {**record, **stamp}, durable=not stamp)
     except OSError as err:
         log.debug("no sidecar for %s (%s); it will be hashed again next time", got.path, err)
 

@@ -77,10 +77,13 @@ def atomic_write_bytes(path: "str | os.PathLike[str]", data: bytes) -> None:
     atomic_replace_with(path, write)
 
 
-def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path], None]") -> None:
+def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path], None]",
+                        durable: bool = True) -> None:
     """Let ``write`` fill a temporary file beside ``path``, fsync it, and rename it over ``path``.
 
-    If ``write`` raises, ``path`` is untouched and the temporary file is removed.
+    If ``write`` raises, ``path`` is untouched and the temporary file is removed.  ``durable=False``
+    skips the flushes: still atomic for every reader, but after a power loss the file may be old,
+    missing or unreadable, which is fine for records that are only hints or carry a boot id.
     """
     path = Path(path)
     tmp = temp_path_beside(path, ".tmp")
@@ -88,18 +91,26 @@ def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path],
         with writable(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_json(path: "str | os.PathLike[str]", obj: Any) -> None:
-    """Write ``obj`` as sorted, indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: "str | os.PathLike[str]", obj: Any, durable: bool = True) -> None:
+    """Write ``obj`` as sorted, indented JSON, atomically (``durable=False``: without the flushes)."""
+    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_replace_with(path, write, durable)
 
 
 def read_json(path: "str | os.PathLike[str]") -> Any | None:

@@ -69,7 +69,7 @@ class Partial:
     def learned(self, validator: str | None) -> None:
         """The server named its version of the file: record it, so a killed download can resume."""
         if self.resumable and validator and not validator.startswith("W/") and validator != self._validator:
-            atomic_write_json(self.record, {"url": self.url, "validator": validator})
+            atomic_write_json(self.record, {"url": self.url, "validator": validator}, durable=False)  # a hint
             self._validator = validator
 
     def finish(self) -> None:
