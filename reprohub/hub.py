@@ -335,7 +335,13 @@ class Hub:
         return commit
 
     def _check_not_forked(self, src: GitHubSource, repo: RepoRef, commit: str) -> None:
-        """torch.hub's fork check for refs that are commits, asked of the host once per commit."""
+        """torch.hub's fork check for refs that are commits, asked of the host once per commit.
+
+        Offline there is no host to ask: only a commit already in the cache can load then, and it was
+        checked (or explicitly skipped) when it was first downloaded.
+        """
+        if not self.origin:
+            return
         refs_file = self.layout.refs_file(src.key, repo)
         key = f"@validated:{commit}"
         if (read_json(refs_file) or {}).get(key) == commit:

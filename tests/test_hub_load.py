@@ -60,6 +60,15 @@ def test_a_commit_on_no_branch_or_tag_is_refused_as_torch_hub_refuses_it(hub, ti
     assert hub.list(f"acme/tiny:{sha[:10]}", skip_validation=True) == ["version"]
 
 
+def test_a_cached_commit_still_loads_offline_without_the_fork_check(hub, tiny_repo, server):
+    from reprohub import Hub
+
+    assert hub.load(f"acme/tiny:{tiny_repo.v1}", "version", skip_validation=True) == "v1"  # no verdict cached
+    server.stop()
+    offline = Hub(hub_dir=hub.hub_dir, github_api_url=server.api_url, offline=True)
+    assert offline.load(f"acme/tiny:{tiny_repo.v1}", "version") == "v1"
+
+
 def test_an_old_commit_of_the_default_branch_passes_and_the_verdict_is_cached(hub, tiny_repo, server):
     assert hub.load(f"acme/tiny:{tiny_repo.v1}", "version") == "v1"  # the tag v1 points at it
     tiny_repo.commit({"tinynet/__init__.py": "VERSION = 'v3'\n"}, "v3")
