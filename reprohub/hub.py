@@ -124,10 +124,8 @@ class Hub:
         self.downloader = Downloader(session=session, policy=policy, offline=not self.origin)
         mirror_policy = dataclasses.replace(self.downloader.policy, retries=min(2, self.downloader.policy.retries))
         mirror_downloader = Downloader(session=self.downloader.session, policy=mirror_policy, offline=self.offline)
-        if mirrors is None:
-            mirrors = settings.read(settings.MIRROR)
-        self.mirrors = (MirrorSet.parse(mirrors, mirror_downloader) if mirrors is None or isinstance(mirrors, str)
-                        else MirrorSet(mirrors, mirror_downloader))
+        self.mirrors = MirrorSet.parse(settings.read(settings.MIRROR) if mirrors is None else mirrors,
+                                       mirror_downloader)
         self.store = ArtifactStore(self.downloader)
         self.github = GitHubSource(github_api_url, token, self.downloader)
         self.pins = pins

@@ -92,11 +92,12 @@ def test_presigned_urls_name_one_cached_file_and_one_lock_entry(server, hub):
     assert [a.url for a in hub.recorder.artifacts()] == [url + "?versionId=7"]
 
 
-def test_urls_no_retry_can_fix_fail_at_once():
+def test_urls_no_retry_can_fix_fail_at_once(tmp_path):
     sleeps = []
     downloader = Downloader(policy=FAST_POLICY, sleep=sleeps.append)
     with pytest.raises(DownloadError, match="InvalidURL|MissingSchema|InvalidSchema"):
-        downloader.fetch("http://", "/tmp/reprohub-never-written", progress=False)
+        downloader.fetch("http://", tmp_path / "never-written", progress=False)
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
     assert sleeps == []
 
 

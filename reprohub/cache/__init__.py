@@ -13,7 +13,7 @@ Example:
     'w.pt.reprohub.json'
 """
 
-from ..fetch.fsutil import sha256_file
-from .store import ArtifactStore, cached_digest, lock_path, sidecar_path, write_sidecar
+from ..fetch.fsutil import lock_path, sha256_file
+from .store import ArtifactStore, cached_digest, sidecar_path, write_sidecar
 
 __all__ = ["ArtifactStore", "cached_digest", "lock_path", "sha256_file", "sidecar_path", "write_sidecar"]

@@ -30,7 +30,7 @@ from typing import Callable
 from ..errors import CacheCollisionError, OfflineError
 from ..fetch import durability
 from ..fetch.download import Downloaded, Downloader
-from ..fetch.fsutil import atomic_write_json, file_lock, read_json, sha256_file, temp_path_beside
+from ..fetch.fsutil import atomic_write_json, file_lock, lock_path, read_json, sha256_file, temp_path_beside
 from ..fetch.urls import canonical_url, is_file_url
 from .layout import SIDECAR_SUFFIX
 
@@ -41,12 +41,6 @@ def sidecar_path(path: "str | os.PathLike[str]") -> Path:
     """The sidecar record of a cached file."""
     path = Path(path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def lock_path(path: "str | os.PathLike[str]") -> Path:
-    """The lock file guarding a cached file."""
-    path = Path(path)
-    return path.with_name(path.name + ".lock")
 
 
 def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
@@ -165,6 +159,7 @@ class ArtifactStore:
             hit = self._usable(path, url, expected_sha256, hash_prefix)
             if hit is not None:
                 return hit
+            unflushed = durability.boot_id() is not None  # a boot id vouches for the bytes instead of an fsync
             got = prefill(path) if prefill is not None else None
             if got is None:
                 if self.downloader.offline and not is_file_url(url):  # a local file needs no network
@@ -176,10 +171,9 @@ class ArtifactStore:
                     )
                 log.info('Downloading: "%s" to %s', url, path)
                 got = self.downloader.fetch(url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix,
-                                            progress=progress, headers=headers, resumable=True,
-                                            sync=not durability.boot_id())
+                                            progress=progress, headers=headers, resumable=True, sync=not unflushed)
             got = dataclasses.replace(got, url=canonical_url(url))  # the origin's URL, not a mirror's or a signature
-            write_sidecar(got, unflushed=bool(durability.boot_id()))
+            write_sidecar(got, unflushed=unflushed)
             return got
 
     @staticmethod

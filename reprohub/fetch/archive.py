@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ArchiveError
-from .fsutil import fsync_dir, make_temp_dir_beside, remove_tree, sha256_file
+from .fsutil import atomic_replace_with, fsync_dir, make_temp_dir_beside, remove_tree, sha256_file
 
 MAX_FILES = 200_000
 MAX_BYTES = 8 << 30
@@ -115,14 +115,20 @@ def tree_digest(folder: "str | os.PathLike[str]") -> str:
     Equal to :attr:`ExtractResult.tree_sha256` for an untouched extraction.
     """
     entries = {}
-    root = Path(folder)
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).as_posix()
+    for rel, path in tree_files(folder):
         if path.is_symlink():
             entries[rel] = ("l", hashlib.sha256(os.readlink(path).encode("utf-8", "surrogateescape")).hexdigest())
-        elif path.is_file() and "__pycache__" not in path.parts:
+        else:
             entries[rel] = ("x" if path.stat().st_mode & 0o100 else "-", sha256_file(path))
     return _tree_sha256(entries)
+
+
+def tree_files(folder: "str | os.PathLike[str]") -> "list[tuple[str, Path]]":
+    """What a tree is made of, for its digest and its bundle zip alike: files and links by relative path,
+    sorted, without ``__pycache__`` (imports write it into cached repos) and without empty folders."""
+    root = Path(folder)
+    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                  if (p.is_symlink() or p.is_file()) and "__pycache__" not in p.relative_to(root).parts)
 
 
 def _tree_sha256(entries: "dict[str, tuple[str, str]]") -> str:
@@ -287,11 +293,7 @@ def write_tree_zip(folder: "str | os.PathLike[str]", dest: "str | os.PathLike[st
         >>> write_tree_zip(src, out), zip_tree_digest(out) == tree_digest(src)
         (1, True)
     """
-    from .fsutil import atomic_replace_with
-
-    root = Path(folder)
-    entries = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
-                     if (p.is_symlink() or p.is_file()) and "__pycache__" not in p.relative_to(root).parts)
+    entries = tree_files(folder)
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:

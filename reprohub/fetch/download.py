@@ -230,11 +230,10 @@ class Downloader:
                             bar.reset(total=total)
                             bar.update(offset)
                         size = _buffer_size(self.policy.chunk_size, total, offset)
-                        pumping = pump_inline if total is not None and total - offset <= INLINE_MAX else pump
-                        if pumping is pump:
-                            pump(_reader_of(response), out, hasher, bar, size, writeback=sync)
-                        else:
+                        if total is not None and total - offset <= INLINE_MAX:
                             pump_inline(_reader_of(response), out, hasher, bar, size)
+                        else:
+                            pump(_reader_of(response), out, hasher, bar, size, writeback=sync)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()

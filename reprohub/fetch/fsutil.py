@@ -122,6 +122,12 @@ def read_json(path: "str | os.PathLike[str]") -> Any | None:
         return None
 
 
+def lock_path(path: "str | os.PathLike[str]") -> Path:
+    """The lock file guarding ``path`` while it is written (``<name>.lock`` beside it)."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
 @contextlib.contextmanager
 def file_lock(path: "str | os.PathLike[str]", what: str) -> Iterator[None]:
     """Hold an inter-process lock on ``path`` (created as needed) while the block runs.

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from filelock import FileLock, Timeout
 
-from .fsutil import atomic_write_json, read_json, remove_tree, temp_path_beside
+from .fsutil import atomic_write_json, lock_path, read_json, remove_tree, temp_path_beside
 
 log = logging.getLogger("reprohub")
 SUFFIX = ".incomplete"
@@ -127,8 +127,7 @@ def is_stale(path: Path) -> bool:
         return not pid_alive(int(match["pid"]))
     name = path.name.removesuffix(".json")
     if name.startswith(".") and name.endswith(SUFFIX):
-        final = path.with_name(name[1: -len(SUFFIX)])
-        lock = FileLock(str(final.with_name(final.name + ".lock")))
+        lock = FileLock(str(lock_path(path.with_name(name[1: -len(SUFFIX)]))))
         try:
             lock.acquire(timeout=0)
         except Timeout:

@@ -64,6 +64,7 @@ class GoldenStore:
         self.session = session
         self.update = update and not refresh
         self.accept = accept
+        self.writes = self.update or accept  # a missing or differing golden is (re-)recorded, not a failure
         self.cross_device = cross_device
         self.accept_command = accept_command
 
@@ -93,7 +94,7 @@ class GoldenStore:
         if self.session is not None:
             self.session.touch("goldens", lock_key)
         if not path.exists():
-            if self.update or self.accept:
+            if self.writes:
                 return self._record(own, lock_key, output, meta, "recorded")
             raise GoldenMissingError(f"a golden for {key!r} at {own}", "no such file",
                                      f"record it with `{self.accept_command}`; the obtained values were written "
@@ -108,7 +109,7 @@ class GoldenStore:
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
-        if self.update or self.accept:
+        if self.writes:
             if self.accept and self.session is not None:
                 self.session.accepted[lock_key] = "; ".join(line.strip() for line in report.splitlines()[1:4])
             return self._record(own, lock_key, output, meta, "updated")

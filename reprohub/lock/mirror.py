@@ -94,9 +94,10 @@ class MirrorSet:
         self._dead: set[str] = set()
 
     @classmethod
-    def parse(cls, value: str | None, downloader: Downloader | None = None) -> "MirrorSet":
-        """Mirrors from a setting's text: locations separated by commas or whitespace."""
-        return cls(re.split(r"[\s,]+", value or ""), downloader)
+    def parse(cls, value: "str | Iterable[str] | None", downloader: Downloader | None = None) -> "MirrorSet":
+        """Mirrors from a setting's text (locations separated by commas or whitespace) or a list of locations."""
+        return cls(re.split(r"[\s,]+", value or "") if value is None or isinstance(value, str) else value,
+                   downloader)
 
     def __bool__(self) -> bool:
         return bool(self.bases)

@@ -135,15 +135,17 @@ class LockSession:
     def touch(self, table: str, key: str) -> None:
         """Note that a test asked for this entry (even if its load or check then failed)."""
         with self._lock:
-            self.touched[table].add(key)
-            if self.current_test is not None:
-                self.usage[table].setdefault(key, set()).add(self.current_test)
+            self._used(table, key)
 
     def _note(self, table: str, key: str, pin) -> None:
         with self._lock:
             getattr(self.recorded, table)[key] = pin
-            if self.current_test is not None:
-                self.usage[table].setdefault(key, set()).add(self.current_test)
+            self._used(table, key)
+
+    def _used(self, table: str, key: str) -> None:
+        self.touched[table].add(key)
+        if self.current_test is not None:
+            self.usage[table].setdefault(key, set()).add(self.current_test)
 
     @property
     def _strict(self) -> bool:
@@ -164,8 +166,7 @@ class LockSession:
 
     def unused(self) -> dict[str, list[str]]:
         """Lock entries that no test of this run asked for (a failed load or check still counts as a use)."""
-        return {t: sorted(set(getattr(self.lock, t)) - set(getattr(self.recorded, t)) - self.touched[t])
-                for t in TABLES}
+        return {t: sorted(set(getattr(self.lock, t)) - self.touched[t]) for t in TABLES}
 
     def result(self) -> Lockfile:
         """The lock to write in update mode: the old one with this run's records merged in."""
