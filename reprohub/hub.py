@@ -252,7 +252,7 @@ class Hub:
         prefill = None
         if expected and self.mirrors:
             def prefill(dst: Path) -> Downloaded | None:
-                return self.mirrors.fetch_artifact(expected, dst, progress)
+                return self.mirrors.fetch_artifact(expected, dst, progress, sync=durability.boot_id() is None)
         got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
                                 progress=progress, prefill=prefill)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
@@ -329,7 +329,7 @@ class Hub:
                 if table.get(key):
                     log.warning("%s moved: %s -> %s", repo, table[key], commit)
                 table[key] = commit
-                atomic_write_json(refs_file, table)
+                atomic_write_json(refs_file, table, durable=False)  # a hint: lost, the ref is asked again
         return commit
 
     def _check_not_forked(self, src: GitHubSource, repo: RepoRef, commit: str) -> None:
@@ -346,7 +346,7 @@ class Hub:
             return
         src.check_not_forked(repo, commit)
         with file_lock(refs_file.with_suffix(".lock"), f"recording {repo}"):
-            atomic_write_json(refs_file, {**(read_json(refs_file) or {}), key: commit})
+            atomic_write_json(refs_file, {**(read_json(refs_file) or {}), key: commit}, durable=False)
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
                      verify: bool = False) -> dict:
@@ -369,9 +369,10 @@ class Hub:
             if result is None:
                 self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
                 result = src.materialize(repo, commit, path, progress=_interactive())
+            stamp = durability.stamp()  # with a boot id, neither the tree nor this record is flushed
             manifest = {"commit": commit, "host": src.url, "tree_sha256": result.tree_sha256,
-                        "files": result.files, "bytes": result.bytes, **durability.stamp()}
-            atomic_write_json(manifest_path, manifest)
+                        "files": result.files, "bytes": result.bytes, **stamp}
+            atomic_write_json(manifest_path, manifest, durable=not stamp)
             return manifest
 
     def _check_origin(self, what: str, local_ok: bool = False) -> None:

@@ -7,6 +7,7 @@ import pytest
 from reprohub.cache.store import sidecar_path
 from reprohub.fetch import durability
 from reprohub.fetch.fsutil import read_json
+from reprohub.refs import parse_ref
 
 
 @pytest.fixture
@@ -66,14 +67,30 @@ def test_a_tree_extracted_in_an_earlier_boot_is_rechecked_before_its_code_runs(h
     assert init.read_text() == "VERSION = 'v1'\n"
 
 
-def test_without_a_boot_id_every_download_is_flushed_as_before(server, hub, monkeypatch):
+@pytest.fixture
+def fsynced(monkeypatch):
+    """The sizes of the files flushed with ``os.fsync`` during the test (folders show as their size too)."""
+    sizes = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (sizes.append(os.fstat(fd).st_size), real_fsync(fd))[1])
+    return sizes
+
+
+def test_a_cold_load_with_a_boot_id_flushes_nothing(hub, tiny_repo, boot, fsynced):
+    assert hub.load("acme/tiny", "version") == "v2"  # ref resolved, archive fetched, tree extracted, records written
+    assert fsynced == []
+    assert read_json(hub.layout.repo_manifest("github", parse_ref("acme/tiny"), tiny_repo.v2))["boot_id"] == "boot-a"
+
+
+def test_without_a_boot_id_every_download_is_flushed_as_before(server, hub, tiny_repo, fsynced):
     durability.set_boot_id_source(lambda: None)
     try:
         body = os.urandom(1 << 20)
-        fsynced = []
-        real_fsync = os.fsync
-        monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(os.fstat(fd).st_size), real_fsync(fd))[1])
         got = hub.fetch_artifact(server.add_file("w.bin", body), progress=False)
         assert len(body) in fsynced and "boot_id" not in read_json(sidecar_path(got.path))
+        fsynced.clear()
+        hub.load("acme/tiny:v1", "version")
+        model_py = (hub.last_repo.path / "tinynet" / "model.py").stat().st_size
+        assert model_py in fsynced  # extracted files too, as no boot id vouches for them
     finally:
         durability.set_boot_id_source(None)

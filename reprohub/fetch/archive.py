@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ArchiveError
+from . import durability
 from .fsutil import atomic_replace_with, fsync_dir, make_temp_dir_beside, remove_tree, sha256_file
 
 MAX_FILES = 200_000
@@ -66,6 +67,7 @@ def extract_zip(
     max_files: int = MAX_FILES,
     max_bytes: int = MAX_BYTES,
     threads: int | None = None,
+    flush: bool = False,
 ) -> ExtractResult:
     """Extract ``zip_path`` into the empty or new folder ``dest``, safely.
 
@@ -73,6 +75,7 @@ def extract_zip(
         strip_top: drop the single top folder (``owner-repo-sha7/``) GitHub puts in archives.
         max_files, max_bytes: refuse archives above these sizes.
         threads: writer threads (default: up to 4, fewer for small archives).
+        flush: ``fsync`` every file before returning (for trees no boot id vouches for).
 
     Raises:
         ArchiveError: an unsafe or oversized archive; nothing is left in ``dest``'s place.
@@ -86,7 +89,7 @@ def extract_zip(
         members, top = _plan(zf.infolist(), strip_top, max_files, max_bytes, str(zip_path))
         _make_folders(dest, members)
         files = [m for m in members if m.kind in "-x"]
-        digests = _write_files(zf, zip_path, dest, files, threads)
+        digests = _write_files(zf, zip_path, dest, files, threads, flush)
         links = [m for m in members if m.kind == "l"]
         for m in links:
             digests[m.rel] = _write_link(zf, dest, m)
@@ -146,17 +149,22 @@ def extract_into_place(
 
     A crash leaves only a ``.incomplete`` folder, never a half-filled ``final_dir``.
     ``check`` sees the result before the rename; if it raises, nothing is put in place.
+    Nothing is flushed where this boot's id vouches for the tree (the caller's manifest carries it and
+    a later boot re-hashes the tree, :mod:`reprohub.fetch.durability`); without one, every file and
+    the rename are flushed.
     """
     final_dir = Path(final_dir)
     tmp = make_temp_dir_beside(final_dir)
+    flush = durability.boot_id() is None
     try:
-        result = extract_zip(zip_path, tmp, **kwargs)
+        result = extract_zip(zip_path, tmp, flush=flush, **kwargs)
         if check is not None:
             check(result)
         if final_dir.exists():
             remove_tree(final_dir)
         os.rename(tmp, final_dir)
-        fsync_dir(final_dir.parent)
+        if flush:
+            fsync_dir(final_dir.parent)
         return result
     finally:
         remove_tree(tmp)
@@ -213,19 +221,20 @@ def _kind(info: zipfile.ZipInfo) -> str:
     return "x" if mode & 0o111 else "-"
 
 
-def _write_files(zf: zipfile.ZipFile, zip_path, dest: Path, files: list[_Member], threads: int | None) -> dict[str, str]:
+def _write_files(zf: zipfile.ZipFile, zip_path, dest: Path, files: list[_Member], threads: int | None,
+                 flush: bool) -> dict[str, str]:
     total = sum(m.info.file_size for m in files)
     if threads is None:
         threads = 1 if total < (32 << 20) or len(files) < 64 else min(4, os.cpu_count() or 1) + 1
     if threads <= 1:
-        return _write_shard(zf, str(dest), files)
+        return _write_shard(zf, str(dest), files, flush)
     shards: list[list[_Member]] = [[] for _ in range(threads)]
     for i, m in enumerate(sorted(files, key=lambda m: -m.info.file_size)):
         shards[i % threads].append(m)
 
     def write_own(shard: list[_Member]) -> dict[str, str]:
         with zipfile.ZipFile(zip_path) as own:
-            return _write_shard(own, str(dest), shard)
+            return _write_shard(own, str(dest), shard, flush)
 
     digests: dict[str, str] = {}
     with ThreadPoolExecutor(threads, thread_name_prefix="reprohub-unzip") as pool:
@@ -234,7 +243,7 @@ def _write_files(zf: zipfile.ZipFile, zip_path, dest: Path, files: list[_Member]
     return digests
 
 
-def _write_shard(zf: zipfile.ZipFile, dest: str, shard: list[_Member]) -> dict[str, str]:
+def _write_shard(zf: zipfile.ZipFile, dest: str, shard: list[_Member], flush: bool) -> dict[str, str]:
     digests = {}
     buf = bytearray(min(COPY_BLOCK, max((m.info.file_size for m in shard), default=1) or 1))
     view = memoryview(buf)
@@ -247,6 +256,8 @@ def _write_shard(zf: zipfile.ZipFile, dest: str, shard: list[_Member]) -> dict[s
                 chunk = view[:n]
                 digest.update(chunk)
                 out.write(chunk)
+            if flush:
+                os.fsync(fd)
         digests[m.rel] = digest.hexdigest()
     return digests
 

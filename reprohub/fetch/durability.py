@@ -15,8 +15,11 @@ even after a power loss.  Two things can go wrong, and each is covered:
   tree is hashed once more before first use (about 0.5 s per GiB here), and, if it still matches,
   re-recorded as confirmed.  A mismatch is treated like any corrupt cache entry: fetched again.
 
-Where no boot id exists (macOS, Windows, a sandbox without ``/proc``), records carry none and the
-downloader flushes every file before the rename, as before.
+With a boot id a cold load flushes nothing: downloads, extracted trees and their records carry the
+boot id; ref resolutions and resume records are hints (lost, the host is asked again); a repo
+archive is deleted once extracted.  Where no boot id exists (macOS, Windows, a sandbox without
+``/proc``), records carry none and every cached file, extracted file and record is flushed before
+its rename, as before.
 
 Example:
     >>> set_boot_id_source(lambda: "boot-a")

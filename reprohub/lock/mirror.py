@@ -105,15 +105,17 @@ class MirrorSet:
     def __repr__(self) -> str:
         return f"MirrorSet({self.bases!r})"
 
-    def fetch_artifact(self, sha256: str, dst: Path, progress: bool = False) -> Downloaded | None:
+    def fetch_artifact(self, sha256: str, dst: Path, progress: bool = False, sync: bool = True) -> Downloaded | None:
         """The artifact with digest ``sha256`` from the first mirror that has it, written to ``dst``; None if none has it.
+
+        ``sync=False`` where the caller's record carries the boot id (:mod:`reprohub.fetch.durability`).
 
         Raises:
             MirrorError: a mirror served bytes with another digest (``dst`` is untouched).
         """
         item = artifact_item(sha256)
         return self._first(item, lambda url: self.downloader.fetch(url, dst, expected_sha256=sha256,
-                                                                   progress=progress))
+                                                                   progress=progress, sync=sync))
 
     def fetch_tree(self, tree_sha256: str, dest: Path, progress: bool = False) -> ExtractResult | None:
         """Extract the repo tree with this digest into ``dest`` (renamed into place only if it verifies); None if no mirror has it.
@@ -126,7 +128,7 @@ class MirrorSet:
         def fetch_and_extract(url: str) -> ExtractResult:
             zip_path = temp_path_beside(dest, ".zip")
             try:
-                self.downloader.fetch(url, zip_path, progress=progress)
+                self.downloader.fetch(url, zip_path, progress=progress, sync=False)  # extracted, then deleted
                 return extract_into_place(zip_path, dest, strip_top=False,
                                           check=lambda result: _check_tree(result, tree_sha256))
             except ArchiveError as err:  # not a zip (an HTML page), or an unsafe one: wrong bytes all the same

@@ -58,6 +58,10 @@ def _top_level_names(repo_dir: str) -> set[str]:
 
 
 def _owned_names(local: set[str]) -> list[str]:
+    """The loaded modules under the repo's top-level names (a submodule is only loaded with its parent,
+    so when no top-level name is loaded the scan of ``sys.modules``, thousands of names with torch, is skipped)."""
+    if not any(name in sys.modules for name in local):
+        return []
     return [name for name in list(sys.modules) if name.partition(".")[0] in local]
 
 

@@ -155,14 +155,14 @@ class GitHubSource:
         url, api_url = self.archive_url(repo, commit), self.api_archive_url(repo, commit)
         if url != api_url:
             try:
-                self.downloader.fetch(url, zip_path, progress=progress)
+                self.downloader.fetch(url, zip_path, progress=progress, sync=False)  # extracted, then deleted
                 return
             except DownloadError as err:
                 if err.status is None or not 400 <= err.status < 500:
                     raise
                 log.info("%s answered %s; asking the API for the archive instead", url, err.status)
         try:
-            self.downloader.fetch(api_url, zip_path, progress=progress, headers=self.headers)
+            self.downloader.fetch(api_url, zip_path, progress=progress, headers=self.headers, sync=False)
         except DownloadError as err:
             raise self._explain(err, repo) from err
 
