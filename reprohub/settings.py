@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import urllib.request
 from dataclasses import dataclass
 
 from .errors import SettingError
@@ -46,6 +47,9 @@ RETRIES = "REPROHUB_RETRIES"
 LOCK_TIMEOUT = "REPROHUB_LOCK_TIMEOUT"
 SSL_CERT_FILE = "SSL_CERT_FILE"
 SSL_CERT_DIR = "SSL_CERT_DIR"
+REQUESTS_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
+CURL_CA_BUNDLE = "CURL_CA_BUNDLE"
+NETRC = "NETRC"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -63,6 +67,10 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(LOCK_TIMEOUT, "seconds to wait for another process's download (default 3600)"),
     Variable(SSL_CERT_FILE, "CA bundle for HTTPS, as OpenSSL and urllib read it (REQUESTS_CA_BUNDLE still wins)"),
     Variable(SSL_CERT_DIR, "folder of CA certificates for HTTPS, when SSL_CERT_FILE is unset"),
+    Variable(REQUESTS_CA_BUNDLE, "CA bundle for HTTPS, as requests reads it (wins over SSL_CERT_FILE)"),
+    Variable(CURL_CA_BUNDLE, "CA bundle for HTTPS when REQUESTS_CA_BUNDLE is unset, as requests reads it"),
+    Variable(NETRC, "netrc file with credentials for download hosts (default ~/.netrc), as requests reads it; "
+                    "proxy variables (HTTPS_PROXY, NO_PROXY...) are honoured as requests honours them"),
 )}
 
 
@@ -76,6 +84,20 @@ def read(name: str) -> str | None:
         raise KeyError(f"{name} is not a declared reprohub setting")
     value = os.environ.get(name)
     return value if value else None
+
+
+def ca_bundle() -> str | None:
+    """The CA certificates HTTPS downloads verify against, as requests and OpenSSL pick them."""
+    return read(REQUESTS_CA_BUNDLE) or read(CURL_CA_BUNDLE) or read(SSL_CERT_FILE) or read(SSL_CERT_DIR)
+
+
+def proxies_or_netrc() -> bool:
+    """Whether a proxy variable or a netrc file is configured: then requests must look at the
+    environment for every URL (which proxy, which credentials); otherwise it has nothing to find."""
+    if urllib.request.getproxies_environment():
+        return True
+    netrc = read(NETRC)
+    return any(os.path.exists(os.path.expanduser(p)) for p in ([netrc] if netrc else ["~/.netrc", "~/_netrc"]))
 
 
 def read_flag(name: str) -> bool:

@@ -16,7 +16,7 @@ from .conftest import FAST_POLICY
 
 BODY = os.urandom(3 * (1 << 20) + 12345)
 DIGEST = hashlib.sha256(BODY).hexdigest()
-BIG_BODY = os.urandom(13 << 20)  # above INLINE_MAX: exercises the threaded pipeline
+BIG_BODY = os.urandom(13 << 20)  # several full buffers through the pipelined pump
 
 
 def downloader(sleeps=None):
@@ -187,7 +187,7 @@ def test_guard_a_socket_closed_before_content_length_is_an_incomplete_read():
 
     import urllib3
 
-    from reprohub.fetch.download import _reader_of
+    from reprohub.fetch.transport import reader_of as _reader_of
 
     class Sock:
         def makefile(self, *args, **kwargs):
@@ -218,7 +218,7 @@ def test_guard_b_a_reader_that_stops_early_is_resumed_not_trusted(server, tmp_pa
             return n
         return read
 
-    monkeypatch.setattr(download, "_reader_of", silently_short)
+    monkeypatch.setattr(download, "reader_of", silently_short)
     got = downloader().fetch(server.add_file("w.bin", BODY), tmp_path / "w", progress=False)
     assert got.sha256 == DIGEST and got.size == len(BODY)
     assert sum("Range" in h for _, p, h in server.requests if p == "/files/w.bin") == len(BODY) // cut
@@ -232,3 +232,31 @@ def test_guard_c_what_a_failed_transfer_is_called():
     assert isinstance(_final_error("u", http.client.IncompleteRead(b""), 10), TruncatedDownloadError)
     reset = _final_error("u", ConnectionResetError("reset"), 0)
     assert isinstance(reset, DownloadError) and not isinstance(reset, TruncatedDownloadError)
+
+
+# -- connections and the environment ----------------------------------------------------------
+
+def test_one_connection_serves_consecutive_downloads_but_never_after_a_cut_body(server, tmp_path):
+    small, big = os.urandom(1 << 20), BIG_BODY
+    one = downloader()
+    for i, body in enumerate((small, big, small)):  # inline and pipelined pumps both hand the connection back
+        assert one.fetch(server.add_file(f"f{i}.bin", body), tmp_path / f"f{i}", progress=False).size == len(body)
+    assert server.connections == 1
+
+    server.inject("/files/cut.bin", Fault("truncate", after=1000))
+    got = one.fetch(server.add_file("cut.bin", small), tmp_path / "cut", progress=False)
+    assert got.sha256 == hashlib.sha256(small).hexdigest()  # resumed on a fresh connection, the cut one dropped
+    assert server.connections == 2
+
+
+def test_proxy_variables_are_honoured(server, tmp_path, monkeypatch):
+    from reprohub.testing.server import HubServer
+
+    with HubServer() as proxy:  # answers a proxied "GET http://host/files/w.bin" from its own files
+        proxy.add_file("w.bin", b"through the proxy")
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        got = downloader().fetch(server.add_file("w.bin", b"direct"), tmp_path / "w", progress=False)
+    assert (tmp_path / "w").read_bytes() == b"through the proxy" and got.size == len(b"through the proxy")
+    assert proxy.hits("/files/w.bin") == 1 and server.hits("/files/w.bin") == 0

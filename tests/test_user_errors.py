@@ -132,6 +132,14 @@ def test_ssl_cert_file_is_honoured_as_urllib_honours_it(tls_server, tmp_path, mo
     assert got.sha256 == hashlib.sha256(b"over tls").hexdigest()
 
 
+def test_requests_ca_bundle_wins_over_ssl_cert_file(tls_server, tmp_path, monkeypatch):
+    url, cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "not-this-one.pem"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    got = Downloader(policy=DownloadPolicy(retries=0)).fetch(url, tmp_path / "b", progress=False)
+    assert got.sha256 == hashlib.sha256(b"over tls").hexdigest()
+
+
 def test_platforms_without_fdatasync_flush_with_fsync(server, tmp_path, monkeypatch):
     from reprohub.fetch import pump
 

@@ -2,9 +2,10 @@
 
 One code path serves every transfer (weights, repo archives, API-free
 downloads), and it is the path both the ``responses`` mocks and the real
-servers in the tests exercise: ``requests`` opens the connection; the body is
-pumped by two threads, one reading the socket into reused 1 MiB buffers, the
-other hashing and writing them, so hashing costs no extra pass over the data.
+servers in the tests exercise: ``requests`` opens the connection
+(:mod:`reprohub.fetch.transport`, which keeps it alive for the next request),
+and :mod:`reprohub.fetch.pump` moves the body into the file, hashing each byte
+once while it streams.
 
 What it guarantees, unlike ``torch.hub.download_url_to_file``:
 
@@ -26,8 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
 import hashlib
 import http.client
 import logging
@@ -46,15 +45,15 @@ from .. import settings
 from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, OfflineError, ReprohubError,
                       TruncatedDownloadError)
 from .fsutil import fsync_dir, writable
+from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, expected_total, finished, new_session, open_body,
+                   reader_of, status_error, unusable_url)
 from .partial import Partial
 from .pump import INLINE_MAX, NETWORK_ERRORS, pump, pump_inline
 from .urls import is_file_url, local_path
 
 log = logging.getLogger("reprohub")
+RESUME_RECORD_MIN = 8 << 20  # bodies above this size record how to resume them if the process is killed
 
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-NOT_RETRYABLE = (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                 requests.exceptions.InvalidHeader, requests.exceptions.URLRequired)
 
 
 @dataclass(frozen=True)
@@ -94,10 +93,6 @@ class _ShortBody(Exception):
     """The body ended before Content-Length bytes: resume (retryable)."""
 
 
-class _Restart(Exception):
-    """The server refused our Range request (416, or another range): ask again from byte 0."""
-
-
 class Downloader:
     """Fetches URLs to files; holds the HTTP session and the policy.
 
@@ -115,7 +110,7 @@ class Downloader:
         offline: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.session = session or _new_session()
+        self.session = session or new_session()
         self.policy = policy or DownloadPolicy.from_env()
         self.offline = offline
         self._sleep = sleep
@@ -194,9 +189,9 @@ class Downloader:
         for attempt in range(self.policy.retries + 1):
             try:
                 response = self.session.get(url, headers=dict(headers or {}),
-                                            timeout=(self.policy.connect_timeout, self.policy.read_timeout))
+                                            timeout=self._timeout)
             except NOT_RETRYABLE as err:
-                raise _unusable_url(url, err) from None
+                raise unusable_url(url, err) from None
             except requests.RequestException as err:
                 problem = f"{type(err).__name__}: {err}"
             else:
@@ -216,28 +211,32 @@ class Downloader:
             while True:
                 offset = out.tell()
                 try:
-                    response = self._open(url, offset, validator, headers)
+                    response = open_body(self.session, url, offset, validator, headers, self._timeout)
                     if response.status_code == 200 and offset:  # Range ignored: take this body from byte 0
                         restarts = _count_restart(url, restarts, self.policy.retries, offset)
                         out.seek(0)
                         out.truncate()
                         hasher, offset = hashlib.sha256(), 0
-                    with contextlib.closing(response):
-                        total = _expected_total(response, offset)
+                    with finished(response) as complete:
+                        total = expected_total(response, offset)
                         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-                        learned(validator)
+                        remaining = None if total is None else total - offset
+                        if remaining is None or remaining > RESUME_RECORD_MIN:  # smaller: cheaper to fetch again
+                            learned(validator)                                  # than to record how to resume
                         if bar is not None:
                             bar.reset(total=total)
                             bar.update(offset)
-                        size = _buffer_size(self.policy.chunk_size, total, offset)
-                        if total is not None and total - offset <= INLINE_MAX:
-                            pump_inline(_reader_of(response), out, hasher, bar, size)
+                        size = self.policy.chunk_size if remaining is None else max(64 << 10, min(
+                            self.policy.chunk_size, remaining))  # small files need no 4 MiB buffers
+                        if remaining is not None and remaining <= INLINE_MAX:
+                            pump_inline(reader_of(response), out, hasher, bar, size)
                         else:
-                            pump(_reader_of(response), out, hasher, bar, size, writeback=sync)
+                            pump(reader_of(response), out, hasher, bar, size, writeback=sync)
+                        complete.append(total is not None and out.tell() == total)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()
-                except _Restart:
+                except Restart:
                     restarts = _count_restart(url, restarts, self.policy.retries, offset)
                     out.seek(0)
                     out.truncate()
@@ -247,13 +246,13 @@ class Downloader:
                 except ReprohubError:
                     raise
                 except NOT_RETRYABLE as err:
-                    raise _unusable_url(url, err) from None
+                    raise unusable_url(url, err) from None
                 except NETWORK_ERRORS as err:
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
-                except _RetryableStatus as status:
+                except RetryableStatus as status:
                     failures += 1
                     if failures > self.policy.retries:
-                        raise _status_error(url, status.code, status.reason, status.headers) from None
+                        raise status_error(url, status.code, status.reason, status.headers) from None
                     wait = status.retry_after if status.retry_after is not None else self._backoff(failures)
                     log.warning("%s answered %d; retrying in %.1fs", url, status.code, wait)
                     self._sleep(min(wait, self.policy.max_backoff))
@@ -271,33 +270,9 @@ class Downloader:
         self._sleep(wait)
         return failures
 
-    def _open(self, url: str, offset: int, validator: str | None, headers: dict[str, str]) -> requests.Response:
-        request_headers = {"User-Agent": f"reprohub/{settings.VERSION}", "Accept-Encoding": "identity", **headers}
-        if offset:
-            request_headers["Range"] = f"bytes={offset}-"
-            if validator:
-                request_headers["If-Range"] = validator
-        response = self.session.get(
-            url,
-            headers=request_headers,
-            stream=True,
-            timeout=(self.policy.connect_timeout, self.policy.read_timeout),
-        )
-        code = response.status_code
-        if code == 416 and offset:
-            response.close()
-            raise _Restart()
-        if code in RETRYABLE_STATUS:
-            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-            response.close()
-            raise _RetryableStatus(code, response.reason or "", retry_after, response.headers)
-        if code not in (200, 206):
-            response.close()
-            raise _status_error(url, code, response.reason or "", response.headers)
-        if code == 206 and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-            response.close()
-            raise _Restart()
-        return response
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return self.policy.connect_timeout, self.policy.read_timeout
 
     def _backoff(self, failures: int) -> float:
         base = self.policy.backoff * (2 ** max(failures - 1, 0))
@@ -316,16 +291,6 @@ def _copy_local(url: str, out) -> tuple[str, int]:
     return hasher.hexdigest(), out.tell()
 
 
-def _new_session() -> requests.Session:
-    """A session that also honours ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (urllib's and torch.hub's CA settings);
-    requests itself reads only ``REQUESTS_CA_BUNDLE``, which still wins when set."""
-    session = requests.Session()
-    ca = settings.read(settings.SSL_CERT_FILE) or settings.read(settings.SSL_CERT_DIR)
-    if ca:
-        session.verify = ca
-    return session
-
-
 def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:
     """One more start from byte 0 (a server that ignores or refuses Range); bounded, so it cannot loop."""
     if restarts >= limit:
@@ -334,51 +299,6 @@ def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:
                                      "the server cannot resume this file; try again later (nothing was cached)")
     log.info("%s could not resume at byte %d; downloading from the start", url, offset)
     return restarts + 1
-
-
-class _RetryableStatus(Exception):
-    def __init__(self, code: int, reason: str, retry_after: float | None, headers: Mapping[str, str]) -> None:
-        super().__init__(code)
-        self.code, self.reason, self.retry_after, self.headers = code, reason, retry_after, headers
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
-
-
-def _expected_total(response: requests.Response, offset: int) -> int | None:
-    length = response.headers.get("Content-Length")
-    if length is None or not length.isdigit():
-        return None
-    return offset + int(length) if response.status_code == 206 else int(length)
-
-
-def _reader_of(response: requests.Response) -> Callable[[memoryview], int]:
-    """``readinto`` of the body: straight from http.client when the body is plain bytes."""
-    raw = response.raw
-    fp = getattr(raw, "_fp", None)
-    plain = not response.headers.get("Content-Encoding") and isinstance(fp, http.client.HTTPResponse)
-    if plain and fp.length is not None:
-        def read_checked(buf: memoryview) -> int:
-            n = fp.readinto(buf)
-            if n == 0 and fp.length:
-                raise urllib3.exceptions.IncompleteRead(0, fp.length)
-            return n
-        return read_checked
-    return raw.readinto
-
-
-def _buffer_size(chunk_size: int, total: int | None, offset: int) -> int:
-    """Buffers no larger than the body (small files need not allocate 4 MiB buffers)."""
-    if total is None:
-        return chunk_size
-    return max(64 << 10, min(chunk_size, total - offset))
 
 
 def _progress_bar(url: str, progress: bool):
@@ -404,22 +324,6 @@ def _check_digest(url: str, digest: str, expected: str | None, prefix: str | Non
             f'"{digest}"',
             "the file changed upstream or was corrupted; check the URL and the hash in its name",
         )
-
-
-def _status_error(url: str, code: int, reason: str, headers: Mapping[str, str] | None = None) -> HTTPStatusError:
-    fix = {
-        401: "the host needs credentials: set GITHUB_TOKEN or check the URL",
-        403: "access denied or rate-limited: set GITHUB_TOKEN or wait",
-        404: "check the URL; the file may have moved or been deleted",
-    }.get(code, "check the URL and the server; retry later if the server is failing")
-    return HTTPStatusError(f"HTTP 200 from {url}", f"HTTP {code} {reason}".strip(), fix, status=code, url=url,
-                           reason=reason, headers=dict(headers or {}))
-
-
-def _unusable_url(url: str, err: BaseException) -> DownloadError:
-    """A URL no retry can fix (no scheme, bad host, bad header): an error at once."""
-    return DownloadError(f"a URL requests can fetch ({url!r})", f"{type(err).__name__}: {err}",
-                         "check the URL or the setting it came from (it needs http:// or https:// and a host)")
 
 
 def _final_error(url: str, err: BaseException, got: int) -> DownloadError:

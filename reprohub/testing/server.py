@@ -78,6 +78,7 @@ class _State:
     token: str | None = None
     refused_tokens: set = field(default_factory=set)
     rate_limited: bool = False
+    connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -142,6 +143,11 @@ class HubServer:
         return self.state.full_downloads[path]
 
     @property
+    def connections(self) -> int:
+        """How many TCP connections clients opened (requests on a kept-alive connection share one)."""
+        return self.state.connections
+
+    @property
     def requests(self) -> list[tuple[str, str, dict]]:
         """Every request seen: (method, path, headers)."""
         return list(self.state.log)
@@ -172,6 +178,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet: tests read .requests instead
         log.debug(fmt, *args)
+
+    def setup(self):
+        super().setup()
+        with self.state.lock:
+            self.state.connections += 1
 
     def do_HEAD(self):
         self.do_GET(head=True)

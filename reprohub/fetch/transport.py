@@ -1,0 +1,150 @@
+"""The HTTP side of a transfer: the session, opening a (ranged) body, reading it, statuses and their errors.
+
+:mod:`reprohub.fetch.download` drives transfers with these; nothing here retries or writes files.
+
+Example:
+    >>> parse_retry_after("7"), parse_retry_after(None)
+    (7.0, None)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import http.client
+import time
+from typing import Callable, Mapping
+
+import requests
+import urllib3
+
+from .. import settings
+from ..errors import DownloadError, HTTPStatusError
+
+
+class Restart(Exception):
+    """The server refused our Range request (416, or another range): ask again from byte 0."""
+
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+NOT_RETRYABLE = (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                 requests.exceptions.InvalidHeader, requests.exceptions.URLRequired)
+
+
+def new_session() -> requests.Session:
+    """A session that also honours ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (urllib's and torch.hub's CA settings).
+
+    requests looks at the environment on every request (proxy variables, a netrc file, its CA
+    variables): about 0.5 ms each here, a sixth of a small download.  Where no proxy variable and
+    no netrc file exist, all that lookup could find is the CA bundle, so it is read once here
+    (``REQUESTS_CA_BUNDLE`` still wins) and the per-request lookup is turned off.
+    """
+    session = requests.Session()
+    ca = settings.ca_bundle()
+    if ca:
+        session.verify = ca
+    session.trust_env = settings.proxies_or_netrc()
+    return session
+
+
+class RetryableStatus(Exception):
+    """A status worth retrying (408, 429, 5xx), with the wait the server asked for."""
+
+    def __init__(self, code: int, reason: str, retry_after: float | None, headers: Mapping[str, str]) -> None:
+        super().__init__(code)
+        self.code, self.reason, self.retry_after, self.headers = code, reason, retry_after, headers
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def expected_total(response: requests.Response, offset: int) -> int | None:
+    length = response.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        return None
+    return offset + int(length) if response.status_code == 206 else int(length)
+
+
+@contextlib.contextmanager
+def finished(response: requests.Response):
+    """Close the response after the block, or, when the block appended ``True`` (its whole sized body
+    was read), hand its connection back to the pool: the next request to that host skips the connect
+    (and, over HTTPS, the handshake)."""
+    complete: list[bool] = []
+    try:
+        yield complete
+    finally:
+        if complete and complete[-1] and response.raw is not None:
+            response.raw.release_conn()
+        else:
+            response.close()
+
+
+def reader_of(response: requests.Response) -> Callable[[memoryview], int]:
+    """``readinto`` of the body: straight from http.client when the body is plain bytes."""
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    plain = not response.headers.get("Content-Encoding") and isinstance(fp, http.client.HTTPResponse)
+    if plain and fp.length is not None:
+        def read_checked(buf: memoryview) -> int:
+            n = fp.readinto(buf)
+            if n == 0 and fp.length:
+                raise urllib3.exceptions.IncompleteRead(0, fp.length)
+            return n
+        return read_checked
+    return raw.readinto
+
+
+def status_error(url: str, code: int, reason: str, headers: Mapping[str, str] | None = None) -> HTTPStatusError:
+    fix = {
+        401: "the host needs credentials: set GITHUB_TOKEN or check the URL",
+        403: "access denied or rate-limited: set GITHUB_TOKEN or wait",
+        404: "check the URL; the file may have moved or been deleted",
+    }.get(code, "check the URL and the server; retry later if the server is failing")
+    return HTTPStatusError(f"HTTP 200 from {url}", f"HTTP {code} {reason}".strip(), fix, status=code, url=url,
+                           reason=reason, headers=dict(headers or {}))
+
+
+def unusable_url(url: str, err: BaseException) -> DownloadError:
+    """A URL no retry can fix (no scheme, bad host, bad header): an error at once."""
+    return DownloadError(f"a URL requests can fetch ({url!r})", f"{type(err).__name__}: {err}",
+                         "check the URL or the setting it came from (it needs http:// or https:// and a host)")
+
+
+def open_body(session: requests.Session, url: str, offset: int, validator: str | None, headers: dict[str, str],
+              timeout: tuple[float, float]) -> requests.Response:
+    """GET ``url``'s body from byte ``offset`` (``Range`` + ``If-Range`` on a resume), streamed.
+
+    Raises:
+        Restart: the server refused the range; ask again from byte 0.
+        RetryableStatus: 408, 429 or a 5xx, with the server's ``Retry-After``.
+        HTTPStatusError: any other status but 200 and 206.
+    """
+    request_headers = {"User-Agent": f"reprohub/{settings.VERSION}", "Accept-Encoding": "identity", **headers}
+    if offset:
+        request_headers["Range"] = f"bytes={offset}-"
+        if validator:
+            request_headers["If-Range"] = validator
+    response = session.get(url, headers=request_headers, stream=True, timeout=timeout)
+    code = response.status_code
+    if code == 416 and offset:
+        response.close()
+        raise Restart()
+    if code in RETRYABLE_STATUS:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        response.close()
+        raise RetryableStatus(code, response.reason or "", retry_after, response.headers)
+    if code not in (200, 206):
+        response.close()
+        raise status_error(url, code, response.reason or "", response.headers)
+    if code == 206 and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+        response.close()
+        raise Restart()
+    return response
