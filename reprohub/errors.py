@@ -66,6 +66,10 @@ class CacheWriteError(ReprohubError, PermissionError):
     """The cache (hub dir or model_dir) cannot be written: read-only or not ours."""
 
 
+class LockTimeoutError(ReprohubError, TimeoutError):
+    """Another process held a cache lock longer than ``REPROHUB_LOCK_TIMEOUT``."""
+
+
 class CacheCollisionError(ReprohubError, FileExistsError):
     """A cached file at the asked path belongs to a different URL."""
 

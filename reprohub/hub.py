@@ -39,7 +39,8 @@ from .errors import OfflineError, SourceError
 from .fetch import durability
 from .fetch.archive import tree_digest
 from .fetch.download import Downloaded, Downloader, DownloadPolicy
-from .fetch.fsutil import atomic_write_json, file_lock, read_json
+from .fetch.fsutil import atomic_write_json, read_json
+from .fetch.locks import file_lock
 from .fetch.urls import canonical_url
 from .lock.mirror import MirrorSet
 from .lock.record import ArtifactUse, Pins, Recorder, RepoUse

@@ -188,9 +188,8 @@ def test_a_partial_of_another_url_or_without_a_validator_is_discarded(server, tm
 
 
 def test_cache_prune_removes_stale_partials_and_keeps_live_ones(tmp_path, capsys, monkeypatch):
-    from filelock import FileLock
-
     from reprohub.cli import main
+    from reprohub.fetch.locks import file_lock
 
     folder = tmp_path / "torch" / "hub" / "checkpoints" / "k"
     folder.mkdir(parents=True)
@@ -199,7 +198,7 @@ def test_cache_prune_removes_stale_partials_and_keeps_live_ones(tmp_path, capsys
     for path in stale + live:
         path.write_bytes(b"x")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with FileLock(str(folder / "c.pt.lock")):  # c.pt is being downloaded right now by someone
+    with file_lock(folder / "c.pt.lock", "downloading c.pt"):  # c.pt is being downloaded right now by someone
         assert main(["cache", "prune"]) == 0
     assert [p for p in stale if p.exists()] == [] and all(p.exists() for p in live)
     assert "3 entries removed" in capsys.readouterr().out

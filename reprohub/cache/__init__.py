@@ -13,7 +13,8 @@ Example:
     'w.pt.reprohub.json'
 """
 
-from ..fetch.fsutil import lock_path, sha256_file
+from ..fetch.fsutil import sha256_file
+from ..fetch.locks import lock_path
 from .store import ArtifactStore, cached_digest, sidecar_path, write_sidecar
 
 __all__ = ["ArtifactStore", "cached_digest", "lock_path", "sha256_file", "sidecar_path", "write_sidecar"]

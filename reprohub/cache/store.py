@@ -30,7 +30,8 @@ from typing import Callable
 from ..errors import CacheCollisionError, OfflineError
 from ..fetch import durability
 from ..fetch.download import Downloaded, Downloader
-from ..fetch.fsutil import atomic_write_json, file_lock, lock_path, read_json, sha256_file, temp_path_beside
+from ..fetch.fsutil import atomic_write_json, read_json, sha256_file, temp_path_beside
+from ..fetch.locks import file_lock, lock_path
 from ..fetch.urls import canonical_url, is_file_url
 from .layout import SIDECAR_SUFFIX
 

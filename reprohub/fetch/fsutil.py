@@ -2,7 +2,7 @@
 
 Every write is: a temporary file in the destination's own folder, ``fsync``,
 ``os.replace``.  A reader therefore sees the old file or the new one, never a
-half-written one, even if the writer is killed.  Locks come from ``filelock``.
+half-written one, even if the writer is killed.  Locks are in :mod:`reprohub.fetch.locks`.
 
 Example:
     >>> import tempfile, os
@@ -26,9 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from filelock import FileLock, Timeout
 
-from .. import settings
 from ..errors import CacheWriteError
 
 log = logging.getLogger("reprohub")
@@ -120,33 +118,6 @@ def read_json(path: "str | os.PathLike[str]") -> Any | None:
             return json.loads(f.read())
     except (OSError, ValueError):
         return None
-
-
-def lock_path(path: "str | os.PathLike[str]") -> Path:
-    """The lock file guarding ``path`` while it is written (``<name>.lock`` beside it)."""
-    path = Path(path)
-    return path.with_name(path.name + ".lock")
-
-
-@contextlib.contextmanager
-def file_lock(path: "str | os.PathLike[str]", what: str) -> Iterator[None]:
-    """Hold an inter-process lock on ``path`` (created as needed) while the block runs.
-
-    ``what`` names the thing being protected, for the log line shown while waiting.
-    """
-    path = Path(path)
-    lock = FileLock(str(path), timeout=settings.read_number(settings.LOCK_TIMEOUT, 3600), poll_interval=0.01)
-    with writable(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log.info("waiting for another process to finish %s", what)
-            lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def remove_tree(path: "str | os.PathLike[str]") -> None:

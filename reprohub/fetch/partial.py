@@ -30,9 +30,8 @@ import re
 from pathlib import Path
 from typing import BinaryIO
 
-from filelock import FileLock, Timeout
-
-from .fsutil import atomic_write_json, lock_path, read_json, remove_tree, temp_path_beside
+from .fsutil import atomic_write_json, read_json, remove_tree, temp_path_beside
+from .locks import is_held, lock_path
 
 log = logging.getLogger("reprohub")
 SUFFIX = ".incomplete"
@@ -127,12 +126,6 @@ def is_stale(path: Path) -> bool:
         return not pid_alive(int(match["pid"]))
     name = path.name.removesuffix(".json")
     if name.startswith(".") and name.endswith(SUFFIX):
-        lock = FileLock(str(lock_path(path.with_name(name[1: -len(SUFFIX)]))))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return False  # a writer holds the lock: it is being downloaded right now
-        lock.release()
-        return True
+        return not is_held(lock_path(path.with_name(name[1: -len(SUFFIX)])))  # held: being downloaded right now
     return False
 

@@ -44,7 +44,8 @@ import tomli_w
 
 from ..cache.layout import CacheLayout, get_dir
 from ..errors import LockfileError
-from ..fetch.fsutil import atomic_write_bytes, file_lock
+from ..fetch.fsutil import atomic_write_bytes
+from ..fetch.locks import file_lock
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -19,7 +19,8 @@ from pathlib import Path
 from ..cache.layout import source_key
 from ..errors import OfflineError, SourceError
 from ..fetch.archive import ExtractResult, extract_into_place
-from ..fetch.fsutil import file_lock, temp_path_beside
+from ..fetch.fsutil import temp_path_beside
+from ..fetch.locks import file_lock
 from ..refs import RepoRef
 
 log = logging.getLogger("reprohub")

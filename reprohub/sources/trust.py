@@ -25,7 +25,8 @@ from typing import Callable
 from .. import settings
 from ..cache.layout import CacheLayout
 from ..errors import UntrustedRepoError
-from ..fetch.fsutil import atomic_write_bytes, file_lock
+from ..fetch.fsutil import atomic_write_bytes
+from ..fetch.locks import file_lock
 
 log = logging.getLogger("reprohub")
 ENV_TRUST = settings.TRUST
