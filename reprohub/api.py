@@ -91,15 +91,19 @@ def load(repo_or_dir: str, model: str, *args: Any, source: str = "github", trust
                               force_reload=force_reload, verbose=verbose, skip_validation=skip_validation, **kwargs)
 
 
-def download_url_to_file(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> Downloaded:
+def download_url_to_file(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True, *,
+                         durable: bool = False) -> Downloaded:
     """Download ``url`` to ``dst``: sha256 in flight, retries, resume, atomic rename.
+
+    ``durable=True`` also flushes the file to disk before the rename, so it survives a power loss
+    (torch.hub never flushes; reprohub's own cache needs no flush, see the README's durability note).
 
     Example:
         >>> got = reprohub.download_url_to_file(weights_url, tmp + "/w.pt", progress=False)
         >>> len(got.sha256), got.path.stat().st_size == got.size
         (64, True)
     """
-    return default_hub().download_url_to_file(url, dst, hash_prefix, progress)
+    return default_hub().download_url_to_file(url, dst, hash_prefix, progress, durable=durable)
 
 
 def load_state_dict_from_url(url: str, model_dir: str | None = None, map_location: Any = None, progress: bool = True,

@@ -200,10 +200,12 @@ class Hub:
         return result
 
     def download_url_to_file(self, url: str, dst: str, hash_prefix: str | None = None,
-                             progress: bool = True) -> Downloaded:
+                             progress: bool = True, *, durable: bool = False) -> Downloaded:
         """Download ``url`` to ``dst`` atomically, sha256 in flight; as ``torch.hub.download_url_to_file``.
 
         Returns the :class:`~reprohub.download.Downloaded` record (torch.hub returns ``None``).
+        Atomic for every reader, as torch.hub's; ``durable=True`` also flushes the file before the
+        rename, so it survives a power loss (reprohub never reads ``dst`` back, so it does not by default).
 
         Example:
             >>> got = Hub().download_url_to_file(weights_url, tmp + "/w.pt", progress=False)
@@ -211,9 +213,11 @@ class Hub:
             ('w.pt', 64)
         """
         expected = self._pinned_sha256(url)
-        got = self.mirrors.fetch_artifact(expected, Path(dst), progress) if expected and self.mirrors else None
+        got = (self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
+               if expected and self.mirrors else None)
         if got is None:
-            got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress, expected_sha256=expected)
+            got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress, expected_sha256=expected,
+                                        sync=durable)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
         return got
 

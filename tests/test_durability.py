@@ -94,3 +94,12 @@ def test_without_a_boot_id_every_download_is_flushed_as_before(server, hub, tiny
         assert model_py in fsynced  # extracted files too, as no boot id vouches for them
     finally:
         durability.set_boot_id_source(None)
+
+
+def test_download_url_to_file_flushes_only_when_asked(server, hub, tmp_path, fsynced):
+    body = os.urandom(1 << 20)
+    url = server.add_file("w.bin", body)
+    hub.download_url_to_file(url, str(tmp_path / "plain.bin"), progress=False)  # as torch.hub: atomic, not flushed
+    assert fsynced == []
+    hub.download_url_to_file(url, str(tmp_path / "durable.bin"), progress=False, durable=True)
+    assert len(body) in fsynced and (tmp_path / "durable.bin").read_bytes() == body
