@@ -39,7 +39,7 @@ from .errors import OfflineError, SourceError
 from .fetch import durability
 from .fetch.archive import tree_digest
 from .fetch.download import Downloaded, Downloader, DownloadPolicy
-from .fetch.fsutil import atomic_write_json, read_json
+from .fetch.fsutil import atomic_write_json, read_json, temp_path_beside
 from .fetch.locks import file_lock
 from .fetch.urls import canonical_url
 from .lock.mirror import MirrorSet
@@ -282,12 +282,17 @@ class Hub:
         pinned = self.pins.pinned_commit(src.url, spec) if self.pins is not None else None
         locked = pinned is not None or (self.pins is not None and self.pins.is_locked(spec))
         self._check_trust(source, src, repo, trust_repo, locked)
-        commit = pinned or self._resolve_commit(src, repo, force_reload or self._needs_refresh(src.key, spec))
-        if pinned is None and not skip_validation and source == "github" and _names_a_commit(repo.ref):
-            self._check_not_forked(src, repo, commit)
-        path = self.layout.repo_dir(src.content_key, repo, commit)
-        tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
-        manifest = self._materialize(src, repo, commit, path, tree, verify=force_reload)
+        commit, archive = (pinned, None) if pinned else self._resolve_commit(
+            src, repo, force_reload or self._needs_refresh(src.key, spec))
+        try:
+            if pinned is None and not skip_validation and source == "github" and _names_a_commit(repo.ref):
+                self._check_not_forked(src, repo, commit)
+            path = self.layout.repo_dir(src.content_key, repo, commit)
+            tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
+            manifest = self._materialize(src, repo, commit, path, tree, verify=force_reload, archive=archive)
+        finally:
+            if archive is not None:
+                archive.unlink(missing_ok=True)
         resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
         self.recorder.add_repo(RepoUse(spec, src.url, commit, resolved.tree_sha256))
         self.last_repo = resolved
@@ -316,26 +321,31 @@ class Hub:
         remote, repo = git_spec_parts(spec)
         return GitSource(remote, self.layout.git_mirror(remote), offline=not self.origin), repo
 
-    def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> str:
+    def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> tuple[str, Path | None]:
+        """The commit ``repo.ref`` names, and, when the host had to be asked for a branch or tag of a
+        GitHub-compatible host, that commit's archive (downloaded to resolve it; the caller deletes it)."""
         if repo.ref is not None and is_full_commit(repo.ref):
-            return repo.ref
+            return repo.ref, None
         refs_file = self.layout.refs_file(src.key, repo)
         key = repo.ref or DEFAULT_REF_KEY
         if not force_reload and (known := _known_commit(refs_file, key)):
-            return known
+            return known, None
         # Under the lock, so N processes starting cold ask the host once (rate limits!) and the rest
         # read the answer; force_reload asks again regardless.
         with file_lock(refs_file.with_suffix(".lock"), f"resolving {repo}"):
             if not force_reload and (known := _known_commit(refs_file, key)):
-                return known
-            commit = src.resolve(repo)
+                return known, None
+            archive = temp_path_beside(refs_file, ".zip")
+            by_archive = (isinstance(src, GitHubSource) and repo.ref is not None and not _names_a_commit(repo.ref)
+                          and self.origin)  # one archive request resolves and fetches: no API call
+            commit = (by_archive and src.fetch_ref_archive(repo, archive, _interactive())) or src.resolve(repo)
             table = read_json(refs_file) or {}
             if table.get(key) != commit:
                 if table.get(key):
                     log.warning("%s moved: %s -> %s", repo, table[key], commit)
                 table[key] = commit
                 atomic_write_json(refs_file, table, durable=False)  # a hint: lost, the ref is asked again
-        return commit
+        return commit, archive if archive.exists() else None
 
     def _check_not_forked(self, src: GitHubSource, repo: RepoRef, commit: str) -> None:
         """torch.hub's fork check for refs that are commits, asked of the host once per commit.
@@ -354,7 +364,7 @@ class Hub:
             atomic_write_json(refs_file, {**(read_json(refs_file) or {}), key: commit}, durable=False)
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
-                     verify: bool = False) -> dict:
+                     verify: bool = False, archive: Path | None = None) -> dict:
         """The manifest of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
         re-hashes a cached tree and extracts it again if its files were edited or damaged."""
         manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)
@@ -373,7 +383,7 @@ class Hub:
             result = self.mirrors.fetch_tree(pinned_tree, path, _interactive()) if pinned_tree and self.mirrors else None
             if result is None:
                 self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
-                result = src.materialize(repo, commit, path, progress=_interactive())
+                result = src.materialize(repo, commit, path, progress=_interactive(), archive=archive)
             stamp = durability.stamp()  # with a boot id, neither the tree nor this record is flushed
             manifest = {"commit": commit, "host": src.url, "tree_sha256": result.tree_sha256,
                         "files": result.files, "bytes": result.bytes, **stamp}

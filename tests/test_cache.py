@@ -140,8 +140,8 @@ def test_eight_cold_processes_resolve_and_fetch_a_repo_once(server, tiny_repo, t
     go.touch()
     outputs = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert outputs == {"v2"} and all(p.returncode == 0 for p in procs)
-    assert server.hits("/api/repos/acme/tiny/commits") == 1
-    assert server.hits("/acme/tiny/archive/") == 1 and server.hits("/api/repos/acme/tiny/zipball") == 0
+    assert server.hits("/acme/tiny/archive/main.zip") == 1  # one request resolved the branch and fetched it ...
+    assert server.hits("/api/") == 0  # ... with no API call (the archive names its commit)
 
 
 def test_sigkill_mid_download_leaves_nothing_trusted(server, tmp_path):

@@ -191,11 +191,16 @@ def test_git_source_with_file_remote_and_bare_repo(hub, tiny_repo, tmp_path):
 def test_api_5xx_is_retried_and_a_dead_host_is_a_clear_error(hub, tiny_repo, server):
     from reprohub.testing.server import Fault
 
-    server.inject("/api/repos/acme/tiny/commits/v1", Fault("status", 502), Fault("status", 503))
-    assert hub.load("acme/tiny:v1", "version") == "v1"
-    assert server.hits("/api/repos/acme/tiny/commits/v1") == 3
+    server.inject("/api/repos/acme/tiny/commits/main", Fault("status", 502), Fault("status", 503))
+    assert hub.load("acme/tiny", "version") == "v2"  # no ref: the API names the default branch and its commit
+    assert server.hits("/api/repos/acme/tiny/commits/main") == 3
+    server.inject("/acme/tiny/archive/v1.zip", Fault("status", 502))
+    assert hub.load("acme/tiny:v1", "version") == "v1"  # a tag: its archive names the commit, retried the same
+    assert server.hits("/acme/tiny/archive/v1.zip") == 2
     server.stop()
     with pytest.raises(ConnectionError, match="an answer from .*after 4 attempts"):
+        hub.load("acme/tiny", "version", force_reload=True)
+    with pytest.raises(ConnectionError, match="the complete body of .*archive/main.zip"):
         hub.load("acme/tiny:main", "version", force_reload=True)
 
 
@@ -205,3 +210,17 @@ def test_the_loaded_commit_is_reported_on_stderr_unless_quiet(hub, tiny_repo, ca
     assert out == "" and f"reprohub: acme/tiny:v1 is commit {tiny_repo.v1}" in err
     hub.load("acme/tiny:v1", "version", verbose=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_branch_or_tag_is_resolved_by_its_archive_with_no_api_call(hub, tiny_repo, server):
+    assert hub.load("acme/tiny:v1", "version") == "v1"
+    assert hub.last_repo.commit == tiny_repo.v1  # the commit is still resolved and pinned
+    assert [p for _, p, _ in server.requests] == ["/acme/tiny/archive/v1.zip"]  # one request, as torch.hub's
+    assert hub.load("acme/tiny:v1", "version") == "v1" and server.hits() == 1  # remembered: no request at all
+
+
+def test_a_host_whose_archives_name_no_commit_is_asked_through_its_api(hub, tiny_repo, server):
+    server.set_archive_comments(False)
+    assert hub.load("acme/tiny:stable", "version") == "v1" and hub.last_repo.commit == tiny_repo.v1
+    assert server.hits("/api/repos/acme/tiny/commits/stable") == 1
+    assert server.hits(f"/acme/tiny/archive/{tiny_repo.v1}.zip") == 1  # then its commit's archive, as before

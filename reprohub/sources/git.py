@@ -78,8 +78,10 @@ class GitSource:
         raise SourceError(f"a branch, tag or commit {ref!r} in {self.url}", "no such ref",
                           "check the ref with `git ls-remote`")
 
-    def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool) -> ExtractResult:
-        """Write the tree of ``commit`` with ``git archive`` and the safe extractor."""
+    def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool,
+                    archive: Path | None = None) -> ExtractResult:
+        """Write the tree of ``commit`` with ``git archive`` and the safe extractor (``archive``: unused,
+        the same signature as :meth:`GitHubSource.materialize`; a Git remote's archive is made locally)."""
         if not self.mirror.exists():
             self._update_mirror()
         zip_path = temp_path_beside(dest, ".zip")

@@ -1,9 +1,11 @@
 """A GitHub-compatible host: ref -> commit through its REST API, commit -> files through its archives.
 
-``GET /repos/{o}/{r}`` gives the default branch and ``GET /repos/{o}/{r}/commits/{ref}``
-the commit of a ref; those are the only API calls, made only when a ref is not
-already a pinned or remembered commit.  ``GITHUB_TOKEN`` is sent when set, and
-never logged.
+A branch or tag is resolved by downloading its archive, which names its
+commit in the zip comment (one request that is not rate-limited, no API call).
+The API is asked only where that cannot work: ``GET /repos/{o}/{r}`` for the
+default branch of a spec without a ref, ``GET /repos/{o}/{r}/commits/{ref}`` for
+short shas and for hosts whose archives name no commit, and the fork check of
+sha refs.  ``GITHUB_TOKEN`` is sent when set, and never logged.
 
 Example:
     >>> from reprohub.refs import parse_ref
@@ -17,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -138,12 +141,36 @@ class GitHubSource:
         """The REST ``zipball`` endpoint (counts against the API rate limit)."""
         return f"{self.url}/repos/{repo.owner}/{repo.name}/zipball/{commit}"
 
-    def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool) -> ExtractResult:
+    def fetch_ref_archive(self, repo: RepoRef, zip_path: Path, progress: bool) -> str | None:
+        """Download the archive of a branch or tag to ``zip_path`` and return the commit it holds.
+
+        Archives made by ``git archive`` (GitHub's, and this package's test host's) carry their
+        commit id as the zip comment, so this one request both resolves the ref and fetches the
+        files, with no API call: what torch.hub's single ``zipball`` request costs, and the commit
+        is still pinned.  ``None`` (and no file) when the host's archive carries no commit id.
+        """
+        self._download_archive(repo, str(repo.ref), zip_path, progress)
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                comment = zf.comment.decode("ascii", "replace").strip()
+        except (zipfile.BadZipFile, OSError):
+            comment = ""
+        if is_full_commit(comment):
+            return comment
+        log.debug("the archive of %s names no commit; asking the API", repo)
+        zip_path.unlink(missing_ok=True)
+        return None
+
+    def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool,
+                    archive: Path | None = None) -> ExtractResult:
         """Download the archive of ``commit`` (hashed in flight) and extract it safely into ``dest``.
 
         The archive route is tried first (no API call); a 4xx there (a private repo, a host
         without that route) falls back to the REST ``zipball`` endpoint, with the token.
+        ``archive``: the commit's archive, already downloaded by :meth:`fetch_ref_archive`.
         """
+        if archive is not None:
+            return extract_into_place(archive, dest, strip_top=True)
         zip_path = temp_path_beside(dest, ".zip")
         try:
             self._download_archive(repo, commit, zip_path, progress)
@@ -194,7 +221,8 @@ class GitHubSource:
             return AuthError(f"access to {repo} at {self.url}", f"HTTP 401 Unauthorized ({token})",
                              "set GITHUB_TOKEN to a valid token" if not self._token else "the token is invalid or expired: renew GITHUB_TOKEN")
         if code in (403, 429):
-            limited = response is not None and (response.headers.get("X-RateLimit-Remaining") == "0" or code == 429)
+            headers = response.headers if response is not None else getattr(err, "headers", None) or {}
+            limited = headers.get("X-RateLimit-Remaining") == "0" or code == 429
             what = "rate limit exhausted" if limited else "forbidden"
             fix = ("set GITHUB_TOKEN for a higher rate limit, or wait for the reset"
                    if not self._token else "wait for the rate limit to reset, or check the token's scopes")

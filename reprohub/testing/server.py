@@ -28,12 +28,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -79,6 +81,8 @@ class _State:
     refused_tokens: set = field(default_factory=set)
     rate_limited: bool = False
     connections: int = 0
+    archive_comments: bool = True
+    open_sockets: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -130,6 +134,10 @@ class HubServer:
         """Answer 401 to API requests that send this (expired) token, as GitHub does even for public repos."""
         self.state.refused_tokens.add(token)
 
+    def set_archive_comments(self, flag: bool) -> None:
+        """Whether archives carry their commit id as the zip comment (``git archive``'s and GitHub's do)."""
+        self.state.archive_comments = flag
+
     def set_rate_limited(self, flag: bool) -> None:
         """Answer 403 with ``X-RateLimit-Remaining: 0`` to every API request."""
         self.state.rate_limited = flag
@@ -158,8 +166,13 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop kept-alive connections too, as a host that goes down does."""
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self.state.lock:
+            for sock in list(self.state.open_sockets):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def serve_forever(self) -> None:
         self._httpd.serve_forever()
@@ -183,6 +196,12 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.state.lock:
             self.state.connections += 1
+            self.state.open_sockets.add(self.connection)
+
+    def finish(self):
+        with self.state.lock:
+            self.state.open_sockets.discard(self.connection)
+        super().finish()
 
     def do_HEAD(self):
         self.do_GET(head=True)
@@ -251,6 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
                                   check=True, capture_output=True).stdout
             with self.state.lock:
                 self.state.zips[key] = body
+        if not self.state.archive_comments:  # a host whose archives do not name their commit
+            end = body.rfind(b"PK\x05\x06")
+            body = body[: end + 20] + b"\x00\x00"
         self._send_body(io.BytesIO(body), len(body), path, fault, head, "application/zip", etag=sha)
 
     # -- files --------------------------------------------------------------------
