@@ -19,9 +19,7 @@ from pathlib import Path
 
 from harness import Row, interleave
 
-from reprohub.cache.store import ArtifactStore
 from reprohub.fetch.archive import extract_zip
-from reprohub.fetch.download import Downloader
 from reprohub.testing.gitrepo import GitRepo
 from reprohub.testing.server import HubServer
 
@@ -50,29 +48,34 @@ def _cleanup(*paths: Path):
 # -- 1. downloads ------------------------------------------------------------------------------
 
 def download(work: Path, sizes_mib: list[int], rounds: int) -> list[Row]:
+    """One URL fetched by each contender; reprohub through a Hub made once, as the process-wide one is
+    (its connection stays open between calls, as in any process that downloads more than once)."""
     import torch.hub
 
+    import reprohub
+
     rows = []
+    hub = reprohub.Hub(hub_dir=work / "bench-hub")
     with HubServer() as server:
         for size in sizes_mib:
             src = _big_file(work / f"src-{size}.bin", size * MiB)
-            digest = hashlib.sha256(src.read_bytes()).hexdigest() if size <= 64 else None
             url = server.add_file(src.name, src)
-            dst = work / "dst.bin"
-            if digest is None:
-                digest = Downloader().fetch(url, dst, progress=False).sha256
-            cached = work / "cache"
+            dst, cached = work / "dst.bin", work / "cache"
+            digest = hub.download_url_to_file(url, str(dst), progress=False).sha256
             contenders = {
-                "reprohub (sha256)": lambda: Downloader().fetch(url, dst, progress=False, expected_sha256=digest),
-                # the cache path load_state_dict_from_url takes: no flush, the sidecar names the boot instead
-                "reprohub cache (boot id)": lambda: ArtifactStore(Downloader()).ensure(
-                    url, cached / "dst.bin", expected_sha256=digest, progress=False),
+                # the path load_state_dict_from_url and hubconf weight loads take: cached, locked, recorded;
+                # not flushed, the record names the boot instead (reprohub/fetch/durability.py)
+                "reprohub cache path": lambda: hub.fetch_artifact(url, model_dir=str(cached), progress=False),
+                "reprohub download_url_to_file": lambda: hub.download_url_to_file(url, str(dst), progress=False),
                 "torch.hub (hash_prefix)": lambda: torch.hub.download_url_to_file(url, str(dst), digest[:10],
                                                                                   progress=False),
             }
+            if size >= 64:  # what a flush of every download would cost (the design before boot ids)
+                contenders["reprohub durable=True"] = lambda: hub.download_url_to_file(url, str(dst), progress=False,
+                                                                                      durable=True)
             if shutil.which("curl"):
-                contenders["curl"] = lambda: subprocess.run(["curl", "-s", "-o", str(dst), url], check=True)
-            data = src.read_bytes() if size <= 64 else None
+                contenders["curl (no hash)"] = lambda: subprocess.run(["curl", "-s", "-o", str(dst), url], check=True)
+            data = src.read_bytes() if size <= 256 else None
             if data is not None:  # the ceiling for any loader that hashes: sha256 of bytes already in memory
                 contenders["(ceiling: sha256 in memory)"] = lambda: hashlib.sha256(data).digest()
             rows += interleave(f"download {size} MiB", contenders, rounds, size * MiB,
@@ -165,7 +168,7 @@ def big(width={width}):
 def model_host(work: Path, width: int):
     import torch
 
-    repo = GitRepo.init(work / "bench-repo")
+    repo = GitRepo.init(work / f"bench-repo-{width}")
     repo.commit({"hubconf.py": HUBCONF.format(width=width)}, "bench model")
     gen = torch.Generator().manual_seed(0)
     state = {f"layers.{i}.{n}": torch.randn(*(s), generator=gen) for i in range(4)
@@ -180,15 +183,34 @@ def model_host(work: Path, width: int):
         yield server, len(buf.getvalue())
 
 
-def cold_warm(work: Path, width: int, rounds: int) -> list[Row]:
+@contextlib.contextmanager
+def torch_hub_pointed_at(server: HubServer):
+    """torch.hub downloading repo archives from the test host's ``zipball`` route instead of github.com."""
+    import torch.hub
+
+    original_link = torch.hub._git_archive_link
+    torch.hub._git_archive_link = lambda o, n, ref: f"{server.api_url}/repos/{o}/{n}/zipball/{ref}"
+    try:
+        yield
+    finally:
+        torch.hub._git_archive_link = original_link
+        torch.hub._hub_dir = None
+
+
+def cold_warm(work: Path, widths: list[int], rounds: int) -> list[Row]:
+    rows = []
+    for width in widths:
+        rows += _cold_warm(work, width, rounds)
+    return rows
+
+
+def _cold_warm(work: Path, width: int, rounds: int) -> list[Row]:
     import torch.hub
 
     import reprohub
 
     rows = []
-    with model_host(work, width) as (server, weight_bytes):
-        original_link = torch.hub._git_archive_link
-        torch.hub._git_archive_link = lambda o, n, ref: f"{server.api_url}/repos/{o}/{n}/zipball/{ref}"
+    with model_host(work, width) as (server, weight_bytes), torch_hub_pointed_at(server):
         try:
             for phase in ("cold", "warm"):
                 requests: dict[str, list[int]] = {}
@@ -216,17 +238,86 @@ def cold_warm(work: Path, width: int, rounds: int) -> list[Row]:
                     fresh("torch.hub")
                     theirs()
                     requests.clear()
-                found = interleave(f"{phase} load (~{weight_bytes // 1_000_000} MB weights)",
+                found = interleave(f"{phase} load (~{_megabytes(weight_bytes)} MB weights)",
                                    {"reprohub": ours, "torch.hub": theirs}, rounds, baseline="torch.hub",
                                    before_each=fresh)
                 for row in found:
                     row.extra["http_requests"] = max(requests[row.contender])
                 rows += found
         finally:
-            torch.hub._git_archive_link = original_link
-            torch.hub._hub_dir = None
             reprohub.set_dir(None)
     return rows
+
+
+@contextlib.contextmanager
+def _timing(spent: dict[str, float], *targets: tuple[object, str, str]):
+    """Add the time spent in each ``(owner, attribute, label)`` callable to ``spent[label]`` while active."""
+    originals = []
+    for owner, name, label in targets:
+        original = getattr(owner, name)
+        originals.append((owner, name, original))
+
+        def timed(*args, _original=original, _label=label, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - start
+        setattr(owner, name, timed)
+    try:
+        yield spent
+    finally:
+        for owner, name, original in reversed(originals):
+            setattr(owner, name, original)
+
+
+def cold_breakdown(work: Path, width: int, rounds: int) -> list[Row]:
+    """Where a cold load of the small model spends its time, stage by stage, in reprohub and in torch.hub.
+
+    Each stage is timed by wrapping the function that does it; "the rest" is the load minus the stages
+    (importing hubconf.py, building the model, bookkeeping).  Rows are medians over ``rounds`` cold loads.
+    """
+    import torch
+    import torch.hub
+
+    import reprohub
+    from reprohub.cache import store, weights
+    from reprohub.fetch import archive
+    from reprohub.sources.github import GitHubSource
+
+    ours = [(GitHubSource, "fetch_ref_archive", "repo archive: request + download (resolves the ref)"),
+            (archive, "extract_zip", "repo archive: safe extraction + tree digest"),
+            (reprohub.Hub, "resolve", "repo total (with locks, records)"),
+            (store.ArtifactStore, "ensure", "weights: request + download + record"),
+            (weights, "load_checkpoint", "weights: torch.load"),
+            (reprohub.Hub, "load", "load total")]
+    theirs = [(torch.hub, "_get_cache_or_reload", "repo total: zipball download + extractall"),
+              (torch.hub, "download_url_to_file", "downloads (zipball + weights)"),
+              (torch, "load", "weights: torch.load"),
+              (torch.hub, "load", "load total")]
+    rows: dict[str, Row] = {}
+    with model_host(work, width) as (server, weight_bytes), torch_hub_pointed_at(server):
+        case = f"cold load stages (~{_megabytes(weight_bytes)} MB weights)"
+        for _ in range(rounds):
+            for tool, targets, run in (
+                    ("reprohub", ours, lambda: reprohub.load("acme/big:main", "big", trust_repo=True, verbose=False)),
+                    ("torch.hub", theirs, lambda: torch.hub.load("acme/big:main", "big", trust_repo=True,
+                                                                 skip_validation=True, verbose=False))):
+                shutil.rmtree(work / "caches", ignore_errors=True)
+                torch.hub.set_dir(str(work / "caches" / "torch"))
+                reprohub.set_dir(str(work / "caches" / "reprohub"))
+                with _timing({}, *targets) as spent:
+                    run()
+                spent["the rest (import hubconf, build the model, bookkeeping)"] = spent["load total"] - sum(
+                    v for k, v in spent.items() if k != "load total" and not k.startswith("repo archive"))
+                for stage, seconds in spent.items():
+                    rows.setdefault(stage + tool, Row(case, f"{tool}: {stage}")).seconds.append(seconds)
+        reprohub.set_dir(None)
+    return list(rows.values())
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.0f}" if n >= 10e6 else f"{n / 1e6:.1f}"
 
 
 WORKER = """

@@ -24,9 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import cases  # noqa: E402
 from harness import table  # noqa: E402
 
-FULL = dict(download=[1, 64, 1024], extract=[("small", 300, 5), ("large", 2000, 200)], width=2500,
+FULL = dict(download=[1, 64, 256, 1024], extract=[("small", 300, 5), ("large", 2000, 200)], width=2500,
+            load_widths=[350, 2500],
             workers=8, golden=1024, rounds=5)
-QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, workers=3, golden=32, rounds=2)
+QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, load_widths=[350], workers=3, golden=32,
+             rounds=2)
 
 
 def results_folder(out: str | None, quick: bool) -> Path:
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
         steps = [
             ("download", lambda: cases.download(work, plan["download"], plan["rounds"])),
             ("extract", lambda: cases.extraction(work, plan["extract"], plan["rounds"])),
-            ("load", lambda: cases.cold_warm(work, plan["width"], plan["rounds"])),
+            ("load", lambda: cases.cold_warm(work, plan["load_widths"], plan["rounds"])
+             + cases.cold_breakdown(work, plan["load_widths"][0], plan["rounds"])),
             ("workers", lambda: cases.many_workers(work, plan["width"], plan["workers"], max(1, plan["rounds"] - 2))),
             ("golden", lambda: cases.golden(plan["golden"], max(1, plan["rounds"] - 2))),
         ]

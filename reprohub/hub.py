@@ -136,6 +136,8 @@ class Hub:
         self.last_repo: ResolvedRepo | None = None
         self.last_load: tuple[str, str] | None = None
         self._refreshed: set[tuple[str, str]] = set()
+        self._layout: CacheLayout | None = None
+        self._layout_for: str | None = None
 
     @property
     def hub_dir(self) -> str:
@@ -144,7 +146,11 @@ class Hub:
 
     @property
     def layout(self) -> CacheLayout:
-        return CacheLayout(self.hub_dir)
+        """The paths inside :attr:`hub_dir` (which ``set_dir`` and ``TORCH_HOME`` may change between calls)."""
+        hub_dir = self.hub_dir
+        if self._layout is None or self._layout_for != hub_dir:
+            self._layout, self._layout_for = CacheLayout(hub_dir), hub_dir
+        return self._layout
 
     # -- torch.hub-compatible API -------------------------------------------------
 

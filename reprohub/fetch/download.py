@@ -48,7 +48,7 @@ from .fsutil import fsync_dir, writable
 from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, expected_total, finished, new_session, open_body,
                    reader_of, status_error, unusable_url)
 from .partial import Partial
-from .pump import INLINE_BUFFER, INLINE_MAX, NETWORK_ERRORS, pump, pump_inline
+from .pump import INLINE_BUFFER, INLINE_MAX, NETWORK_ERRORS, pump, pump_inline, pump_overlapped
 from .urls import is_file_url, local_path
 
 log = logging.getLogger("reprohub")
@@ -226,8 +226,10 @@ class Downloader:
                         if bar is not None:
                             bar.reset(total=total)
                             bar.update(offset)
-                        if remaining is not None and remaining <= INLINE_MAX:
+                        if remaining is not None and remaining <= INLINE_BUFFER:
                             pump_inline(reader_of(response), out, hasher, bar, INLINE_BUFFER)
+                        elif remaining is not None and remaining <= INLINE_MAX:
+                            pump_overlapped(reader_of(response), out, hasher, bar)
                         else:
                             pump(reader_of(response), out, hasher, bar, self.policy.chunk_size, writeback=sync)
                         complete.append(total is not None and out.tell() == total)

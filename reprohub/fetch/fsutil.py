@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,7 +35,7 @@ HASH_BLOCK = 1 << 20
 def temp_path_beside(path: "str | os.PathLike[str]", suffix: str = ".incomplete") -> Path:
     """A fresh, unique temporary name in ``path``'s folder (same filesystem, so rename is atomic)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}{suffix}")
 
 
 def fsync_dir(folder: "str | os.PathLike[str]") -> None:
@@ -87,15 +86,19 @@ def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path],
     tmp = temp_path_beside(path, ".tmp")
     try:
         with writable(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write(tmp)
+            try:
+                write(tmp)
+            except FileNotFoundError:  # the folder does not exist yet: the rare case, so no mkdir up front
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write(tmp)
         if durable:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
     if durable:
         fsync_dir(path.parent)
 

@@ -63,8 +63,11 @@ def file_lock(path: "str | os.PathLike[str]", what: str) -> Iterator[None]:
     path = Path(path)
     timeout = settings.read_number(settings.LOCK_TIMEOUT, 3600)
     with writable(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = _Lock(path)
+        try:
+            lock = _Lock(path)
+        except FileNotFoundError:  # the folder does not exist yet
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = _Lock(path)
     try:
         if not lock.try_acquire():
             log.info("waiting for another process to finish %s", what)

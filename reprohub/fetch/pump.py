@@ -5,7 +5,9 @@ socket -> write -> sha256), so on two cores the hash, the slowest stage,
 overlaps the copies; :func:`pump_inline` does the same in one thread, where
 thread start-up would cost more than it saves, in buffers small enough
 (256 KiB) that the kernel keeps receiving while one is hashed and written
-(a single body-sized buffer made a 2 MB download wait for all of it first).
+(a single body-sized buffer made a 2 MB download wait for all of it first);
+:func:`pump_overlapped`, for bodies of a few MiB, hands the hashing to one
+long-lived helper thread so it overlaps the copies without thread start-up.
 A pipeline that hands each buffer to a writer and a hasher at once was tried
 and measured slower here (1.36 s against 1.01 s per GiB, medians of 7): the
 two compete with the reader for two cores, where the chain staggers them.  Both hand back the bytes that
@@ -62,6 +64,74 @@ def pump_inline(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_
             raise error
         if n < len(buf) and (not until_eof or n == 0):
             return
+
+
+def pump_overlapped(read_into: Callable[[memoryview], int], out, hasher, bar) -> None:
+    """Read and write in this thread while a long-lived helper thread hashes: for bodies of a few MiB.
+
+    Three 256 KiB buffers rotate: while buffer *i* is hashed, this thread writes it and reads
+    buffer *i+1*; a buffer is reused only once its hash is done.  The helper is started once per
+    process, so this costs no thread start-up, and a 2 MB download no longer pays its sha256 (about
+    1.7 ms here) on top of the copies.
+    """
+    buffers = [bytearray(INLINE_BUFFER) for _ in range(3)]
+    hashed: list[threading.Event | None] = [None] * len(buffers)
+    turn = 0
+    try:
+        while True:
+            slot = turn % len(buffers)
+            if hashed[slot] is not None:
+                hashed[slot].wait()
+            view = memoryview(buffers[slot])
+            n, error = _read_full(read_into, view)
+            if n:
+                hashed[slot] = _hashing_thread().submit(hasher, view[:n])
+                out.write(view[:n])
+                if bar is not None:
+                    bar.update(n)
+            if error is not None:
+                raise error
+            if n < len(view):
+                return
+            turn += 1
+    finally:
+        for done in hashed:
+            if done is not None:
+                done.wait()
+
+
+class _HashingThread:
+    """One daemon thread per process that runs ``hasher.update(view)`` jobs in order."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="reprohub-hash", daemon=True).start()
+
+    def submit(self, hasher, view: memoryview) -> threading.Event:
+        done = threading.Event()
+        self._jobs.put((hasher, view, done))
+        return done
+
+    def _run(self) -> None:
+        while True:
+            hasher, view, done = self._jobs.get()
+            try:
+                hasher.update(view)
+            finally:
+                done.set()
+
+
+_hashing: list[_HashingThread] = []
+
+
+def _hashing_thread() -> _HashingThread:
+    if not _hashing:
+        _hashing.append(_HashingThread())
+    return _hashing[0]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has no copy of the parent's thread: it starts its own
+    os.register_at_fork(after_in_child=_hashing.clear)
 
 
 def pump(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int, writeback: bool = True) -> None:

@@ -111,7 +111,7 @@ def _activate(repo_dir: str, local: set[str]) -> None:
     _owner.update(dict.fromkeys(local, repo_dir))
     _activations[repo_dir] = (shadowed, previous)
     sys.path.insert(0, repo_dir)
-    importlib.invalidate_caches()
+    sys.path_importer_cache.pop(repo_dir, None)  # a finder made before a re-extraction must list the folder anew
 
 
 def _deactivate(repo_dir: str, local: set[str]) -> None:
