@@ -285,33 +285,35 @@ def cold_breakdown(work: Path, width: int, rounds: int) -> list[Row]:
     from reprohub.fetch import archive
     from reprohub.sources.github import GitHubSource
 
-    ours = [(GitHubSource, "fetch_ref_archive", "repo archive: request + download (resolves the ref)"),
-            (archive, "extract_zip", "repo archive: safe extraction + tree digest"),
-            (reprohub.Hub, "resolve", "repo total (with locks, records)"),
-            (store.ArtifactStore, "ensure", "weights: request + download + record"),
-            (weights, "load_checkpoint", "weights: torch.load"),
-            (reprohub.Hub, "load", "load total")]
-    theirs = [(torch.hub, "_get_cache_or_reload", "repo total: zipball download + extractall"),
-              (torch.hub, "download_url_to_file", "downloads (zipball + weights)"),
-              (torch, "load", "weights: torch.load"),
-              (torch.hub, "load", "load total")]
+    # (owner, function, stage, counts toward "the rest"): the rest is the load minus the top-level stages
+    ours = [(GitHubSource, "fetch_ref_archive", "repo: archive request + download (resolves the ref)", False),
+            (archive, "extract_zip", "repo: safe extraction + tree digest", False),
+            (reprohub.Hub, "resolve", "repo total (with locks and records)", True),
+            (store.ArtifactStore, "ensure", "weights: request + hashed download + record", True),
+            (weights, "load_checkpoint", "weights: torch.load", True)]
+    theirs = [(torch.hub, "_get_cache_or_reload", "repo total: zipball download + extractall", True),
+              (torch.hub, "load_state_dict_from_url", "weights: download (not hashed) + torch.load", True),
+              (torch, "load", "weights: torch.load", False)]
     rows: dict[str, Row] = {}
     with model_host(work, width) as (server, weight_bytes), torch_hub_pointed_at(server):
         case = f"cold load stages (~{_megabytes(weight_bytes)} MB weights)"
         for _ in range(rounds):
-            for tool, targets, run in (
-                    ("reprohub", ours, lambda: reprohub.load("acme/big:main", "big", trust_repo=True, verbose=False)),
-                    ("torch.hub", theirs, lambda: torch.hub.load("acme/big:main", "big", trust_repo=True,
-                                                                 skip_validation=True, verbose=False))):
+            for tool, stages, module, run in (
+                    ("reprohub", ours, reprohub.Hub,
+                     lambda: reprohub.load("acme/big:main", "big", trust_repo=True, verbose=False)),
+                    ("torch.hub", theirs, torch.hub,
+                     lambda: torch.hub.load("acme/big:main", "big", trust_repo=True, skip_validation=True,
+                                            verbose=False))):
                 shutil.rmtree(work / "caches", ignore_errors=True)
                 torch.hub.set_dir(str(work / "caches" / "torch"))
                 reprohub.set_dir(str(work / "caches" / "reprohub"))
+                targets = [(owner, name, stage) for owner, name, stage, _ in stages] + [(module, "load", "load total")]
                 with _timing({}, *targets) as spent:
                     run()
-                spent["the rest (import hubconf, build the model, bookkeeping)"] = spent["load total"] - sum(
-                    v for k, v in spent.items() if k != "load total" and not k.startswith("repo archive"))
+                top = sum(spent[stage] for _, _, stage, counted in stages if counted)
+                spent["the rest: import hubconf, build the model, trust and bookkeeping"] = spent["load total"] - top
                 for stage, seconds in spent.items():
-                    rows.setdefault(stage + tool, Row(case, f"{tool}: {stage}")).seconds.append(seconds)
+                    rows.setdefault(tool + stage, Row(case, f"{tool}: {stage}")).seconds.append(seconds)
         reprohub.set_dir(None)
     return list(rows.values())
 

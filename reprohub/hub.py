@@ -39,7 +39,7 @@ from .errors import OfflineError, SourceError
 from .fetch import durability
 from .fetch.archive import tree_digest
 from .fetch.download import Downloaded, Downloader, DownloadPolicy
-from .fetch.fsutil import atomic_write_json, read_json, temp_path_beside
+from .fetch.fsutil import SpillFile, atomic_write_json, read_json
 from .fetch.locks import file_lock
 from .fetch.urls import canonical_url
 from .lock.mirror import MirrorSet
@@ -298,7 +298,7 @@ class Hub:
             manifest = self._materialize(src, repo, commit, path, tree, verify=force_reload, archive=archive)
         finally:
             if archive is not None:
-                archive.unlink(missing_ok=True)
+                archive.close()
         resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
         self.recorder.add_repo(RepoUse(spec, src.url, commit, resolved.tree_sha256))
         self.last_repo = resolved
@@ -327,7 +327,7 @@ class Hub:
         remote, repo = git_spec_parts(spec)
         return GitSource(remote, self.layout.git_mirror(remote), offline=not self.origin), repo
 
-    def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> tuple[str, Path | None]:
+    def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> tuple[str, SpillFile | None]:
         """The commit ``repo.ref`` names, and, when the host had to be asked for a branch or tag of a
         GitHub-compatible host, that commit's archive (downloaded to resolve it; the caller deletes it)."""
         if repo.ref is not None and is_full_commit(repo.ref):
@@ -341,17 +341,17 @@ class Hub:
         with file_lock(refs_file.with_suffix(".lock"), f"resolving {repo}"):
             if not force_reload and (known := _known_commit(refs_file, key)):
                 return known, None
-            archive = temp_path_beside(refs_file, ".zip")
-            by_archive = (isinstance(src, GitHubSource) and repo.ref is not None and not _names_a_commit(repo.ref)
-                          and self.origin)  # one archive request resolves and fetches: no API call
-            commit = (by_archive and src.fetch_ref_archive(repo, archive, _interactive())) or src.resolve(repo)
+            if isinstance(src, GitHubSource) and repo.ref is not None and not _names_a_commit(repo.ref) and self.origin:
+                commit, archive = src.resolve_by_archive(repo, refs_file, _interactive())  # one request, no API
+            else:
+                commit, archive = src.resolve(repo), None
             table = read_json(refs_file) or {}
             if table.get(key) != commit:
                 if table.get(key):
                     log.warning("%s moved: %s -> %s", repo, table[key], commit)
                 table[key] = commit
                 atomic_write_json(refs_file, table, durable=False)  # a hint: lost, the ref is asked again
-        return commit, archive if archive.exists() else None
+        return commit, archive
 
     def _check_not_forked(self, src: GitHubSource, repo: RepoRef, commit: str) -> None:
         """torch.hub's fork check for refs that are commits, asked of the host once per commit.
@@ -370,7 +370,7 @@ class Hub:
             atomic_write_json(refs_file, {**(read_json(refs_file) or {}), key: commit}, durable=False)
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
-                     verify: bool = False, archive: Path | None = None) -> dict:
+                     verify: bool = False, archive: SpillFile | None = None) -> dict:
         """The manifest of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
         re-hashes a cached tree and extracts it again if its files were edited or damaged."""
         manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)

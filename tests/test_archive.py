@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from reprohub.fetch.archive import extract_into_place, extract_zip
+from reprohub.fetch.archive import extract_into_place, extract_zip, tree_digest, write_tree_zip
 from reprohub.errors import ArchiveError
 
 
@@ -110,3 +110,20 @@ def test_threaded_extraction_matches_single_thread(tmp_path):
     assert one == many and one.files == 120
     for name, data, _ in members[1:]:
         assert (tmp_path / "many" / name[2:]).read_bytes() == data
+
+
+@pytest.mark.parametrize("limit", [1 << 30, 4096], ids=["in-memory", "spilled-to-disk"])
+def test_an_archive_held_in_a_spill_file_extracts_like_the_file(tmp_path, limit):
+    from reprohub.fetch.fsutil import SpillFile
+
+    src = tmp_path / "src"
+    for i in range(80):  # enough members for the threaded writers, each reading the spill on its own
+        (src / f"pkg{i % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"pkg{i % 4}" / f"m{i}.py").write_text(f"X = {i}\n" * 50)
+    write_tree_zip(src, tmp_path / "repo.zip")
+    with SpillFile(tmp_path / "cache" / "repo", limit=limit) as spill:
+        spill.write((tmp_path / "repo.zip").read_bytes())
+        result = extract_zip(spill, tmp_path / "out", strip_top=False, threads=3)
+        spilled = spill.path
+    assert result.tree_sha256 == tree_digest(src) and result.files == 80
+    assert (spilled is None) == (limit > 4096) and (spilled is None or not spilled.exists())  # removed on close

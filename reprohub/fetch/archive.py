@@ -35,7 +35,7 @@ from typing import Callable
 
 from ..errors import ArchiveError
 from . import durability
-from .fsutil import atomic_replace_with, fsync_dir, make_temp_dir_beside, remove_tree, sha256_file
+from .fsutil import SpillFile, atomic_replace_with, fsync_dir, make_temp_dir_beside, remove_tree, sha256_file
 
 MAX_FILES = 200_000
 MAX_BYTES = 8 << 30
@@ -60,7 +60,7 @@ class _Member:
 
 
 def extract_zip(
-    zip_path: "str | os.PathLike[str]",
+    zip_path: "str | os.PathLike[str] | SpillFile",
     dest: "str | os.PathLike[str]",
     *,
     strip_top: bool = True,
@@ -82,7 +82,7 @@ def extract_zip(
     """
     dest = Path(dest)
     try:
-        zf = zipfile.ZipFile(zip_path)
+        zf = _open_zip(zip_path)
     except (zipfile.BadZipFile, OSError) as err:
         raise ArchiveError("a zip archive", f"{zip_path}: {err}", "download it again; the file is damaged") from err
     with zf:
@@ -101,6 +101,11 @@ def extract_zip(
         bytes=sum(m.info.file_size for m in files),
         top_folder=top,
     )
+
+
+def _open_zip(source: "str | os.PathLike[str] | SpillFile") -> zipfile.ZipFile:
+    """A zip reader of its own (one per thread): of a file, or of an archive held in a :class:`SpillFile`."""
+    return zipfile.ZipFile(source.reader() if isinstance(source, SpillFile) else source)
 
 
 def _make_folders(dest: Path, members: list[_Member]) -> None:
@@ -140,7 +145,7 @@ def _tree_sha256(entries: "dict[str, tuple[str, str]]") -> str:
 
 
 def extract_into_place(
-    zip_path: "str | os.PathLike[str]",
+    zip_path: "str | os.PathLike[str] | SpillFile",
     final_dir: "str | os.PathLike[str]",
     check: "Callable[[ExtractResult], None] | None" = None,
     **kwargs,
@@ -235,7 +240,7 @@ def _write_files(zf: zipfile.ZipFile, zip_path, dest: Path, files: list[_Member]
         shards[i % threads].append(m)
 
     def write_own(shard: list[_Member]) -> dict[str, str]:
-        with zipfile.ZipFile(zip_path) as own:
+        with _open_zip(zip_path) as own:
             return _write_shard(own, str(dest), shard, flush)
 
     digests: dict[str, str] = {}

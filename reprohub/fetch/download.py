@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import BinaryIO, Callable, Mapping
 
 import requests
 import urllib3
@@ -146,12 +146,7 @@ class Downloader:
             OfflineError: offline mode is on.
         """
         local = is_file_url(url)
-        if self.offline and not local:
-            raise OfflineError(
-                f"network access to fetch {url}",
-                "offline mode (REPROHUB_OFFLINE=1 or offline=True) and no cached copy",
-                "prefetch it on a machine with network (`reprohub fetch --lock hub.lock`) or turn offline mode off",
-            )
+        self._check_online(url, local)
         dst = Path(os.path.expanduser(os.fspath(dst)))
         with writable(dst):
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +171,32 @@ class Downloader:
             partial.after_failure(resumable_error=isinstance(err, DownloadError) and not isinstance(err, HTTPStatusError))
             raise
         return Downloaded(url=url, path=dst, sha256=digest, size=size)
+
+    def fetch_into(self, url: str, out: BinaryIO, *, progress: bool = False,
+                   headers: Mapping[str, str] | None = None) -> tuple[str, int]:
+        """Stream ``url`` into the empty, seekable file object ``out``; return its sha256 and size.
+
+        The same retries and resumes as :meth:`fetch`, for bodies that are consumed at once and
+        never cached as files (repo archives, which are extracted and dropped).
+
+        Example:
+            >>> import io; buf = io.BytesIO()
+            >>> Downloader().fetch_into(weights_url, buf)[1] == len(buf.getvalue())
+            True
+        """
+        local = is_file_url(url)
+        self._check_online(url, local)
+        if local:
+            return _copy_local(url, out)
+        return self._transfer(url, out, progress, dict(headers or {}), hashlib.sha256(), None, lambda _: None, False)
+
+    def _check_online(self, url: str, local: bool) -> None:
+        if self.offline and not local:
+            raise OfflineError(
+                f"network access to fetch {url}",
+                "offline mode (REPROHUB_OFFLINE=1 or offline=True) and no cached copy",
+                "prefetch it on a machine with network (`reprohub fetch --lock hub.lock`) or turn offline mode off",
+            )
 
     def get(self, url: str, headers: Mapping[str, str] | None = None) -> requests.Response:
         """A small GET (API calls), retried like transfers on connection errors and 5xx.

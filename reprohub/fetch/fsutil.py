@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 
 from ..errors import CacheWriteError
@@ -154,3 +155,75 @@ def sha256_file(path: "str | os.PathLike[str]") -> str:
         while n := f.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
+
+
+class SpillFile(io.RawIOBase):
+    """A scratch file for a body read once (a repo archive): in memory up to ``limit`` bytes, then in a
+    temporary file beside ``near`` (the cache's filesystem, not a small /tmp), removed on close.
+
+    A small archive thus costs no file create, rename and unlink; :meth:`reader` hands each extraction
+    thread its own view of the bytes.
+
+    Example:
+        >>> import tempfile, os
+        >>> with SpillFile(os.path.join(tempfile.mkdtemp(), "repo"), limit=4) as f:
+        ...     _ = f.write(b"ab"); in_memory = f.path is None
+        ...     _ = f.write(b"cdef"); spilled = f.path is not None
+        ...     in_memory, spilled, f.reader().read()
+        (True, True, b'abcdef')
+    """
+
+    def __init__(self, near: "str | os.PathLike[str]", limit: int = 32 << 20) -> None:
+        super().__init__()
+        self._near, self._limit = Path(near), limit
+        self._file: Any = io.BytesIO()
+        self.path: Path | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.path is None and self._file.tell() + len(data) > self._limit:
+            self._spill()
+        return self._file.write(data)
+
+    def readinto(self, buf) -> int:
+        return self._file.readinto(buf)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._file.truncate(size)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def reader(self) -> BinaryIO:
+        """A new, independent reader of everything written so far."""
+        self._file.flush()
+        return open(self.path, "rb") if self.path is not None else io.BytesIO(self._file.getbuffer())
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._file.close()
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
+
+    def _spill(self) -> None:
+        self.path = temp_path_beside(self._near, ".zip")
+        with writable(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            spilled = open(self.path, "w+b")
+        spilled.write(self._file.getbuffer())
+        self._file = spilled

@@ -212,7 +212,7 @@ class _Flusher:
 
     def __init__(self, out, enabled: bool = True) -> None:
         self._enabled = enabled  # off when no final fsync follows (the boot id vouches instead)
-        self._fd = out.fileno()
+        self._fd = out.fileno() if enabled else -1  # an in-memory buffer has no file number
         self._pending = 0
         self._wake = threading.Event()
         self._done = False

@@ -79,7 +79,7 @@ class GitSource:
                           "check the ref with `git ls-remote`")
 
     def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool,
-                    archive: Path | None = None) -> ExtractResult:
+                    archive: object = None) -> ExtractResult:
         """Write the tree of ``commit`` with ``git archive`` and the safe extractor (``archive``: unused,
         the same signature as :meth:`GitHubSource.materialize`; a Git remote's archive is made locally)."""
         if not self.mirror.exists():

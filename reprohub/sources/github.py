@@ -31,7 +31,7 @@ from ..errors import AuthError, DownloadError, OfflineError, SourceError
 from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloader
 from ..fetch.urls import check_url
-from ..fetch.fsutil import temp_path_beside
+from ..fetch.fsutil import SpillFile
 from ..refs import RepoRef, is_full_commit
 
 log = logging.getLogger("reprohub")
@@ -141,28 +141,42 @@ class GitHubSource:
         """The REST ``zipball`` endpoint (counts against the API rate limit)."""
         return f"{self.url}/repos/{repo.owner}/{repo.name}/zipball/{commit}"
 
-    def fetch_ref_archive(self, repo: RepoRef, zip_path: Path, progress: bool) -> str | None:
-        """Download the archive of a branch or tag to ``zip_path`` and return the commit it holds.
+    def resolve_by_archive(self, repo: RepoRef, near: Path, progress: bool) -> tuple[str, SpillFile | None]:
+        """The commit of a branch or tag, and its archive, fetched in one request (the caller closes it).
 
         Archives made by ``git archive`` (GitHub's, and this package's test host's) carry their
-        commit id as the zip comment, so this one request both resolves the ref and fetches the
+        commit id as the zip comment, so downloading one both resolves the ref and fetches the
         files, with no API call: what torch.hub's single ``zipball`` request costs, and the commit
-        is still pinned.  ``None`` (and no file) when the host's archive carries no commit id.
+        is still pinned.  A host whose archives name no commit is asked through its API instead
+        (and the archive is not returned).  ``near``: a path on the cache's filesystem, where a
+        large archive spills to.
         """
-        self._download_archive(repo, str(repo.ref), zip_path, progress)
+        archive = SpillFile(near)
         try:
-            with zipfile.ZipFile(zip_path) as zf:
+            commit = self.fetch_ref_archive(repo, archive, progress)
+        except BaseException:
+            archive.close()
+            raise
+        if commit is None:
+            archive.close()
+            return self.resolve(repo), None
+        return commit, archive
+
+    def fetch_ref_archive(self, repo: RepoRef, archive: SpillFile, progress: bool) -> str | None:
+        """Download the archive of a branch or tag into ``archive``; the commit it names, or ``None``."""
+        self._download_archive(repo, str(repo.ref), archive, progress)
+        try:
+            with zipfile.ZipFile(archive.reader()) as zf:
                 comment = zf.comment.decode("ascii", "replace").strip()
         except (zipfile.BadZipFile, OSError):
             comment = ""
         if is_full_commit(comment):
             return comment
         log.debug("the archive of %s names no commit; asking the API", repo)
-        zip_path.unlink(missing_ok=True)
         return None
 
     def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool,
-                    archive: Path | None = None) -> ExtractResult:
+                    archive: SpillFile | None = None) -> ExtractResult:
         """Download the archive of ``commit`` (hashed in flight) and extract it safely into ``dest``.
 
         The archive route is tried first (no API call); a 4xx there (a private repo, a host
@@ -171,25 +185,24 @@ class GitHubSource:
         """
         if archive is not None:
             return extract_into_place(archive, dest, strip_top=True)
-        zip_path = temp_path_beside(dest, ".zip")
-        try:
-            self._download_archive(repo, commit, zip_path, progress)
-            return extract_into_place(zip_path, dest, strip_top=True)
-        finally:
-            zip_path.unlink(missing_ok=True)
+        with SpillFile(dest) as fresh:  # in memory unless large: no temp file to create and remove
+            self._download_archive(repo, commit, fresh, progress)
+            return extract_into_place(fresh, dest, strip_top=True)
 
-    def _download_archive(self, repo: RepoRef, commit: str, zip_path: Path, progress: bool) -> None:
+    def _download_archive(self, repo: RepoRef, commit: str, out: SpillFile, progress: bool) -> None:
         url, api_url = self.archive_url(repo, commit), self.api_archive_url(repo, commit)
         if url != api_url:
             try:
-                self.downloader.fetch(url, zip_path, progress=progress, sync=False)  # extracted, then deleted
+                self.downloader.fetch_into(url, out, progress=progress)
                 return
             except DownloadError as err:
                 if err.status is None or not 400 <= err.status < 500:
                     raise
                 log.info("%s answered %s; asking the API for the archive instead", url, err.status)
+                out.seek(0)
+                out.truncate()
         try:
-            self.downloader.fetch(api_url, zip_path, progress=progress, headers=self.headers, sync=False)
+            self.downloader.fetch_into(api_url, out, progress=progress, headers=self.headers)
         except DownloadError as err:
             raise self._explain(err, repo) from err
 
