@@ -48,7 +48,7 @@ from .fsutil import fsync_dir, writable
 from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, expected_total, finished, new_session, open_body,
                    reader_of, status_error, unusable_url)
 from .partial import Partial
-from .pump import INLINE_BUFFER, INLINE_MAX, NETWORK_ERRORS, pump, pump_inline, pump_overlapped
+from .pump import BUFFER, BUFFERS, INLINE_BUFFER, NETWORK_ERRORS, SMALL_BODY, pump, pump_inline
 from .urls import is_file_url, local_path
 
 log = logging.getLogger("reprohub")
@@ -80,7 +80,7 @@ class DownloadPolicy:
     retries: int = 5
     backoff: float = 0.5
     max_backoff: float = 30.0
-    chunk_size: int = 4 << 20
+    chunk_size: int = BUFFER
 
     @classmethod
     def from_env(cls) -> "DownloadPolicy":
@@ -249,10 +249,10 @@ class Downloader:
                             bar.update(offset)
                         if remaining is not None and remaining <= INLINE_BUFFER:
                             pump_inline(reader_of(response), out, hasher, bar, INLINE_BUFFER)
-                        elif remaining is not None and remaining <= INLINE_MAX:
-                            pump_overlapped(reader_of(response), out, hasher, bar)
+                        elif remaining is not None and remaining <= SMALL_BODY:
+                            pump(reader_of(response), out, hasher, bar)
                         else:
-                            pump(reader_of(response), out, hasher, bar, self.policy.chunk_size, writeback=sync)
+                            pump(reader_of(response), out, hasher, bar, self.policy.chunk_size, BUFFERS, sync)
                         complete.append(total is not None and out.tell() == total)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
