@@ -260,3 +260,42 @@ def test_proxy_variables_are_honoured(server, tmp_path, monkeypatch):
         got = downloader().fetch(server.add_file("w.bin", b"direct"), tmp_path / "w", progress=False)
     assert (tmp_path / "w").read_bytes() == b"through the proxy" and got.size == len(b"through the proxy")
     assert proxy.hits("/files/w.bin") == 1 and server.hits("/files/w.bin") == 0
+
+
+def test_downloads_in_parallel_threads_each_hash_their_own_body(server, tmp_path):
+    import threading
+
+    bodies = {f"p{i}.bin": os.urandom(size) for i, size in enumerate([3 << 20, 13 << 20, 1 << 20, 13 << 20])}
+    urls = {name: server.add_file(name, body) for name, body in bodies.items()}
+    one = downloader()  # one session, as the process-wide Hub's
+    got = {}
+
+    def fetch(name):
+        got[name] = one.fetch(urls[name], tmp_path / name, progress=False).sha256
+
+    threads = [threading.Thread(target=fetch, args=(name,)) for name in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == {name: hashlib.sha256(body).hexdigest() for name, body in bodies.items()}
+    assert all((tmp_path / name).read_bytes() == body for name, body in bodies.items())
+
+
+def test_a_forked_child_downloads_with_hashing_threads_of_its_own(server, tmp_path):
+    import multiprocessing
+
+    body = os.urandom(3 << 20)
+    url = server.add_file("w.bin", body)
+    downloader().fetch(url, tmp_path / "parent.bin", progress=False)  # the parent now has a hashing thread
+    child = multiprocessing.get_context("fork").Process(target=_fetch_in_child, args=(url, str(tmp_path / "child.bin")))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the child hung or failed (a hashing thread of the parent's is not in a fork)"
+    assert (tmp_path / "child.bin").read_bytes() == body
+
+
+def _fetch_in_child(url, dst):
+    Downloader(policy=FAST_POLICY).fetch(url, dst, progress=False)
