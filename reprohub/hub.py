@@ -329,7 +329,7 @@ class Hub:
 
     def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> tuple[str, SpillFile | None]:
         """The commit ``repo.ref`` names, and, when the host had to be asked for a branch or tag of a
-        GitHub-compatible host, that commit's archive (downloaded to resolve it; the caller deletes it)."""
+        GitHub-compatible host, that commit's archive (downloaded to resolve it; the caller closes it)."""
         if repo.ref is not None and is_full_commit(repo.ref):
             return repo.ref, None
         refs_file = self.layout.refs_file(src.key, repo)
