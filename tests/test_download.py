@@ -299,3 +299,20 @@ def test_a_forked_child_downloads_with_hashing_threads_of_its_own(server, tmp_pa
 
 def _fetch_in_child(url, dst):
     Downloader(policy=FAST_POLICY).fetch(url, dst, progress=False)
+
+
+def test_a_failing_hash_is_raised_and_the_helper_thread_survives_it():
+    import io
+
+    from reprohub.fetch.pump import pump
+
+    class Broken:
+        def update(self, view):
+            raise MemoryError("no room to hash")
+
+    data = os.urandom(1 << 20)
+    with pytest.raises(MemoryError, match="no room"):
+        pump(io.BytesIO(data).readinto, io.BytesIO(), Broken(), None, 64 << 10, 4)
+    out, digest = io.BytesIO(), hashlib.sha256()
+    pump(io.BytesIO(data).readinto, out, digest, None, 64 << 10, 4)  # the same helper, still working
+    assert out.getvalue() == data and digest.hexdigest() == hashlib.sha256(data).hexdigest()
