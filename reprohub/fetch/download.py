@@ -45,15 +45,14 @@ from .. import settings
 from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, OfflineError, ReprohubError,
                       TruncatedDownloadError)
 from .fsutil import fsync_dir, writable
-from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, expected_total, finished, new_session, open_body,
-                   reader_of, status_error, unusable_url)
 from .partial import Partial
 from .pump import BUFFER, BUFFERS, INLINE_BUFFER, NETWORK_ERRORS, SMALL_BODY, pump, pump_inline
+from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, expected_total, finished, new_session, open_body,
+                        reader_of, status_error, unusable_url)
 from .urls import is_file_url, local_path
 
 log = logging.getLogger("reprohub")
 RESUME_RECORD_MIN = 8 << 20  # bodies above this size record how to resume them if the process is killed
-
 
 
 @dataclass(frozen=True)
