@@ -262,8 +262,8 @@ class Hub:
         expected = self._pinned_sha256(url)
         prefill = None
         if expected and self.mirrors:
-            def prefill(dst: Path) -> Downloaded | None:
-                return self.mirrors.fetch_artifact(expected, dst, progress, sync=durability.boot_id() is None)
+            def prefill(dst: Path, sync: bool) -> Downloaded | None:
+                return self.mirrors.fetch_artifact(expected, dst, progress, sync=sync)
         got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
                                 progress=progress, prefill=prefill)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))

@@ -142,7 +142,7 @@ class ArtifactStore:
         hash_prefix: str | None = None,
         progress: bool = True,
         headers: dict[str, str] | None = None,
-        prefill: "Callable[[Path], Downloaded | None] | None" = None,
+        prefill: "Callable[[Path, bool], Downloaded | None] | None" = None,
     ) -> Downloaded:
         """Return the cached, verified file for ``url`` at ``path``, downloading it at most once.
 
@@ -150,7 +150,8 @@ class ArtifactStore:
         start with ``hash_prefix``) is not used: it is downloaded again, and if
         the fresh bytes differ too, :class:`~reprohub.errors.HashMismatchError`
         is raised and the old file is left in place.  ``prefill`` is asked first
-        on a miss (reprohub's mirrors): it writes ``path`` verified, or returns ``None``.
+        on a miss (reprohub's mirrors): it writes ``path`` verified (flushed if its second argument,
+        ``sync``, says so: the store decides, as for its own downloads), or returns ``None``.
         """
         path = Path(path)
         hit = self._usable(path, url, expected_sha256, hash_prefix)
@@ -161,7 +162,7 @@ class ArtifactStore:
             if hit is not None:
                 return hit
             unflushed = durability.boot_id() is not None  # a boot id vouches for the bytes instead of an fsync
-            got = prefill(path) if prefill is not None else None
+            got = prefill(path, not unflushed) if prefill is not None else None
             if got is None:
                 if self.downloader.offline and not is_file_url(url):  # a local file needs no network
                     raise OfflineError(

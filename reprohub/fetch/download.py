@@ -237,8 +237,8 @@ class Downloader:
                         out.seek(0)
                         out.truncate()
                         hasher, offset = hashlib.sha256(), 0
-                    with finished(response) as complete:
-                        total = expected_total(response, offset)
+                    total = expected_total(response, offset)
+                    with finished(response, lambda: out.tell() == total):
                         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
                         remaining = None if total is None else total - offset
                         if remaining is None or remaining > RESUME_RECORD_MIN:  # smaller: cheaper to fetch again
@@ -252,7 +252,6 @@ class Downloader:
                             pump(reader_of(response), out, hasher, bar)
                         else:
                             pump(reader_of(response), out, hasher, bar, self.policy.chunk_size, BUFFERS, sync)
-                        complete.append(total is not None and out.tell() == total)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()

@@ -13,7 +13,7 @@ import contextlib
 import email.utils
 import http.client
 import time
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import requests
 import urllib3
@@ -73,18 +73,19 @@ def expected_total(response: requests.Response, offset: int) -> int | None:
 
 
 @contextlib.contextmanager
-def finished(response: requests.Response):
-    """Close the response after the block, or, when the block appended ``True`` (its whole sized body
-    was read), hand its connection back to the pool: the next request to that host skips the connect
-    (and, over HTTPS, the handshake)."""
-    complete: list[bool] = []
+def finished(response: requests.Response, complete: Callable[[], bool]) -> Iterator[None]:
+    """Read the body in the block; then hand the connection back to the pool if ``complete()`` (the
+    whole sized body was read): the next request to that host skips the connect (and, over HTTPS,
+    the handshake).  A body cut short, or a block that raised, closes the connection instead."""
     try:
-        yield complete
-    finally:
-        if complete and complete[-1] and response.raw is not None:
-            response.raw.release_conn()
-        else:
-            response.close()
+        yield
+    except BaseException:
+        response.close()
+        raise
+    if complete() and response.raw is not None:
+        response.raw.release_conn()
+    else:
+        response.close()
 
 
 def reader_of(response: requests.Response) -> Callable[[memoryview], int]:

@@ -36,7 +36,7 @@ from ..errors import ArchiveError, DownloadError, HashMismatchError, LockfileErr
 from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import is_file_url
-from ..fetch.fsutil import temp_path_beside
+from ..fetch.fsutil import SpillFile
 
 log = logging.getLogger("reprohub")
 MISSING_STATUS = (404, 410)
@@ -126,15 +126,14 @@ class MirrorSet:
         item = tree_item(tree_sha256)
 
         def fetch_and_extract(url: str) -> ExtractResult:
-            zip_path = temp_path_beside(dest, ".zip")
-            try:
-                self.downloader.fetch(url, zip_path, progress=progress, sync=False)  # extracted, then deleted
-                return extract_into_place(zip_path, dest, strip_top=False,
-                                          check=lambda result: _check_tree(result, tree_sha256))
-            except ArchiveError as err:  # not a zip (an HTML page), or an unsafe one: wrong bytes all the same
-                raise HashMismatchError(f"tree sha256 {tree_sha256}", f"an archive that cannot be used ({err.found})")
-            finally:
-                zip_path.unlink(missing_ok=True)
+            with SpillFile(dest) as archive:  # read once and extracted: in memory unless large
+                self.downloader.fetch_into(url, archive, progress=progress)
+                try:
+                    return extract_into_place(archive, dest, strip_top=False,
+                                              check=lambda result: _check_tree(result, tree_sha256))
+                except ArchiveError as err:  # not a zip (an HTML page), or an unsafe one: wrong bytes all the same
+                    raise HashMismatchError(f"tree sha256 {tree_sha256}",
+                                            f"an archive that cannot be used ({err.found})") from err
 
         return self._first(item, fetch_and_extract)
 
