@@ -7,10 +7,9 @@ handles on one file exclude each other even within one process (the lock
 belongs to the open file), so threads queue exactly like processes.
 
 ``fcntl.flock`` is called directly where the OS has it.  filelock (used where
-it does not, i.e. Windows) wraps the same call in about 500 Python calls per
-acquire and release: 0.42 ms against 0.045 ms measured here, and a cold load
-takes three or four locks (``python benchmarks/run.py --only download``
-shows the whole small-download cost).
+it does not, i.e. Windows) wraps the same call in several hundred Python calls
+per acquire and release: 0.39 ms against 0.049 ms here (``python
+benchmarks/fixed_costs.py``), and a cold load takes three locks.
 
 Example:
     >>> import tempfile, os

@@ -3,16 +3,13 @@
 :func:`pump` reads the socket and writes the file in the calling thread while a
 long-lived helper thread hashes each buffer just written, so on two cores the
 sha256 (the slowest stage, ~1.2 GB/s here) runs beside the copies and a 1 GiB
-body takes about as long as its hash alone.  Measured here (1 GiB from a
-loopback server, interleaved with curl; medians of 7 to 9 per run): this design
-with 1 MiB buffers written in 64 KiB slices: 0.92 s (1.17x curl, and steady);
-written in 1 MiB pieces: 0.96 s median but up to 1.5 s (see
-:func:`_write_in_slices`); with 4 MiB buffers: 1.38 s (buffers that no longer
-stay in the CPU caches between the write and the hash); the former three-thread
-chain (read -> write -> hash), 4 MiB: 1.44 s, 1 MiB: 1.10 s; a writer and a
-hasher fed at once: slower still.  Helpers are kept for the next body (none is
-started for a 2 MB download) and one more starts when downloads run at once.
-:func:`pump_inline` does everything in one thread for bodies of a few hundred
+body takes about as long as its hash alone: 1 GiB at 1.16-1.18x curl and
+1.85-1.87x torch.hub (``python benchmarks/run.py --only download``), where the
+former chain of three threads (read -> write -> hash, 4 MiB buffers) reached
+1.02-1.06x curl (the same command at commit e6372f0).  Feeding a writer thread
+and the hasher at once, and 4 MiB buffers, were slower in development runs.
+Helpers are kept for the next body (none is started for a 2 MB download) and
+one more starts when downloads run at once.  :func:`pump_inline` does everything in one thread for bodies of a few hundred
 KiB, where a hand-off costs more than it saves.  Both keep the bytes that
 arrived before a network error, so the caller can resume after them.
 
@@ -203,8 +200,9 @@ class _Flusher:
 
 
 def _write_in_slices(out, view: memoryview) -> None:
-    """Write in 64 KiB slices: on these machines the page cache takes 1 GiB in 64 KiB writes in a steady
-    0.31 s, but in 1 MiB writes in 0.27 to 0.68 s (larger page-cache folios, allocated less evenly)."""
+    """Write in 64 KiB slices: here the page cache takes 1 GiB in 64 KiB writes in a steady 0.33 s, in
+    1 MiB writes in 0.29 s but now and then 1.2 s (``python benchmarks/fixed_costs.py``), and one stall
+    costs more than the slices ever do."""
     for start in range(0, len(view), WRITE_SLICE):
         out.write(view[start:start + WRITE_SLICE])
 
