@@ -129,57 +129,48 @@ def _lock(args) -> int:
     for spec in args.specs:
         resolved = hub.resolve(spec, trust_repo=True if args.trust else "check", force_reload=True)
         print(f"{spec} -> {resolved.commit}")
-    changed = session.result().write(args.lock)
+    changed = session.result().write(args.lock, base=lock)
     print(f"{args.lock}: {'written' if changed else 'unchanged'}")
     return EXIT_OK
 
 
-class _LockedHubs:
-    """Hubs bound to one lock, one per API host the lock recorded (unless REPROHUB_GITHUB_API_URL says
-    where to go): ``fetch`` and ``bundle`` then reach each repo's own host, whatever the environment."""
+class _LockedHub:
+    """A Hub bound to one lock: each pinned repo is fetched from the host the lock recorded (unless an API
+    URL is configured), and that host never receives GITHUB_TOKEN (see ``Hub._github_for``)."""
 
     def __init__(self, lock_path: str, **hub_args) -> None:
-        from . import settings
         from .lock.session import LockSession
 
         self.lock = _read_existing_lock(lock_path)
-        self.session = LockSession(self.lock, lock_path)
-        self.env_api = settings.read(settings.GITHUB_API_URL)
-        self.hub_args = hub_args
-        self._hubs: dict = {}
+        self.hub = _hub(pins=LockSession(self.lock, lock_path), **hub_args)
 
-    def hub(self, host: str | None = None):
-        key = None if self.env_api else host
-        if key not in self._hubs:
-            self._hubs[key] = _hub(pins=self.session, github_api_url=key, **self.hub_args)
-        return self._hubs[key]
-
-    def resolve(self, spec: str, pin):
+    def resolve(self, spec: str):
         from .sources import GIT_PREFIX
 
-        git = spec.startswith(GIT_PREFIX)
-        return self.hub(None if git else pin.host).resolve(spec, source="git" if git else "github",
-                                                              trust_repo=True, verbose=False)
+        return self.hub.resolve(spec, source="git" if spec.startswith(GIT_PREFIX) else "github", trust_repo=True,
+                                verbose=False)
 
 
 def _fetch(args) -> int:
+    from .redact import redact_url
+
     extra = {"mirrors": [args.source], "origin": False} if args.source else {}
-    hubs = _LockedHubs(args.lock, **extra)
-    for spec, pin in sorted(hubs.lock.repos.items()):
-        status = "ok" if hubs.resolve(spec, pin).tree_sha256 == pin.tree_sha256 else "TREE MISMATCH"
+    locked = _LockedHub(args.lock, **extra)
+    for spec, pin in sorted(locked.lock.repos.items()):
+        status = "ok" if locked.resolve(spec).digests.matches(pin.tree_sha256) else "TREE MISMATCH"
         print(f"repo {spec} @ {pin.commit[:12]}: {status}")
-    for url in sorted(hubs.lock.artifacts):
-        got = hubs.hub().fetch_artifact(url)
-        print(f"artifact {url}: {got.size} bytes, sha256 {got.sha256[:12]}")
+    for url in sorted(locked.lock.artifacts):
+        got = locked.hub.fetch_artifact(url)
+        print(f"artifact {redact_url(url)}: {got.size} bytes, sha256 {got.sha256[:12]}")
     return EXIT_OK
 
 
 def _bundle(args) -> int:
     from .lock.bundle import write_bundle
 
-    hubs = _LockedHubs(args.lock)
-    report = write_bundle(hubs.lock, Path(args.folder), lambda spec, pin: hubs.resolve(spec, pin).path,
-                          lambda url, pin: hubs.hub().fetch_artifact(url).path)
+    locked = _LockedHub(args.lock)
+    report = write_bundle(locked.lock, Path(args.folder), lambda spec, pin: locked.resolve(spec).path,
+                          lambda url, pin: locked.hub.fetch_artifact(url).path)
     for item in report.written:
         print(f"wrote {item}")
     print(f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "

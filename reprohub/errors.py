@@ -21,7 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import pickle
 from urllib.error import HTTPError, URLError
+
+from . import redact
+
+redact.install()  # every record of the "reprohub" logger has its URLs' secrets masked
 
 
 class ReprohubError(Exception):
@@ -44,7 +49,8 @@ class ReprohubError(Exception):
 
     def _compose(self) -> str:
         text = f"expected {self.expected}, found {self.found}"
-        return f"{text}. Fix: {self.fix}" if self.fix else text
+        # a URL's password, token or signature never reaches a message (reprohub.redact)
+        return redact.redact_text(f"{text}. Fix: {self.fix}" if self.fix else text)
 
     def __reduce__(self):  # picklable across pytest-xdist and multiprocessing
         return (self.__class__, (self.expected, self.found, self.fix))
@@ -124,6 +130,10 @@ class OfflineError(ReprohubError, FileNotFoundError):
     """Offline mode is on and what is needed is not in the cache."""
 
 
+class CheckpointError(ReprohubError, pickle.UnpicklingError):
+    """A cached weight file is not a checkpoint at all (an HTML login page, an error text); it was evicted."""
+
+
 class ArchiveError(ReprohubError, ValueError):
     """An archive is unsafe (path escapes, links out, too large) or unreadable."""
 
@@ -177,3 +187,7 @@ class GoldenConflictError(ReprohubError, AssertionError):
 
 class GoldenMissingError(ReprohubError, AssertionError):
     """No golden is recorded for an output."""
+
+
+class GoldenFileError(ReprohubError, AssertionError):
+    """A golden file cannot be read (damaged, or not a golden); re-record it."""

@@ -35,16 +35,17 @@ from typing import Any
 from . import settings
 from .cache.layout import CacheLayout, check_file_name, file_name_from_url, get_dir
 from .cache.store import ArtifactStore, adopt_torch_hub_file
-from .errors import OfflineError, SourceError
+from .errors import CheckpointError, OfflineError, SourceError
 from .fetch import durability
 from .fetch.archive import tree_digest
+from .fetch.tree import TreeDigests
 from .fetch.download import Downloaded, Downloader, DownloadPolicy
-from .fetch.fsutil import SpillFile, atomic_write_json, read_json
+from .fetch.fsutil import SpillFile, atomic_write_json, read_record
 from .fetch.locks import file_lock
-from .fetch.urls import canonical_url
+from .fetch.urls import canonical_url, check_url, redact_url
 from .lock.mirror import MirrorSet
 from .lock.record import ArtifactUse, Pins, Recorder, RepoUse
-from .refs import RepoRef, is_full_commit, parse_ref
+from .refs import RepoRef, parse_ref
 from .runtime.hubconf import (
     entrypoints,
     forget_repo,
@@ -54,11 +55,11 @@ from .runtime.hubconf import (
 )
 from .runtime.intercept import routed
 from .sources import GIT_PREFIX, GitHubSource, GitSource, git_spec_parts
+from .sources.resolution import check_not_forked, names_a_commit, resolve_commit
 from .sources.trust import check_trust
 
 log = logging.getLogger("reprohub")
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
-DEFAULT_REF_KEY = ":default"
 SOURCES = ("github", "git", "local")
 
 
@@ -75,7 +76,12 @@ class ResolvedRepo:
     host: str
     commit: str
     path: Path
-    tree_sha256: str
+    digests: TreeDigests
+
+    @property
+    def tree_sha256(self) -> str:
+        """The tree digest (version 2) of the extracted files."""
+        return self.digests.current
 
 
 class Hub:
@@ -129,6 +135,9 @@ class Hub:
                                        mirror_downloader)
         self.store = ArtifactStore(self.downloader)
         self.github = GitHubSource(github_api_url, token, self.downloader)
+        # an API URL set for this process (argument, ini via the plugin, environment) wins over a lock's hosts
+        self.api_configured = github_api_url is not None or bool(settings.read(settings.GITHUB_API_URL))
+        self._lock_hosts: dict[str, GitHubSource] = {}
         self.pins = pins
         self.recorder = recorder or Recorder()
         self.refresh = refresh
@@ -245,7 +254,26 @@ class Hub:
 
         got = self.fetch_artifact(url, model_dir=model_dir, file_name=file_name, check_hash=check_hash,
                                   progress=progress)
-        return load_checkpoint(got.path, map_location=map_location, weights_only=weights_only)
+        try:
+            return load_checkpoint(got.path, map_location=map_location, weights_only=weights_only)
+        except Exception as err:
+            raise self._not_a_checkpoint(url, got) or err
+
+    def _not_a_checkpoint(self, url: str, got: Downloaded) -> Exception | None:
+        """After a failed ``torch.load``: a :class:`CheckpointError` if the file is no checkpoint at all (a
+        login page served with 200), evicting it so a fixed host is asked again; else ``None`` (torch's
+        own error stands, e.g. a weights_only refusal)."""
+        from .cache.weights import looks_like_checkpoint
+
+        ok, head = looks_like_checkpoint(got.path)
+        if ok:
+            return None
+        self.store.evict(got.path)
+        page = " (an HTML page: a login, error or redirect page?)" if b"<" in head[:16] else ""
+        return CheckpointError(f"a torch checkpoint from {redact_url(url)}",
+                               f"{got.size} bytes starting {head[:48]!r}{page}",
+                               "the file was removed from the cache; check the URL (does it need credentials "
+                               "or a token?) and load again")
 
     # -- the steps ------------------------------------------------------------------
 
@@ -288,19 +316,19 @@ class Hub:
         pinned = self.pins.pinned_commit(src.url, spec) if self.pins is not None else None
         locked = pinned is not None or (self.pins is not None and self.pins.is_locked(spec))
         self._check_trust(source, src, repo, trust_repo, locked)
-        commit, archive = (pinned, None) if pinned else self._resolve_commit(
-            src, repo, force_reload or self._needs_refresh(src.key, spec))
+        commit, archive = (pinned, None) if pinned else resolve_commit(
+            self.layout, src, repo, force_reload or self._needs_refresh(src.key, spec), self.origin, _interactive())
         try:
-            if pinned is None and not skip_validation and source == "github" and _names_a_commit(repo.ref):
-                self._check_not_forked(src, repo, commit)
+            if pinned is None and not skip_validation and source == "github" and names_a_commit(repo.ref) and self.origin:
+                check_not_forked(self.layout, src, repo, commit)
             path = self.layout.repo_dir(src.content_key, repo, commit)
             tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
-            manifest = self._materialize(src, repo, commit, path, tree, verify=force_reload, archive=archive)
+            digests = self._materialize(src, repo, commit, path, tree, verify=force_reload, archive=archive)
         finally:
             if archive is not None:
                 archive.close()
-        resolved = ResolvedRepo(spec, src.url, commit, path, manifest["tree_sha256"])
-        self.recorder.add_repo(RepoUse(spec, src.url, commit, resolved.tree_sha256))
+        resolved = ResolvedRepo(spec, src.url, commit, path, digests)
+        self.recorder.add_repo(RepoUse(spec, src.url, commit, digests.current, digests.legacy))
         self.last_repo = resolved
         log.debug("%s -> commit %s (%s)", spec, commit, path)
         if verbose and sys.stderr is not None:  # as torch.hub's "Using cache found in ...", on stderr
@@ -323,78 +351,53 @@ class Hub:
 
     def _source_for(self, spec: str, source: str):
         if source == "github":
-            return self.github, parse_ref(spec)
+            return self._github_for(spec), parse_ref(spec)
         remote, repo = git_spec_parts(spec)
         return GitSource(remote, self.layout.git_mirror(remote), offline=not self.origin), repo
 
-    def _resolve_commit(self, src, repo: RepoRef, force_reload: bool) -> tuple[str, SpillFile | None]:
-        """The commit ``repo.ref`` names, and, when the host had to be asked for a branch or tag of a
-        GitHub-compatible host, that commit's archive (downloaded to resolve it; the caller closes it)."""
-        if repo.ref is not None and is_full_commit(repo.ref):
-            return repo.ref, None
-        refs_file = self.layout.refs_file(src.key, repo)
-        key = repo.ref or DEFAULT_REF_KEY
-        if not force_reload and (known := _known_commit(refs_file, key)):
-            return known, None
-        # Under the lock, so N processes starting cold ask the host once (rate limits!) and the rest
-        # read the answer; force_reload asks again regardless.
-        with file_lock(refs_file.with_suffix(".lock"), f"resolving {repo}"):
-            if not force_reload and (known := _known_commit(refs_file, key)):
-                return known, None
-            if isinstance(src, GitHubSource) and repo.ref is not None and not _names_a_commit(repo.ref) and self.origin:
-                commit, archive = src.resolve_by_archive(repo, refs_file, _interactive())  # one request, no API
-            else:
-                commit, archive = src.resolve(repo), None
-            table = read_json(refs_file) or {}
-            if table.get(key) != commit:
-                if table.get(key):
-                    log.warning("%s moved: %s -> %s", repo, table[key], commit)
-                table[key] = commit
-                atomic_write_json(refs_file, table, durable=False)  # a hint: lost, the ref is asked again
-        return commit, archive
-
-    def _check_not_forked(self, src: GitHubSource, repo: RepoRef, commit: str) -> None:
-        """torch.hub's fork check for refs that are commits, asked of the host once per commit.
-
-        Offline there is no host to ask: only a commit already in the cache can load then, and it was
-        checked (or explicitly skipped) when it was first downloaded.
-        """
-        if not self.origin:
-            return
-        refs_file = self.layout.refs_file(src.key, repo)
-        key = f"@validated:{commit}"
-        if (read_json(refs_file) or {}).get(key) == commit:
-            return
-        src.check_not_forked(repo, commit)
-        with file_lock(refs_file.with_suffix(".lock"), f"recording {repo}"):
-            atomic_write_json(refs_file, {**(read_json(refs_file) or {}), key: commit}, durable=False)
+    def _github_for(self, spec: str) -> GitHubSource:
+        """The host of a GitHub spec: the configured one, or, for a repo the lock pins and no API URL configured,
+        the host the lock recorded it from -- which never receives the token (``GITHUB_TOKEN`` belongs to the
+        configured host or github.com's, not to whatever host a reviewed-or-not ``hub.lock`` names)."""
+        host = self.pins.pinned_host(spec) if self.pins is not None and not self.api_configured else None
+        if host is None or host.rstrip("/") == self.github.url:
+            return self.github
+        if host not in self._lock_hosts:
+            self._lock_hosts[host] = GitHubSource(check_url(host, f"the host of {spec} in the lock"), token="",
+                                                  downloader=self.downloader)
+        return self._lock_hosts[host]
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
-                     verify: bool = False, archive: SpillFile | None = None) -> dict:
-        """The manifest of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
-        re-hashes a cached tree and extracts it again if its files were edited or damaged."""
+                     verify: bool = False, archive: SpillFile | None = None) -> TreeDigests:
+        """The digests of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
+        re-hashes a cached tree and extracts it again if its files were edited or damaged.
+
+        A cached tree counts only as a real folder inside the hub dir with a well-formed manifest: a
+        link planted in its place (or in place of a folder above it) is removed and extracted anew,
+        never followed to code outside the cache."""
         manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)
-        manifest = read_json(manifest_path)
-        if manifest and path.is_dir() and not verify and not durability.needs_recheck(manifest):
-            return manifest
+        manifest = read_record(manifest_path)
+        digests = TreeDigests.from_record(manifest) if manifest else None
+        if digests and not verify and not durability.needs_recheck(manifest) and self.layout.holds_dir(path):
+            return digests
         with file_lock(path.with_suffix(".lock"), f"fetching {repo.repo}@{commit[:12]}"):
-            manifest = read_json(manifest_path)
-            recheck = manifest is not None and durability.needs_recheck(manifest)
-            if manifest and path.is_dir() and not ((verify or recheck) and _damaged(path, manifest)):
+            manifest = read_record(manifest_path)
+            digests = TreeDigests.from_record(manifest) if manifest else None
+            recheck = digests is not None and durability.needs_recheck(manifest)
+            if digests and self.layout.holds_dir(path) and not ((verify or recheck) and _damaged(path, digests)):
                 if recheck:  # extracted unflushed in an earlier boot, and still intact: confirmed
-                    manifest = {k: v for k, v in manifest.items() if k != "boot_id"}
-                    atomic_write_json(manifest_path, manifest)
-                return manifest
+                    atomic_write_json(manifest_path, {k: v for k, v in manifest.items() if k != "boot_id"})
+                return digests
             forget_repo(path)
             result = self.mirrors.fetch_tree(pinned_tree, path, _interactive()) if pinned_tree and self.mirrors else None
             if result is None:
                 self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
                 result = src.materialize(repo, commit, path, progress=_interactive(), archive=archive)
             stamp = durability.stamp()  # with a boot id, neither the tree nor this record is flushed
-            manifest = {"commit": commit, "host": src.url, "tree_sha256": result.tree_sha256,
+            manifest = {"commit": commit, "host": src.url, **result.digests.record(),
                         "files": result.files, "bytes": result.bytes, **stamp}
             atomic_write_json(manifest_path, manifest, durable=not stamp)
-            return manifest
+            return result.digests
 
     def _check_origin(self, what: str, local_ok: bool = False) -> None:
         """Raise :class:`OfflineError` when the origin may not be asked (offline, or ``origin=False``)."""
@@ -410,23 +413,13 @@ class Hub:
         return self.pins.pinned_sha256(canonical_url(url)) if self.pins is not None else None
 
 
-def _names_a_commit(ref: str | None) -> bool:
-    """A ref that is (the start of) a commit id rather than a branch or tag name."""
-    return ref is not None and re.fullmatch(r"[0-9a-f]{7,40}", ref) is not None
-
-
-def _damaged(path: Path, manifest: dict) -> bool:
+def _damaged(path: Path, recorded: TreeDigests) -> bool:
     found = tree_digest(path)
-    if found != manifest.get("tree_sha256"):
+    if found != recorded:
         log.warning("cached tree %s was changed (tree sha256 %s, extracted as %s); extracting it again",
-                    path, found, manifest.get("tree_sha256"))
+                    path, found.current, recorded.current)
         return True
     return False
-
-
-def _known_commit(refs_file: Path, key: str) -> str | None:
-    known = (read_json(refs_file) or {}).get(key)
-    return known if isinstance(known, str) and is_full_commit(known) else None
 
 
 def _interactive() -> bool:

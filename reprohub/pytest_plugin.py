@@ -265,6 +265,7 @@ class HubPlugin:
         self.outcomes: dict[str, str] = {}
         self.deselected = 0
         self.written: bool | None = None
+        self.write_error: str | None = None
         self._hub: Hub | None = None
 
     def _lock_session(self) -> LockSession | None:
@@ -363,7 +364,11 @@ class HubPlugin:
         if self.session.conflicts and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.update and failed == 0 and not self.session.conflicts and session.exitstatus == 0:
-            self.written = self.session.result().write(self.lock_path)  # never a lock from a failed session
+            try:  # never a lock from a failed session; merged with the lock on disk at write time
+                self.written = self.session.result().write(self.lock_path, base=self.session.lock)
+            except ReprohubError as err:
+                self.write_error = str(err)
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         unused = self.deselected == 0 and any(self.session.unused().values())
         if self.strict_unused and unused and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -375,5 +380,5 @@ class HubPlugin:
 
         terminalreporter.section("reprohub")
         for line in summary_lines(self.session, self.outcomes, self.deselected, self.written, self.strict_unused,
-                                  self.update, self.refresh):
+                                  self.update, self.refresh, self.write_error):
             terminalreporter.write_line(line)

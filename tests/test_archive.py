@@ -125,5 +125,5 @@ def test_an_archive_held_in_a_spill_file_extracts_like_the_file(tmp_path, limit)
         spill.write((tmp_path / "repo.zip").read_bytes())
         result = extract_zip(spill, tmp_path / "out", strip_top=False, threads=3)
         spilled = spill.path
-    assert result.tree_sha256 == tree_digest(src) and result.files == 80
+    assert result.digests == tree_digest(src) and result.files == 80
     assert (spilled is None) == (limit > 4096) and (spilled is None or not spilled.exists())  # removed on close

@@ -182,3 +182,50 @@ def test_fetch_reaches_the_host_the_lock_recorded(server, tiny_repo, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "fresh"))
     assert main(["fetch"]) == 0 and "repo acme/tiny:v1" in capsys.readouterr().out
     assert server.hits("/acme/tiny/archive/") == 2  # once for `lock`, once for the fresh cache
+
+
+PAIR_TESTS = """
+import os, time, torch
+
+def wait_for_the_other(name, other):
+    open(name, "w").close()  # both runs are past reading the lock once both flags exist
+    deadline = time.time() + 60
+    while not os.path.exists(other) and time.time() < deadline:
+        time.sleep(0.01)
+
+def test_a(hub, golden):
+    wait_for_the_other("a.flag", "b.flag")
+    golden.check(torch.ones(2), key="a")
+
+def test_b(hub, golden):
+    wait_for_the_other("b.flag", "a.flag")
+    golden.check(torch.zeros(2), key="b")
+"""
+
+
+def test_two_update_runs_at_once_on_one_lock_keep_both_entries(project):
+    """Two real pytest processes, each reading the lock before either writes it: nothing is dropped."""
+    import subprocess
+    import sys
+
+    project.makepyfile(test_pair=PAIR_TESTS)
+    Lockfile().write(project.path / "hub.lock")
+    runs = [subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hub-lock", "hub.lock",
+                              "--hub-update", "-k", name, "-q"], cwd=project.path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for name in ("test_a", "test_b")]
+    outputs = [r.communicate(timeout=120)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    assert sorted(Lockfile.read(project.path / "hub.lock").goldens) == ["a", "b"]
+    run(project).assert_outcomes(passed=2)
+
+
+def test_a_concurrent_run_that_changed_the_same_entry_differently_fails_and_writes_nothing(tmp_path):
+    from reprohub.errors import LockfileError
+    from reprohub.lock.lockfile import GoldenPin
+
+    base = Lockfile()
+    Lockfile(goldens={"k": GoldenPin("k", "k.st", "1" * 64)}).write(tmp_path / "hub.lock")  # the other run's
+    before = (tmp_path / "hub.lock").read_bytes()
+    with pytest.raises(LockfileError, match="another run changed it"):
+        Lockfile(goldens={"k": GoldenPin("k", "k.st", "2" * 64)}).write(tmp_path / "hub.lock", base=base)
+    assert (tmp_path / "hub.lock").read_bytes() == before

@@ -12,7 +12,9 @@ from reprohub.lock.record import ArtifactUse, RepoUse
 hex40 = st.from_regex(r"[0-9a-f]{40}", fullmatch=True)
 hex64 = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
 text = st.text(min_size=1, max_size=40)
-repos = st.dictionaries(text, st.tuples(text, hex40, hex64), max_size=4)
+hosts = st.from_regex(r"https?://[a-z0-9.-]{1,20}(:[0-9]{1,5})?(/[a-z0-9]{1,8}){0,2}", fullmatch=True)
+trees = hex64.map(lambda h: "v2:" + h) | hex64  # version 2, and version 1 as 1.x locks hold them
+repos = st.dictionaries(text.filter(lambda k: not k.startswith("git+")), st.tuples(hosts, hex40, trees), max_size=4)
 artifacts = st.dictionaries(text, st.tuples(hex64, st.integers(0, 2**53)), max_size=4)
 goldens = st.dictionaries(text, st.tuples(text, hex64), max_size=4)
 
@@ -30,17 +32,21 @@ def test_write_read_round_trips_are_byte_stable(r, a, g):
 
 
 def test_write_reports_whether_bytes_changed(tmp_path):
-    lock = Lockfile({"a/b": RepoPin("a/b", "h", "f" * 40, "0" * 64)})
+    lock = Lockfile({"a/b": RepoPin("a/b", "https://h", "f" * 40, "0" * 64)})
     assert lock.write(tmp_path / "hub.lock") is True
     assert lock.write(tmp_path / "hub.lock") is False
     assert "a/b" in (tmp_path / "hub.lock").read_text() and "/tmp" not in (tmp_path / "hub.lock").read_text()
 
 
 @pytest.mark.parametrize("text,message", [
-    ('version = "2.0"\n', "schema version 1.x"),
+    ('version = "3.0"\n', "schema version 1.x or 2.x"),
     ('[repos]\n', "version = \"MAJOR.MINOR\""),
-    ('version = "1.0"\n[repos."a/b"]\ncommit = "xyz"\nhost = "h"\ntree_sha256 = "' + "0" * 64 + '"\n',
+    ('version = "1.0"\n[repos."a/b"]\ncommit = "xyz"\nhost = "https://h"\ntree_sha256 = "' + "0" * 64 + '"\n',
      "commit as lower-case hex, found 'xyz' at hub.lock line 2"),
+    ('version = "2.0"\n[repos."a/b"]\ncommit = "' + "f" * 40 + '"\nhost = "h.example"\ntree_sha256 = "v2:' + "0" * 64
+     + '"\n', "host as the http\\(s\\) URL .* found 'h.example' at hub.lock line 2"),
+    ('version = "2.0"\n[repos."a/b"]\ncommit = "' + "f" * 40 + '"\nhost = "https://h"\ntree_sha256 = "v3:' + "0" * 64
+     + '"\n', "tree_sha256 as v2:"),
     ('version = "1.0"\n[artifacts."u"]\nsha256 = "' + "0" * 64 + '"\n', "fields \\['sha256', 'size'\\]"),
     ('version = "1.0"\n[repos\n', "valid TOML"),
     ('version = "1.0"\n[extra]\n', "only version, repos"),
@@ -51,18 +57,42 @@ def test_malformed_locks_are_refused_with_the_place(text, message):
 
 
 def test_newer_minor_version_warns():
-    with pytest.warns(UserWarning, match="newer than 1.0"):
-        Lockfile.loads('version = "1.7"\n')
+    with pytest.warns(UserWarning, match="newer than 2.0"):
+        Lockfile.loads('version = "2.7"\n')
+
+
+def test_a_newer_minor_may_add_tables_which_are_ignored_and_the_current_minor_refuses_them():
+    text = 'version = "2.1"\n[provenance]\nbuilder = "x"\n[goldens."k"]\nfile = "k.st"\nsha256 = "' + "2" * 64 + '"\n'
+    with pytest.warns(UserWarning, match="tables this reprohub does not know are ignored"):
+        lock = Lockfile.loads(text)
+    assert list(lock.goldens) == ["k"] and "provenance" not in lock.dumps()
+    with pytest.raises(LockfileError, match="only version, repos"):
+        Lockfile.loads(text.replace('"2.1"', '"2.0"'))
+
+
+def test_a_1x_lock_with_version_1_tree_digests_still_reads():
+    text = ('version = "1.0"\n[repos."a/b:v1"]\ncommit = "' + "f" * 40 + '"\nhost = "https://api.github.com"\n'
+            'tree_sha256 = "' + "0" * 64 + '"\n')
+    assert Lockfile.loads(text).repos["a/b:v1"].tree_sha256 == "0" * 64
+
+
+def test_an_error_deep_in_a_large_lock_names_its_line():
+    """Headers are indexed in one pass (reading was quadratic: 8k entries took 19 s)."""
+    lock = Lockfile(artifacts={f"https://h/{i}.pt": ArtifactPin(f"https://h/{i}.pt", "a" * 64, i) for i in range(4000)})
+    text = lock.dumps().replace('size = 3999\n', 'size = -1\n')
+    line = text.splitlines().index('[artifacts."https://h/3999.pt"]') + 1
+    with pytest.raises(LockfileError, match=f"line {line}, "):
+        Lockfile.loads(text)
 
 
 def test_newer_minor_version_with_an_extra_field_is_read_and_the_field_ignored():
-    text = ('version = "1.1"\n[artifacts."https://h/w.pt"]\nsha256 = "' + "1" * 64 + '"\nsize = 3\n'
+    text = ('version = "2.1"\n[artifacts."https://h/w.pt"]\nsha256 = "' + "1" * 64 + '"\nsize = 3\n'
             'mirror_hint = "s3://bucket/w.pt"\n')
     with pytest.warns(UserWarning, match="are ignored"):
         lock = Lockfile.loads(text)
     assert lock.artifacts["https://h/w.pt"] == ArtifactPin("https://h/w.pt", "1" * 64, 3)
     with pytest.raises(LockfileError, match="fields"):  # in this version's own schema, an extra field is an error
-        Lockfile.loads(text.replace('"1.1"', '"1.0"'))
+        Lockfile.loads(text.replace('"2.1"', '"2.0"'))
 
 
 def test_session_modes():

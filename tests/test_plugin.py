@@ -152,7 +152,7 @@ def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
         f"refresh acme/tiny:main: {tiny_repo.v2[:12]} -> {v3[:12]}; tests: test_tiny.py::test_tiny failed",
         "refresh acme/tiny:v1: unchanged; tests: test_version.py::test_version passed",
         "refresh goldens changed: acme/tiny/tiny_mlp/test_tiny.test_tiny",
-        "lock *: NOT written, 1 tests failed after refresh*",
+        "lock *: NOT written, 1 test failed after refresh*",
     ])
     refreshed.stdout.fnmatch_lines(["*out: values differ", "*Mismatched elements: * / 4 (*%)",
                                     "*Greatest absolute difference: * at index (*) (up to 1e-05 allowed)",

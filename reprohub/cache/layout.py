@@ -48,6 +48,11 @@ from ..refs import RepoRef, check_name, check_owner, is_full_commit
 DEFAULT_CACHE_DIR = "~/.cache"
 DEFAULT_GITHUB_API = settings.DEFAULT_GITHUB_API
 SIDECAR_SUFFIX = ".reprohub.json"
+# The shapes of the records kept beside cached content; a record of another shape counts as missing
+# (read with reprohub.fetch.fsutil.read_record), so a damaged one costs a re-hash or a fetch, never a crash.
+SIDECAR_FIELDS = {"url": str, "size": int, "mtime_ns": int, "sha256": str, "boot_id": str}
+MANIFEST_FIELDS = {"commit": str, "host": str, "tree_sha256": str, "tree_sha256_v1": str, "files": int, "bytes": int,
+                   "boot_id": str}
 MAX_FILE_NAME = 200
 
 _hub_dir: str | None = None
@@ -201,6 +206,21 @@ class CacheLayout:
     def git_mirror(self, remote: str) -> Path:
         """A bare mirror of a Git remote."""
         return ensure_inside(self.root, self.internal / "git" / f"{source_key(remote)}.git")
+
+    @staticmethod
+    def holds_dir(path: "str | os.PathLike[str]") -> bool:
+        """Whether an extracted tree's folder is really there: a folder, not a link in its place.
+
+        Extraction only ever renames a real folder into place, so a link there was planted; it is
+        never followed (to code outside the cache), but removed and extracted anew.  Folders above it
+        may be links (a cache moved to a bigger disk).
+
+        Example:
+            >>> import tempfile, os; d = tempfile.mkdtemp(); os.symlink("/usr", d + "/c")
+            >>> CacheLayout.holds_dir(d), CacheLayout.holds_dir(d + "/c")
+            (True, False)
+        """
+        return os.path.isdir(path) and not os.path.islink(path)
 
     def _repo_base(self, source: str, repo: RepoRef) -> Path:
         check_owner(repo.owner)

@@ -30,10 +30,10 @@ from typing import Callable
 from ..errors import CacheCollisionError, OfflineError
 from ..fetch import durability
 from ..fetch.download import Downloaded, Downloader
-from ..fetch.fsutil import atomic_write_json, read_json, sha256_file, temp_path_beside
+from ..fetch.fsutil import atomic_write_json, read_record, sha256_file, temp_path_beside
 from ..fetch.locks import file_lock, lock_path
 from ..fetch.urls import canonical_url, is_file_url
-from .layout import SIDECAR_SUFFIX
+from .layout import SIDECAR_FIELDS, SIDECAR_SUFFIX
 
 log = logging.getLogger("reprohub")
 
@@ -77,7 +77,7 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    record = read_json(sidecar_path(path)) or {}
+    record = read_record(sidecar_path(path), SIDECAR_FIELDS) or {}  # a damaged record: hashed again
     if url is not None and record.get("url") is not None and canonical_url(record["url"]) != canonical_url(url):
         raise CacheCollisionError(
             f"{path} to hold the download of {url}",
@@ -177,6 +177,14 @@ class ArtifactStore:
             got = dataclasses.replace(got, url=canonical_url(url))  # the origin's URL, not a mirror's or a signature
             write_sidecar(got, unflushed=unflushed)
             return got
+
+    @staticmethod
+    def evict(path: "str | os.PathLike[str]") -> None:
+        """Remove a cached file and its record (under its lock): it proved unusable, and must not stay trusted."""
+        path = Path(path)
+        with file_lock(lock_path(path), f"evicting {path.name}"):
+            path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
 
     @staticmethod
     def _usable(path: Path, url: str, expected: str | None, prefix: str | None) -> Downloaded | None:

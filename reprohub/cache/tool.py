@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..fetch.fsutil import read_json, remove_tree
+from ..fetch.fsutil import read_record, remove_tree
 from ..fetch.partial import is_stale
-from .layout import SIDECAR_SUFFIX, CacheLayout
+from .layout import MANIFEST_FIELDS, SIDECAR_FIELDS, SIDECAR_SUFFIX, CacheLayout
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
@@ -24,7 +24,7 @@ def cached_repos(layout: CacheLayout) -> list[dict]:
     """Every extracted commit: its manifest plus ``repo`` (owner/name) and ``path``."""
     found = []
     for manifest in sorted((layout.internal / "repos").glob("*/*/*/*.json")):
-        data = read_json(manifest) or {}
+        data = read_record(manifest, MANIFEST_FIELDS) or {}
         data.update(repo=f"{manifest.parent.parent.name}/{manifest.parent.name}", path=manifest.with_suffix(""))
         found.append(data)
     return found
@@ -34,7 +34,7 @@ def cached_artifacts(layout: CacheLayout) -> list[dict]:
     """Every cached artifact: its sidecar record plus ``path``."""
     found = []
     for sidecar in sorted(layout.checkpoints.glob(f"*/*{SIDECAR_SUFFIX}")):
-        data = read_json(sidecar) or {}
+        data = read_record(sidecar, SIDECAR_FIELDS) or {}
         data["path"] = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
         found.append(data)
     return found

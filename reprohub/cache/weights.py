@@ -3,7 +3,13 @@
 ``weights_only=True`` by default (torch.load's own default since 2.6; torch.hub
 overrides it to ``False``).  Files in torch's zip format are memory-mapped, so a
 cache hit pays for the pages it touches, not for a full read.  The pre-1.6
-"legacy zip" format (a zip holding one file) is extracted safely and loaded.
+"legacy zip" format (a zip holding one file) is extracted once, under the
+file's lock, into a temporary file renamed into place: many processes loading it
+at once, or one killed while extracting, never leave a half-written file that
+later loads would read.
+
+A file that is no checkpoint at all (a login page served with 200, an error text) is recognised by
+its first bytes when loading it fails: :func:`looks_like_checkpoint`.
 
 Example:
     >>> import torch
@@ -20,6 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..fetch.archive import extract_zip
+from ..fetch.fsutil import make_temp_dir_beside, remove_tree
+from ..fetch.locks import file_lock, lock_path
+
+# torch's zip format, and the pickle protocols torch.save has used (2 to 5) for the legacy format
+_CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
 def _zip_members(path: "str | os.PathLike[str]") -> list[zipfile.ZipInfo] | None:
@@ -29,6 +40,19 @@ def _zip_members(path: "str | os.PathLike[str]") -> list[zipfile.ZipInfo] | None
             return zf.infolist()
     except zipfile.BadZipFile:
         return None
+
+
+def looks_like_checkpoint(path: "str | os.PathLike[str]") -> tuple[bool, bytes]:
+    """Whether a file starts as a torch checkpoint does (a zip or a pickle), and its first bytes.
+
+    Example:
+        >>> _ = open(tmp + "/page.pt", "wb").write(b"<!DOCTYPE html><title>Sign in</title>")
+        >>> looks_like_checkpoint(tmp + "/page.pt")
+        (False, b'<!DOCTYPE html><title>Sign in</title>')
+    """
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return head.startswith(_CHECKPOINT_STARTS), head
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", map_location: Any = None, weights_only: bool = True) -> Any:
@@ -42,8 +66,24 @@ def load_checkpoint(path: "str | os.PathLike[str]", map_location: Any = None, we
     path = Path(path)
     members = _zip_members(path)
     if members is not None and len(members) == 1 and not members[0].is_dir():
-        target = path.parent / members[0].filename
-        if not target.exists():
-            extract_zip(path, path.parent, strip_top=False)
+        target = _extract_legacy(path, members[0].filename)
         return torch.load(target, map_location=map_location, weights_only=weights_only)
     return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=members is not None)
+
+
+def _extract_legacy(path: Path, member: str) -> Path:
+    """The inner file of a legacy zip beside it, extracted once: under the zip's lock, into a temporary
+    folder, then renamed into place, so the target is either absent or complete."""
+    target = path.parent / member
+    if target.is_file():
+        return target
+    with file_lock(lock_path(target), f"extracting {path.name}"):
+        if not target.is_file():
+            tmp = make_temp_dir_beside(target)
+            try:
+                extract_zip(path, tmp, strip_top=False, threads=1)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / member, target)
+            finally:
+                remove_tree(tmp)
+    return target

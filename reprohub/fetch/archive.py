@@ -9,25 +9,30 @@ each with its own handle on the archive (zlib, sha256 and file writes release
 the GIL), and each file is hashed as it is written, giving a digest of the
 *extracted tree* that stays stable even when the archive's bytes do not.
 
-The tree digest is the sha256 of the sorted lines ``"<kind> <sha256> <path>\\n"``
-(kind ``x`` executable, ``-`` regular, ``l`` symlink hashed by its target).
+What a tree is (its files: nothing inside ``__pycache__``, which is never extracted) and its
+digest (versioned, length-prefixed, so no file name can forge it) are defined once, in
+:mod:`reprohub.fetch.tree`.  Every failure to read an archive -- not a zip, a damaged member, a name
+that is not valid UTF-8, two members with one path, a chain of links that loops -- is an
+:class:`~reprohub.errors.ArchiveError` naming the archive and the member.
 
 Example:
     >>> import pathlib
     >>> src = pathlib.Path(tmp, "src"); src.mkdir(); _ = (src / "hubconf.py").write_text("def f(): pass")
     >>> _ = write_tree_zip(src, tmp + "/repo.zip")
     >>> result = extract_zip(tmp + "/repo.zip", tmp + "/out", strip_top=False)
-    >>> result.files, result.tree_sha256 == tree_digest(src)
+    >>> result.files, result.digests == tree_digest(src)
     (1, True)
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
 import stat
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,20 +41,28 @@ from typing import Callable
 from ..errors import ArchiveError
 from . import durability
 from .fsutil import SpillFile, atomic_replace_with, fsync_dir, make_temp_dir_beside, remove_tree, sha256_file
+from .tree import TreeDigests, is_tree_path
 
 MAX_FILES = 200_000
 MAX_BYTES = 8 << 30
 COPY_BLOCK = 1 << 20
+# what zipfile raises on damaged bytes: a bad CRC or header, a cut stream, names that are not UTF-8
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, NotImplementedError, zipfile.LargeZipFile)
 
 
 @dataclass(frozen=True)
 class ExtractResult:
-    """What :func:`extract_zip` wrote: the tree digest, file count and bytes."""
+    """What :func:`extract_zip` wrote: the tree's digests, file count and bytes."""
 
-    tree_sha256: str
+    digests: TreeDigests
     files: int
     bytes: int
     top_folder: str
+
+    @property
+    def tree_sha256(self) -> str:
+        """The tree digest recorded now (version 2, ``v2:<hex>``)."""
+        return self.digests.current
 
 
 @dataclass(frozen=True)
@@ -81,46 +94,71 @@ def extract_zip(
         ArchiveError: an unsafe or oversized archive; nothing is left in ``dest``'s place.
     """
     dest = Path(dest)
-    try:
-        zf = _open_zip(zip_path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ArchiveError("a zip archive", f"{zip_path}: {err}", "download it again; the file is damaged") from err
-    with zf:
+    with open_zip(zip_path) as zf:
         members, top = _plan(zf.infolist(), strip_top, max_files, max_bytes, str(zip_path))
-        _make_folders(dest, members)
+        _make_folders(dest, members, str(zip_path))
         files = [m for m in members if m.kind in "-x"]
         digests = _write_files(zf, zip_path, dest, files, threads, flush)
         links = [m for m in members if m.kind == "l"]
         for m in links:
-            digests[m.rel] = _write_link(zf, dest, m)
+            digests[m.rel] = _read_member(zf, m, str(zip_path), lambda: _write_link(zf, dest, m))
         _check_links_resolve_inside(dest, links)
     kinds = {m.rel: m.kind for m in members}
     return ExtractResult(
-        tree_sha256=_tree_sha256({rel: (kinds[rel], digest) for rel, digest in digests.items()}),
+        digests=TreeDigests.of({rel: (kinds[rel], digest) for rel, digest in digests.items()}),
         files=len(digests),
         bytes=sum(m.info.file_size for m in files),
         top_folder=top,
     )
 
 
-def _open_zip(source: "str | os.PathLike[str] | SpillFile") -> zipfile.ZipFile:
-    """A zip reader of its own (one per thread): of a file, or of an archive held in a :class:`SpillFile`."""
-    return zipfile.ZipFile(source.reader() if isinstance(source, SpillFile) else source)
+def open_zip(source: "str | os.PathLike[str] | SpillFile") -> zipfile.ZipFile:
+    """A zip reader of its own (one per thread): of a file, or of an archive held in a :class:`SpillFile`.
+
+    Raises:
+        ArchiveError: not a zip archive, or one whose directory is damaged (named by its URL or path).
+    """
+    try:
+        return zipfile.ZipFile(source.reader() if isinstance(source, SpillFile) else source)
+    except (*_DAMAGED, OSError) as err:
+        raise ArchiveError("a zip archive", f"{source}: {type(err).__name__}: {err}",
+                           "download it again; the file is damaged or is not an archive") from err
 
 
-def _make_folders(dest: Path, members: list[_Member]) -> None:
+def _read_member(zf: zipfile.ZipFile, m: "_Member", name: str, read):
+    """Run ``read`` (which reads member ``m``), turning damaged bytes and loops into an :class:`ArchiveError`."""
+    try:
+        return read()
+    except _DAMAGED as err:
+        raise ArchiveError(f"a readable member {m.rel!r}", f"{type(err).__name__}: {err} in {name}",
+                           "download the archive again; it is damaged") from err
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as err:
+        raise ArchiveError("each path once in the archive, as a file, a folder or a link",
+                           f"{m.rel!r} twice in {name}", "do not use this archive") from err
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise ArchiveError("links that resolve", f"{m.rel!r} in {name} goes through a loop of links",
+                           "do not use this archive") from err
+
+
+def _make_folders(dest: Path, members: list[_Member], name: str) -> None:
     """Create every folder once, up front, so the writers never stat or mkdir."""
     folders = {m.rel for m in members if m.kind == "d"}
     folders.update(m.rel.rpartition("/")[0] for m in members if m.kind != "d")
     dest.mkdir(parents=True, exist_ok=True)
     for rel in sorted(f for f in folders if f):
-        (dest / rel).mkdir(parents=True, exist_ok=True)
+        try:
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as err:
+            raise ArchiveError("each path once, as a file or as a folder", f"{rel!r} as both in {name}",
+                               "do not use this archive") from err
 
 
-def tree_digest(folder: "str | os.PathLike[str]") -> str:
-    """The tree digest of an extracted folder, recomputed from disk (``reprohub verify`` uses it).
+def tree_digest(folder: "str | os.PathLike[str]") -> TreeDigests:
+    """The tree digests of an extracted folder, recomputed from disk (``reprohub verify`` uses them).
 
-    Equal to :attr:`ExtractResult.tree_sha256` for an untouched extraction.
+    Equal to :attr:`ExtractResult.digests` for an untouched extraction.
     """
     entries = {}
     for rel, path in tree_files(folder):
@@ -128,20 +166,22 @@ def tree_digest(folder: "str | os.PathLike[str]") -> str:
             entries[rel] = ("l", hashlib.sha256(os.readlink(path).encode("utf-8", "surrogateescape")).hexdigest())
         else:
             entries[rel] = ("x" if path.stat().st_mode & 0o100 else "-", sha256_file(path))
-    return _tree_sha256(entries)
+    return TreeDigests.of(entries)
 
 
 def tree_files(folder: "str | os.PathLike[str]") -> "list[tuple[str, Path]]":
     """What a tree is made of, for its digest and its bundle zip alike: files and links by relative path,
-    sorted, without ``__pycache__`` (imports write it into cached repos) and without empty folders."""
+    sorted, as :func:`reprohub.fetch.tree.is_tree_path` defines (no ``__pycache__``, no empty folders)."""
     root = Path(folder)
-    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
-                  if (p.is_symlink() or p.is_file()) and "__pycache__" not in p.relative_to(root).parts)
-
-
-def _tree_sha256(entries: "dict[str, tuple[str, str]]") -> str:
-    lines = "".join(f"{kind} {digest} {rel}\n" for rel, (kind, digest) in sorted(entries.items()))
-    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if is_tree_path(d)]
+        base = Path(dirpath)
+        for entry in filenames + [d for d in dirnames if (base / d).is_symlink()]:
+            path = base / entry
+            if path.is_symlink() or path.is_file():
+                found.append((path.relative_to(root).as_posix(), path))
+    return sorted(found)
 
 
 def extract_into_place(
@@ -165,7 +205,7 @@ def extract_into_place(
         result = extract_zip(zip_path, tmp, flush=flush, **kwargs)
         if check is not None:
             check(result)
-        if final_dir.exists():
+        if os.path.lexists(final_dir):  # an old tree, or a link planted in its place (removed, not followed)
             remove_tree(final_dir)
         os.rename(tmp, final_dir)
         if flush:
@@ -183,11 +223,17 @@ def _plan(infos: list[zipfile.ZipInfo], strip_top: bool, max_files: int, max_byt
         raise ArchiveError(f"at most {max_bytes} uncompressed bytes", f"{declared} in {name}",
                            "raise max_bytes if you trust it")
     top = _top_folder(infos, name) if strip_top else ""
-    members = []
+    members, seen = [], set()
     for info in infos:
         rel = _safe_relative(info.filename, top, name)
-        if rel:
-            members.append(_Member(info, rel, _kind(info)))
+        if not rel or not is_tree_path(rel):  # a committed __pycache__ is never extracted (fetch/tree.py)
+            continue
+        kind = _kind(info)
+        if rel in seen and kind != "d":
+            raise ArchiveError("each path once in the archive", f"two members named {rel!r} in {name}",
+                               "do not use this archive: which of the two is meant cannot be told")
+        seen.add(rel)
+        members.append(_Member(info, rel, kind))
     return members, top
 
 
@@ -240,7 +286,7 @@ def _write_files(zf: zipfile.ZipFile, zip_path, dest: Path, files: list[_Member]
         shards[i % threads].append(m)
 
     def write_own(shard: list[_Member]) -> dict[str, str]:
-        with _open_zip(zip_path) as own:
+        with open_zip(zip_path) as own:
             return _write_shard(own, str(dest), shard, flush)
 
     digests: dict[str, str] = {}
@@ -257,14 +303,18 @@ def _write_shard(zf: zipfile.ZipFile, dest: str, shard: list[_Member], flush: bo
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     for m in shard:
         digest = hashlib.sha256()
-        fd = os.open(f"{dest}/{m.rel}", flags, 0o755 if m.kind == "x" else 0o644)
-        with zf.open(m.info) as src, open(fd, "wb", buffering=0) as out:
-            while n := src.readinto(buf):
-                chunk = view[:n]
-                digest.update(chunk)
-                out.write(chunk)
-            if flush:
-                os.fsync(fd)
+
+        def write_one() -> None:
+            fd = os.open(f"{dest}/{m.rel}", flags, 0o755 if m.kind == "x" else 0o644)
+            with zf.open(m.info) as src, open(fd, "wb", buffering=0) as out:
+                while n := src.readinto(buf):
+                    chunk = view[:n]
+                    digest.update(chunk)
+                    out.write(chunk)
+                if flush:
+                    os.fsync(fd)
+
+        _read_member(zf, m, zf.filename or "the archive", write_one)
         digests[m.rel] = digest.hexdigest()
     return digests
 
@@ -276,7 +326,13 @@ def _check_links_resolve_inside(dest: Path, links: list[_Member]) -> None:
     """
     root = os.path.realpath(dest)
     for m in links:
-        real = os.path.realpath(dest / m.rel)
+        try:
+            real = os.path.realpath(dest / m.rel, strict=True)
+        except FileNotFoundError:  # a dangling link: where its text points (checked inside) is all there is
+            real = os.path.realpath(dest / m.rel)
+        except OSError as err:
+            raise ArchiveError("links that resolve", f"{m.rel!r} goes through a loop of links ({err.strerror})",
+                               "do not use this archive") from err
         if real != root and not real.startswith(root + os.sep):
             raise ArchiveError("symlinks that stay inside the archive's folder",
                                f"{m.rel} resolves to {real} through other links",
@@ -332,17 +388,25 @@ def write_tree_zip(folder: "str | os.PathLike[str]", dest: "str | os.PathLike[st
     return len(entries)
 
 
-def zip_tree_digest(zip_path: "str | os.PathLike[str]", strip_top: bool = False) -> str:
-    """The tree digest the archive would extract to, computed without writing a file."""
+def zip_tree_digest(zip_path: "str | os.PathLike[str]", strip_top: bool = False) -> TreeDigests:
+    """The tree digests the archive would extract to, computed without writing a file.
+
+    Raises:
+        ArchiveError: the archive is damaged or unsafe.
+    """
     entries = {}
-    with zipfile.ZipFile(zip_path) as zf:
+    with open_zip(zip_path) as zf:
         members, _ = _plan(zf.infolist(), strip_top, MAX_FILES, MAX_BYTES, str(zip_path))
         for m in members:
             if m.kind == "d":
                 continue
             digest = hashlib.sha256()
-            with zf.open(m.info) as src:
-                while chunk := src.read(COPY_BLOCK):
-                    digest.update(chunk)
+
+            def read_one() -> None:
+                with zf.open(m.info) as src:
+                    while chunk := src.read(COPY_BLOCK):
+                        digest.update(chunk)
+
+            _read_member(zf, m, str(zip_path), read_one)
             entries[m.rel] = (m.kind, digest.hexdigest())
-    return _tree_sha256(entries)
+    return TreeDigests.of(entries)

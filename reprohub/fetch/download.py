@@ -48,7 +48,7 @@ from .fsutil import fsync_dir, writable
 from .partial import Partial
 from .pump import BUFFER, BUFFERS, INLINE_BUFFER, NETWORK_ERRORS, SMALL_BODY, pump, pump_inline
 from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, expected_total, finished, new_session, open_body,
-                        reader_of, status_error, unusable_url)
+                        reader_of, status_error, unusable_url, validator_of)
 from .urls import is_file_url, local_path
 
 log = logging.getLogger("reprohub")
@@ -167,7 +167,10 @@ class Downloader:
             if sync:
                 fsync_dir(dst.parent)
         except BaseException as err:
-            partial.after_failure(resumable_error=isinstance(err, DownloadError) and not isinstance(err, HTTPStatusError))
+            # a network failure or Ctrl-C leaves the bytes for the next call to resume, as a kill -9 does
+            resumable = isinstance(err, KeyboardInterrupt) or (isinstance(err, DownloadError)
+                                                               and not isinstance(err, HTTPStatusError))
+            partial.after_failure(resumable_error=resumable)
             raise
         return Downloaded(url=url, path=dst, sha256=digest, size=size)
 
@@ -239,7 +242,8 @@ class Downloader:
                         hasher, offset = hashlib.sha256(), 0
                     total = expected_total(response, offset)
                     with finished(response, lambda: out.tell() == total):
-                        validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+                        if response.status_code == 200:  # a 206 continues the validator it was checked against
+                            validator = validator_of(response)
                         remaining = None if total is None else total - offset
                         if remaining is None or remaining > RESUME_RECORD_MIN:  # smaller: cheaper to fetch again
                             learned(validator)                                  # than to record how to resume

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 
 from ..errors import CacheWriteError
@@ -124,6 +124,25 @@ def read_json(path: "str | os.PathLike[str]") -> Any | None:
         return None
 
 
+def read_record(path: "str | os.PathLike[str]", types: "Mapping[str, type | tuple[type, ...]] | None" = None) -> dict | None:
+    """The JSON object in ``path``, or ``None`` if it is missing, unreadable, not an object, or if a field
+    named in ``types`` has another type: a record of the wrong shape counts as no record at all.
+
+    Example:
+        >>> import tempfile, os; p = os.path.join(tempfile.mkdtemp(), "r.json")
+        >>> _ = open(p, "w").write('{"url": 5}')
+        >>> read_record(p), read_record(p, {"url": str})
+        ({'url': 5}, None)
+    """
+    data = read_json(path)
+    if not isinstance(data, dict):
+        return None
+    for name, kind in (types or {}).items():
+        if name in data and (not isinstance(data[name], kind) or isinstance(data[name], bool) and kind is int):
+            return None
+    return data
+
+
 def remove_tree(path: "str | os.PathLike[str]") -> None:
     """Remove a file or folder if it exists (never following a link out)."""
     path = Path(path)
@@ -178,6 +197,10 @@ class SpillFile(io.RawIOBase):
         self._near, self._limit = Path(near), limit
         self._file: Any = io.BytesIO()
         self.path: Path | None = None
+        self.source = "an archive held in memory"  # what errors call it: the URL it came from, once known
+
+    def __str__(self) -> str:
+        return self.source
 
     def writable(self) -> bool:
         return True

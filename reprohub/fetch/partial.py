@@ -6,11 +6,15 @@ Two kinds of partial file:
   where no lock guards the destination (``download_url_to_file``).
 * **resumable** (``.<name>.incomplete`` plus ``.<name>.incomplete.json``): used only while the
   caller holds the destination's file lock, so one writer at a time owns the name.  The record
-  holds the URL and the server's *strong* validator (``ETag`` or ``Last-Modified``).  When a
-  writer dies (``kill -9``, a crash, a lost machine), the next process to take the lock finds the
-  partial, re-hashes its bytes, and asks for the rest with ``Range`` + ``If-Range``: a server whose
-  file changed answers the whole body and the download starts over.  Without a record or with
-  another URL the partial is removed.  Private partials of dead processes are removed then too.
+  holds the URL, the server's *strong* validator (``ETag`` or ``Last-Modified``) and the boot it
+  was written in.  When a writer stops (``kill -9``, a crash, Ctrl-C), the next process to take the
+  lock finds the partial, re-hashes its bytes, and asks for the rest with ``Range`` + ``If-Range``;
+  only a 206 that carries the same validator continues it (:mod:`reprohub.fetch.transport`), anything
+  else starts over.  Without a record, with another URL, or from an *earlier boot* the partial is
+  removed: its bytes were never flushed, so after a power loss they may be zeros, and no digest
+  exists to tell (where the system has no boot id, partials are therefore never resumed across
+  processes).  A partial's name is never followed as a link: one planted there is removed, so no
+  write lands outside the cache.  Private partials of dead processes are removed then too.
 
 Nothing here is ever trusted as the file itself: the destination is only replaced by rename after
 the whole body's digest checked out (:mod:`reprohub.fetch.download`).
@@ -30,11 +34,15 @@ import re
 from pathlib import Path
 from typing import BinaryIO
 
-from .fsutil import atomic_write_json, read_json, remove_tree, temp_path_beside
+from . import durability
+from .fsutil import atomic_write_json, read_record, remove_tree, temp_path_beside
 from .locks import is_held, lock_path
+from .transport import is_strong
 
 log = logging.getLogger("reprohub")
 SUFFIX = ".incomplete"
+RECORD_FIELDS = {"url": str, "validator": str, "boot_id": str}
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _PRIVATE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.incomplete|\.zip|\.tmp)$")
 
 
@@ -55,20 +63,28 @@ class Partial:
         """The file to write (at its end), the hash of what it holds, and the validator to resume with."""
         if self.resumable:
             remove_dead_private_partials(self.dst)
-            state = read_json(self.record) or {}
-            if self.path.is_file() and state.get("url") == self.url and state.get("validator"):
-                out = open(self.path, "r+b")
+            state = read_record(self.record, RECORD_FIELDS) or {}
+            if self._resumable(state):
+                out = open(os.open(self.path, os.O_RDWR | _NOFOLLOW), "r+b")
                 hasher = _hash_of(out)
                 log.info("resuming %s at byte %d (left by an interrupted download)", self.url, out.tell())
                 self._validator = state["validator"]
                 return out, hasher, self._validator
             self.discard()
-        return open(self.path, "w+b"), hashlib.sha256(), None
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | (0 if self.resumable else os.O_EXCL)
+        return open(os.open(self.path, flags, 0o644), "w+b"), hashlib.sha256(), None
+
+    def _resumable(self, state: dict) -> bool:
+        """A partial worth continuing: a real file, of this URL, with a strong validator, written in this boot."""
+        current = durability.boot_id()
+        return (state.get("url") == self.url and bool(state.get("validator")) and current is not None
+                and state.get("boot_id") == current and self.path.is_file() and not self.path.is_symlink())
 
     def learned(self, validator: str | None) -> None:
         """The server named its version of the file: record it, so a killed download can resume."""
-        if self.resumable and validator and not validator.startswith("W/") and validator != self._validator:
-            atomic_write_json(self.record, {"url": self.url, "validator": validator}, durable=False)  # a hint
+        if self.resumable and is_strong(validator) and validator != self._validator:
+            atomic_write_json(self.record, {"url": self.url, "validator": validator, **durability.stamp()},
+                              durable=False)  # a hint, valid in this boot only
             self._validator = validator
 
     def finish(self) -> None:
@@ -81,7 +97,7 @@ class Partial:
         self.record.unlink(missing_ok=True)
 
     def after_failure(self, resumable_error: bool) -> None:
-        """Keep a resumable partial after a network failure (the next call resumes it); else remove it."""
+        """Keep a resumable partial after a network failure or Ctrl-C (the next call resumes it); else remove it."""
         if not (self.resumable and resumable_error and self._validator):
             self.discard()
 

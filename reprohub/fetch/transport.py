@@ -119,20 +119,34 @@ def unusable_url(url: str, err: BaseException) -> DownloadError:
                          "check the URL or the setting it came from (it needs http:// or https:// and a host)")
 
 
+def validator_of(response: requests.Response) -> str | None:
+    """The server's name for this version of the body: its ``ETag``, else its ``Last-Modified``."""
+    return response.headers.get("ETag") or response.headers.get("Last-Modified")
+
+
+def is_strong(validator: str | None) -> bool:
+    """Whether a validator can vouch that a resumed body continues the same bytes (a weak ``W/`` ETag cannot)."""
+    return bool(validator) and not validator.startswith("W/")
+
+
 def open_body(session: requests.Session, url: str, offset: int, validator: str | None, headers: dict[str, str],
               timeout: tuple[float, float]) -> requests.Response:
     """GET ``url``'s body from byte ``offset`` (``Range`` + ``If-Range`` on a resume), streamed.
 
+    A body is continued only from the same representation: without a strong validator no ``Range``
+    is sent (the server answers the whole body, and the caller starts over), and a 206 is accepted
+    only when it starts at ``offset`` *and* carries the validator resumed with -- a server that
+    ignores ``If-Range`` and answers 206 from a changed file would otherwise splice two versions.
+
     Raises:
-        Restart: the server refused the range; ask again from byte 0.
+        Restart: the server refused the range, or answered a part of another version; ask again from byte 0.
         RetryableStatus: 408, 429 or a 5xx, with the server's ``Retry-After``.
         HTTPStatusError: any other status but 200 and 206.
     """
     request_headers = {"User-Agent": f"reprohub/{settings.VERSION}", "Accept-Encoding": "identity", **headers}
-    if offset:
+    if offset and is_strong(validator):
         request_headers["Range"] = f"bytes={offset}-"
-        if validator:
-            request_headers["If-Range"] = validator
+        request_headers["If-Range"] = validator
     response = session.get(url, headers=request_headers, stream=True, timeout=timeout)
     code = response.status_code
     if code == 416 and offset:
@@ -145,7 +159,8 @@ def open_body(session: requests.Session, url: str, offset: int, validator: str |
     if code not in (200, 206):
         response.close()
         raise status_error(url, code, response.reason or "", response.headers)
-    if code == 206 and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+    if code == 206 and (not offset or not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
+                        or validator_of(response) != validator):
         response.close()
         raise Restart()
     return response

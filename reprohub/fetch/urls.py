@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import SettingError
+from ..redact import is_signing, redact_url  # noqa: F401  (redact_url: shown URLs, re-exported for the stages)
 
 
 def check_url(url: str, setting: str) -> str:
@@ -48,11 +49,6 @@ def local_path(url: str) -> Path:
     return Path(url2pathname(urlsplit(url).path))
 
 
-# Query parameters that sign a URL for a while (S3, GCS, Azure SAS, CloudFront): not part of what it names.
-_SIGNING_PREFIXES = ("x-amz-", "x-goog-")
-_SIGNING_NAMES = frozenset({"signature", "expires", "awsaccesskeyid", "googleaccessid", "key-pair-id", "policy",
-                            "sig", "se", "st", "sp", "sv", "sr", "spr", "srt", "ss", "skoid", "sktid", "skt", "ske",
-                            "sks", "skv", "sdd"})
 
 
 def canonical_url(url: str) -> str:
@@ -66,9 +62,5 @@ def canonical_url(url: str) -> str:
     parts = urlsplit(url)
     if "?" not in url:
         return url
-    kept = [pair for pair in parts.query.split("&") if pair and not _is_signing(pair.partition("=")[0].lower())]
+    kept = [pair for pair in parts.query.split("&") if pair and not is_signing(pair.partition("=")[0].lower())]
     return parts._replace(query="&".join(kept)).geturl()
-
-
-def _is_signing(name: str) -> bool:
-    return name in _SIGNING_NAMES or name.startswith(_SIGNING_PREFIXES)

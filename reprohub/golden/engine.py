@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import GoldenMismatchError
+from ..errors import GoldenFileError, GoldenMismatchError
 from ..fetch.fsutil import atomic_write_bytes
 
 METADATA_KEY = "reprohub"
@@ -131,7 +131,22 @@ def save_golden(path: "str | Path", output: Any, metadata: Mapping[str, str] | N
 
 
 def load_golden(path: "str | Path") -> Golden:
-    """Read a golden written by :func:`save_golden`."""
+    """Read a golden written by :func:`save_golden`.
+
+    Raises:
+        GoldenFileError: the file is damaged or is no golden (named, with the way to re-record it).
+    """
+    try:
+        return _read_golden(path)
+    except (OSError, MemoryError):
+        raise
+    except Exception as err:  # safetensors' own errors, a foreign safetensors file, broken metadata
+        raise GoldenFileError(f"a golden file written by reprohub at {path}", f"{type(err).__name__}: {err}",
+                              "restore it from version control, or re-record it (`pytest --hub-update` "
+                              "overwrites it)") from err
+
+
+def _read_golden(path: "str | Path") -> Golden:
     import torch
     from safetensors import safe_open
 
@@ -321,35 +336,40 @@ class _MismatchStats:
         import torch
 
         exact = not (a.dtype.is_floating_point or a.dtype.is_complex)
-        compute = torch.float64 if a.dtype in (torch.float64, torch.int64, torch.uint64) else torch.float32
-        if a.dtype.is_complex:
-            compute = torch.complex128 if a.dtype == torch.complex128 else torch.complex64
-        af, ef = a.to(compute), e.to(compute)
-        diff = (af - ef).abs()
-        if a.dtype == torch.bool:
-            diff = (a != e).to(torch.float32)
-        if exact:
+        if exact:  # integers and bool are compared and reported as integers: 2**62 + 1 differs by 1, not 0
             bad = a != e
+            finite = bad.to(torch.int64) if a.dtype == torch.bool else (a.to(torch.int64) - e.to(torch.int64)).abs()
+            ef = e.to(torch.float64)
         else:
+            compute = torch.float64 if a.dtype == torch.float64 else torch.float32
+            if a.dtype.is_complex:
+                compute = torch.complex128 if a.dtype == torch.complex128 else torch.complex64
+            af, ef = a.to(compute), e.to(compute)
+            diff = (af - ef).abs()
             bad = ~torch.isclose(af, ef, rtol=rtol, atol=atol, equal_nan=equal_nan)
-        finite = torch.nan_to_num(diff.real if diff.is_complex() else diff, nan=math.inf)
-        self.abs_sum += float(torch.nan_to_num(finite, posinf=0.0).sum())
-        self.sample.append(finite[:: max(1, finite.numel() // 4096)].cpu())
+            finite = torch.nan_to_num(diff.real if diff.is_complex() else diff, nan=math.inf)
+        as_float = finite.to(torch.float64) if exact else finite
+        self.abs_sum += float(torch.nan_to_num(as_float, posinf=0.0).sum())
+        self.sample.append(as_float[:: max(1, finite.numel() // 4096)].cpu())
         n_bad = int(bad.sum())
         if not n_bad:
             return
         self.mismatched += n_bad
+
+        def difference(i: int):
+            return abs(int(a[i].item()) - int(e[i].item())) if exact else float(finite[i])
+
         idx = int(torch.argmax(torch.where(bad, finite, torch.zeros_like(finite))))
-        if float(finite[idx]) > self.max_abs[0]:
-            self.max_abs = (float(finite[idx]), start + idx)
-        rel = finite / ef.abs().real.clamp_min(torch.finfo(torch.float32).tiny) if not exact else finite
+        if difference(idx) > self.max_abs[0]:
+            self.max_abs = (difference(idx), start + idx)
+        rel = as_float / ef.abs().real.clamp_min(torch.finfo(torch.float32).tiny)
         rel = torch.where(bad, torch.nan_to_num(rel, nan=math.inf), torch.zeros_like(rel))
         ridx = int(torch.argmax(rel))
         if float(rel[ridx]) > self.max_rel[0]:
             self.max_rel = (float(rel[ridx]), start + ridx)
         if len(self.rows) < MAX_TABLE_ROWS:
             for i in torch.nonzero(bad).reshape(-1)[: MAX_TABLE_ROWS - len(self.rows)].tolist():
-                self.rows.append((start + i, a[i].item(), e[i].item(), float(finite[i])))
+                self.rows.append((start + i, a[i].item(), e[i].item(), difference(i)))
 
     def report(self, shape, rtol, atol) -> str:
         import torch
@@ -357,7 +377,7 @@ class _MismatchStats:
         median = float(torch.cat(self.sample).median()) if self.sample else 0.0
         lines = [
             f"Mismatched elements: {self.mismatched} / {self.total} ({100.0 * self.mismatched / self.total:.1f}%)",
-            f"Greatest absolute difference: {self.max_abs[0]:.6g} at index {_unravel(self.max_abs[1], shape)}"
+            f"Greatest absolute difference: {_number(self.max_abs[0])} at index {_unravel(self.max_abs[1], shape)}"
             f" (up to {atol:g} allowed)",
             f"Greatest relative difference: {self.max_rel[0]:.6g} at index {_unravel(self.max_rel[1], shape)}"
             f" (up to {rtol:g} allowed)",
@@ -366,8 +386,13 @@ class _MismatchStats:
             f"{'index':>16} {'obtained':>14} {'expected':>14} {'difference':>12}",
         ]
         for flat, got, want, d in self.rows:
-            lines.append(f"{str(_unravel(flat, shape)):>16} {_short(got):>14} {_short(want):>14} {d:>12.6g}")
+            lines.append(f"{str(_unravel(flat, shape)):>16} {_short(got):>14} {_short(want):>14} {_number(d):>12}")
         return "\n".join(lines)
+
+
+def _number(value) -> str:
+    """A difference as the report shows it: integers in full, floats to six significant digits."""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
 def _short(value) -> str:

@@ -4,7 +4,8 @@ Layout (every name derived from a digest the lock already holds)::
 
     <bundle>/
       reprohub-bundle.json                       index: which spec / URL each file stands for
-      repos/tree-sha256/<tree_sha256>.zip        a repo's files at its pinned commit
+      repos/tree-v2/<hex>.zip                    a repo's files at its pinned commit (tree digest v2:<hex>;
+                                                 repos/tree-sha256/<hex>.zip for a version-1 digest)
       artifacts/sha256/<sha256>                  an artifact's bytes
 
 Nothing needs a reprohub server to read it: a folder, a ``file://`` URL,
@@ -15,8 +16,10 @@ deterministic: the same lock gives byte-identical files (repo zips are written
 by :func:`~reprohub.fetch.archive.write_tree_zip`, uncompressed, with fixed
 metadata).  Goldens are files of the project and are not copied.
 
-Every file is checked against the lock *before* it is written: a repo's cached
-tree is re-hashed, an artifact's bytes are hashed as they are copied.
+Every file is checked against the lock *before* any is written: each repo's cached tree is
+re-hashed and each artifact's cached file located first, and the bytes of each artifact are hashed
+again as they are copied.  A bundle is written completely or not at all: if anything fails, the
+files this call wrote are removed again, and the index, written last, is only ever complete.
 
 Example:
     >>> from reprohub import Hub
@@ -24,7 +27,7 @@ Example:
     >>> repo = hub.resolve("acme/tiny:v1", verbose=False)
     >>> lock = Lockfile(repos={"acme/tiny:v1": RepoPin("acme/tiny:v1", server.api_url, repo.commit, repo.tree_sha256)})
     >>> report = write_bundle(lock, Path(tmp, "bundle"), lambda spec, pin: repo.path, None)
-    >>> report.written == [f"repos/tree-sha256/{repo.tree_sha256}.zip"]
+    >>> report.written == [f"repos/tree-v2/{repo.tree_sha256.removeprefix('v2:')}.zip"]
     True
 """
 
@@ -36,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import HashMismatchError, ReprohubError
+from ..errors import HashMismatchError, LockfileError, ReprohubError
+from ..fetch import tree
 from ..fetch.archive import tree_digest, write_tree_zip, zip_tree_digest
 from ..fetch.download import Downloader
 from ..fetch.fsutil import atomic_write_bytes, sha256_file
@@ -72,29 +76,45 @@ def write_bundle(
     """
     folder = Path(folder)
     report = BundleReport()
+    plan = []  # (item, already there and intact?, write): everything checked before anything is written
     for spec, pin in sorted(lock.repos.items()):
+        if not pin.tree_sha256.startswith(tree.V2_PREFIX):
+            raise LockfileError(f"a version-2 tree digest (v2:...) for {spec}: mirrors trust only those",
+                                f"the version-1 digest {pin.tree_sha256[:16]}..., which two different trees can share",
+                                "re-record the lock (pytest --hub-lock hub.lock --hub-update upgrades every repo it "
+                                "loads), then bundle again")
         source = repo_folder(spec, pin)
         found = tree_digest(source)
-        if found != pin.tree_sha256:
+        if not found.matches(pin.tree_sha256):
             raise HashMismatchError(f"tree sha256 {pin.tree_sha256} for {spec} (pinned)",
-                                    f"{found} in the cache at {source}",
-                                    f"remove it (`reprohub cache rm {pin.commit}`) and bundle again")
-        item = tree_item(pin.tree_sha256)
-        _place(folder / item, item, report, present=lambda p: zip_tree_digest(p) == pin.tree_sha256,
-               write=lambda p: write_tree_zip(source, p))
+                                    f"{found.as_pinned(pin.tree_sha256)} in the cache at {source}",
+                                    f"remove it (`reprohub cache rm {pin.commit}`) and bundle again; if the "
+                                    "lock was edited, restore it from version control")
+        plan.append((tree_item(pin.tree_sha256), lambda p, pin=pin: zip_tree_digest(p).matches(pin.tree_sha256),
+                     lambda p, source=source: write_tree_zip(source, p)))
     for url, pin in sorted(lock.artifacts.items()):
         source = artifact_file(url, pin)
-        item = artifact_item(pin.sha256)
-        _place(folder / item, item, report, present=lambda p: sha256_file(p) == pin.sha256,
-               write=lambda p: Downloader(offline=True).fetch(source.as_uri(), p, expected_sha256=pin.sha256,
-                                                              progress=False))
-    atomic_write_bytes(folder / INDEX, bundle_index(lock))
+        plan.append((artifact_item(pin.sha256), lambda p, pin=pin: sha256_file(p) == pin.sha256,
+                     lambda p, source=source, pin=pin: Downloader(offline=True).fetch(
+                         source.as_uri(), p, expected_sha256=pin.sha256, progress=False)))
+    try:
+        for item, present, write in plan:
+            _place(folder / item, item, report, present, write)
+        atomic_write_bytes(folder / INDEX, bundle_index(lock))
+    except BaseException:
+        for item in report.written:  # not half a bundle: what this call added goes again
+            (folder / item).unlink(missing_ok=True)
+        raise
     return report
 
 
 def _place(path: Path, item: str, report: BundleReport, present: Callable[[Path], bool],
            write: Callable[[Path], object]) -> None:
-    if path.is_file() and present(path):
+    try:
+        intact = path.is_file() and present(path)
+    except ReprohubError:  # a damaged earlier copy is rewritten
+        intact = False
+    if intact:
         report.kept.append(item)
         return
     write(path)
@@ -118,7 +138,8 @@ def check_bundle(lock: Lockfile, folder: Path) -> list[str]:
     problems = []
     for spec, pin in sorted(lock.repos.items()):
         path = Path(folder) / tree_item(pin.tree_sha256)
-        problems += _bundle_problem(f"repo {spec}", path, pin.tree_sha256, zip_tree_digest)
+        problems += _bundle_problem(f"repo {spec}", path, pin.tree_sha256,
+                                    lambda p, pin=pin: zip_tree_digest(p).as_pinned(pin.tree_sha256))
     for url, pin in sorted(lock.artifacts.items()):
         path = Path(folder) / artifact_item(pin.sha256)
         problems += _bundle_problem(f"artifact {url}", path, pin.sha256, sha256_file)

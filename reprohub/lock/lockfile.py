@@ -6,12 +6,12 @@ writing the same content twice gives the same bytes and a change shows up as a
 small diff.  Example::
 
     # hub.lock -- written by reprohub; review changes to it like code.
-    version = "1.0"
+    version = "2.0"
 
     [repos."acme/tiny:v1"]
     host = "https://api.github.com"
     commit = "1f0e3dad99908345f7439f8ffabdffc4f0b2d3a1"
-    tree_sha256 = "4c2b..."
+    tree_sha256 = "v2:4c2b..."
 
     [artifacts."https://example.org/tiny-weights.pt"]
     sha256 = "9f86..."
@@ -21,8 +21,13 @@ small diff.  Example::
     file = "fixtures/goldens/tiny_mlp/forward.safetensors"
     sha256 = "e3b0..."
 
-An unknown major version is refused; a newer minor version is read with a
-warning.  A malformed entry is refused with the line it stands on.
+**Compatibility rule.** The major version changes when a value changes meaning; a reader refuses
+a major it does not know ("upgrade reprohub").  A newer *minor* version only adds: fields in an
+entry and whole tables, which this reader ignores with one warning (and drops when it rewrites the
+lock).  Of the current or an older minor, an unknown field or table is an error (a typo must not
+pass silently).  Version 2.0 writes tree digests as ``v2:<hex>`` (:mod:`reprohub.fetch.tree`);
+1.x locks, whose bare-hex digests are version 1, are still read and verified.  A malformed entry
+is refused with the line it stands on.  Reading is linear in the size of the lock.
 
 Example:
     >>> lock = Lockfile()
@@ -44,6 +49,7 @@ import tomli_w
 
 from ..cache.layout import CacheLayout, get_dir
 from ..errors import LockfileError
+from ..fetch import tree
 from ..fetch.fsutil import atomic_write_bytes
 from ..fetch.locks import file_lock
 
@@ -52,7 +58,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SCHEMA_MAJOR, SCHEMA_MINOR = 1, 0
+SCHEMA_MAJOR, SCHEMA_MINOR = 2, 0
+READABLE_MAJORS = (1, 2)  # 1.x: version-1 tree digests, still verified
 HEADER = "# hub.lock -- written by reprohub; review changes to it like code.\n"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -88,7 +95,7 @@ class GoldenPin:
 
 # table name -> (entry type, the field that is the table key)
 TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key")}
-_CHECKS = {"commit": _HEX40, "tree_sha256": _HEX64, "sha256": _HEX64}
+_CHECKS = {"commit": _HEX40, "sha256": _HEX64}
 
 
 @dataclass
@@ -123,14 +130,16 @@ class Lockfile:
                                 "re-record it with `pytest --hub-update`") from err
         newer = _check_version(data.get("version"), name)
         lock = cls()
+        lines = _header_lines(text)
         for table, (kind, key_field) in TABLES.items():
             entries = data.get(table, {})
             if not isinstance(entries, dict):
                 raise LockfileError(f"a table [{table}]", f"{type(entries).__name__} in {name}", "re-record the lock")
             for key, entry in entries.items():
-                getattr(lock, table)[key] = _entry(kind, key_field, key, entry, table, text, name, newer)
+                where = f"{name} line {lines.get((table, key), 0)}, [{table}.{_toml_key(key)}]"
+                getattr(lock, table)[key] = _entry(kind, key_field, key, entry, table, where, newer)
         unknown = set(data) - {"version", *TABLES}
-        if unknown:
+        if unknown and not newer:  # a newer minor may add tables: ignored, as the rule above says
             raise LockfileError("only version, repos, artifacts and goldens", f"{sorted(unknown)} in {name}",
                                 "remove the unknown tables")
         return lock
@@ -145,11 +154,24 @@ class Lockfile:
                               for key in sorted(entries)}
         return HEADER + tomli_w.dumps(doc)
 
-    def write(self, path: "str | Path") -> bool:
-        """Write atomically under a lock; return whether the bytes changed."""
+    def write(self, path: "str | Path", base: "Lockfile | None" = None) -> bool:
+        """Write atomically under the writer's lock; return whether the bytes changed.
+
+        ``base``: the lock as this run read it.  Then what this run changed relative to ``base`` is
+        applied to the lock *as it is on disk now*, under the lock, so two runs updating one lock at
+        once both keep their entries; an entry both changed, differently, is a
+        :class:`~reprohub.errors.LockfileError` and nothing is written.
+
+        Example:
+            >>> base = Lockfile(); ours = Lockfile(goldens={"a": GoldenPin("a", "a.st", "1" * 64)})
+            >>> theirs = Lockfile(goldens={"b": GoldenPin("b", "b.st", "2" * 64)}); _ = theirs.write(tmp + "/hub.lock")
+            >>> ours.write(tmp + "/hub.lock", base=base), sorted(Lockfile.read(tmp + "/hub.lock").goldens)
+            (True, ['a', 'b'])
+        """
         path = Path(path)
-        text = self.dumps()
         with file_lock(_writer_lock(path), f"writing {path}"):
+            lock = self if base is None else base.rebased(self, Lockfile.read(path), str(path))
+            text = lock.dumps()
             try:
                 if path.read_text(encoding="utf-8") == text:
                     return False
@@ -157,6 +179,30 @@ class Lockfile:
                 pass
             atomic_write_bytes(path, text.encode("utf-8"))
         return True
+
+    def rebased(self, ours: "Lockfile", disk: "Lockfile", name: str = "hub.lock") -> "Lockfile":
+        """``disk`` with the changes from ``self`` (the base a run read) to ``ours`` applied (a three-way merge).
+
+        Raises:
+            LockfileError: an entry changed both on disk and in ``ours``, to different values.
+        """
+        merged = Lockfile(*(dict(getattr(disk, t)) for t in TABLES))
+        for table in TABLES:
+            was, now, found = getattr(self, table), getattr(ours, table), getattr(disk, table)
+            target = getattr(merged, table)
+            for key in sorted(set(was) | set(now)):
+                if was.get(key) == now.get(key):
+                    continue  # this run left it alone: whatever is on disk stands
+                if found.get(key) not in (was.get(key), now.get(key)):
+                    raise LockfileError(
+                        f"{table} entry {key!r} in {name} changed by this run only",
+                        f"another run changed it to {found.get(key)} while this run recorded {now.get(key)}",
+                        "nothing was written; run the update again once the other run has finished")
+                if now.get(key) is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = now[key]
+        return merged
 
     def merged(self, other: "Lockfile") -> "Lockfile":
         """A new lock with ``other``'s entries added or replacing these."""
@@ -185,17 +231,18 @@ def _check_version(version, name: str) -> bool:
         raise LockfileError('version = "MAJOR.MINOR"', f"{version!r} in {name}",
                             f'add version = "{SCHEMA_MAJOR}.{SCHEMA_MINOR}" at the top')
     major, minor = int(match.group(1)), int(match.group(2))
-    if major != SCHEMA_MAJOR:
-        raise LockfileError(f"schema version {SCHEMA_MAJOR}.x", f"version {version} in {name}",
+    if major not in READABLE_MAJORS:
+        raise LockfileError(f"schema version {' or '.join(f'{m}.x' for m in READABLE_MAJORS)}",
+                            f"version {version} in {name}",
                             "upgrade reprohub to read this lock, or re-record it with this version")
-    if minor > SCHEMA_MINOR:
+    newer = major == SCHEMA_MAJOR and minor > SCHEMA_MINOR
+    if newer:
         warnings.warn(f"{name} has schema {version}, newer than {SCHEMA_MAJOR}.{SCHEMA_MINOR}; "
-                      "fields this reprohub does not know are ignored", stacklevel=3)
-    return minor > SCHEMA_MINOR
+                      "fields and tables this reprohub does not know are ignored", stacklevel=3)
+    return newer
 
 
-def _entry(kind, key_field: str, key: str, entry, table: str, text: str, name: str, newer: bool = False):
-    where = f"{name} line {_line_of(text, table, key)}, [{table}.{_toml_key(key)}]"
+def _entry(kind, key_field: str, key: str, entry, table: str, where: str, newer: bool = False):
     names = [f.name for f in fields(kind) if f.name != key_field]
     if isinstance(entry, dict) and newer:  # a newer minor schema may add fields: ignore them, as promised
         entry = {k: v for k, v in entry.items() if k in names}
@@ -206,6 +253,13 @@ def _entry(kind, key_field: str, key: str, entry, table: str, text: str, name: s
         if field_name in entry and not (isinstance(entry[field_name], str) and pattern.fullmatch(entry[field_name])):
             raise LockfileError(f"{field_name} as lower-case hex", f"{entry[field_name]!r} at {where}",
                                 "restore the entry from version control or re-record it")
+    if "tree_sha256" in entry and not tree.is_digest_text(entry["tree_sha256"]):
+        raise LockfileError("tree_sha256 as v2:<64 lower-case hex> (or 64 hex, version 1)",
+                            f"{entry['tree_sha256']!r} at {where}", "restore the entry from version control or "
+                            "re-record it")
+    if table == "repos" and not key.startswith("git+") and not _is_http_url(entry.get("host")):
+        raise LockfileError("host as the http(s) URL of a GitHub-compatible API", f"{entry.get('host')!r} at {where}",
+                            "restore the entry from version control, or re-record it with --hub-update")
     if "size" in entry and (not isinstance(entry["size"], int) or entry["size"] < 0):
         raise LockfileError("size as a whole number", f"{entry['size']!r} at {where}", "re-record the entry")
     return kind(**{key_field: key, **entry})
@@ -215,9 +269,23 @@ def _toml_key(key: str) -> str:
     return tomli_w.dumps({key: 0}).split(" = ")[0]
 
 
-def _line_of(text: str, table: str, key: str) -> int:
-    header = f"[{table}.{_toml_key(key)}]"
+def _is_http_url(value) -> bool:
+    return isinstance(value, str) and re.match(r"https?://[^/\s]+", value) is not None
+
+
+def _header_lines(text: str) -> "dict[tuple[str, str], int]":
+    """Where each ``[table.key]`` header stands, in one pass over the text (a lock of 50 MB reads in seconds)."""
+    found = {}
     for number, line in enumerate(text.splitlines(), 1):
-        if line.strip() == header:
-            return number
-    return 0
+        stripped = line.strip()
+        if not stripped.startswith("[") or stripped.startswith("[["):
+            continue
+        try:
+            parsed = tomllib.loads(stripped[1:-1] + " = 0") if stripped.endswith("]") else None
+        except tomllib.TOMLDecodeError:
+            continue
+        if parsed and len(parsed) == 1:
+            table, rest = next(iter(parsed.items()))
+            if isinstance(rest, dict) and len(rest) == 1:
+                found.setdefault((table, next(iter(rest))), number)
+    return found

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import ArchiveError, DownloadError, HashMismatchError, LockfileError, MirrorError, OfflineError, SettingError
+from ..fetch import tree
 from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import is_file_url
@@ -53,8 +54,10 @@ def artifact_item(sha256: str) -> str:
 
 
 def tree_item(tree_sha256: str) -> str:
-    """The bundle-relative path of the zip of a repo tree with this digest."""
-    return f"repos/tree-sha256/{_hex64(tree_sha256)}.zip"
+    """The bundle-relative path of the zip of a repo tree with this digest (either version, :mod:`reprohub.fetch.tree`)."""
+    if not tree.is_digest_text(tree_sha256):
+        raise LockfileError("a tree digest (v2:<64 hex>, or 64 hex digits)", repr(tree_sha256), "restore the lock entry")
+    return tree.item_name(tree_sha256)
 
 
 def _hex64(digest: str) -> str:
@@ -92,6 +95,7 @@ class MirrorSet:
         self.bases = [location_url(b) for b in bases if b.strip()]
         self.downloader = downloader or Downloader()
         self._dead: set[str] = set()
+        self._warned: set[str] = set()
 
     @classmethod
     def parse(cls, value: "str | Iterable[str] | None", downloader: Downloader | None = None) -> "MirrorSet":
@@ -124,9 +128,17 @@ class MirrorSet:
             MirrorError: a mirror's zip extracts to another tree (nothing is left at ``dest``).
         """
         item = tree_item(tree_sha256)
+        if not tree_sha256.startswith(tree.V2_PREFIX):
+            if tree_sha256 not in self._warned:
+                self._warned.add(tree_sha256)
+                log.warning("the lock pins a repo by a version-1 tree digest (%s...), which two different trees can "
+                            "share: no mirror is trusted for it, the origin is asked. Re-record the lock "
+                            "(pytest --hub-lock hub.lock --hub-update) to pin version-2 digests.", tree_sha256[:12])
+            return None
 
         def fetch_and_extract(url: str) -> ExtractResult:
             with SpillFile(dest) as archive:  # read once and extracted: in memory unless large
+                archive.source = f"the bundle zip {url}"
                 self.downloader.fetch_into(url, archive, progress=progress)
                 try:
                     return extract_into_place(archive, dest, strip_top=False,
@@ -160,5 +172,5 @@ class MirrorSet:
 
 
 def _check_tree(result: ExtractResult, expected: str) -> None:
-    if result.tree_sha256 != expected:
+    if not result.digests.matches(expected):
         raise HashMismatchError(f"tree sha256 {expected}", f"tree sha256 {result.tree_sha256}")

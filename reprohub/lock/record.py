@@ -19,13 +19,15 @@ class RepoUse:
     """One repo used at one commit.
 
     ``spec`` is what was asked (``owner/repo:ref``), ``host`` the API base URL or
-    Git remote, ``tree_sha256`` the digest of the extracted files.
+    Git remote, ``tree_sha256`` the digest of the extracted files (version 2) and
+    ``legacy_tree_sha256`` its version-1 digest, by which a lock written before still names it.
     """
 
     spec: str
     host: str
     commit: str
     tree_sha256: str
+    legacy_tree_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Pins(Protocol):
 
     def is_locked(self, spec: str) -> bool:
         """Whether a reviewed lock names ``spec`` (then it counts as trusted)."""
+
+    def pinned_host(self, spec: str) -> str | None:
+        """The host the lock recorded ``spec`` from (where a locked load goes unless an API URL is configured)."""
 
     def pinned_tree_sha256(self, host: str, spec: str) -> str | None:
         """The tree digest the pinned commit of ``spec`` must extract to, or ``None``."""

@@ -15,7 +15,7 @@ from .session import LockSession
 
 
 def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: int, written: bool | None,
-                  strict_unused: bool, update: bool, refresh: bool) -> list[str]:
+                  strict_unused: bool, update: bool, refresh: bool, write_error: str | None = None) -> list[str]:
     """Counts per table, changes, unused entries, the refresh report, and what happened to the lock."""
     changes = session.changes()
     unused = session.unused()
@@ -47,7 +47,7 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
             for key in unused[table]:
                 word = "ERROR" if strict_unused else "warning"
                 lines.append(f"  {word}: unused {table[:-1]} {key} (no test of this run asked for it)")
-    lines.append(_lock_line(session, written, update, refresh, outcomes))
+    lines.append(_lock_line(session, written, update, refresh, outcomes, write_error))
     return lines
 
 
@@ -68,11 +68,12 @@ def _refresh_lines(session: LockSession, outcomes: dict[str, str]) -> list[str]:
 
 
 def _lock_line(session: LockSession, written: bool | None, update: bool, refresh: bool,
-               outcomes: dict[str, str]) -> str:
+               outcomes: dict[str, str], write_error: str | None = None) -> str:
     if not update:
         return f"lock {session.lock_path}: not modified (check mode)"
     if written is None:
         failed = sum(1 for o in outcomes.values() if o == "failed")
-        why = f"{failed} tests failed" + (" after refresh" if refresh else "") if failed else "golden conflicts"
+        why = (write_error or (f"{failed} test{'s' if failed != 1 else ''} failed" + (" after refresh" if refresh else "")
+                               if failed else "golden conflicts"))
         return f"lock {session.lock_path}: NOT written, {why} (a lock is only written from a green run)"
     return f"lock {session.lock_path}: {'written' if written else 'unchanged'}"

@@ -26,6 +26,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 from ..errors import GoldenConflictError, LockMismatchError
+from ..fetch.tree import TreeDigests
 from .lockfile import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin
 from .record import ArtifactUse, RepoUse
 
@@ -83,6 +84,11 @@ class LockSession:
                                     self.record_hint())
         return None if pin is None or self.update or self.refresh else pin.sha256
 
+    def pinned_host(self, spec: str) -> str | None:
+        """The host recorded for ``spec`` in the lock, or ``None``."""
+        pin = self.lock.repos.get(spec)
+        return pin.host if pin is not None else None
+
     def pinned_tree_sha256(self, host: str, spec: str) -> str | None:
         """The locked tree digest of ``spec``'s pinned commit (``None`` when not pinned, or refreshing)."""
         pin = self.lock.repos.get(spec)
@@ -98,10 +104,14 @@ class LockSession:
         if isinstance(use, RepoUse):
             pin = RepoPin(use.spec, use.host, use.commit, use.tree_sha256)
             locked = self.lock.repos.get(use.spec)
-            if locked is not None and (locked.commit, locked.tree_sha256) == (pin.commit, pin.tree_sha256):
-                pin = locked  # the same content from another host URL (a new port, a mirror) is no change
+            same_tree = locked is not None and TreeDigests(use.tree_sha256, use.legacy_tree_sha256).matches(
+                locked.tree_sha256)
+            # the same content from another host URL (a new port, a mirror) is no change; a version-1 digest
+            # naming the same tree stands in check mode, and is upgraded to version 2 when recording
+            if same_tree and locked.commit == pin.commit and (locked.tree_sha256 == pin.tree_sha256 or self._strict):
+                pin = locked
             self._note("repos", use.spec, pin)
-            if self._strict and locked is not None and locked.tree_sha256 != pin.tree_sha256:
+            if self._strict and locked is not None and not same_tree:
                 raise LockMismatchError(
                     f"repo {use.spec} at {locked.commit} with tree sha256 {locked.tree_sha256}",
                     f"tree sha256 {pin.tree_sha256} (the host served other files for the same commit)",

@@ -31,7 +31,8 @@ def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout,
     problems = []
     for spec, pin in sorted(lock.repos.items()):
         folder = layout.repo_dir(*_cache_place(spec, pin.host), pin.commit)
-        problems += _compare(f"repo {spec}", folder, pin.tree_sha256, tree_digest if folder.is_dir() else None)
+        problems += _compare(f"repo {spec}", folder, pin.tree_sha256,
+                             (lambda p, pin=pin: tree_digest(p).as_pinned(pin.tree_sha256)) if folder.is_dir() else None)
     for url, pin in sorted(lock.artifacts.items()):
         path = layout.artifact_path(url)
         problems += _compare(f"artifact {url}", path, pin.sha256, sha256_file if path.is_file() else None)

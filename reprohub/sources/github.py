@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,7 +27,7 @@ import requests
 from ..cache.layout import DEFAULT_GITHUB_API, source_key
 from .. import settings
 from ..errors import AuthError, DownloadError, OfflineError, SourceError
-from ..fetch.archive import ExtractResult, extract_into_place
+from ..fetch.archive import ExtractResult, extract_into_place, open_zip
 from ..fetch.download import Downloader
 from ..fetch.urls import check_url
 from ..fetch.fsutil import SpillFile
@@ -92,7 +91,11 @@ class GitHubSource:
 
     def default_branch(self, repo: RepoRef) -> str:
         """The repo's default branch, from ``GET /repos/{owner}/{repo}``."""
-        return self._get_json(f"/repos/{repo.owner}/{repo.name}", repo)["default_branch"]
+        path = f"/repos/{repo.owner}/{repo.name}"
+        branch = self._get_json(path, repo).get("default_branch")
+        if not isinstance(branch, str) or not branch:
+            raise self._odd_answer(path, "an object naming its default_branch", {"default_branch": branch})
+        return branch
 
     def resolve(self, repo: RepoRef) -> str:
         """The full commit of ``repo.ref``; a full sha is returned without any request."""
@@ -100,8 +103,9 @@ class GitHubSource:
             return repo.ref
         ref = repo.ref if repo.ref is not None else self.default_branch(repo)
         sha = self._get_json(f"/repos/{repo.owner}/{repo.name}/commits/{quote(ref, safe='')}", repo).get("sha", "")
-        if not is_full_commit(sha):
-            raise SourceError(f"a 40-hex commit for {repo}", f"{sha!r} from {self.url}", "check the host's API")
+        if not isinstance(sha, str) or not is_full_commit(sha):
+            raise SourceError(f"a 40-hex commit for {repo}", f"{sha!r} from {self.url}", "check the host's API "
+                              "(REPROHUB_GITHUB_API_URL must be a GitHub-compatible REST API)")
         return sha
 
     def check_not_forked(self, repo: RepoRef, commit: str) -> None:
@@ -117,8 +121,8 @@ class GitHubSource:
         base = f"/repos/{repo.owner}/{repo.name}"
         for kind in ("branches", "tags"):
             page = 1
-            while items := self._get_json(f"{base}/{kind}?per_page=100&page={page}", repo):
-                if any(item["name"] == repo.ref or item["commit"]["sha"] == commit for item in items):
+            while items := self._get_json(f"{base}/{kind}?per_page=100&page={page}", repo, shape=list):
+                if any(_names(item, repo.ref, commit) for item in items):
                     return
                 page += 1
         compared = self._get_json(f"{base}/compare/{quote(self.default_branch(repo), safe='')}...{commit}", repo)
@@ -165,11 +169,8 @@ class GitHubSource:
     def fetch_ref_archive(self, repo: RepoRef, archive: SpillFile, progress: bool) -> str | None:
         """Download the archive of a branch or tag into ``archive``; the commit it names, or ``None``."""
         self._download_archive(repo, str(repo.ref), archive, progress)
-        try:
-            with zipfile.ZipFile(archive.reader()) as zf:
-                comment = zf.comment.decode("ascii", "replace").strip()
-        except (zipfile.BadZipFile, OSError):
-            comment = ""
+        with open_zip(archive) as zf:  # a damaged archive is an ArchiveError naming its URL, not "no such repo"
+            comment = zf.comment.decode("ascii", "replace").strip()
         if is_full_commit(comment):
             return comment
         log.debug("the archive of %s names no commit; asking the API", repo)
@@ -191,6 +192,7 @@ class GitHubSource:
 
     def _download_archive(self, repo: RepoRef, commit: str, out: SpillFile, progress: bool) -> None:
         url, api_url = self.archive_url(repo, commit), self.api_archive_url(repo, commit)
+        out.source = f"the archive of {repo} from {url}"
         if url != api_url:
             try:
                 self.downloader.fetch_into(url, out, progress=progress)
@@ -202,11 +204,17 @@ class GitHubSource:
                 out.seek(0)
                 out.truncate()
         try:
+            out.source = f"the archive of {repo} from {api_url}"
             self.downloader.fetch_into(api_url, out, progress=progress, headers=self.headers)
         except DownloadError as err:
             raise self._explain(err, repo) from err
 
-    def _get_json(self, path: str, repo: RepoRef) -> dict:
+    def _odd_answer(self, path: str, expected: str, answer) -> SourceError:
+        return SourceError(f"{expected} from {self.url}{path}", f"{str(answer)[:120]!r}",
+                           "check that the API URL (REPROHUB_GITHUB_API_URL, hub_api_url) is a GitHub-compatible "
+                           "REST API, not a web page or a proxy's error page")
+
+    def _get_json(self, path: str, repo: RepoRef, shape: type = dict):
         if self.downloader.offline:
             raise OfflineError(
                 f"a cached resolution of {repo}",
@@ -221,11 +229,17 @@ class GitHubSource:
                 log.warning("%s refused GITHUB_TOKEN (HTTP 401); continuing without it. Renew or unset the token.",
                             self.url)
                 self._token = None
-                return anonymous.json()
+                response = anonymous
         if response.status_code != 200:
             raise self._explain(DownloadError(f"HTTP 200 from {url}", f"HTTP {response.status_code}",
                                               status=response.status_code, fix=""), repo, response)
-        return response.json()
+        try:
+            data = response.json()
+        except ValueError:
+            raise self._odd_answer(path, "JSON", response.text) from None
+        if not isinstance(data, shape):
+            raise self._odd_answer(path, f"a JSON {'list' if shape is list else 'object'}", data)
+        return data
 
     def _explain(self, err: DownloadError, repo: RepoRef, response: requests.Response | None = None) -> Exception:
         code = err.status
@@ -244,3 +258,11 @@ class GitHubSource:
             return SourceError(f"{repo} at {self.url}", f"HTTP {code}: no such repo, branch, tag or commit",
                                "check the spelling of owner, repo and ref; private repos need GITHUB_TOKEN")
         return err
+
+
+def _names(item, ref: str | None, commit: str) -> bool:
+    """Whether one entry of a branches or tags page is ``ref`` or points at ``commit`` (odd entries: no)."""
+    if not isinstance(item, dict):
+        return False
+    target = item.get("commit")
+    return item.get("name") == ref or (isinstance(target, dict) and target.get("sha") == commit)

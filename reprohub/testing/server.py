@@ -57,7 +57,8 @@ class Fault:
     (send the full ``Content-Length`` but only ``after`` bytes, then close),
     ``"ignore_range"`` (answer 200 with the whole body to a Range request),
     ``"corrupt"`` (flip one byte of the body), ``"slow"`` (send ``after`` bytes,
-    then pause ``delay`` seconds, repeatedly).
+    then pause ``delay`` seconds, repeatedly), ``"ignore_if_range"`` (answer a Range request
+    with 206 from the file as it is now, whatever ``If-Range`` says: a broken cache or CDN).
     """
 
     kind: str
@@ -297,7 +298,8 @@ class _Handler(BaseHTTPRequestHandler):
         m = _RANGE.match(ranged or "")
         if_range = self.headers.get("If-Range")
         honours_range = fault is None or (fault.kind != "ignore_range" and not fault.ignore_range)
-        use_range = m is not None and honours_range and if_range in (None, f'"{etag}"')
+        blind = fault is not None and fault.kind == "ignore_if_range"
+        use_range = m is not None and honours_range and (blind or if_range in (None, f'"{etag}"'))
         if use_range:
             start = int(m.group(1))
             end = int(m.group(2)) if m.group(2) else size - 1
