@@ -5,7 +5,10 @@ Exit codes a CI script can rely on::
     0  success
     1  verification failed: something differs from, or is missing in, the lock or the cache
     2  usage error (bad arguments)
-    3  any other reprohub error (network, offline miss, untrusted repo...)
+    3  any other error (network, offline miss, untrusted repo, a hubconf.py that fails to import...)
+
+``--hub-dir DIR`` and ``--offline`` go before or after the command, as ``TORCH_HOME`` and
+``REPROHUB_OFFLINE=1`` do; ``cache ls``, ``verify`` and ``list`` take ``--json`` for scripts.
 
 ``lock``, ``fetch``, ``verify``, ``cache`` and ``--help`` never import torch.
 
@@ -19,33 +22,80 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from .errors import RefError, ReprohubError, SettingError
+from .errors import (HashMismatchError, LockMismatchError, RefError, ReprohubError, SettingError,
+                     UntrustedRepoError)
 from .settings import VERSION
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+_GLOBAL: dict[str, Any] = {}  # --hub-dir and --offline, for every Hub this process makes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    Example:
+        >>> main(["cache", "ls", "--json", "--hub-dir", tmp])  # doctest: +ELLIPSIS
+        {"artifacts": [], "hub_dir": "...", "repos": []}
+        0
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="reprohub: %(message)s",
                         stream=sys.stderr)
+    _GLOBAL.clear()
+    _GLOBAL.update({k: v for k, v in (("hub_dir", args.hub_dir), ("offline", args.offline or None)) if v})
     try:
         return args.run(args)
     except (RefError, SettingError) as err:  # what was typed can never work: a usage error
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(f"error: {err}", EXIT_USAGE)
+    except (HashMismatchError, LockMismatchError) as err:  # content differs from what is pinned
+        return _fail(f"error: {err}", EXIT_MISMATCH)
+    except UntrustedRepoError as err:
+        fix = " Fix: add --trust to this command to trust it" if hasattr(args, "trust") else f" Fix: {err.fix}"
+        return _fail(f"error: expected {err.expected}, found {err.found}.{fix} (or set REPROHUB_TRUST=owner/repo)",
+                     EXIT_ERROR)
     except ReprohubError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"error: {err}", EXIT_ERROR)
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # repo code (a hubconf.py that fails to import or to build its model)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        return _fail(_repo_code_failed(err, args.verbose), EXIT_ERROR)
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def _repo_code_failed(err: Exception, verbose: bool) -> str:
+    """One paragraph for an error raised by the repo's own code: what failed, and what to do."""
+    where = "" if verbose else " (run with -v for the traceback)"
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        package = err.name.split(".")[0]
+        return (f"error: the repo's code needs the module {err.name!r}, which is not installed{where}. "
+                f"Fix: pip install {package} (or the package the repo's README names for it); the hubconf's "
+                "`dependencies` list says what it needs")
+    return f"error: the repo's code raised {type(err).__name__}: {err}{where}"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 problem``, ``2 problems``.
+
+    Example:
+        >>> plural(1, "entry", "entries"), plural(3, "file")
+        ('1 entry', '3 files')
+    """
+    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,10 +103,16 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog="exit codes: 0 ok, 1 verification failed, 2 usage, 3 other errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is resolved and downloaded")
     parser.add_argument("--version", action="version", version=f"reprohub {VERSION}")
+    common = argparse.ArgumentParser(add_help=False)  # global options, also accepted after the command
+    for target, default in ((parser, None), (common, argparse.SUPPRESS)):
+        target.add_argument("--hub-dir", metavar="DIR", default=default,
+                            help="the hub dir (cache root), as TORCH_HOME/hub or reprohub.set_dir()")
+        target.add_argument("--offline", action="store_true", default=default or False,
+                            help="no network at all, as REPROHUB_OFFLINE=1")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, run: Callable, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
         p.set_defaults(run=run)
         return p
 
@@ -80,20 +136,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
     p.add_argument("--bundle", metavar="DIR", default=None,
                    help="check this bundle folder instead of the cache (goldens are still checked)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = command("list", _list, "list the entrypoints of a repo (imports its hubconf)")
     p.add_argument("spec", help="owner/repo[:ref]")
     p.add_argument("--trust", action="store_true", help="trust this repo (as trust_repo=True)")
+    p.add_argument("--json", action="store_true", help="print the entrypoints as a JSON list")
 
-    p = command("help", _help, "show an entrypoint's docstring (imports its hubconf)")
-    p.add_argument("spec", help="owner/repo[:ref]")
-    p.add_argument("model", help="entrypoint name")
+    p = command("help", _help, "show an entrypoint's docstring (imports its hubconf); `help COMMAND`: a "
+                "command's own help")
+    p.add_argument("spec", help="owner/repo[:ref], or a reprohub command")
+    p.add_argument("model", nargs="?", help="entrypoint name")
     p.add_argument("--trust", action="store_true", help="trust this repo (as trust_repo=True)")
+    p.set_defaults(commands=sub.choices)
 
     p = command("cache", _cache, "inspect or clean the cache: ls, rm NAME..., prune [--lock hub.lock]")
     p.add_argument("action", choices=("ls", "rm", "prune"))
     p.add_argument("names", nargs="*", help="for rm: owner/repo, a commit, or an artifact URL")
     p.add_argument("--lock", default=None, help="for prune: also remove whatever this lock does not pin")
+    p.add_argument("--json", action="store_true", help="for ls: print the entries as JSON")
 
     p = command("serve", _serve, "serve local Git repos (and files) on 127.0.0.1 as a GitHub-compatible host")
     p.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=PATH", help="a Git repo to serve")
@@ -106,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="entrypoint name")
     p.add_argument("--repeat", type=int, default=5, help="loads of each kind (default 5); medians are shown")
     p.add_argument("--trust", action="store_true", help="trust this repo (as trust_repo=True)")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="an argument for the entrypoint, e.g. --arg pretrained=False (a Python literal, else text)")
 
     p = command("demo", _demo, "the built-in example: serve a demo repo, lock it, test it with --hub-lock")
     p.add_argument("--workdir", default=None, help="keep the demo project here (default: a temporary folder)")
@@ -115,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
 def _hub(offline: bool | None = None, pins=None, **kwargs):
     from .hub import Hub
 
-    return Hub(offline=offline, pins=pins, **kwargs)
+    return Hub(**{"offline": offline, "pins": pins, **_GLOBAL, **kwargs})
 
 
 def _lock(args) -> int:
@@ -182,11 +245,19 @@ def _verify(args) -> int:
     from .lock.verify import verify_lock
 
     lock = _read_existing_lock(args.lock)
-    problems, checked = verify_lock(lock, Path(args.lock).resolve().parent, _hub().layout,
-                                    bundle=Path(args.bundle) if args.bundle else None)
-    for line in problems:
-        print(line)
-    print(f"{checked} entries checked, {len(problems)} problems")
+    problems, _ = verify_lock(lock, Path(args.lock).resolve().parent, _hub().layout,
+                              bundle=Path(args.bundle) if args.bundle else None)
+    counts = {"repos": len(lock.repos), "artifacts": len(lock.artifacts), "goldens": len(lock.goldens)}
+    where = f"the bundle {args.bundle}" if args.bundle else f"the cache {_hub().hub_dir}"
+    if args.json:
+        print(json.dumps({"lock": args.lock, "against": where, "checked": counts, "problems": problems,
+                          "ok": not problems}, indent=1, sort_keys=True))
+    else:
+        for line in problems:
+            print(line)
+        what = ", ".join(plural(n, t[:-1]) for t, n in counts.items())
+        print(f"checked {what} of {args.lock} against {where} and the golden files: "
+              f"{plural(len(problems), 'problem')}")
     return EXIT_MISMATCH if problems else EXIT_OK
 
 
@@ -200,12 +271,18 @@ def _read_existing_lock(path: str):
 
 
 def _list(args) -> int:
-    for name in _hub().list(args.spec, trust_repo=True if args.trust else "check"):
-        print(name)
+    names = _hub().list(args.spec, trust_repo=True if args.trust else "check", verbose=False)
+    print(json.dumps(names) if args.json else "\n".join(names))
     return EXIT_OK
 
 
 def _help(args) -> int:
+    if args.model is None:
+        if args.spec in args.commands:  # `reprohub help lock`: the command's own help
+            args.commands[args.spec].print_help()
+            return EXIT_OK
+        return _fail(f"error: help takes SPEC MODEL (an entrypoint of a repo) or a command "
+                     f"({', '.join(args.commands)}); found only {args.spec!r}", EXIT_USAGE)
     print(_hub().help(args.spec, args.model, trust_repo=True if args.trust else "check") or "(no docstring)")
     return EXIT_OK
 
@@ -218,15 +295,29 @@ def _cache(args) -> int:
     if args.lock:
         lock = Lockfile.read(args.lock)
         keep = ({pin.commit for pin in lock.repos.values()}, set(lock.artifacts))
-    return tool.run(args.action, args.names, _hub().layout, keep)
+    return tool.run(args.action, args.names, _hub().layout, keep, as_json=args.json)
 
 
 def _bench(args) -> int:
     from .testing.bench import bench_load
 
-    for line in bench_load(args.spec, args.model, args.repeat, trust_repo=True if args.trust else "check"):
+    kwargs = dict(_entry_argument(item) for item in args.arg)
+    for line in bench_load(args.spec, args.model, args.repeat, trust_repo=True if args.trust else "check", **kwargs):
         print(line)
     return EXIT_OK
+
+
+def _entry_argument(item: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` as a keyword argument: the value as a Python literal (``False``, ``3``), else as text."""
+    import ast
+
+    name, eq, text = item.partition("=")
+    if not eq or not name.isidentifier():
+        raise SettingError("--arg NAME=VALUE with NAME a Python identifier", repr(item), "write it as pretrained=False")
+    try:
+        return name, ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return name, text
 
 
 def _serve(args) -> int:

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -30,21 +31,21 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import settings
 from .cache.layout import CacheLayout, check_file_name, file_name_from_url, get_dir
 from .cache.store import ArtifactStore, adopt_torch_hub_file
-from .errors import CheckpointError, OfflineError, SourceError
+from .errors import DownloadError, OfflineError, SourceError
 from .fetch import durability
 from .fetch.archive import tree_digest
 from .fetch.tree import TreeDigests
 from .fetch.download import Downloaded, Downloader, DownloadPolicy
 from .fetch.fsutil import SpillFile, atomic_write_json, read_record
 from .fetch.locks import file_lock
-from .fetch.urls import canonical_url, check_url, redact_url
+from .fetch.urls import canonical_url, check_url
 from .lock.mirror import MirrorSet
-from .lock.record import ArtifactUse, Pins, Recorder, RepoUse
+from .lock.record import ArtifactFailure, ArtifactUse, Pins, Recorder, RepoUse
 from .refs import RepoRef, parse_ref
 from .runtime.hubconf import (
     entrypoints,
@@ -144,6 +145,9 @@ class Hub:
         self.trust = trust
         self.last_repo: ResolvedRepo | None = None
         self.last_load: tuple[str, str] | None = None
+        self.last_nested: tuple[ResolvedRepo, ...] = ()  # repos the last load's entrypoint loaded in turn
+        self._depth = 0
+        self._nested: list[ResolvedRepo] = []
         self._refreshed: set[tuple[str, str]] = set()
         self._layout: CacheLayout | None = None
         self._layout_for: str | None = None
@@ -203,15 +207,26 @@ class Hub:
             4
         """
         source = _check_source(source)
+        outermost = self._depth == 0
+        if outermost:
+            self._nested = []
+        outer = None
         if source == "local":
             path, reuse = Path(os.path.expanduser(repo_or_dir)), False
         else:
-            path, reuse = self.resolve(repo_or_dir, source=source, force_reload=force_reload, trust_repo=trust_repo,
-                                       verbose=verbose, skip_validation=skip_validation).path, True
-        with routed(self), repo_imports(path):
-            entry = get_entrypoint(import_hubconf(path, reuse=reuse), model)
-            result = entry(*args, **kwargs)
-        self.last_load = (repo_or_dir, model)
+            outer = self.resolve(repo_or_dir, source=source, force_reload=force_reload, trust_repo=trust_repo,
+                                 verbose=verbose, skip_validation=skip_validation)
+            path, reuse = outer.path, True
+        self._depth += 1
+        try:
+            with routed(self), repo_imports(path):
+                entry = get_entrypoint(import_hubconf(path, reuse=reuse), model)
+                result = entry(*args, **kwargs)
+        finally:
+            self._depth -= 1
+        if outermost:  # "the last load" is the one the caller made, not one its entrypoint made inside
+            self.last_load, self.last_repo = (repo_or_dir, model), outer or self.last_repo
+            self.last_nested = tuple(self._nested)
         return result
 
     def download_url_to_file(self, url: str, dst: str, hash_prefix: str | None = None,
@@ -231,8 +246,9 @@ class Hub:
         got = (self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
                if expected and self.mirrors else None)
         if got is None:
-            got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress, expected_sha256=expected,
-                                        sync=durable)
+            with self._noting_failure(url):
+                got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
+                                            expected_sha256=expected, sync=durable)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
         return got
 
@@ -250,30 +266,14 @@ class Hub:
             >>> sd["fc1.weight"].shape
             torch.Size([8, 3])
         """
-        from .cache.weights import load_checkpoint
+        from .cache.weights import load_checkpoint, not_a_checkpoint
 
         got = self.fetch_artifact(url, model_dir=model_dir, file_name=file_name, check_hash=check_hash,
                                   progress=progress)
         try:
             return load_checkpoint(got.path, map_location=map_location, weights_only=weights_only)
         except Exception as err:
-            raise self._not_a_checkpoint(url, got) or err
-
-    def _not_a_checkpoint(self, url: str, got: Downloaded) -> Exception | None:
-        """After a failed ``torch.load``: a :class:`CheckpointError` if the file is no checkpoint at all (a
-        login page served with 200), evicting it so a fixed host is asked again; else ``None`` (torch's
-        own error stands, e.g. a weights_only refusal)."""
-        from .cache.weights import looks_like_checkpoint
-
-        ok, head = looks_like_checkpoint(got.path)
-        if ok:
-            return None
-        self.store.evict(got.path)
-        page = " (an HTML page: a login, error or redirect page?)" if b"<" in head[:16] else ""
-        return CheckpointError(f"a torch checkpoint from {redact_url(url)}",
-                               f"{got.size} bytes starting {head[:48]!r}{page}",
-                               "the file was removed from the cache; check the URL (does it need credentials "
-                               "or a token?) and load again")
+            raise not_a_checkpoint(url, got.path, got.size, self.store.evict) or err
 
     # -- the steps ------------------------------------------------------------------
 
@@ -292,10 +292,21 @@ class Hub:
         if expected and self.mirrors:
             def prefill(dst: Path, sync: bool) -> Downloaded | None:
                 return self.mirrors.fetch_artifact(expected, dst, progress, sync=sync)
-        got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
-                                progress=progress, prefill=prefill)
+        with self._noting_failure(url):
+            got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
+                                    progress=progress, prefill=prefill)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
         return got
+
+    @contextlib.contextmanager
+    def _noting_failure(self, url: str) -> Iterator[None]:
+        """Record a download that failed (for the lock: a test may expect it), then let the error go on."""
+        try:
+            yield
+        except DownloadError as err:
+            error = f"HTTP {err.status}" if err.status else type(err).__name__
+            self.recorder.add_failure(ArtifactFailure(canonical_url(url), error))
+            raise
 
     def resolve(self, spec: str, *, source: str = "github", force_reload: bool = False,
                 trust_repo: "bool | str | None" = "check", verbose: bool = True,
@@ -330,6 +341,8 @@ class Hub:
         resolved = ResolvedRepo(spec, src.url, commit, path, digests)
         self.recorder.add_repo(RepoUse(spec, src.url, commit, digests.current, digests.legacy))
         self.last_repo = resolved
+        if self._depth:
+            self._nested.append(resolved)
         log.debug("%s -> commit %s (%s)", spec, commit, path)
         if verbose and sys.stderr is not None:  # as torch.hub's "Using cache found in ...", on stderr
             sys.stderr.write(f"reprohub: {spec} is commit {commit} ({path})\n")

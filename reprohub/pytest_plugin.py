@@ -61,6 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hub-trust", metavar="PATTERNS", default=None,
                     help="repos that may run code while recording a lock: owner/repo,owner/* or all "
                          "(ini: hub_trust); repos pinned in the lock are always trusted")
+    group.addoption("--hub-prune", action="store_true",
+                    help="with --hub-update: drop lock entries no test used (only from a green run of every test)")
     group.addoption("--hub-strict-unused", action="store_true",
                     help="fail the session when lock entries were not used by any selected test")
     group.addoption("--hub-mirror", metavar="LOCATION", action="append", default=None,
@@ -124,6 +126,7 @@ def hub_device(request: pytest.FixtureRequest):
 def golden(request: pytest.FixtureRequest, hub: Hub):
     """Compare outputs with recorded goldens: ``golden.check(output, key=None, rtol=None, atol=None)``."""
     hub.last_load = hub.last_repo = None  # "the last load" means the last one in this test
+    hub.last_nested = ()
     checker = GoldenChecker(_state(request.config).golden_store, hub, request.getfixturevalue("tmp_path"),
                             request.node.nodeid)
     with checker.deterministic():
@@ -188,9 +191,11 @@ class GoldenChecker:
 
     def _metadata(self) -> dict[str, str]:
         repo, load = self.hub.last_repo, self.hub.last_load
+        nested = ", ".join(f"{r.spec}@{r.commit}" for r in self.hub.last_nested) if load else ""
         return {
             "entrypoint": f"{load[0]}:{load[1]}" if load else "",
             "commit": repo.commit if repo else "",
+            **({"nested": nested} if nested else {}),
             "input": "; ".join(self.inputs),
             "torch": _torch_version(),
         }
@@ -365,13 +370,24 @@ class HubPlugin:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.update and failed == 0 and not self.session.conflicts and session.exitstatus == 0:
             try:  # never a lock from a failed session; merged with the lock on disk at write time
-                self.written = self.session.result().write(self.lock_path, base=self.session.lock)
+                self.written = self._result().write(self.lock_path, base=self.session.lock)
             except ReprohubError as err:
                 self.write_error = str(err)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         unused = self.deselected == 0 and any(self.session.unused().values())
         if self.strict_unused and unused and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _result(self) -> Lockfile:
+        """The lock to write: this run's records merged in, and with --hub-prune the unused entries dropped."""
+        result = self.session.result()
+        if not self.config.getoption("hub_prune"):
+            return result
+        if self.deselected or not self.update:
+            raise ReprohubError("--hub-prune with --hub-update on a run of every test",
+                                f"{self.deselected} deselected tests" if self.deselected else "no --hub-update",
+                                "run the whole suite: pytest --hub-lock LOCK --hub-update --hub-prune")
+        return result.without(self.session.unused())
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if self.session is None or self.is_worker:

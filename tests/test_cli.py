@@ -37,7 +37,7 @@ def test_lock_fetch_verify_offline_cycle(cli_env, tiny_repo, weights_url, server
     server.stop()
     monkeypatch.setenv("REPROHUB_OFFLINE", "1")
     assert main(["verify"]) == EXIT_OK
-    assert "3 entries checked, 0 problems" in capsys.readouterr().out
+    assert "checked 2 repos, 1 artifact, 0 goldens of hub.lock against the cache" in capsys.readouterr().out
     assert main(["fetch"]) == EXIT_OK  # everything is cached: offline fetch succeeds
 
 
@@ -109,3 +109,53 @@ def test_demo_runs_the_main_job_end_to_end_including_the_bundle(tmp_path, capsys
     assert "offline run made 0 HTTP requests" in out
     assert (tmp_path / "bundle" / "reprohub-bundle.json").is_file()
     assert list((tmp_path / "fresh-torch-home" / "hub" / "reprohub" / "repos").rglob("hubconf.py"))  # from the bundle
+
+
+def test_a_trust_error_names_the_command_s_own_switch(cli_env, monkeypatch, capsys):
+    monkeypatch.delenv("REPROHUB_TRUST")
+    assert main(["list", "acme/tiny:v1"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Fix: add --trust to this command" in err and "trust_repo=" not in err
+    assert main(["list", "acme/tiny:v1", "--trust"]) == EXIT_OK
+
+
+def test_a_hubconf_that_fails_to_import_is_one_paragraph_and_exit_3(cli_env, server, tmp_path, capsys):
+    from .conftest import serve_repo
+
+    serve_repo(server, tmp_path, "acme/needs", {"hubconf.py": "import timm_not_installed_here\n\ndef m():\n    pass\n"})
+    assert main(["list", "acme/needs:main"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "'timm_not_installed_here'" in err and "pip install timm_not_installed_here" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["-v", "list", "acme/needs:main"]) == EXIT_ERROR
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_help_of_a_command_and_json_outputs_and_global_options(cli_env, tmp_path, capsys):
+    import json
+
+    assert main(["help", "lock"]) == EXIT_OK
+    assert "usage: reprohub lock" in capsys.readouterr().out
+    assert main(["help", "nonsense"]) == 2
+    capsys.readouterr()
+    assert main(["list", "acme/tiny:v1", "--json", "--hub-dir", str(tmp_path / "h")]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == ["tiny_mlp", "version"]
+    assert main(["--hub-dir", str(tmp_path / "h"), "cache", "ls", "--json"]) == EXIT_OK  # before the command too
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["hub_dir"] == str(tmp_path / "h") and [r["repo"] for r in listed["repos"]] == ["acme/tiny"]
+    assert main(["cache", "ls", "--hub-dir", str(tmp_path / "h")]) == EXIT_OK
+    assert f"hub dir {tmp_path / 'h'}: 1 repo, 0 artifacts" in capsys.readouterr().out
+    assert main(["lock", "acme/tiny:v1"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["verify", "--json", "--hub-dir", str(tmp_path / "h")]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] and result["checked"] == {"repos": 1, "artifacts": 0, "goldens": 0}
+    assert main(["list", "acme/tiny:main", "--offline", "--hub-dir", str(tmp_path / "empty")]) == EXIT_ERROR
+    assert "offline" in capsys.readouterr().err
+
+
+def test_bench_passes_entrypoint_arguments(cli_env, capsys):
+    assert main(["bench", "acme/tiny:v1", "tiny_mlp", "--repeat", "1", "--arg", "hidden=3", "--arg", "pretrained=False"]) == 0
+    out = capsys.readouterr().out
+    assert "cold load of acme/tiny:v1 tiny_mlp" in out and "HTTP requests" in out
+    assert main(["bench", "acme/tiny:v1", "tiny_mlp", "--arg", "no equals sign"]) == 2

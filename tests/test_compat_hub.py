@@ -120,3 +120,31 @@ def test_http_status_errors_carry_what_urllib_users_read_and_survive_pickling(se
     assert (err.code, err.url, err.reason) == (404, url, "Not Found") and err.headers["Content-Type"]
     again = pickle.loads(pickle.dumps(err))
     assert type(again) is type(err) and (again.code, again.url, str(again)) == (err.code, err.url, str(err))
+
+
+WSL_LIKE = {"hubconf.py": "dependencies = ['torch']\nfrom torch.hub import load_state_dict_from_url\n\n"
+            "def resnext(pretrained=False):\n    '''A model.'''\n    return 1\n"}
+
+
+def test_a_re_exported_torch_hub_function_reads_as_torch_hub_s_in_help_and_list(server, tmp_path, torch_hub, ours):
+    """facebookresearch/WSL-Images imports load_state_dict_from_url into its hubconf: it is an entrypoint."""
+    import inspect
+
+    serve_repo(server, tmp_path, "facebookresearch/wsl", WSL_LIKE)
+    spec = "facebookresearch/wsl:main"
+    original = torch.hub.load_state_dict_from_url
+    assert ours.list(spec, **ARGS) == torch_hub.list(spec, **ARGS)
+    doc = ours.help(spec, "load_state_dict_from_url", trust_repo=True)
+    assert doc == torch_hub.help(spec, "load_state_dict_from_url", trust_repo=True) == original.__doc__
+    from reprohub.runtime import intercept
+
+    assert intercept.load_state_dict_from_url.__name__ == "load_state_dict_from_url"
+    assert inspect.signature(intercept.load_state_dict_from_url) == inspect.signature(original)
+
+
+def test_the_progress_bar_stays_when_the_download_ends(server, tmp_path, capsys):
+    body = b"x" * (300 << 10)
+    url = server.add_file("w.bin", body)
+    reprohub.download_url_to_file(url, str(tmp_path / "w.bin"), progress=True)
+    err = capsys.readouterr().err
+    assert "w.bin" in err and "300k" in err.lower().replace(" ", "") and not err.endswith("\r")

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -48,18 +49,14 @@ def leftovers(layout: CacheLayout) -> list[Path]:
 
 
 def run(action: str, names: list[str], layout: CacheLayout,
-        keep: "tuple[set[str], set[str]] | None" = None) -> int:
+        keep: "tuple[set[str], set[str]] | None" = None, as_json: bool = False) -> int:
     """Carry out one ``reprohub cache`` action, printing what it did.
 
     ``keep``, for prune: the (commits, artifact URLs) a lock pins; everything else cached goes too.
+    ``as_json``, for ls: one JSON object (``hub_dir``, ``repos``, ``artifacts``) instead of lines.
     """
     if action == "ls":
-        for repo in cached_repos(layout):
-            print(f"repo     {repo['repo']} @ {repo.get('commit', '?')}  {repo.get('files', '?')} files  "
-                  f"{repo.get('bytes', 0):>12,} bytes  from {repo.get('host', '?')}")
-        for art in cached_artifacts(layout):
-            print(f"artifact {art.get('url', '?')}  {art.get('size', 0):>12,} bytes  sha256 {art.get('sha256', '?')}")
-        return EXIT_OK
+        return _list_entries(layout, as_json)
     if action == "rm":
         if not names:
             print("error: name what to remove: owner/repo, a commit or an artifact URL (`reprohub cache ls` "
@@ -83,7 +80,25 @@ def run(action: str, names: list[str], layout: CacheLayout,
     for path in doomed:
         _remove_entry(path)
         print(f"removed {path}")
-    print(f"{len(doomed)} entries removed")
+    print(f"{len(doomed)} {'entry' if len(doomed) == 1 else 'entries'} removed from {layout.root}")
+    return EXIT_OK
+
+
+def _list_entries(layout: CacheLayout, as_json: bool) -> int:
+    repos, artifacts = cached_repos(layout), cached_artifacts(layout)
+    if as_json:
+        plain = [{k: str(v) if isinstance(v, Path) else v for k, v in entry.items()} for entry in repos + artifacts]
+        print(json.dumps({"hub_dir": str(layout.root), "repos": plain[:len(repos)], "artifacts": plain[len(repos):]},
+                         sort_keys=True))
+        return EXIT_OK
+    print(f"hub dir {layout.root}: {len(repos)} repo{'s' * (len(repos) != 1)}, "
+          f"{len(artifacts)} artifact{'s' * (len(artifacts) != 1)}")
+    for repo in repos:
+        files = repo.get("files", "?")
+        print(f"repo     {repo['repo']} @ {repo.get('commit', '?')}  {files} file{'s' * (files != 1)}  "
+              f"{repo.get('bytes', 0):>12,} bytes  from {repo.get('host', '?')}")
+    for art in artifacts:
+        print(f"artifact {art.get('url', '?')}  {art.get('size', 0):>12,} bytes  sha256 {art.get('sha256', '?')}")
     return EXIT_OK
 
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from ..errors import CheckpointError
 from ..fetch.archive import extract_zip
+from ..fetch.urls import redact_url
 from ..fetch.fsutil import make_temp_dir_beside, remove_tree
 from ..fetch.locks import file_lock, lock_path
 
@@ -53,6 +55,20 @@ def looks_like_checkpoint(path: "str | os.PathLike[str]") -> tuple[bool, bytes]:
     with open(path, "rb") as f:
         head = f.read(64)
     return head.startswith(_CHECKPOINT_STARTS), head
+
+
+def not_a_checkpoint(url: str, path: Path, size: int, evict: Callable[[Path], None]) -> CheckpointError | None:
+    """After a failed ``torch.load``: a :class:`CheckpointError` if the file is no checkpoint at all (a
+    login page served with 200), evicting it so a fixed host is asked again; else ``None`` (torch's own
+    error stands, e.g. a ``weights_only`` refusal, and the file stays)."""
+    ok, head = looks_like_checkpoint(path)
+    if ok:
+        return None
+    evict(path)
+    page = " (an HTML page: a login, error or redirect page?)" if b"<" in head[:16] else ""
+    return CheckpointError(f"a torch checkpoint from {redact_url(url)}", f"{size} bytes starting {head[:48]!r}{page}",
+                           "the file was removed from the cache; check the URL (does it need credentials or a "
+                           "token?) and load again")
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", map_location: Any = None, weights_only: bool = True) -> Any:

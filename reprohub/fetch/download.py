@@ -330,7 +330,8 @@ def _progress_bar(url: str, progress: bool):
     from tqdm.auto import tqdm
 
     name = os.path.basename(url.split("?", 1)[0]) or url
-    return tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=name[:40], file=sys.stderr, leave=False)
+    # the finished bar stays on screen, as torch.hub's does
+    return tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=name[:40], file=sys.stderr, leave=True)
 
 
 def _check_digest(url: str, digest: str, expected: str | None, prefix: str | None) -> None:

@@ -115,6 +115,9 @@ class GoldenStore:
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
+        if golden.metadata.get("input", meta.get("input")) != meta.get("input"):  # not the model: the test moved
+            report = (f"the input differs from the one recorded: {golden.metadata['input'] or '(none)'} -> "
+                      f"{meta.get('input') or '(none)'}\n{report}")
         if self.writes:
             if self.accept and self.session is not None:
                 self.session.accepted[lock_key] = "; ".join(line.strip() for line in report.splitlines()[1:4])

@@ -93,8 +93,20 @@ class GoldenPin:
     sha256: str
 
 
+@dataclass(frozen=True)
+class UnreachablePin:
+    """A URL whose download failed while recording, in a run that still passed (the test expected it):
+    check runs then let it fail the same way instead of calling it unpinned. ``error`` is stable text
+    (``HTTP 404``, ``DownloadError``), never a port or a time."""
+
+    url: str
+    error: str
+
+
 # table name -> (entry type, the field that is the table key)
-TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key")}
+TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key"),
+          "unreachable": (UnreachablePin, "url")}
+SINGULAR = {"repos": "repo", "artifacts": "artifact", "goldens": "golden", "unreachable": "unreachable URL"}
 _CHECKS = {"commit": _HEX40, "sha256": _HEX64}
 
 
@@ -105,6 +117,7 @@ class Lockfile:
     repos: dict[str, RepoPin] = field(default_factory=dict)
     artifacts: dict[str, ArtifactPin] = field(default_factory=dict)
     goldens: dict[str, GoldenPin] = field(default_factory=dict)
+    unreachable: dict[str, UnreachablePin] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: "str | Path") -> "Lockfile":
@@ -140,7 +153,7 @@ class Lockfile:
                 getattr(lock, table)[key] = _entry(kind, key_field, key, entry, table, where, newer)
         unknown = set(data) - {"version", *TABLES}
         if unknown and not newer:  # a newer minor may add tables: ignored, as the rule above says
-            raise LockfileError("only version, repos, artifacts and goldens", f"{sorted(unknown)} in {name}",
+            raise LockfileError("only version, repos, artifacts, goldens and unreachable", f"{sorted(unknown)} in {name}",
                                 "remove the unknown tables")
         return lock
 
@@ -205,9 +218,14 @@ class Lockfile:
         return merged
 
     def merged(self, other: "Lockfile") -> "Lockfile":
-        """A new lock with ``other``'s entries added or replacing these."""
-        return Lockfile({**self.repos, **other.repos}, {**self.artifacts, **other.artifacts},
-                        {**self.goldens, **other.goldens})
+        """A new lock with ``other``'s entries added or replacing these; a URL ``other`` pinned is no longer
+        unreachable, and one it found unreachable is no longer pinned."""
+        lock = Lockfile(*({**getattr(self, t), **getattr(other, t)} for t in TABLES))
+        for url in other.artifacts:
+            lock.unreachable.pop(url, None)
+        for url in other.unreachable:
+            lock.artifacts.pop(url, None)
+        return lock
 
     def without(self, names: "dict[str, set[str]]") -> "Lockfile":
         """A new lock without the entries named per table (``{"repos": {...}}``)."""

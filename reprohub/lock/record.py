@@ -39,6 +39,14 @@ class ArtifactUse:
     size: int
 
 
+@dataclass(frozen=True)
+class ArtifactFailure:
+    """A download that failed while repo code ran (``error``: stable text such as ``HTTP 404``)."""
+
+    url: str
+    error: str
+
+
 class Pins(Protocol):
     """What a lockfile tells a Hub (see :mod:`reprohub.lock`)."""
 
@@ -77,6 +85,9 @@ class Recorder:
             self._artifacts[use.url] = use
         self._notify(use)
 
+    def add_failure(self, failure: ArtifactFailure) -> None:
+        self._notify(failure)
+
     def repos(self) -> list[RepoUse]:
         with self._lock:
             return [self._repos[k] for k in sorted(self._repos)]
@@ -85,6 +96,6 @@ class Recorder:
         with self._lock:
             return [self._artifacts[k] for k in sorted(self._artifacts)]
 
-    def _notify(self, use: RepoUse | ArtifactUse) -> None:
+    def _notify(self, use: "RepoUse | ArtifactUse | ArtifactFailure") -> None:
         for listener in list(self.listeners):
             listener(use)

@@ -10,7 +10,7 @@ Example output::
 
 from __future__ import annotations
 
-from .lockfile import TABLES
+from .lockfile import SINGULAR, TABLES
 from .session import LockSession
 
 
@@ -20,19 +20,24 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
     changes = session.changes()
     unused = session.unused()
     lines = []
+    failed = any(o == "failed" for o in outcomes.values())
     for table in TABLES:
         seen = getattr(session.recorded, table)
+        if table == "unreachable" and not seen and not session.lock.unreachable:
+            continue  # the rare table is shown only where it has entries
         new = [c for c in changes if c.table == table and c.old is None]
         changed = [c for c in changes if c.table == table and c.old is not None]
         checked = len(seen) - len(new) - len(changed)
-        lines.append(f"{table}: {checked} checked, {len(new)} recorded, {len(changed)} changed, "
-                     f"{len(unused[table])} unused")
+        not_used = ("unused not counted (tests deselected)" if deselected else
+                    f"{len(unused[table])} not reached" if failed else f"{len(unused[table])} unused")
+        lines.append(f"{table}: {checked} checked, {len(new)} recorded, {len(changed)} changed, {not_used}")
     for change in changes:
         if change.old is None:
-            lines.append(f"  new {change.table[:-1]} {change.key}")
+            note = f": {change.new['error']} (check runs expect the same failure)" if change.table == "unreachable" else ""
+            lines.append(f"  new {SINGULAR[change.table]} {change.key}{note}")
         else:
             diff = ", ".join(f"{k} {change.old[k]} -> {change.new[k]}" for k in change.new if change.old.get(k) != change.new[k])
-            lines.append(f"  changed {change.table[:-1]} {change.key}: {diff}")
+            lines.append(f"  changed {SINGULAR[change.table]} {change.key}: {diff}")
     if refresh:
         lines.extend(_refresh_lines(session, outcomes))
     for key, summary in sorted(session.accepted.items()):
@@ -45,8 +50,13 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
     else:
         for table in TABLES:
             for key in unused[table]:
+                if failed:  # a failing test may have stopped before it asked for the entry
+                    lines.append(f"  not reached: {SINGULAR[table]} {key} (a test failed first; unused entries "
+                                 "are judged on green runs)")
+                    continue
                 word = "ERROR" if strict_unused else "warning"
-                lines.append(f"  {word}: unused {table[:-1]} {key} (no test of this run asked for it)")
+                lines.append(f"  {word}: unused {SINGULAR[table]} {key} (no test of this run asked for it; "
+                             "drop such entries with --hub-update --hub-prune)")
     lines.append(_lock_line(session, written, update, refresh, outcomes, write_error))
     return lines
 

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
-from .lockfile import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin
-from .record import ArtifactUse, RepoUse
+from .lockfile import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin, UnreachablePin
+from .record import ArtifactFailure, ArtifactUse, RepoUse
 
 
 @dataclass
@@ -76,8 +76,12 @@ class LockSession:
         return spec in self.lock.repos
 
     def pinned_sha256(self, url: str) -> str | None:
-        """The locked digest of ``url``; in check mode a missing entry is an error."""
+        """The locked digest of ``url``; in check mode a missing entry is an error (a URL recorded as
+        unreachable is let through: it fails again, as when it was recorded)."""
         pin = self.lock.artifacts.get(url)
+        if pin is None and url in self.lock.unreachable:
+            self.touch("unreachable", url)
+            return None
         self.touch("artifacts", url)
         if pin is None and not (self.update or self.refresh):
             raise LockMismatchError(f"artifact {url} pinned in {self.lock_path}", "no such entry",
@@ -99,7 +103,7 @@ class LockSession:
 
     # -- observation ----------------------------------------------------------------------------
 
-    def observe(self, use: "RepoUse | ArtifactUse") -> None:
+    def observe(self, use: "RepoUse | ArtifactUse | ArtifactFailure") -> None:
         """Recorder listener: remember the use, and in check mode verify it against the lock."""
         if isinstance(use, RepoUse):
             pin = RepoPin(use.spec, use.host, use.commit, use.tree_sha256)
@@ -116,7 +120,14 @@ class LockSession:
                     f"repo {use.spec} at {locked.commit} with tree sha256 {locked.tree_sha256}",
                     f"tree sha256 {pin.tree_sha256} (the host served other files for the same commit)",
                     "do not trust this host; if the lock was edited by hand, restore it from version control")
+        elif isinstance(use, ArtifactFailure):
+            if self.update or self.refresh:
+                self._note("unreachable", use.url, UnreachablePin(use.url, use.error))
         else:
+            if self._strict and use.url in self.lock.unreachable and use.url not in self.lock.artifacts:
+                raise LockMismatchError(f"{use.url} to fail to download ({self.lock.unreachable[use.url].error}), "
+                                        f"as when {self.lock_path} was recorded", "it downloads now",
+                                        self.record_hint())
             self._note("artifacts", use.url, ArtifactPin(use.url, use.sha256, use.size))
 
     def record_golden(self, pin: GoldenPin) -> None:

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import sys
 import threading
@@ -66,7 +67,11 @@ def _patch() -> None:
         module = sys.modules.get(module_name)
         if module is None:
             module = importlib.import_module(module_name)
-        _saved[(module_name, attr)] = getattr(module, attr)
+        original = _saved[(module_name, attr)] = getattr(module, attr)
+        if getattr(forwarder, "__wrapped__", None) is None:
+            # torch.hub's name, docstring and signature: a hubconf that re-exports one of these as an
+            # entrypoint shows in help() exactly as under torch.hub (facebookresearch/WSL-Images does)
+            functools.update_wrapper(forwarder, original)
         setattr(module, attr, forwarder)
 
 

@@ -39,11 +39,15 @@ def bench_load(spec: str, model: str, repeat: int = 5, **load_kwargs: Any) -> li
     cold_s, warm_s = statistics.median(cold), statistics.median(warm)
     return [
         f"cold load of {spec} {model}: median {cold_s * 1000:.1f} ms over {repeat} runs, "
-        f"{max(cold_requests)} HTTP requests",
+        f"{_requests(max(cold_requests))}",
         f"warm load of {spec} {model}: median {warm_s * 1000:.1f} ms over {repeat} runs, "
-        f"{max(warm_requests)} HTTP requests",
+        f"{_requests(max(warm_requests))}",
         f"warm is {cold_s / warm_s:.1f}x faster than cold" if warm_s else "warm load took no measurable time",
     ]
+
+
+def _requests(count: int) -> str:
+    return f"{count} HTTP request{'s' * (count != 1)}"
 
 
 def _timed_load(hub: Hub, spec: str, model: str, load_kwargs: dict) -> tuple[float, int]:
