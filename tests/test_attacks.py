@@ -6,20 +6,21 @@ import io
 import json
 import logging
 import os
+import pathlib  # noqa: F401  (annotations)
 import zipfile
 
 import pytest
 
 from reprohub import Hub
 from reprohub.cache.store import sidecar_path
-from reprohub.errors import CheckpointError, DownloadError, MirrorError, ReprohubError, SourceError
+from reprohub.errors import CheckpointError, MirrorError, SourceError
 from reprohub.fetch import durability
 from reprohub.fetch.download import Downloader
 from reprohub.lock.lockfile import Lockfile, RepoPin
 from reprohub.lock.session import LockSession
 from reprohub.testing.server import Fault, HubServer
 
-from .conftest import FAST_POLICY, serve_repo
+from .conftest import FAST_POLICY
 
 MIB = 1 << 20
 
@@ -58,7 +59,7 @@ def test_a_206_from_a_changed_file_is_not_spliced_onto_the_old_bytes(server, tmp
     assert (tmp_path / "w").read_bytes() == v2 and got.sha256 == hashlib.sha256(v2).hexdigest()
 
 
-def interrupt_mid_download(server, tmp_path, sig) -> tuple[str, bytes, "Path"]:
+def interrupt_mid_download(server, tmp_path, sig) -> "tuple[str, bytes, pathlib.Path]":
     """A real process downloading a 16 MiB file, stopped by ``sig`` once 4 MiB of it reached its partial."""
     import signal  # noqa: F401  (the caller passes signal.SIGKILL or SIGINT)
     import subprocess
