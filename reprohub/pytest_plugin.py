@@ -320,8 +320,9 @@ class HubPlugin:
         counts = ", ".join(f"{n} {t}" for t, n in self.session.lock.entry_count().items())
         mode = "accept" if self.accept else "refresh" if self.refresh else "update" if self.update else "check"
         mode += " + update" if self.refresh and self.update and not self.accept else ""
+        mirrors = f"; mirrors {', '.join(self.hub.mirrors.bases)}" if self.hub.mirrors else ""
         return [f"reprohub: lock {self.lock_path} ({counts}); mode {mode}; "
-                f"{'offline' if self.offline else 'online'}; torch {torch.__version__}; "
+                f"{'offline' if self.offline else 'online'}{mirrors}; torch {torch.__version__}; "
                 f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
 
     @pytest.hookimpl(hookwrapper=True)

@@ -1,6 +1,7 @@
 """The reprohub command: lock, fetch, verify, cache, list, help, exit codes."""
 
 import hashlib
+import os
 
 import pytest
 
@@ -98,6 +99,18 @@ def test_serve_is_a_github_compatible_host(tiny_repo, tmp_path, monkeypatch):
         hub = Hub(hub_dir=tmp_path / "h", github_api_url=api)
         assert hub.load("me/tiny:v1", "version", trust_repo=True) == "v1"
         assert hub.last_repo.commit == tiny_repo.v1
+        # the README's example, as written there, in a shell without a terminal
+        import re
+        from pathlib import Path
+
+        readme = (Path(__file__).parent.parent / "README.md").read_text()
+        example = re.search(r"`(REPROHUB_GITHUB_API_URL=http://127\.0\.0\.1:8000/api [^`]+)`", readme).group(1)
+        example = example.replace("http://127.0.0.1:8000/api", api).replace('"me/model"', '"me/tiny"')
+        example = example.replace("me/model", "me/tiny")
+        env = {k: v for k, v in os.environ.items() if k != "REPROHUB_TRUST"}
+        shown = subprocess.run(["bash", "-c", example.replace("python ", f"{sys.executable} ", 1)], env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "tiny_mlp" in shown.stdout, shown.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -158,6 +158,11 @@ def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
                                     "*Greatest absolute difference: * at index (*) (up to 1e-05 allowed)",
                                     "*Fix: if the change is intended: pytest --hub-lock *hub.lock --hub-accept*"])
     assert (project.path / "hub.lock").read_bytes() == locked
+    report_only = run(project, "--hub-refresh")  # the counters and words agree with what happened
+    report_only.stdout.fnmatch_lines(["goldens: 0 checked, 0 recorded, 1 changed, 0 not reached",
+                                      "refresh goldens changed: acme/tiny/tiny_mlp/test_tiny.test_tiny",
+                                      "lock *: not modified (refresh mode only reports; --hub-accept writes*"])
+    assert "(check mode)" not in report_only.stdout.str()
 
     accepted = run(project, "--hub-accept")  # accepting the update: one command
     accepted.assert_outcomes(passed=2)
@@ -297,3 +302,11 @@ def test_bundle_then_origin_gone_then_cold_run_passes_from_the_mirror(project, s
     shutil.copytree(tmp_path / "bundle", project.path / "hub-bundle")
     project.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\nhub_mirror = hub-bundle\n")
     run(project, "-p", "xdist", "-n", "2").assert_outcomes(passed=2)
+
+
+def test_the_report_header_names_the_mirror_in_use(pytester, tmp_path):
+    Lockfile().write(pytester.path / "hub.lock")
+    pytester.makepyfile(test_nothing="def test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--hub-lock", "hub.lock", "--hub-mirror",
+                                str(tmp_path / "hub-bundle"), "--co")
+    result.stdout.fnmatch_lines([f"reprohub: lock *; mode check; online; mirrors file://{tmp_path}/hub-bundle; torch *"])

@@ -166,6 +166,24 @@ def test_every_variable_reprohub_names_is_declared():
     assert named - internal <= set(settings.VARIABLES)
 
 
+def test_each_variable_is_spelled_once_in_settings():
+    """A name like REPROHUB_GITHUB_API_URL is declared in settings and used from there, never defined again."""
+    again = [f"reprohub/{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
+             for name, path in module_files().items() if name != "settings"
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.match(r"\s*[A-Z_]+\s*=\s*[\"']REPROHUB_", line)]
+    assert again == [], "use the constant from reprohub.settings:\n" + "\n".join(again)
+
+
+def test_the_readme_names_only_modules_and_files_that_exist():
+    missing = [p for p in re.findall(r"`((?:reprohub|benchmarks|tests)/[\w/.]+\.py)`", README) if not (ROOT / p).exists()]
+    notes = README.split("## Design notes", 1)[1]
+    old_names = [n for n in ("pinning", "golden_store") if f"`{n}`" in notes]
+    assert missing == [] and old_names == [] and "ARCHITECTURE.md" not in README, (missing, old_names)
+    quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "never pulls" not in quick_start and "--index-url https://download.pytorch.org/whl/cpu" in quick_start
+
+
 def test_readme_settings_table_matches_the_declared_variables():
     section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
     documented = set()

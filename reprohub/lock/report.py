@@ -26,8 +26,10 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         if table == "unreachable" and not seen and not session.lock.unreachable:
             continue  # the rare table is shown only where it has entries
         new = [c for c in changes if c.table == table and c.old is None]
-        changed = [c for c in changes if c.table == table and c.old is not None]
+        changed = [c.key for c in changes if c.table == table and c.old is not None]
         checked = len(seen) - len(new) - len(changed)
+        if table == "goldens" and refresh:  # an output that moved is a changed golden, recorded or not
+            changed += sorted(set(session.failed_goldens) - set(changed))
         not_used = ("unused not counted (tests deselected)" if deselected else
                     f"{len(unused[table])} not reached" if failed else f"{len(unused[table])} unused")
         lines.append(f"{table}: {checked} checked, {len(new)} recorded, {len(changed)} changed, {not_used}")
@@ -80,7 +82,8 @@ def _refresh_lines(session: LockSession, outcomes: dict[str, str]) -> list[str]:
 def _lock_line(session: LockSession, written: bool | None, update: bool, refresh: bool,
                outcomes: dict[str, str], write_error: str | None = None) -> str:
     if not update:
-        return f"lock {session.lock_path}: not modified (check mode)"
+        mode = ("refresh mode only reports; --hub-accept writes the new commits" if refresh else "check mode")
+        return f"lock {session.lock_path}: not modified ({mode})"
     if written is None:
         failed = sum(1 for o in outcomes.values() if o == "failed")
         why = (write_error or (f"{failed} test{'s' if failed != 1 else ''} failed" + (" after refresh" if refresh else "")

@@ -24,7 +24,6 @@ from ..fetch.locks import file_lock
 from ..refs import RepoRef
 
 log = logging.getLogger("reprohub")
-ENV_GITHUB_API_URL = "REPROHUB_GITHUB_API_URL"
 ENV_GITHUB_TOKEN = "GITHUB_TOKEN"
 
 
