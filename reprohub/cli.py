@@ -156,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lock", default=None, help="for prune: also remove whatever this lock does not pin")
     p.add_argument("--json", action="store_true", help="for ls: print the entries as JSON")
 
+    p = command("golden", _golden, "goldens as reviewable text: show FILE... (one line per leaf: dtype, shape, "
+                "statistics, a digest; works as a git textconv), diff OLD NEW (the golden engine's report)")
+    p.add_argument("action", choices=("show", "diff"))
+    p.add_argument("files", nargs="+", metavar="FILE", help="golden .safetensors files (diff: exactly two)")
+
     p = command("serve", _serve, "serve local Git repos (and files) on 127.0.0.1 as a GitHub-compatible host")
     p.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=PATH", help="a Git repo to serve")
     p.add_argument("--file", action="append", default=[], metavar="NAME=PATH", help="a file to serve at /files/NAME")
@@ -318,6 +323,22 @@ def _entry_argument(item: str) -> tuple[str, Any]:
         return name, ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return name, text
+
+
+def _golden(args) -> int:
+    from .golden.text import diff_text, show_lines
+
+    if args.action == "show":
+        for path in args.files:
+            if len(args.files) > 1:
+                print(f"== {path}")
+            print("\n".join(show_lines(path)))
+        return EXIT_OK
+    if len(args.files) != 2:
+        return _fail(f"error: golden diff takes two files, OLD NEW; found {len(args.files)}", EXIT_USAGE)
+    report = diff_text(*args.files)
+    print(report or f"{args.files[1]} matches {args.files[0]} (within the per-dtype tolerances)")
+    return EXIT_MISMATCH if report else EXIT_OK
 
 
 def _serve(args) -> int:

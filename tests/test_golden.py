@@ -205,3 +205,51 @@ def test_golden_bytes_are_deterministic_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{i}.safetensors")], check=True)
         digests.add((tmp_path / f"{i}.safetensors").read_bytes())
     assert len(digests) == 1
+
+
+def test_git_diff_with_the_textconv_shows_which_leaf_changed(tmp_path):
+    """The README's two lines of setup make `git diff` of a golden readable (it shows `Bin` otherwise)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from reprohub.golden.engine import save_golden
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    golden = repo / "goldens" / "m.safetensors"
+    golden.parent.mkdir()
+    out = {"logits": torch.tensor([1.0, 2.0, 3.0]), "boxes": torch.zeros(2, 4)}
+    save_golden(golden, out, {"commit": "a" * 40})
+    git("add", ".")
+    git("commit", "-qm", "golden")
+    out["logits"] = torch.tensor([1.0, 2.0, 3.5])
+    save_golden(golden, out, {"commit": "b" * 40})
+    assert "Bin" in git("diff", "--stat")  # what a reviewer sees without the setup
+    (repo / ".gitattributes").write_text("*.safetensors diff=reprohub-golden\n")
+    reprohub_cmd = shutil.which("reprohub") or f"{sys.executable} -m reprohub"
+    git("config", "diff.reprohub-golden.textconv", f"{reprohub_cmd} golden show")
+    diff = git("diff", "goldens/m.safetensors")
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert any(line.startswith("-leaf out.logits: float32 [3] min 1 max 3 mean 2 ") for line in changed), diff
+    assert any(line.startswith("+leaf out.logits: float32 [3] min 1 max 3.5 mean 2.16667 ") for line in changed)
+    assert any("meta commit: " + "b" * 40 in line for line in changed)
+    assert not any("out.boxes" in line for line in changed)  # the unchanged leaf is context, not a change
+
+
+def test_golden_diff_reports_with_the_engine_and_exits_1(tmp_path, capsys):
+    from reprohub.cli import main
+    from reprohub.golden.engine import save_golden
+
+    save_golden(tmp_path / "a.safetensors", torch.tensor([1.0, 2.0]), {})
+    save_golden(tmp_path / "b.safetensors", torch.tensor([1.0, 2.5]), {})
+    assert main(["golden", "diff", str(tmp_path / "a.safetensors"), str(tmp_path / "a.safetensors")]) == 0
+    assert main(["golden", "diff", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]) == 1
+    assert "Greatest absolute difference: 0.5 at index (1,)" in capsys.readouterr().out
+    (tmp_path / "bad.safetensors").write_bytes(b"not a golden")
+    assert main(["golden", "show", str(tmp_path / "bad.safetensors")]) == 0
+    assert "DAMAGED golden" in capsys.readouterr().out

@@ -237,7 +237,13 @@ def compare(obtained: Any, golden: Golden, rtol: float | None = None, atol: floa
         cross_device: (rtol, atol) floor used when the obtained tensors are on
             another device than the golden was recorded on.
     """
-    got = flatten(obtained)
+    return compare_leaves(flatten(obtained), golden, rtol, atol, tolerances, equal_nan, cross_device)
+
+
+def compare_leaves(got: Mapping[str, Any], golden: Golden, rtol: float | None = None, atol: float | None = None,
+                   tolerances: Mapping[str, tuple[float, float]] | None = None, equal_nan: bool = False,
+                   cross_device: tuple[float, float] | None = None) -> Comparison:
+    """:func:`compare` for leaves already flattened (``{"out.logits": tensor}``; two goldens' leaves)."""
     result = Comparison(compared=len(set(got) | set(golden.leaves)))
     for key in sorted(set(golden.leaves) - set(got)):
         result.diffs.append(LeafDiff(key, "missing from the output (present in the golden)"))
