@@ -216,11 +216,29 @@ class GoldenChecker:
                   torch.is_deterministic_algorithms_warn_only_enabled())
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.manual_seed(0)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _set_deterministic(True, warn_only=True)
         try:
             yield
         finally:
-            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            _set_deterministic(*before)
+
+
+def _set_deterministic(mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor`` (about 2 s per
+    process here): the switch itself lives in ``torch._C``; inductor's own copy is set too when a test
+    already imported it (``torch.compile``), as torch does."""
+    import sys
+
+    import torch
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # a torch without the private switch: the public call, imports and all
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = mode
+    setter(mode, warn_only=warn_only)
 
 
 def _short_report(item: pytest.Item, excinfo) -> str:

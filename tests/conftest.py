@@ -1,6 +1,8 @@
 """Shared fixtures: a real HTTP host on 127.0.0.1, Git repos built with git, a Hub."""
 
 import torch  # noqa: F401  -- imported first, once: in-process pytester runs must not import it again
+# (An in-process pytester run forgets the modules it imported; importing torch._inductor a second
+# time would register its operator library twice. The golden fixture therefore never imports it.)
 
 from pathlib import Path
 
@@ -114,3 +116,19 @@ def read_only_folder(tmp_path):
     yield make
     for folder in mounted:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+def run_locked(project, *args):
+    """``pytest --hub-lock hub.lock ARGS`` in a generated project.
+
+    In this process (``runpytest_inprocess``: no interpreter start and no second torch import, about
+    3 s a run on 2 cores; with ``-n`` only xdist's workers are new processes), unless
+    ``REPROHUB_TEST_SUBPROCESS=1`` asks for a fresh interpreter each time; the end-to-end tests that
+    must prove a fresh process (``test_cli``'s demo, concurrent runs, SIGKILL) start theirs explicitly.
+    """
+    import os
+
+    full = ("-p", "no:cacheprovider", "--hub-lock", "hub.lock", *args)
+    if os.environ.get("REPROHUB_TEST_SUBPROCESS") == "1":
+        return project.runpytest_subprocess(*full)
+    return project.runpytest_inprocess(*full)

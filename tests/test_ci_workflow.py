@@ -7,7 +7,7 @@ from reprohub.cli import EXIT_MISMATCH, EXIT_USAGE, main
 from reprohub.lock.lockfile import Lockfile
 from reprohub.testing.server import HubServer
 
-from .conftest import serve_repo, tiny_repo_files
+from .conftest import serve_repo, tiny_repo_files, run_locked
 
 MODEL_TESTS = """
 import pytest, torch
@@ -33,8 +33,7 @@ def project(pytester, server, tiny_repo, weights_url, monkeypatch):
     return pytester
 
 
-def run(project, *args):
-    return project.runpytest_subprocess("-p", "no:cacheprovider", "--hub-lock", "hub.lock", *args)
+run = run_locked
 
 
 def test_a_parametrized_model_test_records_and_rechecks_green_with_and_without_xdist(project):

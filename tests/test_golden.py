@@ -253,3 +253,18 @@ def test_golden_diff_reports_with_the_engine_and_exits_1(tmp_path, capsys):
     (tmp_path / "bad.safetensors").write_bytes(b"not a golden")
     assert main(["golden", "show", str(tmp_path / "bad.safetensors")]) == 0
     assert "DAMAGED golden" in capsys.readouterr().out
+
+
+def test_deterministic_mode_costs_no_inductor_import():
+    """torch.use_deterministic_algorithms imports torch._inductor (about 2 s a process); the fixture does not."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom reprohub.pytest_plugin import GoldenChecker\n"
+            "with GoldenChecker(None, None).deterministic():\n"
+            "    assert torch.are_deterministic_algorithms_enabled()\n"
+            "    assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+            "assert not torch.are_deterministic_algorithms_enabled()\n"
+            "print('torch._inductor' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

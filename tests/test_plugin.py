@@ -14,7 +14,7 @@ import pytest
 
 from reprohub.lock.lockfile import Lockfile
 
-from .conftest import tiny_repo_files
+from .conftest import tiny_repo_files, run_locked
 
 TEST_TINY = """
 import torch
@@ -39,8 +39,7 @@ def project(pytester, server, tiny_repo, weights_url, monkeypatch):
     return pytester
 
 
-def run(project, *args):
-    return project.runpytest_subprocess("-p", "no:cacheprovider", "--hub-lock", "hub.lock", *args)
+run = run_locked
 
 
 def lock_of(project) -> Lockfile:

@@ -15,7 +15,7 @@ from reprohub.lock.lockfile import Lockfile
 from reprohub.lock.session import LockSession
 from reprohub.pytest_plugin import GoldenChecker
 
-from .conftest import FAST_POLICY, serve_repo
+from .conftest import FAST_POLICY, serve_repo, run_locked
 
 
 def record(tmp_path, server, *specs_and_models):
@@ -113,8 +113,7 @@ def project(pytester, server, monkeypatch):
     return pytester
 
 
-def run(project, *args):
-    return project.runpytest_subprocess("-p", "no:cacheprovider", "--hub-lock", "hub.lock", *args)
+run = run_locked
 
 
 def test_a_weight_download_that_failed_while_recording_is_named_and_the_lock_passes_its_first_check(

@@ -233,7 +233,8 @@ class Lockfile:
                           for t in TABLES))
 
     def entry_count(self) -> dict[str, int]:
-        return {t: len(getattr(self, t)) for t in TABLES}
+        """Entries per table (the rare ``unreachable`` table only where it has any)."""
+        return {t: len(getattr(self, t)) for t in TABLES if t != "unreachable" or self.unreachable}
 
 
 def _writer_lock(path: Path) -> Path:
