@@ -56,6 +56,22 @@ class ReprohubError(Exception):
         return (self.__class__, (self.expected, self.found, self.fix))
 
 
+def pinned_hint(err: ReprohubError, item: str, repo: bool = False) -> ReprohubError:
+    """``err`` with the way back for an item a lock pins: a bundle (and, for a repo, moving the pin).
+
+    Example:
+        >>> str(pinned_hint(ReprohubError("x", "y", "check the network"), "w.pt")).endswith("writes one)")
+        True
+    """
+    hint = (f"{item} is pinned in the lock, and a bundle brings it back (REPROHUB_MIRROR=<bundle>; "
+            "`reprohub bundle` writes one)")
+    if repo:
+        hint += "; or move the pin to what the host has now with `pytest --hub-lock hub.lock --hub-accept`"
+    if hint not in err.fix:
+        err.fix = f"{err.fix}; {hint}" if err.fix else hint
+    return err
+
+
 class SettingError(ReprohubError, ValueError):
     """An environment variable or option has a value that can never work."""
 

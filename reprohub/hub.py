@@ -36,7 +36,7 @@ from typing import Any, Iterator
 from . import settings
 from .cache.layout import CacheLayout, check_file_name, file_name_from_url, get_dir
 from .cache.store import ArtifactStore, adopt_torch_hub_file
-from .errors import DownloadError, OfflineError, SourceError
+from .errors import DownloadError, OfflineError, SourceError, pinned_hint
 from .fetch import durability
 from .fetch.archive import tree_digest
 from .fetch.tree import TreeDigests
@@ -246,7 +246,7 @@ class Hub:
         got = (self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
                if expected and self.mirrors else None)
         if got is None:
-            with self._noting_failure(url):
+            with self._noting_failure(url, pinned=expected is not None):
                 got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
                                             expected_sha256=expected, sync=durable)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
@@ -292,21 +292,21 @@ class Hub:
         if expected and self.mirrors:
             def prefill(dst: Path, sync: bool) -> Downloaded | None:
                 return self.mirrors.fetch_artifact(expected, dst, progress, sync=sync)
-        with self._noting_failure(url):
+        with self._noting_failure(url, pinned=expected is not None):
             got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
                                     progress=progress, prefill=prefill)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
         return got
 
     @contextlib.contextmanager
-    def _noting_failure(self, url: str) -> Iterator[None]:
-        """Record a download that failed (for the lock: a test may expect it), then let the error go on."""
+    def _noting_failure(self, url: str, pinned: bool = False) -> Iterator[None]:
+        """Record a failed download (a test may expect it) and re-raise, with the way back for a pinned item."""
         try:
             yield
         except DownloadError as err:
             error = f"HTTP {err.status}" if err.status else type(err).__name__
             self.recorder.add_failure(ArtifactFailure(canonical_url(url), error))
-            raise
+            raise pinned_hint(err, url) if pinned else err
 
     def resolve(self, spec: str, *, source: str = "github", force_reload: bool = False,
                 trust_repo: "bool | str | None" = "check", verbose: bool = True,
@@ -405,7 +405,10 @@ class Hub:
             result = self.mirrors.fetch_tree(pinned_tree, path, _interactive()) if pinned_tree and self.mirrors else None
             if result is None:
                 self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
-                result = src.materialize(repo, commit, path, progress=_interactive(), archive=archive)
+                try:
+                    result = src.materialize(repo, commit, path, progress=_interactive(), archive=archive)
+                except (DownloadError, SourceError) as err:
+                    raise pinned_hint(err, f"{repo.repo}@{commit}", repo=True) if pinned_tree else err
             stamp = durability.stamp()  # with a boot id, neither the tree nor this record is flushed
             manifest = {"commit": commit, "host": src.url, **result.digests.record(),
                         "files": result.files, "bytes": result.bytes, **stamp}

@@ -47,8 +47,9 @@ from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, Offline
 from .fsutil import fsync_dir, writable
 from .partial import Partial
 from .pump import BUFFER, BUFFERS, INLINE_BUFFER, NETWORK_ERRORS, SMALL_BODY, pump, pump_inline
-from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, expected_total, finished, new_session, open_body,
-                        reader_of, status_error, unusable_url, validator_of)
+from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, check_alive, expected_total, finished, host_of,
+                        new_session, open_body, reader_of, remember_dead, status_error, unreachable_error,
+                        unreachable_kind, unusable_url, validator_of)
 from .urls import is_file_url, local_path
 
 log = logging.getLogger("reprohub")
@@ -209,7 +210,9 @@ class Downloader:
         Raises:
             DownloadError: the host could not be reached, or kept failing, within the retries.
         """
+        refused = 0
         for attempt in range(self.policy.retries + 1):
+            check_alive(url)
             try:
                 response = self.session.get(url, headers=dict(headers or {}),
                                             timeout=self._timeout)
@@ -217,6 +220,9 @@ class Downloader:
                 raise unusable_url(url, err) from None
             except requests.RequestException as err:
                 problem = f"{type(err).__name__}: {err}"
+                if unreachable_kind(err):
+                    refused = self._after_unreachable(url, err, refused)
+                    continue
             else:
                 if response.status_code < 500:
                     return response
@@ -228,10 +234,11 @@ class Downloader:
 
     def _transfer(self, url: str, out, progress: bool, headers: dict[str, str], hasher,
                   validator: str | None, learned: Callable[[str | None], None], sync: bool = True) -> tuple[str, int]:
-        failures = restarts = 0
+        failures = restarts = refused = 0
         bar = _progress_bar(url, progress)
         try:
             while True:
+                check_alive(url)
                 offset = out.tell()
                 try:
                     response = open_body(self.session, url, offset, validator, headers, self._timeout)
@@ -271,6 +278,9 @@ class Downloader:
                 except NOT_RETRYABLE as err:
                     raise unusable_url(url, err) from None
                 except NETWORK_ERRORS as err:
+                    if unreachable_kind(err):
+                        refused = self._after_unreachable(url, err, refused)
+                        continue
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
                 except RetryableStatus as status:
                     failures += 1
@@ -282,6 +292,18 @@ class Downloader:
         finally:
             if bar is not None:
                 bar.close()
+
+    def _after_unreachable(self, url: str, err: BaseException, refused: int) -> int:
+        """A host that is not there fails fast: a name that does not resolve at once, a refused connection
+        after one quick second try; either is remembered for the process (see transport.check_alive)."""
+        kind = unreachable_kind(err)
+        if kind == "name" or refused >= 1:
+            problem = (f"{host_of(url)} does not resolve" if kind == "name"
+                       else f"{host_of(url)} refused the connection twice")
+            remember_dead(url, problem)
+            raise unreachable_error(url, problem) from None
+        self._sleep(min(0.2, self.policy.backoff))
+        return refused + 1
 
     def _after_interruption(self, url: str, err: BaseException, got: int, offset: int, failures: int) -> int:
         """Count a failed attempt (progress resets the count), wait, or give up."""

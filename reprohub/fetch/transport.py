@@ -12,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import http.client
+import socket
+import threading
 import time
+from urllib.parse import urlsplit
 from typing import Callable, Iterator, Mapping
 
 import requests
@@ -45,6 +48,61 @@ def new_session() -> requests.Session:
         session.verify = ca
     session.trust_env = settings.proxies_or_netrc()
     return session
+
+
+# Hosts that could not be reached in this process (their name does not resolve, or they refused a
+# connection twice): every later request to one fails at once with the same error, as a dead mirror
+# is skipped, instead of each load spending its retries and backoff on a host that is gone.
+_dead_hosts: dict[str, str] = {}
+_dead_lock = threading.Lock()
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def unreachable_kind(err: BaseException) -> str | None:
+    """``"name"`` for a host name that does not resolve, ``"refused"`` for a refused connection, else ``None``
+    (timeouts, resets and 5xx are worth the usual retries)."""
+    seen, current = 0, err
+    while current is not None and seen < 8:
+        if isinstance(current, (urllib3.exceptions.NameResolutionError, socket.gaierror)):
+            return "name"
+        if isinstance(current, ConnectionRefusedError):
+            return "refused"
+        reason = getattr(current, "reason", None)
+        nxt = reason if isinstance(reason, BaseException) else (current.args[0] if current.args and
+                                                                  isinstance(current.args[0], BaseException)
+                                                                  else current.__cause__ or current.__context__)
+        if isinstance(current, urllib3.exceptions.NewConnectionError) and "refused" in str(current).lower():
+            return "refused"
+        current, seen = nxt, seen + 1
+    return None
+
+
+def remember_dead(url: str, problem: str) -> None:
+    with _dead_lock:
+        _dead_hosts[host_of(url)] = problem
+
+
+def forget_dead_hosts() -> None:
+    """Forget every host remembered as unreachable (tests; a long-lived process whose network came back)."""
+    with _dead_lock:
+        _dead_hosts.clear()
+
+
+def check_alive(url: str) -> None:
+    """Raise at once if ``url``'s host was found unreachable earlier in this process."""
+    problem = _dead_hosts.get(host_of(url))
+    if problem is not None:
+        raise unreachable_error(url, f"{problem} (earlier in this process; not asked again)")
+
+
+def unreachable_error(url: str, problem: str) -> DownloadError:
+    return DownloadError(f"an answer from {url}", problem,
+                         "check the host name and the network; if the origin is gone for good, a bundle brings "
+                         "back what a lock pins (REPROHUB_MIRROR=<bundle>; `reprohub bundle` writes one)")
 
 
 class RetryableStatus(Exception):

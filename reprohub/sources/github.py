@@ -207,7 +207,22 @@ class GitHubSource:
             out.source = f"the archive of {repo} from {api_url}"
             self.downloader.fetch_into(api_url, out, progress=progress, headers=self.headers)
         except DownloadError as err:
+            if err.status in (404, 422) and is_full_commit(commit) and self._repo_exists(repo):
+                raise SourceError(f"commit {commit} of {repo.repo} ({repo}) at {self.url}",
+                                  "the repo exists but this commit does not: it may have been force-pushed "
+                                  "away, or its branch deleted and garbage-collected",
+                                  "a bundle brings it back (REPROHUB_MIRROR=<bundle>; `reprohub bundle` writes "
+                                  "one); or, if the new history is intended, move the pin with "
+                                  "`pytest --hub-lock hub.lock --hub-accept`") from err
             raise self._explain(err, repo) from err
+
+    def _repo_exists(self, repo: RepoRef) -> bool:
+        """Whether the host knows the repo at all (to tell a vanished commit from a misspelt repo)."""
+        try:
+            self.default_branch(repo)
+        except (DownloadError, SourceError, AuthError, OfflineError):
+            return False
+        return True
 
     def _odd_answer(self, path: str, expected: str, answer) -> SourceError:
         return SourceError(f"{expected} from {self.url}{path}", f"{str(answer)[:120]!r}",
