@@ -156,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lock", default=None, help="for prune: also remove whatever this lock does not pin")
     p.add_argument("--json", action="store_true", help="for ls: print the entries as JSON")
 
+    p = command("env", _env, "show the environment(s) a lock's goldens were recorded in; --requirements: as pip "
+                "requirement lines that rebuild the stack (`pip install -r /dev/stdin`)")
+    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    p.add_argument("--requirements", action="store_true", help="print pip requirement lines instead")
+
     p = command("golden", _golden, "goldens as reviewable text: show FILE... (one line per leaf: dtype, shape, "
                 "statistics, a digest; works as a git textconv), diff OLD NEW (the golden engine's report)")
     p.add_argument("action", choices=("show", "diff"))
@@ -323,6 +328,25 @@ def _entry_argument(item: str) -> tuple[str, Any]:
         return name, ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return name, text
+
+
+def _env(args) -> int:
+    from .golden.environment import requirements
+
+    lock = _read_existing_lock(args.lock)
+    if not lock.environments:
+        return _fail(f"error: {args.lock} records no environment (its goldens were recorded before reprohub "
+                     "recorded them, or it has none); re-record with --hub-update", EXIT_ERROR)
+    if args.requirements:
+        print("\n".join(requirements(pin.values for pin in lock.environments.values())))
+        return EXIT_OK
+    for env_id, pin in sorted(lock.environments.items()):
+        goldens = sorted(k for k, g in lock.goldens.items() if g.environment == env_id)
+        print(f"environment {env_id} ({plural(len(goldens), 'golden')}: {', '.join(goldens)})")
+        width = max(len(k) for k in pin.values)
+        for key, value in sorted(pin.values.items()):
+            print(f"  {key:<{width}}  {value}")
+    return EXIT_OK
 
 
 def _golden(args) -> int:

@@ -27,9 +27,7 @@ Example test::
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import shlex
 from pathlib import Path
 
@@ -37,7 +35,8 @@ import pytest
 
 from .api import default_hub_override
 from .errors import ReprohubError, SettingError
-from .golden.store import GoldenStore, check_key
+from .golden.checker import GoldenChecker, test_key  # noqa: F401  (test_key: re-exported)
+from .golden.store import GoldenStore
 from .hub import Hub
 from .runtime.intercept import routed
 from .lock.lockfile import Lockfile
@@ -63,6 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(ini: hub_trust); repos pinned in the lock are always trusted")
     group.addoption("--hub-prune", action="store_true",
                     help="with --hub-update: drop lock entries no test used (only from a green run of every test)")
+    group.addoption("--hub-strict-env", action="store_true",
+                    help="a golden recorded in another environment (torch, numpy, device, a hubconf dependency) "
+                         "fails even if its values match (ini: hub_strict_env)")
     group.addoption("--hub-strict-unused", action="store_true",
                     help="fail the session when lock entries were not used by any selected test")
     group.addoption("--hub-mirror", metavar="LOCATION", action="append", default=None,
@@ -78,6 +80,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("hub_device", "default for --hub-device", default="cpu")
     parser.addini("hub_mirror", "bundle locations tried before the origin (like --hub-mirror)", type="linelist",
                   default=[])
+    parser.addini("hub_strict_env", "any difference from a golden's recorded environment fails (like "
+                  "--hub-strict-env)", type="bool", default=False)
+    parser.addini("hub_cross_env_rtol", "rtol floor applied only where the environment differs from the "
+                  "golden's (another torch, numpy, device or dependency)", default="1e-5")
+    parser.addini("hub_cross_env_atol", "atol floor applied only where the environment differs", default="1e-6")
     parser.addini("hub_cross_device_rtol", "rtol floor when comparing GPU outputs with CPU goldens", default="1e-4")
     parser.addini("hub_cross_device_atol", "atol floor when comparing GPU outputs with CPU goldens", default="1e-5")
 
@@ -133,114 +140,6 @@ def golden(request: pytest.FixtureRequest, hub: Hub):
         yield checker
 
 
-class GoldenChecker:
-    """The ``golden`` fixture: seeded inputs, deterministic recording, checks keyed by structure.
-
-    Keys default to ``<owner>/<repo>/<entrypoint>/<test module>.<test>[-<params>]``: the model
-    of the last ``hub.load`` in the test and the test call itself, so two tests (or two parameter
-    sets) of one model never share a golden; ``-2``, ``-3``... name further checks in one test.
-    Pass ``key=`` to name a golden yourself.
-    """
-
-    def __init__(self, store: GoldenStore, hub: Hub, obtained_dir: Path | None = None, nodeid: str = "") -> None:
-        self.store = store
-        self.hub = hub
-        self.obtained_dir = obtained_dir
-        self.nodeid = nodeid
-        self.inputs: list[str] = []
-        self._used: dict[str, int] = {}
-
-    def input(self, *shape: int, dtype=None, seed: int = 0, kind: str = "randn", device=None, low: int = 0,
-              high: int = 10):
-        """A tensor generated from a recorded seed and spec (randn, rand or randint), then moved to ``device``.
-
-        Example:
-            >>> GoldenChecker(None, None).input(4, 3, seed=1).shape   # in a test: golden.input(4, 3, seed=1)
-            torch.Size([4, 3])
-        """
-        import torch
-
-        gen = torch.Generator().manual_seed(seed)
-        if kind == "randint":
-            dtype = dtype or torch.int64
-            tensor = torch.randint(low, high, shape, generator=gen, dtype=dtype)
-        elif kind in ("randn", "rand"):
-            dtype = dtype or torch.float32
-            tensor = getattr(torch, kind)(*shape, generator=gen, dtype=dtype)
-        else:
-            raise ValueError(f"kind must be randn, rand or randint, not {kind!r}")
-        self.inputs.append(f"{kind}{tuple(shape)} {str(dtype).removeprefix('torch.')} seed={seed}")
-        return tensor if device is None else tensor.to(device)
-
-    def check(self, output, key: str | None = None, rtol: float | None = None, atol: float | None = None,
-              tolerances: dict | None = None, equal_nan: bool = False) -> str:
-        """Compare ``output`` with its golden (record it under ``--hub-update``).
-
-        Returns "matched", "recorded" or "updated"; raises an AssertionError with the full report otherwise.
-        """
-        __tracebackhide__ = True
-        try:
-            key = check_key(key) if key is not None else self._default_key()
-            count = self._used[key] = self._used.get(key, 0) + 1
-            full_key = key if count == 1 else f"{key}-{count}"
-            return self.store.check(output, full_key, self._metadata(), rtol=rtol, atol=atol,
-                                    tolerances=tolerances, equal_nan=equal_nan, obtained_dir=self.obtained_dir)
-        except ReprohubError as err:
-            message = str(err)
-        pytest.fail(message, pytrace=False)  # outside the except: one report, no "During handling of..."
-
-    def _metadata(self) -> dict[str, str]:
-        repo, load = self.hub.last_repo, self.hub.last_load
-        nested = ", ".join(f"{r.spec}@{r.commit}" for r in self.hub.last_nested) if load else ""
-        return {
-            "entrypoint": f"{load[0]}:{load[1]}" if load else "",
-            "commit": repo.commit if repo else "",
-            **({"nested": nested} if nested else {}),
-            "input": "; ".join(self.inputs),
-            "torch": _torch_version(),
-        }
-
-    def _default_key(self) -> str:
-        if self.hub.last_load is None:
-            raise ReprohubError("a hub.load(...) earlier in the test, or golden.check(..., key='name')",
-                                "no load to name the golden after", "pass key=")
-        spec, model = self.hub.last_load
-        return check_key(f"{spec.partition(':')[0]}/{model}/{test_key(self.nodeid)}")
-
-    @contextlib.contextmanager
-    def deterministic(self):
-        """Seeds set and deterministic algorithms on (warn-only) for the test; restored afterwards."""
-        import torch
-
-        before = (torch.are_deterministic_algorithms_enabled(),
-                  torch.is_deterministic_algorithms_warn_only_enabled())
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.manual_seed(0)
-        _set_deterministic(True, warn_only=True)
-        try:
-            yield
-        finally:
-            _set_deterministic(*before)
-
-
-def _set_deterministic(mode: bool, warn_only: bool) -> None:
-    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor`` (about 2 s per
-    process here): the switch itself lives in ``torch._C``; inductor's own copy is set too when a test
-    already imported it (``torch.compile``), as torch does."""
-    import sys
-
-    import torch
-
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None:  # a torch without the private switch: the public call, imports and all
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-        return
-    inductor = sys.modules.get("torch._inductor.config")
-    if inductor is not None:
-        inductor.deterministic = mode
-    setter(mode, warn_only=warn_only)
-
-
 def _short_report(item: pytest.Item, excinfo) -> str:
     error = excinfo.value
     own = [entry for entry in excinfo.traceback if Path(str(entry.path)) == Path(str(item.path))]
@@ -249,26 +148,6 @@ def _short_report(item: pytest.Item, excinfo) -> str:
         entry = own[-1]
         where = f"{item.location[0]}:{entry.lineno + 1}: in {item.name}\n    {str(entry.statement).strip()}\n"
     return f"{where}{type(error).__module__}.{type(error).__name__}: {error}"
-
-
-def test_key(nodeid: str) -> str:
-    """The part of a golden key that names one test call, stable across runs and machines.
-
-    Example:
-        >>> test_key("tests/test_models.py::TestTiny::test_batch[cpu-4]")
-        'test_models.TestTiny.test_batch-cpu-4'
-    """
-    path, _, rest = nodeid.partition("::")
-    name, _, params = rest.partition("[")
-    stem = Path(path).stem or "test"
-    key = f"{stem}.{name.replace('::', '.')}" + (f"-{params.rstrip(']')}" if params else "")
-    return re.sub(r"[^A-Za-z0-9_.@=-]", "_", key).lstrip(".") or "test"
-
-
-def _torch_version() -> str:
-    from importlib.metadata import version
-
-    return version("torch")
 
 
 class HubPlugin:
@@ -318,11 +197,15 @@ class HubPlugin:
 
     @property
     def golden_store(self) -> GoldenStore:
-        cross = (float(self.config.getini("hub_cross_device_rtol")), float(self.config.getini("hub_cross_device_atol")))
+        ini = self.config.getini
+        cross = (float(ini("hub_cross_device_rtol")), float(ini("hub_cross_device_atol")))
+        cross_env = (float(ini("hub_cross_env_rtol")), float(ini("hub_cross_env_atol")))
+        strict_env = self.config.getoption("hub_strict_env") or ini("hub_strict_env")
         lock_dir = self.lock_path.parent if self.lock_path else self.config.rootpath
-        return GoldenStore(Path(self.config.rootpath, self.config.getini("hub_golden_dir")), lock_dir, self.session,
+        return GoldenStore(Path(self.config.rootpath, ini("hub_golden_dir")), lock_dir, self.session,
                            update=self.update, refresh=self.refresh, cross_device=cross,
-                           accept_command=self.accept_command(), accept=self.accept)
+                           accept_command=self.accept_command(), accept=self.accept, cross_env=cross_env,
+                           strict_env=strict_env)
 
     def accept_command(self) -> str:
         lock = f" --hub-lock {shlex.quote(str(self.lock_path))}" if self.lock_path else ""
@@ -339,9 +222,26 @@ class HubPlugin:
         mode = "accept" if self.accept else "refresh" if self.refresh else "update" if self.update else "check"
         mode += " + update" if self.refresh and self.update and not self.accept else ""
         mirrors = f"; mirrors {', '.join(self.hub.mirrors.bases)}" if self.hub.mirrors else ""
-        return [f"reprohub: lock {self.lock_path} ({counts}); mode {mode}; "
-                f"{'offline' if self.offline else 'online'}{mirrors}; torch {torch.__version__}; "
-                f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
+        lines = [f"reprohub: lock {self.lock_path} ({counts}); mode {mode}; "
+                 f"{'offline' if self.offline else 'online'}{mirrors}; torch {torch.__version__}; "
+                 f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
+        moved = self._stack_moved()
+        if moved:
+            lines.append(f"reprohub: goldens were recorded in another environment: {'; '.join(moved)}")
+        return lines
+
+    def _stack_moved(self) -> list[str]:
+        """How this process's stack differs from the environments the lock's goldens were recorded in
+        (what the header can know: dependencies and the device are compared per golden)."""
+        from .golden.environment import capture, differences
+
+        current = capture()
+        moved: set[str] = set()
+        for pin in self.session.lock.environments.values():
+            shared = {k: v for k, v in pin.values.items()  # the golden fixture sets deterministic mode itself
+                      if k in current and k not in ("device", "deterministic algorithms")}
+            moved.update(differences(shared, {k: current[k] for k in shared}))
+        return sorted(moved)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item):

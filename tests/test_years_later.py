@@ -78,3 +78,99 @@ def test_a_repo_that_does_not_exist_still_says_check_the_spelling(server, tmp_pa
     hub = Hub(hub_dir=tmp_path / "h", github_api_url=server.api_url)
     with pytest.raises(SourceError, match="check the spelling"):
         hub.resolve("acme/no-such-repo:" + "f" * 40, verbose=False, skip_validation=True)
+
+
+SCALED_HUBCONF = """
+dependencies = ["torch", "tinyscale"]
+
+def scaled():
+    import torch, tinyscale
+    return lambda x: x * tinyscale.SCALE
+"""
+
+SCALED_TEST = """
+import torch
+
+def test_scaled(hub, golden):
+    golden.check(hub.load("acme/scaled:main", "scaled")(golden.input(2, 3)))
+"""
+
+
+def install_tinyscale(site, version: str, scale: float) -> None:
+    """A tiny installed distribution (a real .dist-info importlib.metadata reads) whose version is ours to move."""
+    import shutil
+
+    for old in site.glob("tinyscale-*.dist-info"):
+        shutil.rmtree(old)
+    info = site / f"tinyscale-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tinyscale\nVersion: {version}\n")
+    (site / "tinyscale.py").write_text(f"SCALE = {scale!r}\n")
+
+
+@pytest.fixture
+def scaled_project(pytester, server, tmp_path, monkeypatch):
+    from .conftest import serve_repo
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install_tinyscale(site, "1.0", 1.0)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    serve_repo(server, tmp_path, "acme/scaled", {"hubconf.py": SCALED_HUBCONF})
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_scaled=SCALED_TEST)
+    pytester.site = site
+    return pytester
+
+
+def test_the_environment_is_recorded_named_on_a_mismatch_enforced_and_rebuildable(scaled_project, capsys):
+    from reprohub.cli import main
+
+    from .conftest import run_locked
+
+    run_locked(scaled_project, "--hub-update").assert_outcomes(passed=1)
+    lock = Lockfile.read(scaled_project.path / "hub.lock")
+    (env,) = lock.environments.values()
+    golden = lock.goldens["acme/scaled/scaled/test_scaled.test_scaled"]
+    assert golden.environment == env.id and env.values["dep tinyscale"] == "1.0"
+    assert {"python", "torch", "torch build", "numpy", "device", "threads", "tf32 matmul"} <= set(env.values)
+    assert not any("/" in v for v in env.values.values())  # versions and switches, never paths
+    text = (scaled_project.path / "hub.lock").read_text()
+    assert text.count("[environments.") == 1 and str(scaled_project.path) not in text
+
+    lock.environments[env.id] = type(env)(env.id, {**env.values, "numpy": "0.0.1"})  # as if recorded elsewhere
+    lock.write(scaled_project.path / "hub.lock")
+    header = run_locked(scaled_project, "--co")
+    header.stdout.fnmatch_lines([f"reprohub: goldens were recorded in another environment: numpy 0.0.1 -> *"])
+    lock.environments[env.id] = env
+    lock.write(scaled_project.path / "hub.lock")
+    install_tinyscale(scaled_project.site, "1.1", 1.0)  # the stack moved, the outputs did not
+    run_locked(scaled_project).assert_outcomes(passed=1)
+    strict = run_locked(scaled_project, "--hub-strict-env")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*environment golden*was recorded in (--hub-strict-env)*dep tinyscale 1.0 -> 1.1*"])
+
+    install_tinyscale(scaled_project.site, "1.2", 2.0)  # a new version that changes the outputs
+    changed = run_locked(scaled_project)
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(["*the environment differs from the one recorded: dep tinyscale 1.0 -> 1.2; "
+                                  "compared with the cross-environment floor rtol 1e-05, atol 1e-06*",
+                                  "*leaves differ from the golden*"])
+
+    assert main(["env", "--lock", str(scaled_project.path / "hub.lock"), "--requirements"]) == 0
+    lines = capsys.readouterr().out.split()
+    assert "tinyscale==1.0" in lines and any(line.startswith("torch==") for line in lines)
+    assert main(["env", "--lock", str(scaled_project.path / "hub.lock")]) == 0
+    assert "dep tinyscale" in capsys.readouterr().out
+
+
+def test_a_malformed_environment_table_is_named(tmp_path):
+    from reprohub.errors import LockfileError
+
+    text = ('version = "2.0"\n[environments."abc"]\nvalues = 5\n')
+    with pytest.raises(LockfileError, match="values as a table of strings.*line 2"):
+        Lockfile.loads(text)
+    with pytest.warns(UserWarning):  # a newer minor may add fields to it: ignored
+        lock = Lockfile.loads('version = "2.3"\n[environments."abc"]\nvalues = {torch = "2.13.0"}\nfuture = 1\n')
+    assert lock.environments["abc"].values == {"torch": "2.13.0"}

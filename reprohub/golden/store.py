@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +30,8 @@ from typing import Any, Mapping
 from ..fetch.fsutil import sha256_file
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
 from .engine import compare, flatten, load_golden, save_golden
-from ..lock.lockfile import GoldenPin
+from ..lock.lockfile import EnvironmentPin, GoldenPin
+from .environment import capture, differences, environment_id
 from ..lock.session import LockSession
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@=-]*(/[A-Za-z0-9_][A-Za-z0-9_.@=-]*)*")
@@ -41,6 +43,20 @@ def check_key(key: str) -> str:
         raise GoldenMismatchError("a golden key like 'acme/tiny/tiny_mlp' or 'resnet/logits-batch4'",
                                   repr(key), "pass key= made of letters, digits, '_', '-', '.', '/'")
     return key
+
+
+def _recorded_environment(golden) -> dict:
+    try:
+        env = json.loads(golden.metadata.get("environment") or "{}")
+    except ValueError:
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
+def _floor(*floors: "tuple[float, float] | None") -> "tuple[float, float] | None":
+    """The loosest of the tolerance floors that apply (cross-device, cross-environment), or None."""
+    given = [f for f in floors if f is not None]
+    return (max(f[0] for f in given), max(f[1] for f in given)) if given else None
 
 
 def device_of(output: Any) -> str:
@@ -59,7 +75,7 @@ class GoldenStore:
     def __init__(self, root: "str | Path", lock_dir: "str | Path", session: LockSession | None = None,
                  update: bool = False, refresh: bool = False,
                  cross_device: tuple[float, float] = (1e-4, 1e-5), accept_command: str = "pytest --hub-update",
-                 accept: bool = False) -> None:
+                 accept: bool = False, cross_env: tuple[float, float] | None = None, strict_env: bool = False) -> None:
         self.root = Path(root)
         self.lock_dir = Path(lock_dir)
         self.session = session
@@ -67,6 +83,8 @@ class GoldenStore:
         self.accept = accept
         self.writes = self.update or accept  # a missing or differing golden is (re-)recorded, not a failure
         self.cross_device = cross_device
+        self.cross_env = cross_env  # the tolerance floor applied only where the environment differs
+        self.strict_env = strict_env  # any environment difference fails (--hub-strict-env)
         self.accept_command = accept_command
 
     def path_for(self, key: str, device: str = "cpu") -> Path:
@@ -75,7 +93,8 @@ class GoldenStore:
 
     def check(self, output: Any, key: str, metadata: Mapping[str, str], *, rtol: float | None = None,
               atol: float | None = None, tolerances: Mapping[str, tuple[float, float]] | None = None,
-              equal_nan: bool = False, obtained_dir: "str | Path | None" = None) -> str:
+              equal_nan: bool = False, obtained_dir: "str | Path | None" = None,
+              dependencies: "list[str] | tuple[str, ...]" = ()) -> str:
         """Compare ``output`` with golden ``key``; returns "matched", "recorded" or "updated".
 
         On a failure the obtained values are saved as ``<key>.obtained.safetensors`` in ``obtained_dir``
@@ -91,7 +110,8 @@ class GoldenStore:
         fallback = self.path_for(key, "cpu")
         path = own if own.exists() or device == "cpu" or not fallback.exists() else fallback
         lock_key = key if path == fallback else f"{key}@{device}"
-        meta = {**metadata, "device": device}
+        env = capture(dependencies, device)
+        meta = {**metadata, "device": device, "environment": json.dumps(env, sort_keys=True)}
         if self.session is not None:
             self.session.touch("goldens", lock_key)
         if not path.exists():
@@ -107,14 +127,25 @@ class GoldenStore:
             if self.writes:  # --hub-update replaces a damaged golden instead of leaving it in place
                 return self._record(own, lock_key, output, meta, "updated")
             raise
+        moved = differences(_recorded_environment(golden), env) if "environment" in golden.metadata else []
+        if moved and self.strict_env and not self.writes:
+            raise GoldenMismatchError(f"the environment golden {key!r} was recorded in (--hub-strict-env)",
+                                      "; ".join(moved), "install the recorded stack (`reprohub env --lock "
+                                      "hub.lock --requirements`), or re-record the golden here")
+        floor = _floor(self.cross_device if path != own else None, self.cross_env if moved else None)
         result = compare(output, golden, rtol=rtol, atol=atol, tolerances=tolerances, equal_nan=equal_nan,
-                         cross_device=self.cross_device if path != own else None)
+                         cross_device=floor)
         if result.ok:
-            self._pin(lock_key, path, digest)
+            # the file (and so the environment it names) stays as recorded; the lock names that one
+            self._pin(lock_key, path, digest, (_recorded_environment(golden) or None) if self.writes else None)
             return "matched"
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
+        if moved:  # above the values: did the model change, or the stack?
+            used = (f"; compared with the cross-environment floor rtol {self.cross_env[0]:g}, atol "
+                    f"{self.cross_env[1]:g} (hub_cross_env_rtol/atol)" if self.cross_env else "")
+            report = f"the environment differs from the one recorded: {'; '.join(moved)}{used}\n{report}"
         if golden.metadata.get("input", meta.get("input")) != meta.get("input"):  # not the model: the test moved
             report = (f"the input differs from the one recorded: {golden.metadata['input'] or '(none)'} -> "
                       f"{meta.get('input') or '(none)'}\n{report}")
@@ -132,12 +163,20 @@ class GoldenStore:
         data = save_golden(path, output, meta)
         # the digest of the bytes this test produced, not of the file as found after the write: another
         # xdist worker may have replaced it meanwhile, and its conflict must show (lock/session.py)
-        self._pin(lock_key, path, hashlib.sha256(data).hexdigest())
+        self._pin(lock_key, path, hashlib.sha256(data).hexdigest(), json.loads(meta["environment"]))
         return outcome
 
-    def _pin(self, lock_key: str, path: Path, digest: str | None = None) -> None:
-        if self.session is not None:
-            self.session.record_golden(GoldenPin(lock_key, self._relative(path), digest or sha256_file(path)))
+    def _pin(self, lock_key: str, path: Path, digest: str | None = None, env: "dict | None" = None) -> None:
+        """Pin the golden in the session; ``env``: the environment it was recorded in now (else the lock's stands)."""
+        if self.session is None:
+            return
+        if env is not None:
+            env_id = environment_id(env)
+            self.session.record_environment(EnvironmentPin(env_id, env))
+        else:
+            locked = self.session.lock.goldens.get(lock_key)
+            env_id = locked.environment if locked is not None else ""
+        self.session.record_golden(GoldenPin(lock_key, self._relative(path), digest or sha256_file(path), env_id))
 
     def _verify_pin(self, lock_key: str, path: Path) -> str | None:
         """The golden file's digest when the lock pins it (checked), else None (not computed)."""

@@ -42,7 +42,7 @@ import hashlib
 import re
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
@@ -86,11 +86,21 @@ class ArtifactPin:
 
 @dataclass(frozen=True)
 class GoldenPin:
-    """A recorded golden output: its key, file (relative to the lock) and digest."""
+    """A recorded golden output: its key, file (relative to the lock), digest, and the id of the
+    environment it was recorded in (an ``[environments]`` entry; empty in locks written before)."""
 
     key: str
     file: str
     sha256: str
+    environment: str = ""
+
+
+@dataclass(frozen=True)
+class EnvironmentPin:
+    """One environment goldens were recorded in (:mod:`reprohub.golden.environment`), shared by id."""
+
+    id: str
+    values: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -105,8 +115,10 @@ class UnreachablePin:
 
 # table name -> (entry type, the field that is the table key)
 TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key"),
-          "unreachable": (UnreachablePin, "url")}
-SINGULAR = {"repos": "repo", "artifacts": "artifact", "goldens": "golden", "unreachable": "unreachable URL"}
+          "unreachable": (UnreachablePin, "url"), "environments": (EnvironmentPin, "id")}
+SINGULAR = {"repos": "repo", "artifacts": "artifact", "goldens": "golden", "unreachable": "unreachable URL",
+            "environments": "environment"}
+OPTIONAL_TABLES = ("unreachable", "environments")  # shown in counts only where they have entries
 _CHECKS = {"commit": _HEX40, "sha256": _HEX64}
 
 
@@ -118,6 +130,7 @@ class Lockfile:
     artifacts: dict[str, ArtifactPin] = field(default_factory=dict)
     goldens: dict[str, GoldenPin] = field(default_factory=dict)
     unreachable: dict[str, UnreachablePin] = field(default_factory=dict)
+    environments: dict[str, EnvironmentPin] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: "str | Path") -> "Lockfile":
@@ -160,10 +173,12 @@ class Lockfile:
     def dumps(self) -> str:
         """The lock as deterministic TOML text."""
         doc: dict = {"version": f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"}
-        for table, (_, key_field) in TABLES.items():
+        for table, (kind, key_field) in TABLES.items():
             entries = getattr(self, table)
-            if entries:
-                doc[table] = {key: {k: v for k, v in sorted(asdict(entries[key]).items()) if k != key_field}
+            optional = {f.name for f in fields(kind) if f.default is not MISSING}
+            if entries:  # an optional field at its default is left out: older entries keep their bytes
+                doc[table] = {key: {k: v for k, v in sorted(asdict(entries[key]).items())
+                                    if k != key_field and not (k in optional and v == "")}
                               for key in sorted(entries)}
         return HEADER + tomli_w.dumps(doc)
 
@@ -234,7 +249,7 @@ class Lockfile:
 
     def entry_count(self) -> dict[str, int]:
         """Entries per table (the rare ``unreachable`` table only where it has any)."""
-        return {t: len(getattr(self, t)) for t in TABLES if t != "unreachable" or self.unreachable}
+        return {t: len(getattr(self, t)) for t in TABLES if t not in OPTIONAL_TABLES or getattr(self, t)}
 
 
 def _writer_lock(path: Path) -> Path:
@@ -263,9 +278,10 @@ def _check_version(version, name: str) -> bool:
 
 def _entry(kind, key_field: str, key: str, entry, table: str, where: str, newer: bool = False):
     names = [f.name for f in fields(kind) if f.name != key_field]
+    optional = {f.name for f in fields(kind) if f.default is not MISSING or f.default_factory is not MISSING}
     if isinstance(entry, dict) and newer:  # a newer minor schema may add fields: ignore them, as promised
         entry = {k: v for k, v in entry.items() if k in names}
-    if not isinstance(entry, dict) or set(entry) != set(names):
+    if not isinstance(entry, dict) or not set(names) - optional <= set(entry) <= set(names):
         found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
         raise LockfileError(f"fields {names}", f"{found} at {where}", "restore the entry or re-record it")
     for field_name, pattern in _CHECKS.items():
@@ -279,6 +295,9 @@ def _entry(kind, key_field: str, key: str, entry, table: str, where: str, newer:
     if table == "repos" and not key.startswith("git+") and not _is_http_url(entry.get("host")):
         raise LockfileError("host as the http(s) URL of a GitHub-compatible API", f"{entry.get('host')!r} at {where}",
                             "restore the entry from version control, or re-record it with --hub-update")
+    if table == "environments" and not (isinstance(entry["values"], dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in entry["values"].items())):
+        raise LockfileError("values as a table of strings", f"{entry['values']!r} at {where}", "re-record the lock")
     if "size" in entry and (not isinstance(entry["size"], int) or entry["size"] < 0):
         raise LockfileError("size as a whole number", f"{entry['size']!r} at {where}", "re-record the entry")
     return kind(**{key_field: key, **entry})

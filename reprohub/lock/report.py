@@ -10,7 +10,7 @@ Example output::
 
 from __future__ import annotations
 
-from .lockfile import SINGULAR, TABLES
+from .lockfile import OPTIONAL_TABLES, SINGULAR, TABLES
 from .session import LockSession
 
 
@@ -23,8 +23,8 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
     failed = any(o == "failed" for o in outcomes.values())
     for table in TABLES:
         seen = getattr(session.recorded, table)
-        if table == "unreachable" and not seen and not session.lock.unreachable:
-            continue  # the rare table is shown only where it has entries
+        if table in OPTIONAL_TABLES and not seen and not getattr(session.lock, table):
+            continue  # the rare tables are shown only where they have entries
         new = [c for c in changes if c.table == table and c.old is None]
         changed = [c.key for c in changes if c.table == table and c.old is not None]
         checked = len(seen) - len(new) - len(changed)

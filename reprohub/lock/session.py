@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
-from .lockfile import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin, UnreachablePin
+from .lockfile import TABLES, ArtifactPin, EnvironmentPin, GoldenPin, Lockfile, RepoPin, UnreachablePin
 from .record import ArtifactFailure, ArtifactUse, RepoUse
 
 
@@ -187,11 +187,22 @@ class LockSession:
 
     def unused(self) -> dict[str, list[str]]:
         """Lock entries that no test of this run asked for (a failed load or check still counts as a use)."""
-        return {t: sorted(set(getattr(self.lock, t)) - self.touched[t]) for t in TABLES}
+        found = {t: sorted(set(getattr(self.lock, t)) - self.touched[t]) for t in TABLES}
+        named = {self.lock.goldens[k].environment for k in self.touched["goldens"] if k in self.lock.goldens}
+        found["environments"] = sorted(set(self.lock.environments) - named - self.touched["environments"])
+        return found
 
     def result(self) -> Lockfile:
-        """The lock to write in update mode: the old one with this run's records merged in."""
-        return self.lock.merged(self.recorded)
+        """The lock to write in update mode: the old one with this run's records merged in, keeping only
+        the environments some golden still names (they are derived data)."""
+        lock = self.lock.merged(self.recorded)
+        named = {pin.environment for pin in lock.goldens.values()}
+        lock.environments = {k: v for k, v in lock.environments.items() if k in named}
+        return lock
+
+    def record_environment(self, pin: EnvironmentPin) -> None:
+        """The environment a golden of this run names (recorded once, whatever the number of goldens)."""
+        self._note("environments", pin.id, pin)
 
     # -- xdist ------------------------------------------------------------------------------------
 

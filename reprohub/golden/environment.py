@@ -1,0 +1,108 @@
+"""The environment a golden was recorded in: part of the record, so a mismatch can say what moved.
+
+Outputs depend on the stack as much as on the commit.  :func:`capture` records, as plain strings:
+Python, the OS and machine architecture, torch (version and build: CUDA and cuDNN, or CPU), numpy,
+the device (``cpu``, or the GPU's name and compute capability), the numerics switches that change
+results (deterministic algorithms, TF32 for matmul and cuDNN, float32 matmul precision, torch's
+thread count), and the installed version of every package the repo's ``hubconf.py`` names in
+``dependencies`` (``dep <name>``; ``not installed`` where no distribution has that name).  No
+timestamps, host names or paths: the same environment gives the same record, and its
+:func:`environment_id` (a digest of it) lets many goldens share one entry of ``hub.lock``.
+
+Example:
+    >>> env = capture(["numpy"], "cpu")
+    >>> env["device"], env["dep numpy"] == env["numpy"], len(environment_id(env))
+    ('cpu', True, 16)
+    >>> differences({"torch": "2.13.0", "device": "cpu"}, {"torch": "2.14.1", "device": "cpu"})
+    ['torch 2.13.0 -> 2.14.1']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+from importlib import metadata
+from typing import Iterable, Mapping
+
+NOT_INSTALLED = "not installed"
+# dependency names as pip writes them (PEP 508 names); anything else is recorded as it is, quoted
+_DIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def capture(dependencies: Iterable[str] = (), device: str = "cpu") -> dict[str, str]:
+    """The environment of this process for an output computed on ``device``, as sorted plain strings."""
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "os": platform.system(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "torch build": _torch_build(torch),
+        "numpy": _version("numpy"),
+        "device": _device(torch, device),
+        "deterministic algorithms": str(torch.are_deterministic_algorithms_enabled()),
+        "tf32 matmul": str(torch.backends.cuda.matmul.allow_tf32),
+        "tf32 cudnn": str(torch.backends.cudnn.allow_tf32),
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "threads": str(torch.get_num_threads()),
+    }
+    for name in dependencies:
+        if isinstance(name, str) and name.strip():
+            env[f"dep {name.strip()}"] = _version(name.strip())
+    return dict(sorted(env.items()))
+
+
+def _version(name: str) -> str:
+    if not _DIST_NAME.fullmatch(name):
+        return NOT_INSTALLED + " (not a distribution name)"
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return NOT_INSTALLED
+
+
+def _torch_build(torch) -> str:
+    cuda = torch.version.cuda
+    if not cuda:
+        return "cpu"
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return f"cuda {cuda}" + (f", cudnn {cudnn}" if cudnn else "")
+
+
+def _device(torch, device: str) -> str:
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return device
+    index = torch.device(device).index or 0
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"cuda ({torch.cuda.get_device_name(index)}, sm_{major}{minor})"
+
+
+def environment_id(env: Mapping[str, str]) -> str:
+    """A short, stable digest naming one environment (the key of its ``hub.lock`` entry)."""
+    return hashlib.sha256(json.dumps(dict(env), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(recorded: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """``key old -> new`` for every field that differs (a field only one side has counts as ``(none)``)."""
+    keys = sorted(set(recorded) | set(current))
+    return [f"{k} {recorded.get(k, '(none)')} -> {current.get(k, '(none)')}" for k in keys
+            if recorded.get(k) != current.get(k)]
+
+
+def requirements(envs: Iterable[Mapping[str, str]]) -> list[str]:
+    """pip requirement lines rebuilding the recorded stack: torch, numpy and each installed dependency.
+
+    Example:
+        >>> requirements([{"torch": "2.13.0+cpu", "numpy": "2.4.6", "dep timm": "1.0.3", "dep models": "not installed"}])
+        ['numpy==2.4.6', 'timm==1.0.3', 'torch==2.13.0']
+    """
+    pins: dict[str, str] = {}
+    for env in envs:
+        for key, value in env.items():
+            name = {"torch": "torch", "numpy": "numpy"}.get(key) or (key[4:] if key.startswith("dep ") else None)
+            if name and _DIST_NAME.fullmatch(name) and not value.startswith(NOT_INSTALLED):
+                pins.setdefault(name.lower(), value.split("+", 1)[0])  # a local build tag is no PyPI version
+    return sorted(f"{name}=={version}" for name, version in pins.items())
