@@ -122,6 +122,16 @@ def test_demo_runs_the_main_job_end_to_end_including_the_bundle(tmp_path, capsys
     assert "offline run made 0 HTTP requests" in out
     assert (tmp_path / "bundle" / "reprohub-bundle.json").is_file()
     assert list((tmp_path / "fresh-torch-home" / "hub" / "reprohub" / "repos").rglob("hubconf.py"))  # from the bundle
+    assert "REPROHUB_GITHUB_API_URL=http://127.0.0.1:" in out and "REPROHUB_TRUST='demo/*'" in out  # copyable
+    last = out.rsplit("the last step runs again, with no host, as:", 1)[1].strip().splitlines()[0]
+    assert "REPROHUB_MIRROR=" in last
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("REPROHUB_")},
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    again = subprocess.run(["bash", "-c", last], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "passed" in again.stdout, again.stdout + again.stderr
 
 
 def test_a_trust_error_names_the_command_s_own_switch(cli_env, monkeypatch, capsys):

@@ -62,7 +62,8 @@ def run_demo(workdir: str | None = None) -> int:
     _say("the host is stopped; a fresh cache reads everything from the bundle, verified against the lock")
     env.update(TORCH_HOME=str(root / "fresh-torch-home"), REPROHUB_MIRROR=str(root / "bundle"))
     third = _pytest(project, env)
-    _say(f"project kept in {project}, bundle in {root / 'bundle'}")
+    _say(f"project kept in {project}, bundle in {root / 'bundle'}; the last step runs again, with no host, as:\n"
+         f"   {_command_line(project, env, 'pytest', '-q', '-p', 'no:cacheprovider', '--hub-lock', 'hub.lock')}")
     return 0 if first == second == bundled == third == 0 else 1
 
 
@@ -71,9 +72,17 @@ def _pytest(project: Path, env: dict, *extra: str) -> int:
 
 
 def _run(project: Path, env: dict, module: str, *args: str) -> int:
-    """Run ``python -m module args`` in the project, showing it as the command a user types."""
-    _say("$ " + " ".join([module, *args]))
+    """Run ``python -m module args`` in the project, showing it as a command a user can copy: the folder
+    and every environment variable the demo set (the API URL, trust, the mirror) included."""
+    _say("$ " + _command_line(project, env, module, *args))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=project, env=env).returncode
+
+
+def _command_line(project: Path, env: dict, module: str, *args: str) -> str:
+    import shlex
+
+    settings = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()) if os.environ.get(k) != v]
+    return " ".join([f"cd {shlex.quote(str(project))} &&", *settings, module, *map(shlex.quote, args)])
 
 
 def _say(text: str) -> None:
