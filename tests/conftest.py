@@ -38,6 +38,19 @@ def serve_repo(server, tmp_path, full_name: str, files: dict) -> GitRepo:
 
 
 @pytest.fixture
+def boot():
+    """Which boot the machine is in; assign ``boot.id`` to simulate a reboot."""
+    from reprohub.fetch import durability
+
+    class Boot:
+        id = "boot-a"
+
+    durability.set_boot_id_source(lambda: Boot.id)
+    yield Boot
+    durability.set_boot_id_source(None)
+
+
+@pytest.fixture
 def server():
     """A HubServer on 127.0.0.1, stopped after the test."""
     with HubServer() as srv:

@@ -14,7 +14,6 @@ import pytest
 from reprohub import Hub
 from reprohub.cache.store import sidecar_path
 from reprohub.errors import CheckpointError, MirrorError, SourceError
-from reprohub.fetch import durability
 from reprohub.fetch.download import Downloader
 from reprohub.lock.lockfile import Lockfile, RepoPin
 from reprohub.lock.session import LockSession
@@ -23,17 +22,6 @@ from reprohub.testing.server import Fault, HubServer
 from .conftest import FAST_POLICY
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def boot():
-    """Which boot the machine is in; assign ``boot.id`` to simulate a reboot."""
-    class Boot:
-        id = "boot-a"
-
-    durability.set_boot_id_source(lambda: Boot.id)
-    yield Boot
-    durability.set_boot_id_source(None)
 
 
 def ranged_requests(server, path):

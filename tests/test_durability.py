@@ -10,17 +10,6 @@ from reprohub.fetch.fsutil import read_json
 from reprohub.refs import parse_ref
 
 
-@pytest.fixture
-def boot():
-    """Which boot the machine is in; assign ``boot.id`` to simulate a reboot."""
-    class Boot:
-        id = "boot-a"
-
-    durability.set_boot_id_source(lambda: Boot.id)
-    yield Boot
-    durability.set_boot_id_source(None)
-
-
 def damage_keeping_size_and_mtime(path):
     """What a power loss can leave: the right size and mtime, other bytes (the data never reached the disk)."""
     st = os.stat(path)

@@ -142,7 +142,7 @@ def test_the_environment_is_recorded_named_on_a_mismatch_enforced_and_rebuildabl
     lock.environments[env.id] = type(env)(env.id, {**env.values, "numpy": "0.0.1"})  # as if recorded elsewhere
     lock.write(scaled_project.path / "hub.lock")
     header = run_locked(scaled_project, "--co")
-    header.stdout.fnmatch_lines([f"reprohub: goldens were recorded in another environment: numpy 0.0.1 -> *"])
+    header.stdout.fnmatch_lines(["reprohub: goldens were recorded in another environment: numpy 0.0.1 -> *"])
     lock.environments[env.id] = env
     lock.write(scaled_project.path / "hub.lock")
     install_tinyscale(scaled_project.site, "1.1", 1.0)  # the stack moved, the outputs did not
