@@ -64,20 +64,24 @@ def host_of(url: str) -> str:
 
 def unreachable_kind(err: BaseException) -> str | None:
     """``"name"`` for a host name that does not resolve, ``"refused"`` for a refused connection, else ``None``
-    (timeouts, resets and 5xx are worth the usual retries)."""
-    seen, current = 0, err
-    while current is not None and seen < 8:
+    (timeouts, resets and 5xx are worth the usual retries).  requests wraps urllib3's error, which wraps
+    the socket's: the chain is followed through ``reason``, the first argument, then ``__cause__``."""
+    current: BaseException | None = err
+    for _ in range(8):
+        if current is None:
+            return None
         if isinstance(current, (urllib3.exceptions.NameResolutionError, socket.gaierror)):
             return "name"
-        if isinstance(current, ConnectionRefusedError):
+        if isinstance(current, ConnectionRefusedError) or (
+                isinstance(current, urllib3.exceptions.NewConnectionError) and "refused" in str(current).lower()):
             return "refused"
         reason = getattr(current, "reason", None)
-        nxt = reason if isinstance(reason, BaseException) else (current.args[0] if current.args and
-                                                                  isinstance(current.args[0], BaseException)
-                                                                  else current.__cause__ or current.__context__)
-        if isinstance(current, urllib3.exceptions.NewConnectionError) and "refused" in str(current).lower():
-            return "refused"
-        current, seen = nxt, seen + 1
+        if isinstance(reason, BaseException):
+            current = reason
+        elif current.args and isinstance(current.args[0], BaseException):
+            current = current.args[0]
+        else:
+            current = current.__cause__ or current.__context__
     return None
 
 
