@@ -268,3 +268,35 @@ def test_deterministic_mode_costs_no_inductor_import():
             "print('torch._inductor' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def test_a_passing_golden_check_makes_no_temporary_folder_and_hashes_a_pinned_file_once(tmp_path, monkeypatch):
+    from reprohub.golden import store as store_module
+    from reprohub.golden.checker import GoldenChecker
+    from reprohub.golden.store import GoldenStore
+    from reprohub.lock.lockfile import Lockfile
+    from reprohub.lock.session import LockSession
+
+    session = LockSession(Lockfile(), str(tmp_path / "hub.lock"), update=True)
+    GoldenStore(tmp_path / "g", tmp_path, session, update=True).check(torch.ones(3), "k", {})
+    locked = LockSession(session.result(), str(tmp_path / "hub.lock"))
+    made, hashed = [], []
+    real_hash = store_module.sha256_file
+    monkeypatch.setattr(store_module, "sha256_file", lambda p: (hashed.append(p), real_hash(p))[1])
+
+    class Hub:
+        last_load = last_repo = None
+        last_nested = ()
+
+    def folder():
+        made.append(True)
+        return tmp_path / "obtained"
+
+    for _ in range(3):  # three tests checking the same pinned golden
+        checker = GoldenChecker(GoldenStore(tmp_path / "g", tmp_path, locked), Hub(), folder, "t.py::test_k")
+        assert checker.check(torch.ones(3), key="k") == "matched"
+    assert made == [] and len(hashed) == 1
+    with pytest.raises(pytest.fail.Exception, match="obtained values were written"):
+        GoldenChecker(GoldenStore(tmp_path / "g", tmp_path, locked), Hub(), folder, "t.py::test_k").check(
+            torch.zeros(3), key="k")
+    assert made == [True]

@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -31,7 +31,8 @@ class GoldenChecker:
     Pass ``key=`` to name a golden yourself.
     """
 
-    def __init__(self, store: GoldenStore, hub: Any, obtained_dir: Path | None = None, nodeid: str = "") -> None:
+    def __init__(self, store: GoldenStore, hub: Any, obtained_dir: "Path | Callable[[], Path] | None" = None,
+                 nodeid: str = "") -> None:
         self.store = store
         self.hub = hub
         self.obtained_dir = obtained_dir

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..fetch.fsutil import sha256_file
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
@@ -43,6 +44,18 @@ def check_key(key: str) -> str:
         raise GoldenMismatchError("a golden key like 'acme/tiny/tiny_mlp' or 'resnet/logits-batch4'",
                                   repr(key), "pass key= made of letters, digits, '_', '-', '.', '/'")
     return key
+
+
+_digests: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256: goldens checked this process
+
+
+def _digest_of(path: Path) -> str:
+    """A golden file's sha256, re-hashed only when the file changed (its inode, size or mtime)."""
+    st = os.stat(path)
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_file(path)
+    return _digests[key]
 
 
 def _recorded_environment(golden) -> dict:
@@ -93,12 +106,14 @@ class GoldenStore:
 
     def check(self, output: Any, key: str, metadata: Mapping[str, str], *, rtol: float | None = None,
               atol: float | None = None, tolerances: Mapping[str, tuple[float, float]] | None = None,
-              equal_nan: bool = False, obtained_dir: "str | Path | None" = None,
+              equal_nan: bool = False, obtained_dir: "str | Path | Callable[[], Path] | None" = None,
               dependencies: "list[str] | tuple[str, ...]" = ()) -> str:
         """Compare ``output`` with golden ``key``; returns "matched", "recorded" or "updated".
 
         On a failure the obtained values are saved as ``<key>.obtained.safetensors`` in ``obtained_dir``
-        (the pytest fixture passes the test's ``tmp_path``, which pytest rotates), else beside the golden.
+        (the pytest fixture passes a callable giving the test's ``tmp_path``, which pytest rotates, made only
+        when a file is written), else beside the golden.  A pinned golden's digest is computed once per
+        process while its file's size and mtime stay the same.
 
         Raises:
             GoldenMissingError: no golden and not updating (the message names the obtained file).
@@ -183,7 +198,7 @@ class GoldenStore:
         pin = self.session.lock.goldens.get(lock_key) if self.session is not None else None
         if pin is None or self.update:
             return None
-        digest = sha256_file(path)
+        digest = _digest_of(path)
         if digest != pin.sha256:
             raise LockMismatchError(f"golden {lock_key} with sha256 {pin.sha256} (pinned in {self.session.lock_path})",
                                     f"{path} with sha256 {digest}", "restore the golden from version control, or "
@@ -199,6 +214,7 @@ class GoldenStore:
     @staticmethod
     def _obtained(golden: Path, key: str, output: Any, meta: Mapping[str, str], folder: "str | Path | None") -> Path:
         name = golden.name.replace(".safetensors", ".obtained.safetensors")
+        folder = folder() if callable(folder) else folder
         path = golden.with_name(name) if folder is None else Path(folder) / key.replace("/", "__") / name
         path.parent.mkdir(parents=True, exist_ok=True)
         save_golden(path, output, meta)
