@@ -12,7 +12,8 @@ from reprohub.lock.record import ArtifactUse, RepoUse
 hex40 = st.from_regex(r"[0-9a-f]{40}", fullmatch=True)
 hex64 = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
 text = st.text(min_size=1, max_size=40)
-hosts = st.from_regex(r"https?://[a-z0-9.-]{1,20}(:[0-9]{1,5})?(/[a-z0-9]{1,8}){0,2}", fullmatch=True)
+hosts = st.builds("{}://{}{}".format, st.sampled_from(["http", "https"]),
+                  st.sampled_from(["api.github.com", "127.0.0.1:8000", "ghe.example"]), st.sampled_from(["", "/api", "/api/v3"]))
 trees = hex64.map(lambda h: "v2:" + h) | hex64  # version 2, and version 1 as 1.x locks hold them
 repos = st.dictionaries(text.filter(lambda k: not k.startswith("git+")), st.tuples(hosts, hex40, trees), max_size=4)
 artifacts = st.dictionaries(text, st.tuples(hex64, st.integers(0, 2**53)), max_size=4)
