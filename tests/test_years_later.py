@@ -174,3 +174,12 @@ def test_a_malformed_environment_table_is_named(tmp_path):
     with pytest.warns(UserWarning):  # a newer minor may add fields to it: ignored
         lock = Lockfile.loads('version = "2.3"\n[environments."abc"]\nvalues = {torch = "2.13.0"}\nfuture = 1\n')
     assert lock.environments["abc"].values == {"torch": "2.13.0"}
+
+
+def test_a_dependency_name_that_is_no_distribution_is_recorded_as_such():
+    from reprohub.golden.environment import capture, requirements
+
+    env = capture(["numpy", "models/../x; rm -rf", "surely-not-installed-pkg"], "cpu")
+    assert env["dep models/../x; rm -rf"] == "not installed (not a distribution name)"
+    assert env["dep surely-not-installed-pkg"] == "not installed"
+    assert requirements([env]) == [f"numpy=={env['numpy']}", f"torch=={env['torch'].split('+')[0]}"]
