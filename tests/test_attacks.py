@@ -49,7 +49,7 @@ def test_a_206_from_a_changed_file_is_not_spliced_onto_the_old_bytes(server, tmp
 
 def interrupt_mid_download(server, tmp_path, sig) -> "tuple[str, bytes, pathlib.Path]":
     """A real process downloading a 16 MiB file, stopped by ``sig`` once 4 MiB of it reached its partial."""
-    import signal  # noqa: F401  (the caller passes signal.SIGKILL or SIGINT)
+    import signal
     import subprocess
     import sys
     import time
@@ -61,8 +61,11 @@ def interrupt_mid_download(server, tmp_path, sig) -> "tuple[str, bytes, pathlib.
     server.inject("/files/big.bin", Fault("slow", after=256 << 10, delay=0.05))
     go = tmp_path / "go"
     go.touch()
+    # a shell that runs jobs in the background (CI) starts them with SIGINT ignored, and a Python started
+    # so never turns Ctrl-C into KeyboardInterrupt: give the child the terminal's default back
     proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "hub"), url, str(go)],
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     target = Hub(hub_dir=tmp_path / "hub").layout.artifact_path(url)
     partial = target.with_name(f".{target.name}.incomplete")
     deadline = time.time() + 30
