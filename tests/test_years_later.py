@@ -9,20 +9,21 @@ from reprohub.errors import DownloadError, SourceError
 from reprohub.fetch.download import DownloadPolicy
 from reprohub.lock.lockfile import ArtifactPin, Lockfile, RepoPin
 from reprohub.lock.session import LockSession
-from reprohub.testing.server import HubServer
 
 
 def test_a_stopped_origin_fails_three_locked_loads_at_once_with_the_bundle_hint(tmp_path):
-    with HubServer() as origin:
-        urls = [origin.add_file(f"w{i}.pt", b"weights %d" % i) for i in range(3)]
-    # the server is stopped: its port refuses connections
-    lock = Lockfile(artifacts={u: ArtifactPin(u, "a" * 64, 9) for u in urls})
-    hub = Hub(hub_dir=tmp_path / "hub", pins=LockSession(lock, "hub.lock"), policy=DownloadPolicy())  # 5 retries
-    slept = []
-    hub.downloader._sleep = slept.append
-    for url in urls:
-        with pytest.raises(DownloadError, match=r"refused the connection twice.*pinned in the lock.*REPROHUB_MIRROR"):
-            hub.fetch_artifact(url, progress=False)
+    # the origin is gone: a port that is bound but not listening refuses every connection (and, held
+    # for the test, cannot become another test's server)
+    with socket.socket() as gone:
+        gone.bind(("127.0.0.1", 0))
+        urls = [f"http://127.0.0.1:{gone.getsockname()[1]}/files/w{i}.pt" for i in range(3)]
+        lock = Lockfile(artifacts={u: ArtifactPin(u, "a" * 64, 9) for u in urls})
+        hub = Hub(hub_dir=tmp_path / "hub", pins=LockSession(lock, "hub.lock"), policy=DownloadPolicy())  # 5 retries
+        slept = []
+        hub.downloader._sleep = slept.append
+        for url in urls:
+            with pytest.raises(DownloadError, match=r"refused the connection twice.*pinned in the lock.*REPROHUB_MIRROR"):
+                hub.fetch_artifact(url, progress=False)
     assert slept == [0.2]  # one quick second try for the first load; the host is then known to be gone
 
 
