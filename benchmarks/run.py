@@ -22,13 +22,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import cases  # noqa: E402
+import ci_suite  # noqa: E402
 from harness import table  # noqa: E402
 
 FULL = dict(download=[1, 64, 256, 1024], extract=[("small", 300, 5), ("large", 2000, 200)], width=2500,
             load_widths=[350, 2500],
-            workers=8, golden=1024, rounds=5)
+            workers=8, golden=1024, rounds=5, ci_tests=200)
 QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, load_widths=[350], workers=3, golden=32,
-             rounds=2)
+             rounds=2, ci_tests=10)
+CASES = ("download", "extract", "load", "workers", "golden", "ci")
 
 
 def results_folder(out: str | None, quick: bool) -> Path:
@@ -42,11 +44,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder for results.json and download.png (default: "
                         "benchmarks/results for full runs, benchmarks/results/quick for --quick, so a smoke run "
                         "never overwrites the committed full results)")
-    parser.add_argument("--only", nargs="*", choices=("download", "extract", "load", "workers", "golden"),
-                        help="run only these cases")
+    parser.add_argument("--only", nargs="*", choices=CASES, help="run only these cases")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    wanted = set(args.only or ("download", "extract", "load", "workers", "golden"))
+    wanted = set(args.only or CASES)
     rows = []
     with tempfile.TemporaryDirectory(prefix="reprohub-bench-", dir=os.environ.get("REPROHUB_BENCH_TMP")) as tmp:
         work = Path(tmp)
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
              + cases.cold_breakdown(work, plan["load_widths"][0], plan["rounds"])),
             ("workers", lambda: cases.many_workers(work, plan["width"], plan["workers"], max(1, plan["rounds"] - 2))),
             ("golden", lambda: cases.golden(plan["golden"], max(1, plan["rounds"] - 2))),
+            ("ci", lambda: ci_suite.ci_suite(work, plan["ci_tests"], max(1, plan["rounds"] - 2))),
         ]
         for name, step in steps:
             if name in wanted:

@@ -169,6 +169,7 @@ class HubPlugin:
         self.deselected = 0
         self.written: bool | None = None
         self.write_error: str | None = None
+        self.versions: dict[str, str] = {}  # installed distributions' versions, looked up once a session
         self._hub: Hub | None = None
 
     def _lock_session(self) -> LockSession | None:
@@ -206,7 +207,7 @@ class HubPlugin:
         return GoldenStore(Path(self.config.rootpath, ini("hub_golden_dir")), lock_dir, self.session,
                            update=self.update, refresh=self.refresh, cross_device=cross,
                            accept_command=self.accept_command(), accept=self.accept, cross_env=cross_env,
-                           strict_env=strict_env)
+                           strict_env=strict_env, versions=self.versions)
 
     def accept_command(self) -> str:
         lock = f" --hub-lock {shlex.quote(str(self.lock_path))}" if self.lock_path else ""

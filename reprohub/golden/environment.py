@@ -31,9 +31,21 @@ NOT_INSTALLED = "not installed"
 _DIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def capture(dependencies: Iterable[str] = (), device: str = "cpu") -> dict[str, str]:
-    """The environment of this process for an output computed on ``device``, as sorted plain strings."""
+def capture(dependencies: Iterable[str] = (), device: str = "cpu",
+            versions: "dict[str, str] | None" = None) -> dict[str, str]:
+    """The environment of this process for an output computed on ``device``, as sorted plain strings.
+
+    ``versions``: a cache of installed versions to fill and reuse (a pytest session passes one, so a
+    suite looks each distribution up once: about 0.9 ms a lookup here, per golden check otherwise).
+    """
     import torch
+
+    def version(name: str) -> str:
+        if versions is None:
+            return _version(name)
+        if name not in versions:
+            versions[name] = _version(name)
+        return versions[name]
 
     env = {
         "python": platform.python_version(),
@@ -41,7 +53,7 @@ def capture(dependencies: Iterable[str] = (), device: str = "cpu") -> dict[str, 
         "machine": platform.machine(),
         "torch": torch.__version__,
         "torch build": _torch_build(torch),
-        "numpy": _version("numpy"),
+        "numpy": version("numpy"),
         "device": _device(torch, device),
         "deterministic algorithms": str(torch.are_deterministic_algorithms_enabled()),
         "tf32 matmul": str(torch.backends.cuda.matmul.allow_tf32),
@@ -51,7 +63,7 @@ def capture(dependencies: Iterable[str] = (), device: str = "cpu") -> dict[str, 
     }
     for name in dependencies:
         if isinstance(name, str) and name.strip():
-            env[f"dep {name.strip()}"] = _version(name.strip())
+            env[f"dep {name.strip()}"] = version(name.strip())
     return dict(sorted(env.items()))
 
 

@@ -88,7 +88,8 @@ class GoldenStore:
     def __init__(self, root: "str | Path", lock_dir: "str | Path", session: LockSession | None = None,
                  update: bool = False, refresh: bool = False,
                  cross_device: tuple[float, float] = (1e-4, 1e-5), accept_command: str = "pytest --hub-update",
-                 accept: bool = False, cross_env: tuple[float, float] | None = None, strict_env: bool = False) -> None:
+                 accept: bool = False, cross_env: tuple[float, float] | None = None, strict_env: bool = False,
+                 versions: "dict[str, str] | None" = None) -> None:
         self.root = Path(root)
         self.lock_dir = Path(lock_dir)
         self.session = session
@@ -98,6 +99,7 @@ class GoldenStore:
         self.cross_device = cross_device
         self.cross_env = cross_env  # the tolerance floor applied only where the environment differs
         self.strict_env = strict_env  # any environment difference fails (--hub-strict-env)
+        self.versions = versions  # installed versions looked up once per session (environment.capture)
         self.accept_command = accept_command
 
     def path_for(self, key: str, device: str = "cpu") -> Path:
@@ -125,7 +127,7 @@ class GoldenStore:
         fallback = self.path_for(key, "cpu")
         path = own if own.exists() or device == "cpu" or not fallback.exists() else fallback
         lock_key = key if path == fallback else f"{key}@{device}"
-        env = capture(dependencies, device)
+        env = capture(dependencies, device, self.versions)
         meta = {**metadata, "device": device, "environment": json.dumps(env, sort_keys=True)}
         if self.session is not None:
             self.session.touch("goldens", lock_key)
