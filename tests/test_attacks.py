@@ -249,17 +249,19 @@ def test_a_locked_load_without_an_api_setting_goes_to_the_host_the_lock_recorded
 
 
 def test_mirror_passwords_are_never_shown(tmp_path, locked_bundle_lock, caplog, capsys):
-    from reprohub.cli import main
+    """A mirror URL with a password: the 503s are retried with warnings, then the mirror is given up and
+    the fetch fails; none of the warnings, the error or the output shows the password."""
+    from reprohub.cli import EXIT_ERROR, main
 
-    with HubServer() as failing:
-        failing.inject("/reprohub-bundle.json")  # nothing; every item 404s or 503s below
+    with HubServer() as failing:  # answers 503 to everything it is asked
+        item = next(iter(Lockfile.read(locked_bundle_lock).repos.values())).tree_sha256.removeprefix("v2:")
+        failing.inject(f"/repos/tree-v2/{item}.zip", *[Fault("status", status=503)] * 8)
         base = failing.url.replace("http://", "http://mirror-user:hunter2@")
-        for _ in range(8):
-            failing.inject(f"/{_}", Fault("status", status=503))
         caplog.set_level(logging.INFO, logger="reprohub")
-        main(["fetch", "--lock", locked_bundle_lock, "--from", base])
+        assert main(["fetch", "--lock", locked_bundle_lock, "--from", base]) == EXIT_ERROR
+        assert failing.hits(f"/repos/tree-v2/{item}.zip") >= 2  # the mirror was really asked, and retried
     shown = caplog.text + "".join(capsys.readouterr())
-    assert "127.0.0.1" in shown and "hunter2" not in shown and "mirror-user" not in shown
+    assert "http://***@127.0.0.1" in shown and "hunter2" not in shown and "mirror-user" not in shown
 
 
 @pytest.fixture
