@@ -385,9 +385,9 @@ class Hub:
         """The digests of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
         re-hashes a cached tree and extracts it again if its files were edited or damaged.
 
-        A cached tree counts only as a real folder inside the hub dir with a well-formed manifest: a
-        link planted in its place (or in place of a folder above it) is removed and extracted anew,
-        never followed to code outside the cache."""
+        A cached tree counts only as a real folder with a well-formed manifest: a link planted in the
+        commit folder's place is removed and the tree extracted anew, never followed to code outside
+        the cache (folders above it may be links: a cache moved to a bigger disk)."""
         manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)
         manifest = read_record(manifest_path)
         digests = TreeDigests.from_record(manifest) if manifest else None

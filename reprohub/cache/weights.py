@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 from ..errors import CheckpointError
 from ..fetch.archive import extract_zip
-from ..fetch.urls import redact_url
 from ..fetch.fsutil import make_temp_dir_beside, remove_tree
 from ..fetch.locks import file_lock, lock_path
 
@@ -66,7 +65,8 @@ def not_a_checkpoint(url: str, path: Path, size: int, evict: Callable[[Path], No
         return None
     evict(path)
     page = " (an HTML page: a login, error or redirect page?)" if b"<" in head[:16] else ""
-    return CheckpointError(f"a torch checkpoint from {redact_url(url)}", f"{size} bytes starting {head[:48]!r}{page}",
+    # the message masks the URL's secrets itself (reprohub.redact)
+    return CheckpointError(f"a torch checkpoint from {url}", f"{size} bytes starting {head[:48]!r}{page}",
                            "the file was removed from the cache; check the URL (does it need credentials or a "
                            "token?) and load again")
 

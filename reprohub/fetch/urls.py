@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import SettingError
-from ..redact import is_signing, redact_url  # noqa: F401  (redact_url: shown URLs, re-exported for the stages)
+from ..redact import is_signing
 
 
 def check_url(url: str, setting: str) -> str:
