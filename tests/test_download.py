@@ -316,3 +316,16 @@ def test_a_failing_hash_is_raised_and_the_helper_thread_survives_it():
     out, digest = io.BytesIO(), hashlib.sha256()
     pump(io.BytesIO(data).readinto, out, digest, None, 64 << 10, 4)  # the same helper, still working
     assert out.getvalue() == data and digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_kept_buffers_never_carry_one_body_into_the_next(server, tmp_path):
+    """Small bodies reuse buffers kept from the body before: a shorter body after a longer one must hold
+    only its own bytes, in the inline path (< 256 KiB) and the helper-thread path (< 8 MiB)."""
+    one = downloader()
+    for size_long, size_short in ((200 << 10, 70 << 10), (3 << 20, (1 << 20) + 5)):
+        long_url = server.add_file(f"long-{size_long}.bin", b"\xaa" * size_long)
+        short_url = server.add_file(f"short-{size_short}.bin", b"\x55" * size_short)
+        one.fetch(long_url, tmp_path / "long.bin", progress=False)
+        got = one.fetch(short_url, tmp_path / "short.bin", progress=False)
+        assert (tmp_path / "short.bin").read_bytes() == b"\x55" * size_short
+        assert got.sha256 == hashlib.sha256(b"\x55" * size_short).hexdigest() and got.size == size_short

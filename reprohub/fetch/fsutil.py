@@ -65,14 +65,20 @@ def writable(path: "str | os.PathLike[str]") -> Iterator[None]:
         ) from err
 
 
-def atomic_write_bytes(path: "str | os.PathLike[str]", data: bytes) -> None:
+def atomic_write_bytes(path: "str | os.PathLike[str]", data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
+    atomic_replace_with(path, lambda tmp: _write_new_file(tmp, data), durable)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
 
-    atomic_replace_with(path, write)
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) holding ``data``: straight system calls, no buffered file object."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path], None]",
@@ -106,13 +112,7 @@ def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path],
 
 def atomic_write_json(path: "str | os.PathLike[str]", obj: Any, durable: bool = True) -> None:
     """Write ``obj`` as sorted, indented JSON, atomically (``durable=False``: without the flushes)."""
-    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    atomic_replace_with(path, write, durable)
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), durable)
 
 
 def read_json(path: "str | os.PathLike[str]") -> Any | None:

@@ -62,15 +62,16 @@ class Partial:
     def open(self) -> "tuple[BinaryIO, hashlib._Hash, str | None]":
         """The file to write (at its end), the hash of what it holds, and the validator to resume with."""
         if self.resumable:
-            remove_dead_private_partials(self.dst)
-            state = read_record(self.record, RECORD_FIELDS) or {}
+            leftovers = remove_dead_private_partials(self.dst)  # one listing: a cold cache asks no more
+            state = (read_record(self.record, RECORD_FIELDS) or {}) if self.record.name in leftovers else {}
             if self._resumable(state):
                 out = open(os.open(self.path, os.O_RDWR | _NOFOLLOW), "r+b")
                 hasher = _hash_of(out)
                 log.info("resuming %s at byte %d (left by an interrupted download)", self.url, out.tell())
                 self._validator = state["validator"]
                 return out, hasher, self._validator
-            self.discard()
+            if leftovers & {self.path.name, self.record.name}:
+                self.discard()
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | (0 if self.resumable else os.O_EXCL)
         return open(os.open(self.path, flags, 0o644), "w+b"), hashlib.sha256(), None
 
@@ -109,17 +110,20 @@ def _hash_of(out: BinaryIO) -> "hashlib._Hash":
     return hasher
 
 
-def remove_dead_private_partials(dst: Path) -> None:
-    """Remove the private partials of ``dst`` whose writing process no longer exists."""
-    with contextlib.suppress(OSError):
-        for candidate in dst.parent.glob(f".{glob_escape(dst.name)}.*"):
-            match = _PRIVATE.match(candidate.name)
+def remove_dead_private_partials(dst: Path) -> "set[str]":
+    """Remove the private partials of ``dst`` whose writing process no longer exists; return the names
+    beside ``dst`` that start with ``.<its name>.`` and are still there (its resumable partial, its record)."""
+    prefix, left = f".{dst.name}.", set()
+    with contextlib.suppress(OSError), os.scandir(dst.parent) as entries:
+        for entry in entries:
+            if not entry.name.startswith(prefix):
+                continue
+            match = _PRIVATE.match(entry.name)
             if match and match["name"] == dst.name and not pid_alive(int(match["pid"])):
-                remove_tree(candidate)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+                remove_tree(entry.path)
+            else:
+                left.add(entry.name)
+    return left
 
 
 def pid_alive(pid: int) -> bool:
