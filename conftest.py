@@ -58,7 +58,8 @@ def _docs_host(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _docstring_examples(request, monkeypatch, _isolated_environment):
-    """Docstring examples see ``server`` (the demo host), ``tmp`` (a fresh folder) and ``weights_url``."""
+    """Docstring examples see ``server`` (the demo host), ``tmp`` (a fresh folder), ``Hub``, ``weights_url``
+    and its ``weights_sha256``."""
     if not isinstance(request.node, DoctestItem):
         return
     server = request.getfixturevalue("_docs_host")
@@ -68,5 +69,11 @@ def _docstring_examples(request, monkeypatch, _isolated_environment):
     hashed = next(name for name in server.state.files if name != "tiny_mlp-v1.pt")
     request.getfixturevalue("doctest_namespace").update(
         reprohub=__import__("reprohub"), server=server, tmp=str(request.getfixturevalue("tmp_path")),
-        weights_url=server.file_url("tiny_mlp-v1.pt"),
-        hashed_url=server.file_url(hashed))
+        weights_url=server.file_url("tiny_mlp-v1.pt"), weights_sha256=_sha256_of(server.state.files["tiny_mlp-v1.pt"]),
+        hashed_url=server.file_url(hashed), Hub=__import__("reprohub").Hub)
+
+
+def _sha256_of(content) -> str:
+    import hashlib
+
+    return hashlib.sha256(content if isinstance(content, bytes) else content.read_bytes()).hexdigest()

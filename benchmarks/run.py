@@ -23,14 +23,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import cases  # noqa: E402
 import ci_suite  # noqa: E402
+import locked_cold  # noqa: E402
 from harness import table  # noqa: E402
 
 FULL = dict(download=[1, 64, 256, 1024], extract=[("small", 300, 5), ("large", 2000, 200)], width=2500,
             load_widths=[350, 2500],
-            workers=8, golden=1024, rounds=5, ci_tests=200)
+            workers=8, golden=1024, rounds=5, ci_tests=200, latencies=[20, 0])
 QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, load_widths=[350], workers=3, golden=32,
-             rounds=2, ci_tests=10)
-CASES = ("download", "extract", "load", "workers", "golden", "ci")
+             rounds=2, ci_tests=10, latencies=[20])
+CASES = ("download", "extract", "load", "workers", "golden", "ci", "locked")
 
 
 def results_folder(out: str | None, quick: bool) -> Path:
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
             ("workers", lambda: cases.many_workers(work, plan["width"], plan["workers"], max(1, plan["rounds"] - 2))),
             ("golden", lambda: cases.golden(plan["golden"], max(1, plan["rounds"] - 2))),
             ("ci", lambda: ci_suite.ci_suite(work, plan["ci_tests"], max(1, plan["rounds"] - 2))),
+            ("locked", lambda: locked_cold.locked_cold(work, plan["latencies"], plan["rounds"] + 2)),
         ]
         for name, step in steps:
             if name in wanted:

@@ -170,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=PATH", help="a Git repo to serve")
     p.add_argument("--file", action="append", default=[], metavar="NAME=PATH", help="a file to serve at /files/NAME")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks one)")
+    p.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                   help="answer every request after MS milliseconds, as a host a network round trip away")
 
     p = command("bench", _bench, "time cold and warm loads of one entrypoint (a fresh cache vs a warm one), "
                 "with the requests each makes")
@@ -373,6 +375,7 @@ def _serve(args) -> int:
     except OSError as err:
         raise ReprohubError(f"a free port {args.port} on 127.0.0.1", f"{err.strerror or err}",
                             "pass --port 0 to pick a free port, or stop what listens there") from None
+    server.set_latency(args.latency / 1000)
     for item in args.repo:
         name, _, path = item.partition("=")
         server.add_repo(name, path)

@@ -23,29 +23,29 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import settings
-from .cache.layout import CacheLayout, check_file_name, file_name_from_url, get_dir
-from .cache.store import ArtifactStore, adopt_torch_hub_file
+from .artifacts import ArtifactMethods
+from .cache.layout import CacheLayout, get_dir
+from .cache.prefetch import Prefetcher
+from .cache.store import ArtifactStore
 from .errors import DownloadError, OfflineError, SourceError, pinned_hint
 from .fetch import durability
 from .fetch.archive import tree_digest
 from .fetch.tree import TreeDigests
-from .fetch.download import Downloaded, Downloader, DownloadPolicy
+from .fetch.download import Downloader, DownloadPolicy
 from .fetch.fsutil import SpillFile, atomic_write_json, read_record
 from .fetch.locks import file_lock
-from .fetch.urls import canonical_url, check_url
+from .fetch.urls import check_url
 from .lock.mirror import MirrorSet
-from .lock.record import ArtifactFailure, ArtifactUse, Pins, Recorder, RepoUse
+from .lock.record import Pins, Recorder, RepoUse
 from .refs import RepoRef, parse_ref
 from .runtime.hubconf import (
     entrypoints,
@@ -60,7 +60,6 @@ from .sources.resolution import check_not_forked, names_a_commit, resolve_commit
 from .sources.trust import check_trust
 
 log = logging.getLogger("reprohub")
-HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
 SOURCES = ("github", "git", "local")
 
 
@@ -85,7 +84,7 @@ class ResolvedRepo:
         return self.digests.current
 
 
-class Hub:
+class Hub(ArtifactMethods):
     """Loader settings and the loader itself.
 
     Args:
@@ -135,6 +134,7 @@ class Hub:
         self.mirrors = MirrorSet.parse(settings.read(settings.MIRROR) if mirrors is None else mirrors,
                                        mirror_downloader)
         self.store = ArtifactStore(self.downloader)
+        self.prefetcher = Prefetcher(self.store)  # a locked cold load's pinned downloads, started early
         self.github = GitHubSource(github_api_url, token, self.downloader)
         # an API URL set for this process (argument, ini via the plugin, environment) wins over a lock's hosts
         self.api_configured = github_api_url is not None or bool(settings.read(settings.GITHUB_API_URL))
@@ -147,6 +147,7 @@ class Hub:
         self.last_load: tuple[str, str] | None = None
         self.last_nested: tuple[ResolvedRepo, ...] = ()  # repos the last load's entrypoint loaded in turn
         self._depth = 0
+        self._fetching_for: list[str | None] = []  # whose entrypoint runs now (innermost last)
         self._nested: list[ResolvedRepo] = []
         self._refreshed: set[tuple[str, str]] = set()
         self._layout: CacheLayout | None = None
@@ -218,95 +219,20 @@ class Hub:
                                  verbose=verbose, skip_validation=skip_validation)
             path, reuse = outer.path, True
         self._depth += 1
+        self._fetching_for.append(outer.spec if outer else None)
         try:
             with routed(self), repo_imports(path):
                 entry = get_entrypoint(import_hubconf(path, reuse=reuse), model)
                 result = entry(*args, **kwargs)
         finally:
             self._depth -= 1
+            self._fetching_for.pop()
         if outermost:  # "the last load" is the one the caller made, not one its entrypoint made inside
             self.last_load, self.last_repo = (repo_or_dir, model), outer or self.last_repo
             self.last_nested = tuple(self._nested)
         return result
 
-    def download_url_to_file(self, url: str, dst: str, hash_prefix: str | None = None,
-                             progress: bool = True, *, durable: bool = False) -> Downloaded:
-        """Download ``url`` to ``dst`` atomically, sha256 in flight; as ``torch.hub.download_url_to_file``.
-
-        Returns the :class:`~reprohub.download.Downloaded` record (torch.hub returns ``None``).
-        Atomic for every reader, as torch.hub's; ``durable=True`` also flushes the file before the
-        rename, so it survives a power loss (reprohub never reads ``dst`` back, so it does not by default).
-
-        Example:
-            >>> got = Hub().download_url_to_file(weights_url, tmp + "/w.pt", progress=False)
-            >>> got.path.name, len(got.sha256)
-            ('w.pt', 64)
-        """
-        expected = self._pinned_sha256(url)
-        got = (self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
-               if expected and self.mirrors else None)
-        if got is None:
-            with self._noting_failure(url, pinned=expected is not None):
-                got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
-                                            expected_sha256=expected, sync=durable)
-        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
-        return got
-
-    def load_state_dict_from_url(self, url: str, model_dir: str | None = None, map_location: Any = None,
-                                 progress: bool = True, check_hash: bool = False, file_name: str | None = None,
-                                 weights_only: bool = True) -> Any:
-        """Download once, verify, and ``torch.load`` a checkpoint; as torch.hub's, safer.
-
-        Cached under ``<hub_dir>/checkpoints/<url-key>/<file>`` (two URLs with
-        the same basename never collide), or ``model_dir/<file>`` when given.
-        ``weights_only`` defaults to ``True``; pass ``False`` for pickles you trust.
-
-        Example:
-            >>> sd = Hub(hub_dir=tmp).load_state_dict_from_url(hashed_url, check_hash=True, progress=False)
-            >>> sd["fc1.weight"].shape
-            torch.Size([8, 3])
-        """
-        from .cache.weights import load_checkpoint, not_a_checkpoint
-
-        got = self.fetch_artifact(url, model_dir=model_dir, file_name=file_name, check_hash=check_hash,
-                                  progress=progress)
-        try:
-            return load_checkpoint(got.path, map_location=map_location, weights_only=weights_only)
-        except Exception as err:
-            raise not_a_checkpoint(url, got.path, got.size, self.store.evict) or err
-
     # -- the steps ------------------------------------------------------------------
-
-    def fetch_artifact(self, url: str, *, model_dir: str | None = None, file_name: str | None = None,
-                       check_hash: bool = False, progress: bool = True) -> Downloaded:
-        """The cached, verified file for ``url`` (downloaded at most once), recorded for the lockfile."""
-        name = check_file_name(file_name if file_name is not None else file_name_from_url(url))
-        if model_dir is None:
-            path = self.layout.artifact_path(url, name)
-            adopt_torch_hub_file(self.layout.checkpoints / name, path)
-        else:
-            path = Path(os.path.expanduser(model_dir)) / name
-        match = HASH_REGEX.search(name) if check_hash else None
-        expected = self._pinned_sha256(url)
-        prefill = None
-        if expected and self.mirrors:
-            def prefill(dst: Path, sync: bool) -> Downloaded | None:
-                return self.mirrors.fetch_artifact(expected, dst, progress, sync=sync)
-        with self._noting_failure(url, pinned=expected is not None):
-            got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
-                                    progress=progress, prefill=prefill)
-        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
-        return got
-
-    @contextlib.contextmanager
-    def _noting_failure(self, url: str, pinned: bool = False) -> Iterator[None]:
-        """Record a failed download (a test may expect it) and re-raise, with the way back for a pinned item."""
-        try:
-            yield
-        except DownloadError as err:
-            error = f"HTTP {err.status}" if err.status else type(err).__name__
-            self.recorder.add_failure(ArtifactFailure(canonical_url(url), error))
-            raise pinned_hint(err, url) if pinned else err
 
     def resolve(self, spec: str, *, source: str = "github", force_reload: bool = False,
                 trust_repo: "bool | str | None" = "check", verbose: bool = True,
@@ -334,7 +260,8 @@ class Hub:
                 check_not_forked(self.layout, src, repo, commit)
             path = self.layout.repo_dir(src.content_key, repo, commit)
             tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
-            digests = self._materialize(src, repo, commit, path, tree, verify=force_reload, archive=archive)
+            digests = self._materialize(src, repo, commit, path, tree, verify=force_reload, archive=archive,
+                                        on_cold=(lambda: self._prefetch_pinned(spec)) if pinned else None)
         finally:
             if archive is not None:
                 archive.close()
@@ -381,9 +308,10 @@ class Hub:
         return self._lock_hosts[host]
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
-                     verify: bool = False, archive: SpillFile | None = None) -> TreeDigests:
+                     verify: bool = False, archive: SpillFile | None = None, on_cold=None) -> TreeDigests:
         """The digests of ``commit``'s extracted tree, extracting it once; ``verify`` (force_reload)
-        re-hashes a cached tree and extracts it again if its files were edited or damaged.
+        re-hashes a cached tree and extracts it again if its files were edited or damaged; ``on_cold()``
+        runs before a tree is fetched (a locked load starts its pinned downloads then).
 
         A cached tree counts only as a real folder with a well-formed manifest: a link planted in the
         commit folder's place is removed and the tree extracted anew, never followed to code outside
@@ -402,6 +330,8 @@ class Hub:
                     atomic_write_json(manifest_path, {k: v for k, v in manifest.items() if k != "boot_id"})
                 return digests
             forget_repo(path)
+            if on_cold is not None:
+                on_cold()
             result = self.mirrors.fetch_tree(pinned_tree, path, _interactive()) if pinned_tree and self.mirrors else None
             if result is None:
                 self._check_origin(f"{repo.repo}@{commit} in the cache ({path})", isinstance(src, GitSource))
@@ -424,9 +354,6 @@ class Hub:
         raise OfflineError(what, f"{places}, and {why}",
                            "prefetch it online (`reprohub fetch --lock hub.lock`), or fill the cache from a bundle "
                            "that has it (`reprohub fetch --lock hub.lock --from BUNDLE`)")
-
-    def _pinned_sha256(self, url: str) -> str | None:
-        return self.pins.pinned_sha256(canonical_url(url)) if self.pins is not None else None
 
 
 def _damaged(path: Path, recorded: TreeDigests) -> bool:

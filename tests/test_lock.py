@@ -5,9 +5,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reprohub.errors import LockfileError, LockMismatchError
-from reprohub.lock.lockfile import ArtifactPin, GoldenPin, Lockfile, RepoPin
+from reprohub.lock.lockfile import SCHEMA_MAJOR, SCHEMA_MINOR, ArtifactPin, GoldenPin, Lockfile, RepoPin
 from reprohub.lock.session import LockSession
 from reprohub.lock.record import ArtifactUse, RepoUse
+
+CURRENT, NEWER = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}", f"{SCHEMA_MAJOR}.{SCHEMA_MINOR + 1}"
 
 hex40 = st.from_regex(r"[0-9a-f]{40}", fullmatch=True)
 hex64 = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
@@ -58,17 +60,17 @@ def test_malformed_locks_are_refused_with_the_place(text, message):
 
 
 def test_newer_minor_version_warns():
-    with pytest.warns(UserWarning, match="newer than 2.0"):
-        Lockfile.loads('version = "2.7"\n')
+    with pytest.warns(UserWarning, match=f"newer than {CURRENT}"):
+        Lockfile.loads(f'version = "{NEWER}"\n')
 
 
 def test_a_newer_minor_may_add_tables_which_are_ignored_and_the_current_minor_refuses_them():
-    text = 'version = "2.1"\n[provenance]\nbuilder = "x"\n[goldens."k"]\nfile = "k.st"\nsha256 = "' + "2" * 64 + '"\n'
+    text = f'version = "{NEWER}"\n[provenance]\nbuilder = "x"\n[goldens."k"]\nfile = "k.st"\nsha256 = "' + "2" * 64 + '"\n'
     with pytest.warns(UserWarning, match="tables this reprohub does not know are ignored"):
         lock = Lockfile.loads(text)
     assert list(lock.goldens) == ["k"] and "provenance" not in lock.dumps()
     with pytest.raises(LockfileError, match="only version, repos"):
-        Lockfile.loads(text.replace('"2.1"', '"2.0"'))
+        Lockfile.loads(text.replace(NEWER, CURRENT))
 
 
 def test_a_1x_lock_with_version_1_tree_digests_still_reads():
@@ -87,13 +89,13 @@ def test_an_error_deep_in_a_large_lock_names_its_line():
 
 
 def test_newer_minor_version_with_an_extra_field_is_read_and_the_field_ignored():
-    text = ('version = "2.1"\n[artifacts."https://h/w.pt"]\nsha256 = "' + "1" * 64 + '"\nsize = 3\n'
+    text = (f'version = "{NEWER}"\n[artifacts."https://h/w.pt"]\nsha256 = "' + "1" * 64 + '"\nsize = 3\n'
             'mirror_hint = "s3://bucket/w.pt"\n')
     with pytest.warns(UserWarning, match="are ignored"):
         lock = Lockfile.loads(text)
     assert lock.artifacts["https://h/w.pt"] == ArtifactPin("https://h/w.pt", "1" * 64, 3)
     with pytest.raises(LockfileError, match="fields"):  # in this version's own schema, an extra field is an error
-        Lockfile.loads(text.replace('"2.1"', '"2.0"'))
+        Lockfile.loads(text.replace(NEWER, CURRENT))
 
 
 def test_session_modes():

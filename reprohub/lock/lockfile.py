@@ -6,11 +6,14 @@ writing the same content twice gives the same bytes and a change shows up as a
 small diff.  Example::
 
     # hub.lock -- written by reprohub; review changes to it like code.
-    version = "2.0"
+    version = "2.1"
 
     [repos."acme/tiny:v1"]
-    host = "https://api.github.com"
+    artifacts = [
+        "https://example.org/tiny-weights.pt",
+    ]
     commit = "1f0e3dad99908345f7439f8ffabdffc4f0b2d3a1"
+    host = "https://api.github.com"
     tree_sha256 = "v2:4c2b..."
 
     [artifacts."https://example.org/tiny-weights.pt"]
@@ -26,7 +29,9 @@ a major it does not know ("upgrade reprohub").  A newer *minor* version only add
 entry and whole tables, which this reader ignores with one warning (and drops when it rewrites the
 lock).  Of the current or an older minor, an unknown field or table is an error (a typo must not
 pass silently).  Version 2.0 writes tree digests as ``v2:<hex>`` (:mod:`reprohub.fetch.tree`);
-1.x locks, whose bare-hex digests are version 1, are still read and verified.  A malformed entry
+1.x locks, whose bare-hex digests are version 1, are still read and verified.  Version 2.1 adds a
+repo's ``artifacts`` (what its entrypoints download, so a locked cold load starts them early); a lock
+that has none is still written as 2.0, byte for byte as before, and a 2.0 reader ignores the lists.  A malformed entry
 is refused with the line it stands on.  Reading is linear in the size of the lock.
 
 Example:
@@ -42,7 +47,7 @@ import hashlib
 import re
 import sys
 import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import tomli_w
@@ -58,7 +63,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SCHEMA_MAJOR, SCHEMA_MINOR = 2, 0
+SCHEMA_MAJOR, SCHEMA_MINOR = 2, 1
 READABLE_MAJORS = (1, 2)  # 1.x: version-1 tree digests, still verified
 HEADER = "# hub.lock -- written by reprohub; review changes to it like code.\n"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -67,12 +72,25 @@ _HEX40 = re.compile(r"[0-9a-f]{40}")
 
 @dataclass(frozen=True)
 class RepoPin:
-    """A repo spec pinned to a commit and the digest of its extracted files."""
+    """A repo spec pinned to a commit and the digest of its extracted files.
+
+    ``artifacts``: the URLs its entrypoints downloaded into the cache while recording (schema 2.1), so
+    that a locked cold load can start them while the repo archive downloads (:mod:`reprohub.cache.prefetch`).
+    Only a hint of what to fetch early: every byte is still checked against its ``[artifacts]`` pin.
+    """
 
     spec: str
     host: str
     commit: str
     tree_sha256: str
+    artifacts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:  # one spelling whatever the source (TOML list, JSON from a worker)
+        object.__setattr__(self, "artifacts", tuple(sorted(set(self.artifacts))))
+
+    def fetching(self, url: str) -> "RepoPin":
+        """This pin with ``url`` among the artifacts its entrypoints download."""
+        return self if url in self.artifacts else replace(self, artifacts=(*self.artifacts, url))
 
 
 @dataclass(frozen=True)
@@ -172,15 +190,21 @@ class Lockfile:
 
     def dumps(self) -> str:
         """The lock as deterministic TOML text."""
-        doc: dict = {"version": f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"}
+        doc: dict = {"version": f"{SCHEMA_MAJOR}.{self._minor_needed()}"}
         for table, (kind, key_field) in TABLES.items():
             entries = getattr(self, table)
-            optional = {f.name for f in fields(kind) if f.default is not MISSING}
+            defaults = {f.name: f.default for f in fields(kind) if f.default is not MISSING}
             if entries:  # an optional field at its default is left out: older entries keep their bytes
-                doc[table] = {key: {k: v for k, v in sorted(asdict(entries[key]).items())
-                                    if k != key_field and not (k in optional and v == "")}
+                doc[table] = {key: {k: list(v) if isinstance(v, tuple) else v
+                                    for k, v in sorted(asdict(entries[key]).items())
+                                    if k != key_field and not (k in defaults and v == defaults[k])}
                               for key in sorted(entries)}
         return HEADER + tomli_w.dumps(doc)
+
+    def _minor_needed(self) -> int:
+        """The oldest minor version that holds everything in this lock: a lock that uses nothing newer
+        keeps ``version = "2.0"``, its bytes, and every 2.0 reader."""
+        return 1 if any(pin.artifacts for pin in self.repos.values()) else 0
 
     def write(self, path: "str | Path", base: "Lockfile | None" = None) -> bool:
         """Write atomically under the writer's lock; return whether the bytes changed.
@@ -240,12 +264,19 @@ class Lockfile:
             lock.unreachable.pop(url, None)
         for url in other.unreachable:
             lock.artifacts.pop(url, None)
-        return lock
+        return lock._repos_name_pinned_artifacts()
 
     def without(self, names: "dict[str, set[str]]") -> "Lockfile":
         """A new lock without the entries named per table (``{"repos": {...}}``)."""
         return Lockfile(*({k: v for k, v in getattr(self, t).items() if k not in names.get(t, set())}
-                          for t in TABLES))
+                          for t in TABLES))._repos_name_pinned_artifacts()
+
+    def _repos_name_pinned_artifacts(self) -> "Lockfile":
+        """This lock, each repo's ``artifacts`` cut to URLs that ``[artifacts]`` pins (what was pruned,
+        or became unreachable, is not prefetched)."""
+        self.repos = {k: replace(pin, artifacts=[u for u in pin.artifacts if u in self.artifacts])
+                      for k, pin in self.repos.items()}
+        return self
 
     def entry_count(self) -> dict[str, int]:
         """Entries per table (the rare ``unreachable`` table only where it has any)."""
@@ -298,6 +329,10 @@ def _entry(kind, key_field: str, key: str, entry, table: str, where: str, newer:
     if table == "environments" and not (isinstance(entry["values"], dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in entry["values"].items())):
         raise LockfileError("values as a table of strings", f"{entry['values']!r} at {where}", "re-record the lock")
+    if "artifacts" in entry and not (isinstance(entry["artifacts"], list) and all(
+            isinstance(url, str) and _is_http_url(url) for url in entry["artifacts"])):
+        raise LockfileError("artifacts as a list of http(s) URLs", f"{entry['artifacts']!r} at {where}",
+                            "restore the entry from version control, or re-record it with --hub-update")
     if "size" in entry and (not isinstance(entry["size"], int) or entry["size"] < 0):
         raise LockfileError("size as a whole number", f"{entry['size']!r} at {where}", "re-record the entry")
     return kind(**{key_field: key, **entry})

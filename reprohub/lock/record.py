@@ -32,11 +32,13 @@ class RepoUse:
 
 @dataclass(frozen=True)
 class ArtifactUse:
-    """One file downloaded (or found cached) while repo code ran."""
+    """One file downloaded (or found cached) while repo code ran; ``fetched_by``: the spec of the repo
+    whose entrypoint downloaded it into the cache's own place for it (what a locked load may prefetch)."""
 
     url: str
     sha256: str
     size: int
+    fetched_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class Pins(Protocol):
 
     def pinned_tree_sha256(self, host: str, spec: str) -> str | None:
         """The tree digest the pinned commit of ``spec`` must extract to, or ``None``."""
+
+    def prefetch_for(self, spec: str) -> "list[tuple[str, str]]":
+        """``(url, sha256)`` of the pinned artifacts ``spec``'s entrypoints download, to start early (may be empty)."""
 
 
 class Recorder:

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
@@ -98,6 +98,14 @@ class LockSession:
         pin = self.lock.repos.get(spec)
         return None if pin is None or self.refresh else pin.tree_sha256
 
+    def prefetch_for(self, spec: str) -> "list[tuple[str, str]]":
+        """The pinned ``(url, sha256)`` that the lock says ``spec``'s entrypoints download, in check mode only
+        (recording re-learns the digests).  Not a use: an entry is counted when a test asks for it."""
+        pin = self.lock.repos.get(spec)
+        if pin is None or not self._strict:
+            return []
+        return [(url, self.lock.artifacts[url].sha256) for url in pin.artifacts if url in self.lock.artifacts]
+
     def record_hint(self) -> str:
         return f"record it: pytest --hub-lock {self.lock_path} --hub-update (then review the diff of the lock)"
 
@@ -114,6 +122,8 @@ class LockSession:
             # naming the same tree stands in check mode, and is upgraded to version 2 when recording
             if same_tree and locked.commit == pin.commit and (locked.tree_sha256 == pin.tree_sha256 or self._strict):
                 pin = locked
+            elif same_tree and locked.commit == pin.commit:  # upgraded digest: what its code fetches stays known
+                pin = replace(pin, artifacts=locked.artifacts)
             self._note("repos", use.spec, pin)
             if self._strict and locked is not None and not same_tree:
                 raise LockMismatchError(
@@ -129,6 +139,15 @@ class LockSession:
                                         f"as when {self.lock_path} was recorded", "it downloads now",
                                         self.record_hint())
             self._note("artifacts", use.url, ArtifactPin(use.url, use.sha256, use.size))
+            if not self._strict and use.fetched_by is not None:
+                self._learn_fetch(use.fetched_by, use.url)
+
+    def _learn_fetch(self, spec: str, url: str) -> None:
+        """While recording: ``spec``'s entrypoints download ``url`` (kept in its repo entry for prefetching)."""
+        with self._lock:
+            pin = self.recorded.repos.get(spec)
+            if pin is not None and url.startswith(("http://", "https://")):
+                self.recorded.repos[spec] = pin.fetching(url)
 
     def record_golden(self, pin: GoldenPin) -> None:
         """Remember a golden checked or recorded by the current test.
@@ -223,7 +242,10 @@ class LockSession:
         with self._lock:
             for table, (kind, key_field) in TABLES.items():
                 for entry in data["recorded"][table]:
-                    getattr(self.recorded, table)[entry[key_field]] = kind(**entry)
+                    pin, known = kind(**entry), getattr(self.recorded, table).get(entry[key_field])
+                    if table == "repos" and known is not None and known.commit == pin.commit:
+                        pin = replace(pin, artifacts=known.artifacts + pin.artifacts)  # what each worker saw
+                    getattr(self.recorded, table)[entry[key_field]] = pin
                 for key, tests in data["usage"][table].items():
                     self.usage[table].setdefault(key, set()).update(tests)
             self.failed_goldens.update(data["failed_goldens"])

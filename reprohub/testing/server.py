@@ -58,7 +58,10 @@ class Fault:
     ``"ignore_range"`` (answer 200 with the whole body to a Range request),
     ``"corrupt"`` (flip one byte of the body), ``"slow"`` (send ``after`` bytes,
     then pause ``delay`` seconds, repeatedly), ``"ignore_if_range"`` (answer a Range request
-    with 206 from the file as it is now, whatever ``If-Range`` says: a broken cache or CDN).
+    with 206 from the file as it is now, whatever ``If-Range`` says: a broken cache or CDN),
+    ``"hold"`` (answer only once every path in ``until`` has been requested since the fault was
+    injected, or after ``delay``
+    seconds: shows which requests a client makes before it has this answer).
     """
 
     kind: str
@@ -67,6 +70,8 @@ class Fault:
     after: int = 0
     delay: float = 0.0
     ignore_range: bool = False  # with any kind: also answer a Range request with 200 and the whole body
+    until: tuple[str, ...] = ()
+    hits_before: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -83,6 +88,9 @@ class _State:
     rate_limited: bool = False
     connections: int = 0
     archive_comments: bool = True
+    latency: float = 0.0
+    held: list[tuple[str, bool]] = field(default_factory=list)  # (path, whether `until` came before `delay`)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
     open_sockets: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -125,6 +133,8 @@ class HubServer:
     def inject(self, path: str, *faults: Fault) -> None:
         """Queue faults for the next requests to ``path`` (e.g. ``/files/w.pt``)."""
         with self.state.lock:
+            for fault in faults:  # a hold waits for requests made from now on, not for earlier ones
+                fault.hits_before = {p: self.state.hits[p] for p in fault.until}
             self.state.faults.setdefault(path, []).extend(faults)
 
     def require_token(self, token: str | None) -> None:
@@ -138,6 +148,16 @@ class HubServer:
     def set_archive_comments(self, flag: bool) -> None:
         """Whether archives carry their commit id as the zip comment (``git archive``'s and GitHub's do)."""
         self.state.archive_comments = flag
+
+    @property
+    def held(self) -> list[tuple[str, bool]]:
+        """Each ``"hold"`` fault served: (path, True if every ``until`` path was requested before its ``delay``)."""
+        return list(self.state.held)
+
+    def set_latency(self, seconds: float) -> None:
+        """Answer every request ``seconds`` after it arrives, as a host one network round trip away
+        (benchmarks of how many round trips a load waits for)."""
+        self.state.latency = seconds
 
     def set_rate_limited(self, flag: bool) -> None:
         """Answer 403 with ``X-RateLimit-Remaining: 0`` to every API request."""
@@ -214,6 +234,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.log.append(("HEAD" if head else "GET", path, dict(self.headers)))
             queued = self.state.faults.get(path)
             fault = queued.pop(0) if queued else None
+        with self.state.arrived:
+            self.state.arrived.notify_all()
+        if self.state.latency:
+            time.sleep(self.state.latency)
+        if fault is not None and fault.kind == "hold":
+            with self.state.arrived:
+                met = self.state.arrived.wait_for(lambda: all(self.state.hits[p] > fault.hits_before[p]
+                                                              for p in fault.until), fault.delay)
+            self.state.held.append((path, met))
         if fault is not None and fault.kind == "status":
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return self._send_json({"message": "injected"}, fault.status, extra)

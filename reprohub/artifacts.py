@@ -1,0 +1,139 @@
+"""The artifact side of a Hub: torch.hub's download functions, the cache path, and early pinned downloads.
+
+:class:`ArtifactMethods` is a part of :class:`~reprohub.hub.Hub` (which it is mixed into): the
+files repo code downloads -- ``download_url_to_file``, ``load_state_dict_from_url`` and the cached,
+verified, recorded :meth:`~ArtifactMethods.fetch_artifact` under both -- and, for a locked repo
+whose commit must be extracted, the start of the downloads the lock says its entrypoints make
+(:mod:`reprohub.cache.prefetch`).  The Hub provides ``layout``, ``store``, ``downloader``, ``mirrors``,
+``pins``, ``recorder`` and ``prefetcher``.
+
+Example:
+    >>> got = Hub(hub_dir=tmp).fetch_artifact(weights_url, progress=False)
+    >>> got.path.is_file(), len(got.sha256)
+    (True, 64)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from .cache.layout import check_file_name, file_name_from_url
+from .cache.prefetch import Prefetch
+from .cache.store import adopt_torch_hub_file
+from .errors import DownloadError, pinned_hint
+from .fetch.download import Downloaded
+from .fetch.urls import canonical_url
+from .lock.record import ArtifactFailure, ArtifactUse
+
+HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
+
+
+class ArtifactMethods:
+    """Downloads made by repo code, for :class:`~reprohub.hub.Hub`."""
+
+    _fetching_for: list[str | None]  # the spec whose entrypoint is running (innermost last); set by Hub
+
+    def download_url_to_file(self, url: str, dst: str, hash_prefix: str | None = None,
+                             progress: bool = True, *, durable: bool = False) -> Downloaded:
+        """Download ``url`` to ``dst`` atomically, sha256 in flight; as ``torch.hub.download_url_to_file``.
+
+        Returns the :class:`~reprohub.download.Downloaded` record (torch.hub returns ``None``).
+        Atomic for every reader, as torch.hub's; ``durable=True`` also flushes the file before the
+        rename, so it survives a power loss (reprohub never reads ``dst`` back, so it does not by default).
+
+        Example:
+            >>> got = Hub().download_url_to_file(weights_url, tmp + "/w.pt", progress=False)
+            >>> got.path.name, len(got.sha256)
+            ('w.pt', 64)
+        """
+        expected = self._pinned_sha256(url)
+        got = (self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
+               if expected and self.mirrors else None)
+        if got is None:
+            with self._noting_failure(url, pinned=expected is not None):
+                got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
+                                            expected_sha256=expected, sync=durable)
+        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
+        return got
+
+    def load_state_dict_from_url(self, url: str, model_dir: str | None = None, map_location: Any = None,
+                                 progress: bool = True, check_hash: bool = False, file_name: str | None = None,
+                                 weights_only: bool = True) -> Any:
+        """Download once, verify, and ``torch.load`` a checkpoint; as torch.hub's, safer.
+
+        Cached under ``<hub_dir>/checkpoints/<url-key>/<file>`` (two URLs with
+        the same basename never collide), or ``model_dir/<file>`` when given.
+        ``weights_only`` defaults to ``True``; pass ``False`` for pickles you trust.
+
+        Example:
+            >>> sd = Hub(hub_dir=tmp).load_state_dict_from_url(hashed_url, check_hash=True, progress=False)
+            >>> sd["fc1.weight"].shape
+            torch.Size([8, 3])
+        """
+        from .cache.weights import load_checkpoint, not_a_checkpoint
+
+        got = self.fetch_artifact(url, model_dir=model_dir, file_name=file_name, check_hash=check_hash,
+                                  progress=progress)
+        try:
+            return load_checkpoint(got.path, map_location=map_location, weights_only=weights_only)
+        except Exception as err:
+            raise not_a_checkpoint(url, got.path, got.size, self.store.evict) or err
+
+    def fetch_artifact(self, url: str, *, model_dir: str | None = None, file_name: str | None = None,
+                       check_hash: bool = False, progress: bool = True) -> Downloaded:
+        """The cached, verified file for ``url`` (downloaded at most once), recorded for the lockfile.
+
+        Example:
+            >>> Hub(hub_dir=tmp).fetch_artifact(weights_url, progress=False).path.parent.parent.name
+            'checkpoints'
+        """
+        name = check_file_name(file_name if file_name is not None else file_name_from_url(url))
+        own_place = model_dir is None and file_name is None  # where a prefetch puts it, and a lock remembers
+        path = self._cache_place(url, name) if model_dir is None else Path(os.path.expanduser(model_dir)) / name
+        self.prefetcher.wait(path)
+        match = HASH_REGEX.search(name) if check_hash else None
+        expected = self._pinned_sha256(url)
+        with self._noting_failure(url, pinned=expected is not None):
+            got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
+                                    progress=progress, prefill=self._mirror_prefill(expected, progress))
+        fetched_by = self._fetching_for[-1] if own_place and self._fetching_for else None
+        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size, fetched_by))
+        return got
+
+    def _prefetch_pinned(self, spec: str) -> None:
+        """Start the pinned downloads the lock says ``spec``'s entrypoints make (a cold locked repo)."""
+        pinned = self.pins.prefetch_for(spec) if self.pins is not None else []
+        self.prefetcher.start(Prefetch(url, self._cache_place(url, check_file_name(file_name_from_url(url))),
+                                       sha256, self._mirror_prefill(sha256, False)) for url, sha256 in pinned)
+
+    def _cache_place(self, url: str, name: str) -> Path:
+        """The cache's own place for ``url`` (a file torch.hub downloaded there first is adopted)."""
+        path = self.layout.artifact_path(url, name)
+        adopt_torch_hub_file(self.layout.checkpoints / name, path)
+        return path
+
+    def _mirror_prefill(self, expected: str | None, progress: bool):
+        """The store's ``prefill`` for a pinned file: the mirrors (``None`` without a pin or mirrors)."""
+        if not (expected and self.mirrors):
+            return None
+
+        def prefill(dst: Path, sync: bool) -> Downloaded | None:
+            return self.mirrors.fetch_artifact(expected, dst, progress, sync=sync)
+        return prefill
+
+    @contextlib.contextmanager
+    def _noting_failure(self, url: str, pinned: bool = False) -> Iterator[None]:
+        """Record a failed download (a test may expect it) and re-raise, with the way back for a pinned item."""
+        try:
+            yield
+        except DownloadError as err:
+            error = f"HTTP {err.status}" if err.status else type(err).__name__
+            self.recorder.add_failure(ArtifactFailure(canonical_url(url), error))
+            raise pinned_hint(err, url) if pinned else err
+
+    def _pinned_sha256(self, url: str) -> str | None:
+        return self.pins.pinned_sha256(canonical_url(url)) if self.pins is not None else None
