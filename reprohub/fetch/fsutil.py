@@ -66,19 +66,13 @@ def writable(path: "str | os.PathLike[str]") -> Iterator[None]:
 
 
 def atomic_write_bytes(path: "str | os.PathLike[str]", data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
-    atomic_replace_with(path, lambda tmp: _write_new_file(tmp, data), durable)
+    """Write ``data`` to ``path`` atomically (temp file, fsync unless ``durable=False``, ``os.replace``)."""
 
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
-def _write_new_file(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist) holding ``data``: straight system calls, no buffered file object."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    atomic_replace_with(path, write, durable)
 
 
 def atomic_replace_with(path: "str | os.PathLike[str]", write: "Callable[[Path], None]",
