@@ -70,3 +70,16 @@ def test_load_with_stdin_closed_fails_fast_in_a_subprocess(tmp_path, tiny_repo, 
                           timeout=60, env={k: v for k, v in __import__("os").environ.items() if k != "REPROHUB_TRUST"})
     assert proc.stdout.startswith("REFUSED") and "trust_repo=True" in proc.stdout, proc.stderr
     assert server.hits("/acme/tiny/archive/") == server.hits("/api/repos/acme/tiny/zipball") == 0  # refused before any code
+
+
+@pytest.mark.parametrize("after_power_loss", ["", "acme_ti", "other_x\nacme_tin"])
+def test_a_list_lost_or_torn_by_a_power_loss_fails_closed(layout, monkeypatch, after_power_loss):
+    """trusted_list is not flushed (torch.hub's is not either): what a power loss can leave -- an empty
+    file, or the last line cut short -- must only ever make reprohub ask again, never trust more."""
+    check_trust(layout, "acme/tiny", "acme_tiny", True)
+    layout.trusted_list.write_text(after_power_loss)
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(UntrustedRepoError):
+        check_trust(layout, "acme/tiny", "acme_tiny", "check")
+    check_trust(layout, "acme/tiny", "acme_tiny", True)  # trusting it again mends the list
+    assert "acme_tiny" in layout.trusted_list.read_text().splitlines()
