@@ -5,7 +5,7 @@
 
 Prints medians of interleaved runs: an inter-process lock (reprohub's flock against filelock, when
 installed), one GET of a 2 MB file (requests, as reprohub sends it, against urllib, as torch.hub
-does), creating an empty file on this disk, and page-cache writes of
+does), one GET of a 1-byte file (requests' ``session.get`` against reprohub's ``stream_get``), creating an empty file on this disk, and page-cache writes of
 one large file in 64 KiB against 1 MiB pieces (what ``reprohub/fetch/pump.py`` chose).  Servers
 run on 127.0.0.1 only; data goes to a temporary folder (``$REPROHUB_BENCH_TMP``).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from reprohub.fetch.locks import file_lock
-from reprohub.fetch.transport import new_session, open_body
+from reprohub.fetch.transport import new_session, open_body, stream_get
 from reprohub.testing.server import HubServer
 
 MiB = 1 << 20
@@ -85,6 +85,18 @@ def headers(work: Path, rounds: int) -> None:
         report("one GET of a 2 MB file, body read, no hashing (requests keeps its connection, urllib does not)",
                medians({"requests (reprohub's transport)": with_requests, "urllib (torch.hub's)": with_urllib},
                        rounds), 1e-3, "ms")
+
+        tiny = server.add_file("one-byte.bin", b"x")
+        report("one GET of a 1-byte file: the per-request cost (a kept connection either way)",
+               medians({"session.get (requests' merging)": lambda: _read_all(
+                            session.get(tiny, headers={"Accept-Encoding": "identity"}, stream=True, timeout=(10, 60))),
+                        "stream_get (reprohub's transport)": lambda: _read_all(stream_get(session, tiny, {}, (10, 60)))},
+                       rounds * 4), 1e-3, "ms")
+
+
+def _read_all(response) -> None:
+    with response:
+        response.raw.read()
 
 
 def file_creation(work: Path, rounds: int) -> None:

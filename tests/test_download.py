@@ -262,6 +262,52 @@ def test_proxy_variables_are_honoured(server, tmp_path, monkeypatch):
     assert proxy.hits("/files/w.bin") == 1 and server.hits("/files/w.bin") == 0
 
 
+def test_a_redirect_to_another_host_brings_its_body_and_never_the_token(server, tmp_path):
+    """Downloads bypass requests' per-request merging (transport.stream_get); redirects must still be
+    requests' own: followed, and ``Authorization`` dropped when the host changes (a CDN, a signed URL)."""
+    from reprohub.testing.server import HubServer
+
+    with HubServer() as cdn:
+        target = cdn.add_file("w.bin", b"from the cdn")
+        server.inject("/files/w.bin", Fault("redirect", status=302, location=target))
+        got = downloader().fetch(server.add_file("w.bin", b"origin"), tmp_path / "w", progress=False,
+                                 headers={"Authorization": "Bearer sekrit"})
+        (_, _, at_origin), = [r for r in server.requests if r[1] == "/files/w.bin"]
+        (_, _, at_cdn), = [r for r in cdn.requests if r[1] == "/files/w.bin"]
+    assert (tmp_path / "w").read_bytes() == b"from the cdn" and got.sha256 == hashlib.sha256(b"from the cdn").hexdigest()
+    assert at_origin.get("Authorization") == "Bearer sekrit" and "Authorization" not in at_cdn
+
+
+def test_a_redirect_on_the_same_host_keeps_the_token_and_a_loop_fails_at_once(server, tmp_path):
+    body = b"moved here"
+    server.inject("/files/old.bin", Fault("redirect", status=301, location=server.add_file("new.bin", body)))
+    downloader().fetch(server.add_file("old.bin", b"stale"), tmp_path / "w", progress=False,
+                       headers={"Authorization": "Bearer sekrit"})
+    (_, _, moved), = [r for r in server.requests if r[1] == "/files/new.bin"]
+    assert (tmp_path / "w").read_bytes() == body and moved.get("Authorization") == "Bearer sekrit"
+
+    loop = server.add_file("loop.bin", b"never")
+    server.inject("/files/loop.bin", *[Fault("redirect", status=302, location=loop) for _ in range(200)])
+    sleeps = []
+    with pytest.raises(DownloadError, match="redirects") as info:
+        downloader(sleeps).fetch(loop, tmp_path / "loop", progress=False)
+    assert "curl -sIL" in str(info.value) and sleeps == []  # not retried: no retry mends a loop
+    assert server.hits("/files/loop.bin") == 31 and not (tmp_path / "loop").exists()
+
+
+def test_a_session_with_something_to_merge_is_asked_through_requests_itself(server):
+    """With cookies (or proxies, auth, hooks) on the session, stream_get is plain ``session.get``."""
+    from reprohub.fetch.transport import new_session, stream_get
+
+    session = new_session()
+    session.cookies.set("seen", "yes", domain="127.0.0.1")
+    url = server.add_file("c.bin", b"c")
+    stream_get(session, url, {}, (5, 5)).close()
+    stream_get(new_session(), url, {}, (5, 5)).close()
+    with_cookie, without = [headers for _, path, headers in server.requests if path == "/files/c.bin"]
+    assert "seen=yes" in with_cookie.get("Cookie", "") and "Cookie" not in without
+
+
 def test_downloads_in_parallel_threads_each_hash_their_own_body(server, tmp_path):
     import threading
 

@@ -277,6 +277,9 @@ class Downloader:
                     raise
                 except NOT_RETRYABLE as err:
                     raise unusable_url(url, err) from None
+                except requests.TooManyRedirects as err:  # a loop or a misconfigured host: no retry mends it
+                    raise DownloadError(f"a body from {url}", f"{err}", "see where it leads (`curl -sIL URL`) and "
+                                        "fix the URL or the server's redirects") from None
                 except NETWORK_ERRORS as err:
                     if unreachable_kind(err):
                         refused = self._after_unreachable(url, err, refused)

@@ -61,7 +61,8 @@ class Fault:
     with 206 from the file as it is now, whatever ``If-Range`` says: a broken cache or CDN),
     ``"hold"`` (answer only once every path in ``until`` has been requested since the fault was
     injected, or after ``delay``
-    seconds: shows which requests a client makes before it has this answer).
+    seconds: shows which requests a client makes before it has this answer), ``"redirect"`` (answer
+    ``status``, e.g. 302, with ``Location: location``).
     """
 
     kind: str
@@ -71,6 +72,7 @@ class Fault:
     delay: float = 0.0
     ignore_range: bool = False  # with any kind: also answer a Range request with 200 and the whole body
     until: tuple[str, ...] = ()
+    location: str = ""
     hits_before: dict = field(default_factory=dict)
 
 
@@ -246,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status":
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return self._send_json({"message": "injected"}, fault.status, extra)
+        if fault is not None and fault.kind == "redirect":
+            return self._send_json({"message": "moved"}, fault.status, {"Location": fault.location})
         try:
             if path.startswith("/api/"):
                 return self._api(path[len("/api"):], fault, head)
