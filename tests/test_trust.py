@@ -83,3 +83,16 @@ def test_a_list_lost_or_torn_by_a_power_loss_fails_closed(layout, monkeypatch, a
         check_trust(layout, "acme/tiny", "acme_tiny", "check")
     check_trust(layout, "acme/tiny", "acme_tiny", True)  # trusting it again mends the list
     assert "acme_tiny" in layout.trusted_list.read_text().splitlines()
+
+
+def test_names_added_at_once_are_all_kept_each_once(layout):
+    import threading
+
+    names = [f"acme_m{i}" for i in range(8)]
+    threads = [threading.Thread(target=check_trust, args=(layout, f"acme/m{i}", name, True))
+               for i, name in enumerate(names * 2)]  # each name twice, all at once
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(layout.trusted_list.read_text().splitlines()) == sorted(names)
