@@ -14,10 +14,11 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 import zipfile
 from pathlib import Path
 
-from harness import Row, interleave
+from harness import MAX_ROUNDS, Row, interleave
 
 from reprohub.fetch.archive import extract_zip
 from reprohub.testing.gitrepo import GitRepo
@@ -47,9 +48,10 @@ def _cleanup(*paths: Path):
 
 # -- 1. downloads ------------------------------------------------------------------------------
 
-def download(work: Path, sizes_mib: list[int], rounds: int) -> list[Row]:
+def download(work: Path, sizes_mib: list[int], rounds: int, budget_s: float = 0.0) -> list[Row]:
     """One URL fetched by each contender; reprohub through a Hub made once, as the process-wide one is
-    (its connection stays open between calls, as in any process that downloads more than once)."""
+    (its connection stays open between calls, as in any process that downloads more than once).
+    Sizes up to 8 MiB run for ``budget_s`` seconds at least (their runs take milliseconds)."""
     import torch.hub
 
     import reprohub
@@ -79,7 +81,8 @@ def download(work: Path, sizes_mib: list[int], rounds: int) -> list[Row]:
             if data is not None:  # the ceiling for any loader that hashes: sha256 of bytes already in memory
                 contenders["(ceiling: sha256 in memory)"] = lambda: hashlib.sha256(data).digest()
             rows += interleave(f"download {size} MiB", contenders, rounds, size * MiB,
-                               baseline="torch.hub (hash_prefix)", before_each=_cleanup(dst, cached))
+                               baseline="torch.hub (hash_prefix)", before_each=_cleanup(dst, cached),
+                               budget_s=budget_s if size <= 8 else 0.0)
             src.unlink()
     return rows
 
@@ -197,14 +200,42 @@ def torch_hub_pointed_at(server: HubServer):
         torch.hub._hub_dir = None
 
 
-def cold_warm(work: Path, widths: list[int], rounds: int) -> list[Row]:
+class _NoHash:
+    """A sha256 stand-in that hashes nothing (for :func:`sha256_skipped` only)."""
+
+    def update(self, data) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return "0" * 64
+
+
+@contextlib.contextmanager
+def sha256_skipped():
+    """reprohub with its in-flight sha256 replaced by a no-op: a measurement of what hashing every byte
+    costs a load (torch.hub hashes none without ``check_hash``), never a mode reprohub offers."""
+    from reprohub.fetch import download, partial
+
+    stand_in = types.SimpleNamespace(sha256=_NoHash)
+    saved = download.hashlib, partial.hashlib
+    download.hashlib = partial.hashlib = stand_in
+    try:
+        yield
+    finally:
+        download.hashlib, partial.hashlib = saved
+
+
+UNHASHED = "reprohub, sha256 skipped (measures the hash)"
+
+
+def cold_warm(work: Path, widths: list[int], rounds: int, budget_s: float = 0.0) -> list[Row]:
     rows = []
     for width in widths:
-        rows += _cold_warm(work, width, rounds)
+        rows += _cold_warm(work, width, rounds, budget_s)
     return rows
 
 
-def _cold_warm(work: Path, width: int, rounds: int) -> list[Row]:
+def _cold_warm(work: Path, width: int, rounds: int, budget_s: float) -> list[Row]:
     import torch.hub
 
     import reprohub
@@ -230,6 +261,13 @@ def _cold_warm(work: Path, width: int, rounds: int) -> list[Row]:
                     reprohub.set_dir(str(cache / "reprohub"))
 
                 ours = counted("reprohub", lambda: reprohub.load("acme/big:main", "big", trust_repo=True))
+                contenders = {"reprohub": ours}
+                if phase == "cold":  # what the hash costs, shown beside it: the bound of the small cold load
+
+                    def unhashed():
+                        with sha256_skipped():
+                            reprohub.load("acme/big:main", "big", trust_repo=True)
+                    contenders[UNHASHED] = counted(UNHASHED, unhashed)
                 theirs = counted("torch.hub", lambda: torch.hub.load("acme/big:main", "big", trust_repo=True,
                                                                      skip_validation=True))
                 if phase == "warm":
@@ -239,8 +277,8 @@ def _cold_warm(work: Path, width: int, rounds: int) -> list[Row]:
                     theirs()
                     requests.clear()
                 found = interleave(f"{phase} load (~{_megabytes(weight_bytes)} MB weights)",
-                                   {"reprohub": ours, "torch.hub": theirs}, rounds, baseline="torch.hub",
-                                   before_each=fresh)
+                                   {**contenders, "torch.hub": theirs}, rounds, baseline="torch.hub",
+                                   before_each=fresh, budget_s=budget_s)
                 for row in found:
                     row.extra["http_requests"] = max(requests[row.contender])
                 rows += found
@@ -271,11 +309,12 @@ def _timing(spent: dict[str, float], *targets: tuple[object, str, str]):
             setattr(owner, name, original)
 
 
-def cold_breakdown(work: Path, width: int, rounds: int) -> list[Row]:
+def cold_breakdown(work: Path, width: int, rounds: int, budget_s: float = 0.0) -> list[Row]:
     """Where a cold load of the small model spends its time, stage by stage, in reprohub and in torch.hub.
 
     Each stage is timed by wrapping the function that does it; "the rest" is the load minus the stages
-    (importing hubconf.py, building the model, bookkeeping).  Rows are medians over ``rounds`` cold loads.
+    (importing hubconf.py, building the model, bookkeeping).  Rows are medians over ``rounds`` cold loads,
+    or more, until the loads took ``budget_s`` seconds.
     """
     import torch
     import torch.hub
@@ -297,7 +336,9 @@ def cold_breakdown(work: Path, width: int, rounds: int) -> list[Row]:
     rows: dict[str, Row] = {}
     with model_host(work, width) as (server, weight_bytes), torch_hub_pointed_at(server):
         case = f"cold load stages (~{_megabytes(weight_bytes)} MB weights)"
-        for _ in range(rounds):
+        done, spent_s = 0, 0.0
+        while done < rounds or (done < MAX_ROUNDS and spent_s < budget_s):
+            done += 1
             for tool, stages, module, run in (
                     ("reprohub", ours, reprohub.Hub,
                      lambda: reprohub.load("acme/big:main", "big", trust_repo=True, verbose=False)),
@@ -310,6 +351,7 @@ def cold_breakdown(work: Path, width: int, rounds: int) -> list[Row]:
                 targets = [(owner, name, stage) for owner, name, stage, _ in stages] + [(module, "load", "load total")]
                 with _timing({}, *targets) as spent:
                     run()
+                spent_s += spent["load total"]
                 top = sum(spent[stage] for _, _, stage, counted in stages if counted)
                 spent["the rest: import hubconf, build the model, trust and bookkeeping"] = spent["load total"] - top
                 for stage, seconds in spent.items():

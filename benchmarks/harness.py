@@ -39,11 +39,21 @@ class Row:
                 "baseline": self.baseline, **self.extra}
 
 
+MAX_ROUNDS = 400
+
+
 def interleave(case: str, contenders: dict[str, Callable[[], None]], rounds: int, size_bytes: int | None = None,
-               baseline: str | None = None, before_each: Callable[[str], None] | None = None) -> list[Row]:
-    """Time each contender ``rounds`` times, interleaved; ``before_each(name)`` runs untimed before each call."""
+               baseline: str | None = None, before_each: Callable[[str], None] | None = None,
+               budget_s: float = 0.0) -> list[Row]:
+    """Time each contender ``rounds`` times, interleaved; ``before_each(name)`` runs untimed before each call.
+
+    ``budget_s``: keep adding rounds (up to ``MAX_ROUNDS``) until the timed calls took that long, so a case of
+    a few milliseconds gets a median of hundreds of runs, not of five.
+    """
     rows = {name: Row(case, name, size_bytes=size_bytes, baseline=name == baseline) for name in contenders}
-    for _ in range(rounds):
+    done = 0
+    while done < rounds or (done < MAX_ROUNDS and sum(sum(r.seconds) for r in rows.values()) < budget_s):
+        done += 1
         for name, run in contenders.items():
             if before_each is not None:
                 before_each(name)
@@ -55,12 +65,18 @@ def interleave(case: str, contenders: dict[str, Callable[[], None]], rounds: int
 
 def table(rows: list[Row]) -> str:
     """The human table: one line per contender, grouped by case."""
-    lines = [f"{'case':<34} {'contender':<22} {'median':>9} {'min-max':>17} {'MB/s':>8} {'vs base':>8}  extra"]
+    lines = [f"{'case':<34} {'contender':<22} {'median':>9} {'min-max':>19} {'runs':>5} {'MB/s':>8} {'vs base':>8}  extra"]
     for row in rows:
         base = next((r for r in rows if r.case == row.case and r.baseline), None)
         ratio = f"{base.median / row.median:7.2f}x" if base else ""
         mbs = f"{row.throughput_mb_s:8.0f}" if row.throughput_mb_s else ""
-        spread = f"{min(row.seconds):.3f}-{max(row.seconds):.3f}s"
+        spread = f"{_time(min(row.seconds))}-{_time(max(row.seconds))}"
         extra = ", ".join(f"{k}={v}" for k, v in row.extra.items())
-        lines.append(f"{row.case:<34} {row.contender:<22} {row.median:8.3f}s {spread:>17} {mbs:>8} {ratio:>8}  {extra}")
+        lines.append(f"{row.case:<34} {row.contender:<22} {_time(row.median):>9} {spread:>19} {len(row.seconds):>5} "
+                     f"{mbs:>8} {ratio:>8}  {extra}")
     return "\n".join(lines)
+
+
+def _time(seconds: float) -> str:
+    """``0.0123`` -> ``12.30ms``, ``1.5`` -> ``1.500s``: milliseconds keep two decimals where they matter."""
+    return f"{seconds * 1e3:.2f}ms" if seconds < 1 else f"{seconds:.3f}s"

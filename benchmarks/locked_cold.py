@@ -8,7 +8,13 @@ new connection, as on a fresh CI runner:
 * ``torch.hub``: ``torch.hub.load`` -- the archive, then each weight file, one after another;
 * ``reprohub locked``: ``Hub(pins=<the lock, check mode>).load`` -- nothing resolved (the commit is
   pinned), and the pinned weight downloads start while the archive downloads and extracts;
-* ``reprohub locked, no prefetch``: the same with ``REPROHUB_PREFETCH=0``, what the overlap buys.
+* ``reprohub locked, no prefetch``: the same with ``REPROHUB_PREFETCH=0``, what the overlap buys;
+* ``reprohub locked, sha256 skipped``: a measurement, not a mode -- the hash of every byte replaced by a
+  no-op (against a lock recorded the same way), so the row shows what hashing costs where the CPU, not
+  the network, is what a load waits for.
+
+Each row also reports the CPU time per load of this process and of the host's (``cpu_ms_client``,
+``cpu_ms_host``; the host's from /proc, in 10 ms ticks, so meaningful over many runs only).
 
     python benchmarks/locked_cold.py --latency 20 0 --rounds 5
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cases import sha256_skipped, torch_hub_pointed_at  # noqa: E402
 from harness import Row, interleave  # noqa: E402
 
 HUBCONF = '''
@@ -72,20 +80,22 @@ def remote_host(files: dict[str, Path], latency_ms: float):
         for name in SIZES:
             os.environ[f"BENCH_{name.upper()}_URL"] = f"{url}/files/{name}.pt"
         os.environ["REPROHUB_GITHUB_API_URL"] = f"{url}/api"
-        yield f"{url}/api"
+        yield f"{url}/api", proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
 
 
 class _Counted:
-    """Requests made by each contender: reprohub's through a response hook, torch.hub's urlopen wrapped."""
+    """Requests made by each contender: reprohub's adapter's ``send`` wrapped (a response hook would turn
+    off reprohub's direct sends, transport.stream_get), torch.hub's urlopen wrapped."""
 
     def __init__(self) -> None:
         self.count = 0
 
-    def hook(self, response, *args, **kwargs):
-        self.count += 1
+    def adapter_of(self, session) -> None:
+        adapter = session.get_adapter("http://")
+        adapter.send = self.urlopen(adapter.send)
 
     def urlopen(self, original):
         def counted(*args, **kwargs):
@@ -94,33 +104,30 @@ class _Counted:
         return counted
 
 
-def locked_cold(work: Path, latencies_ms: list[float], rounds: int) -> list[Row]:
-    """Rows per latency: torch.hub (the baseline), reprohub locked, and reprohub locked without prefetching."""
+def locked_cold(work: Path, latencies_ms: list[float], rounds: int, budget_s: float = 0.0) -> list[Row]:
+    """Rows per latency: torch.hub (the baseline), reprohub locked, reprohub locked without prefetching, and
+    reprohub locked with its sha256 skipped (what the hash costs), each with its CPU time and the host's."""
     import torch.hub
 
-    from cases import torch_hub_pointed_at
     from reprohub import Hub
-    from reprohub.lock.lockfile import Lockfile
     from reprohub.lock.session import LockSession
 
     files, rows = detector_files(work), []
     for latency in latencies_ms:
-        with remote_host(files, latency) as api, torch_hub_pointed_at(type("Host", (), {"api_url": api})):
-            lock_path = work / "detector.lock"
-            recording = LockSession(Lockfile(), str(lock_path), update=True)
-            hub = Hub(hub_dir=work / "recording", pins=recording)
-            hub.recorder.listeners.append(recording.observe)
-            hub.load("acme/detector:main", "detector", trust_repo=True, verbose=False)
-            recording.result().write(lock_path)  # recorded against this host: its port is in the lock
-            lock, caches, made = Lockfile.read(lock_path), work / "locked-cold", {}
+        with remote_host(files, latency) as (api, host_pid), torch_hub_pointed_at(type("Host", (), {"api_url": api})):
+            caches, made = work / "locked-cold", {}
+            locks = {hashed: _record(work, Hub, hashed) for hashed in (True, False)}
 
-            def ours(name: str, prefetch: bool):
+            def ours(name: str, prefetch: bool, hashed: bool = True):
+                lock, lock_path = locks[hashed]
+
                 def run():
                     hub = Hub(hub_dir=caches / "reprohub", pins=LockSession(lock, str(lock_path)))
                     hub.prefetcher.workers = hub.prefetcher.workers if prefetch else 0
                     counter = made[name] = _Counted()
-                    hub.downloader.session.hooks["response"].append(counter.hook)
-                    hub.load("acme/detector:main", "detector", verbose=False)
+                    counter.adapter_of(hub.downloader.session)
+                    with contextlib.nullcontext() if hashed else sha256_skipped():
+                        hub.load("acme/detector:main", "detector", verbose=False)
                 return run
 
             def theirs():
@@ -138,14 +145,65 @@ def locked_cold(work: Path, latencies_ms: list[float], rounds: int) -> list[Row]
                 shutil.rmtree(work / "recording", ignore_errors=True)
                 os.sync()
 
-            contenders = {"torch.hub": theirs, "reprohub locked": ours("reprohub locked", True),
-                          "reprohub locked, no prefetch": ours("reprohub locked, no prefetch", False)}
+            cpu: dict[str, list[float]] = {}
+            contenders = {name: _cpu_counted(cpu, name, run, host_pid) for name, run in (
+                ("torch.hub", theirs), ("reprohub locked", ours("reprohub locked", True)),
+                ("reprohub locked, no prefetch", ours("reprohub locked, no prefetch", False)),
+                (UNHASHED, ours(UNHASHED, True, hashed=False)))}
             found = interleave(f"locked cold load, 2 weight files, {latency:g} ms round trip", contenders, rounds,
-                               baseline="torch.hub", before_each=fresh)
+                               baseline="torch.hub", before_each=fresh, budget_s=budget_s)
             for row in found:
-                row.extra["http_requests"] = made[row.contender].count
+                client, host = (sum(x) / len(x) * 1e3 for x in zip(*cpu[row.contender]))
+                row.extra.update(http_requests=made[row.contender].count, cpu_ms_client=round(client, 1),
+                                 cpu_ms_host=round(host, 1))
             rows += found
     return rows
+
+
+UNHASHED = "reprohub locked, sha256 skipped (measures the hash)"
+
+
+def _record(work: Path, hub_class, hashed: bool):
+    """Record the detector's lock against the running host (its port is in the lock); ``hashed=False``
+    records it with the hash skipped, so the lock pins the stand-in digests the unhashed contender makes."""
+    from reprohub.lock.lockfile import Lockfile
+    from reprohub.lock.session import LockSession
+
+    lock_path = work / f"detector{'' if hashed else '-unhashed'}.lock"
+    recording = LockSession(Lockfile(), str(lock_path), update=True)
+    hub = hub_class(hub_dir=work / "recording", pins=recording)
+    hub.recorder.listeners.append(recording.observe)
+    with contextlib.nullcontext() if hashed else sha256_skipped():
+        hub.load("acme/detector:main", "detector", trust_repo=True, verbose=False)
+    recording.result().write(lock_path)
+    shutil.rmtree(work / "recording", ignore_errors=True)
+    return Lockfile.read(lock_path), lock_path
+
+
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, every thread) of this process, or of process ``pid`` (from /proc, in ticks)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # no /proc (macOS): the host's share is not measured
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_counted(cpu: dict[str, list[float]], name: str, run, host_pid: int):
+    """``run``, adding the CPU seconds it cost this process and the host's process to ``cpu[name]``.
+
+    The bound at 0 ms: on a machine with C cores a load cannot take less wall time than (client CPU + host
+    CPU) / C, so where reprohub's CPU alone (it hashes every byte; torch.hub hashes none) exceeds what C
+    cores do in torch.hub's wall time, no overlap makes it faster.
+    """
+    def counted() -> None:
+        client, host = _cpu_seconds(), _cpu_seconds(host_pid)
+        run()
+        cpu.setdefault(name, []).append((_cpu_seconds() - client, _cpu_seconds(host_pid) - host))
+    return counted
 
 
 def main(argv=None) -> int:

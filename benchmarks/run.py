@@ -28,9 +28,9 @@ from harness import table  # noqa: E402
 
 FULL = dict(download=[1, 64, 256, 1024], extract=[("small", 300, 5), ("large", 2000, 200)], width=2500,
             load_widths=[350, 2500],
-            workers=8, golden=1024, rounds=5, ci_tests=200, latencies=[20, 0])
+            workers=8, golden=1024, rounds=5, ci_tests=200, latencies=[20, 0], budget=3.0)
 QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, load_widths=[350], workers=3, golden=32,
-             rounds=2, ci_tests=10, latencies=[20])
+             rounds=2, ci_tests=10, latencies=[20], budget=0.0)
 CASES = ("download", "extract", "load", "workers", "golden", "ci", "locked")
 
 
@@ -55,14 +55,14 @@ def main(argv=None) -> int:
         os.environ["TORCH_HOME"] = str(work / "torch-home")
         os.environ["REPROHUB_TRUST"] = "all"
         steps = [
-            ("download", lambda: cases.download(work, plan["download"], plan["rounds"])),
+            ("download", lambda: cases.download(work, plan["download"], plan["rounds"], plan["budget"])),
             ("extract", lambda: cases.extraction(work, plan["extract"], plan["rounds"])),
-            ("load", lambda: cases.cold_warm(work, plan["load_widths"], plan["rounds"])
-             + cases.cold_breakdown(work, plan["load_widths"][0], plan["rounds"])),
+            ("load", lambda: cases.cold_warm(work, plan["load_widths"], plan["rounds"], plan["budget"])
+             + cases.cold_breakdown(work, plan["load_widths"][0], plan["rounds"], plan["budget"])),
             ("workers", lambda: cases.many_workers(work, plan["width"], plan["workers"], max(1, plan["rounds"] - 2))),
             ("golden", lambda: cases.golden(plan["golden"], max(1, plan["rounds"] - 2))),
             ("ci", lambda: ci_suite.ci_suite(work, plan["ci_tests"], max(1, plan["rounds"] - 2))),
-            ("locked", lambda: locked_cold.locked_cold(work, plan["latencies"], plan["rounds"] + 2)),
+            ("locked", lambda: locked_cold.locked_cold(work, plan["latencies"], plan["rounds"] + 2, plan["budget"])),
         ]
         for name, step in steps:
             if name in wanted:
