@@ -3,8 +3,10 @@
     python benchmarks/run.py            # full sizes (several minutes)
     python benchmarks/run.py --quick    # small sizes, well under a minute (CI runs this)
 
-Prints a table of medians, min-max spread, throughput and the ratio against
-each case's baseline; writes results.json (and download.png when matplotlib is
+Prints a table of medians, min-max spread, run count, throughput and the ratio
+against each case's baseline (cases of a few milliseconds repeat until they took
+3 s, so their medians are of hundreds of runs; contenders named "measures ..."
+are measurements of one cost, such as the sha256, not modes); writes results.json (and download.png when matplotlib is
 installed) to --out.  Servers run on 127.0.0.1 only; data is generated in a
 temporary folder.
 """
