@@ -5,8 +5,8 @@ long-lived helper thread hashes each buffer just written, so on two cores the
 sha256 (the slowest stage, ~1.2 GB/s here) runs beside the copies and a 1 GiB
 body takes about as long as its hash alone: 1 GiB at 1.16-1.18x curl and
 1.85-1.87x torch.hub on an AMD EPYC VM, 0.94-1.03x curl and 1.56-2.00x torch.hub
-on an Intel Xeon VM whose SHA extensions make curl's unhashed copy relatively
-faster (``python benchmarks/run.py --only download``), where the former chain of three threads (read -> write -> hash, 4 MiB buffers) reached
+on an Intel Xeon VM (``python benchmarks/run.py --only download``), where the
+former chain of three threads (read -> write -> hash, 4 MiB buffers) reached
 1.02-1.06x curl (the same command at commit e6372f0).  Feeding a writer thread
 and the hasher at once, and 4 MiB buffers, were slower in development runs.
 Helpers are kept for the next body (none is started for a 2 MB download) and

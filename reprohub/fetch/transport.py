@@ -200,10 +200,10 @@ def _nothing_to_merge(session: requests.Session) -> bool:
 
 def stream_get(session: requests.Session, url: str, headers: Mapping[str, str],
                timeout: tuple[float, float]) -> requests.Response:
-    """``session.get(url, headers=headers, stream=True, timeout=timeout)``, a fifth cheaper.
+    """``session.get(url, headers=headers, stream=True, timeout=timeout)``, a sixth cheaper.
 
-    ``Session.request`` merges cookies, environment, proxies, auth and hooks into every request: 0.15 of
-    the 0.70 ms a small local GET costs here (``python benchmarks/fixed_costs.py``), two or three times a
+    ``Session.request`` merges cookies, environment, proxies, auth and hooks into every request: 0.12 of
+    the 0.67 ms a small local GET costs here (``python benchmarks/fixed_costs.py``), two or three times a
     cold load.  Where the session has none of those (:func:`_nothing_to_merge`, the usual case: no proxy
     variable, no netrc), the request is prepared and handed to the session's adapter directly -- the call
     the ``responses`` mocks patch -- and a redirect is followed by the session's own ``resolve_redirects``,
