@@ -57,7 +57,8 @@ def main(argv=None) -> int:
         os.environ["TORCH_HOME"] = str(work / "torch-home")
         os.environ["REPROHUB_TRUST"] = "all"
         steps = [
-            ("download", lambda: cases.download(work, plan["download"], plan["rounds"], plan["budget"])),
+            ("download", lambda: cases.download(work, plan["download"], plan["rounds"], plan["budget"])
+             + cases.download_breakdown(work, plan["download"][0], plan["rounds"], plan["budget"])),
             ("extract", lambda: cases.extraction(work, plan["extract"], plan["rounds"])),
             ("load", lambda: cases.cold_warm(work, plan["load_widths"], plan["rounds"], plan["budget"])
              + cases.cold_breakdown(work, plan["load_widths"][0], plan["rounds"], plan["budget"])),
