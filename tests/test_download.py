@@ -311,23 +311,12 @@ def test_a_session_with_something_to_merge_is_asked_through_requests_itself(serv
 def test_small_bodies_in_flight_together_hash_in_their_own_threads_and_are_counted_out(server, tmp_path):
     """While other bodies are in flight a small body is hashed in its own thread (pump.in_flight); the
     count must fall back to zero after cut bodies too, or every later download would take that path."""
-    import threading
-
     from reprohub.fetch.pump import in_flight
 
     bodies = {f"s{i}.bin": os.urandom((1 << 20) + i * 4099) for i in range(6)}
     urls = {name: server.add_file(name, body) for name, body in bodies.items()}
     server.inject("/files/s0.bin", Fault("truncate", after=1000))  # one of them is cut and resumed
-    one, got = downloader(), {}
-    threads = [threading.Thread(target=lambda n=name: got.update({n: one.fetch(urls[n], tmp_path / n,
-                                                                                  progress=False).sha256}))
-               for name in bodies]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert got == {name: hashlib.sha256(body).hexdigest() for name, body in bodies.items()}
-    assert all((tmp_path / name).read_bytes() == body for name, body in bodies.items())
+    _assert_intact(_fetch_at_once(downloader(), urls, tmp_path), bodies, tmp_path)
     with pytest.raises(TruncatedDownloadError):
         server.inject("/files/s1.bin", *[Fault("truncate", after=0) for _ in range(10)])
         downloader().fetch(urls["s1.bin"], tmp_path / "again", progress=False)
@@ -336,23 +325,31 @@ def test_small_bodies_in_flight_together_hash_in_their_own_threads_and_are_count
 
 
 def test_downloads_in_parallel_threads_each_hash_their_own_body(server, tmp_path):
-    import threading
-
     bodies = {f"p{i}.bin": os.urandom(size) for i, size in enumerate([3 << 20, 13 << 20, 1 << 20, 13 << 20])}
     urls = {name: server.add_file(name, body) for name, body in bodies.items()}
-    one = downloader()  # one session, as the process-wide Hub's
+    _assert_intact(_fetch_at_once(downloader(), urls, tmp_path), bodies, tmp_path)  # one session, as the Hub's
+
+
+def _fetch_at_once(fetcher: Downloader, urls: dict, folder) -> dict:
+    """Fetch every URL into ``folder/<name>``, each in its own thread, all at once; each sha256 by name."""
+    import threading
+
     got = {}
 
     def fetch(name):
-        got[name] = one.fetch(urls[name], tmp_path / name, progress=False).sha256
+        got[name] = fetcher.fetch(urls[name], folder / name, progress=False).sha256
 
-    threads = [threading.Thread(target=fetch, args=(name,)) for name in bodies]
+    threads = [threading.Thread(target=fetch, args=(name,)) for name in urls]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    return got
+
+
+def _assert_intact(got: dict, bodies: dict, folder) -> None:
     assert got == {name: hashlib.sha256(body).hexdigest() for name, body in bodies.items()}
-    assert all((tmp_path / name).read_bytes() == body for name, body in bodies.items())
+    assert all((folder / name).read_bytes() == body for name, body in bodies.items())
 
 
 def test_a_forked_child_downloads_with_hashing_threads_of_its_own(server, tmp_path):
