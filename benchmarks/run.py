@@ -93,7 +93,7 @@ def _plot(rows, path: Path) -> None:
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return
-    downloads = [r for r in rows if r.case.startswith("download")]
+    downloads = [r for r in rows if r.case.startswith("download") and r.size_bytes]  # not the stage rows
     if not downloads:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
