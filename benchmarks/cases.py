@@ -357,8 +357,8 @@ def cold_breakdown(work: Path, width: int, rounds: int, budget_s: float = 0.0) -
 
     import reprohub
     from reprohub.cache import store, weights
-    from reprohub.fetch import archive
     from reprohub import hub as hub_module
+    from reprohub.fetch import archive, locks
     from reprohub.sources import resolution
     from reprohub.sources.github import GitHubSource
 
@@ -369,12 +369,16 @@ def cold_breakdown(work: Path, width: int, rounds: int, budget_s: float = 0.0) -
             (resolution, "atomic_write_json", "repo: the ref's record", False),
             (hub_module, "atomic_write_json", "repo: the tree's manifest", False),
             (store, "write_sidecar", "weights: the file's record", False),
+            (os, "mkdir", "folders: os.mkdir, every call (the layout's depth)", False),
+            (locks._Lock, "__init__", "lock files: open (created on a cold cache)", False),
+            (locks._Lock, "try_acquire", "lock files: flock", False),
             (reprohub.Hub, "resolve", "repo total (with locks and records)", True),
             (store.ArtifactStore, "ensure", "weights: request + hashed download + record", True),
             (weights, "load_checkpoint", "weights: torch.load", True)]
     theirs = [(torch.hub, "_get_cache_or_reload", "repo total: zipball download + extractall", True),
               (torch.hub, "load_state_dict_from_url", "weights: download (not hashed) + torch.load", True),
-              (torch, "load", "weights: torch.load", False)]
+              (torch, "load", "weights: torch.load", False),
+              (os, "mkdir", "folders: os.mkdir, every call (the layout's depth)", False)]
     rows: dict[str, Row] = {}
     with model_host(work, width) as (server, weight_bytes), torch_hub_pointed_at(server):
         case = f"cold load stages (~{_megabytes(weight_bytes)} MB weights)"
