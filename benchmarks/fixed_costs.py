@@ -5,7 +5,8 @@
 
 Prints medians of interleaved runs: an inter-process lock (reprohub's flock against filelock, when
 installed), one GET of a 2 MB file (requests, as reprohub sends it, against urllib, as torch.hub
-does), one GET of a 1-byte file (requests' ``session.get`` against reprohub's ``stream_get``), creating an empty file on this disk, and page-cache writes of
+does), one GET of a 1-byte file (requests' ``session.get`` against reprohub's ``stream_get``), four 2 MiB
+downloads at once (hashed in their own threads against a helper thread each), creating an empty file on this disk, and page-cache writes of
 one large file in 64 KiB against 1 MiB pieces (what ``reprohub/fetch/pump.py`` chose).  Servers
 run on 127.0.0.1 only; data goes to a temporary folder (``$REPROHUB_BENCH_TMP``).
 """
@@ -139,6 +140,43 @@ def writes(work: Path, size: int, rounds: int) -> None:
     path.unlink(missing_ok=True)
 
 
+def concurrent_small(work: Path, rounds: int, files: int = 4, size: int = 2 * MiB) -> None:
+    """``files`` downloads of ``size`` bytes at once, each in its own thread: hashed in that thread (what
+    reprohub does while other bodies are in flight, ``pump.in_flight``) against a helper thread each
+    (what a download alone gets)."""
+    import contextlib
+    import threading
+
+    from reprohub.fetch import download
+
+    @contextlib.contextmanager
+    def alone():  # every download believes it is the only one: a helper thread each
+        yield 0
+
+    fetcher = download.Downloader()
+    with HubServer() as server:
+        urls = [server.add_file(f"c{i}.bin", os.urandom(size)) for i in range(files)]
+
+        def all_at_once(in_flight) -> Callable[[], None]:
+            def run() -> None:
+                download.in_flight = in_flight
+                try:
+                    threads = [threading.Thread(target=fetcher.fetch, args=(url, work / f"c{i}.bin"),
+                                                kwargs={"progress": False}) for i, url in enumerate(urls)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                finally:
+                    download.in_flight = real
+            return run
+
+        real = download.in_flight
+        report(f"{files} downloads of {size // MiB} MiB at once, one thread each",
+               medians({"hashed in their own threads (reprohub)": all_at_once(real),
+                        "a helper thread each": all_at_once(alone)}, rounds), 1e-3, "ms")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="128 MiB writes instead of 1 GiB")
@@ -147,6 +185,7 @@ def main(argv=None) -> int:
         work = Path(tmp)
         locks(work, 300)
         headers(work, 60)
+        concurrent_small(work, 60)
         file_creation(work, 10)
         writes(work, (128 if args.quick else 1024) * MiB, 3 if args.quick else 6)
     return 0

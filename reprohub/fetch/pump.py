@@ -14,8 +14,7 @@ once.  :func:`pump_inline` does everything in one thread for bodies of a few hun
 KiB, where a hand-off costs more than it saves, and for bodies up to ``SMALL_BODY``
 while other bodies are in flight in this process (:func:`in_flight`): then the other
 downloads keep the second core busy, and a helper only adds hand-offs (four 2 MiB
-downloads at once: 20.0 against 22.1 ms here; a locked cold load that prefetches two
-files: 41.2 against 43.1 ms at 20 ms a request).  Both keep the bytes that
+downloads at once: 24.8 against 26.7 ms here, ``python benchmarks/fixed_costs.py``).  Both keep the bytes that
 arrived before a network error, so the caller can resume after them.
 
 Example:

@@ -12,7 +12,7 @@ terminal (CI) and crash with ``EOFError``, reprohub raises
 
 ``trusted_list`` grows by one appended line per name, as torch.hub's does, under its lock, so two
 processes adding names at once keep both.  It is not flushed to disk (torch.hub does not flush it
-either; a flushed, renamed copy cost 0.8 ms of a 12 ms cold load here): after a power loss the list
+either, and two flushes per new name were the only ones left on a cold load): after a power loss the list
 may lack its last lines, or be empty.  That fails closed -- a missing name is only asked for again,
 and an entry matches a whole line, so a torn line (or one read while it is being appended) trusts
 nothing it did not name.
