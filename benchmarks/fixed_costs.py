@@ -147,7 +147,7 @@ def concurrent_small(work: Path, rounds: int, files: int = 4, size: int = 2 * Mi
     import contextlib
     import threading
 
-    from reprohub.fetch import download
+    from reprohub.fetch import download, pump
 
     @contextlib.contextmanager
     def alone():  # every download believes it is the only one: a helper thread each
@@ -159,7 +159,7 @@ def concurrent_small(work: Path, rounds: int, files: int = 4, size: int = 2 * Mi
 
         def all_at_once(in_flight) -> Callable[[], None]:
             def run() -> None:
-                download.in_flight = in_flight
+                pump.in_flight = in_flight
                 try:
                     threads = [threading.Thread(target=fetcher.fetch, args=(url, work / f"c{i}.bin"),
                                                 kwargs={"progress": False}) for i, url in enumerate(urls)]
@@ -168,10 +168,10 @@ def concurrent_small(work: Path, rounds: int, files: int = 4, size: int = 2 * Mi
                     for t in threads:
                         t.join()
                 finally:
-                    download.in_flight = real
+                    pump.in_flight = real
             return run
 
-        real = download.in_flight
+        real = pump.in_flight
         report(f"{files} downloads of {size // MiB} MiB at once, one thread each",
                medians({"hashed in their own threads (reprohub)": all_at_once(real),
                         "a helper thread each": all_at_once(alone)}, rounds), 1e-3, "ms")

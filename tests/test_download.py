@@ -317,11 +317,30 @@ def test_small_bodies_in_flight_together_hash_in_their_own_threads_and_are_count
     urls = {name: server.add_file(name, body) for name, body in bodies.items()}
     server.inject("/files/s0.bin", Fault("truncate", after=1000))  # one of them is cut and resumed
     _assert_intact(_fetch_at_once(downloader(), urls, tmp_path), bodies, tmp_path)
+    server.inject("/files/s1.bin", *[Fault("truncate", after=0) for _ in range(10)])
     with pytest.raises(TruncatedDownloadError):
-        server.inject("/files/s1.bin", *[Fault("truncate", after=0) for _ in range(10)])
         downloader().fetch(urls["s1.bin"], tmp_path / "again", progress=False)
     with in_flight() as others:
         assert others == 0
+
+
+@pytest.mark.parametrize("size, others, expected", [
+    (200 << 10, 0, "inline"), (2 << 20, 0, "helper"), (2 << 20, 1, "inline"),
+    (20 << 20, 0, "helper, large buffers"), (20 << 20, 1, "helper, large buffers"), (None, 1, "helper, large buffers")])
+def test_the_pump_for_a_body_depends_on_its_size_and_on_the_bodies_in_flight(monkeypatch, size, others, expected):
+    import contextlib
+
+    from reprohub.fetch import pump
+
+    chosen = []
+    monkeypatch.setattr(pump, "pump_inline", lambda *a, **k: chosen.append("inline"))
+    monkeypatch.setattr(pump, "pump", lambda *a, **k: chosen.append(
+        "helper, large buffers" if len(a) > 4 else "helper"))
+    with contextlib.ExitStack() as stack:
+        for _ in range(others):
+            stack.enter_context(pump.in_flight())
+        pump.pump_body(None, None, None, None, size, 1 << 20, False)
+    assert chosen == [expected]
 
 
 def test_downloads_in_parallel_threads_each_hash_their_own_body(server, tmp_path):

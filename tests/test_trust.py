@@ -89,8 +89,8 @@ def test_names_added_at_once_are_all_kept_each_once(layout):
     import threading
 
     names = [f"acme_m{i}" for i in range(8)]
-    threads = [threading.Thread(target=check_trust, args=(layout, f"acme/m{i}", name, True))
-               for i, name in enumerate(names * 2)]  # each name twice, all at once
+    threads = [threading.Thread(target=check_trust, args=(layout, name.replace("_", "/"), name, True))
+               for name in names * 2]  # each name twice, all at once
     for t in threads:
         t.start()
     for t in threads:

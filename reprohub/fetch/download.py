@@ -46,7 +46,7 @@ from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, Offline
                       TruncatedDownloadError)
 from .fsutil import fsync_dir, writable
 from .partial import Partial
-from .pump import BUFFER, BUFFERS, INLINE_BUFFER, NETWORK_ERRORS, SMALL_BODY, in_flight, pump, pump_inline
+from .pump import BUFFER, NETWORK_ERRORS, pump_body, pump_inline
 from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, check_alive, expected_total, finished, host_of,
                         new_session, open_body, reader_of, remember_dead, status_error, unreachable_error,
                         unreachable_kind, unusable_url, validator_of)
@@ -257,14 +257,7 @@ class Downloader:
                         if bar is not None:
                             bar.reset(total=total)
                             bar.update(offset)
-                        with in_flight() as others:
-                            if remaining is not None and (remaining <= INLINE_BUFFER
-                                                          or (others and remaining <= SMALL_BODY)):
-                                pump_inline(reader_of(response), out, hasher, bar, INLINE_BUFFER)
-                            elif remaining is not None and remaining <= SMALL_BODY:
-                                pump(reader_of(response), out, hasher, bar)
-                            else:
-                                pump(reader_of(response), out, hasher, bar, self.policy.chunk_size, BUFFERS, sync)
+                        pump_body(reader_of(response), out, hasher, bar, remaining, self.policy.chunk_size, sync)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()

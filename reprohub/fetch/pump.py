@@ -164,6 +164,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_flight)
 
 
+def pump_body(read_into: Callable[[memoryview], int], out, hasher, bar, size: int | None, large_buffer: int = BUFFER,
+              writeback: bool = False) -> None:
+    """Pump a sized HTTP body (``size`` bytes; ``None``: not known) the cheapest way for its size:
+    in one thread up to ``INLINE_BUFFER``, and up to ``SMALL_BODY`` while other bodies are in flight;
+    else beside a hashing helper, in ``large_buffer`` pieces above ``SMALL_BODY`` (``writeback``: see
+    :func:`pump`)."""
+    with in_flight() as others:
+        if size is not None and (size <= INLINE_BUFFER or (others and size <= SMALL_BODY)):
+            pump_inline(read_into, out, hasher, bar, INLINE_BUFFER)
+        elif size is not None and size <= SMALL_BODY:
+            pump(read_into, out, hasher, bar)
+        else:
+            pump(read_into, out, hasher, bar, large_buffer, BUFFERS, writeback)
+
+
 _kept_buffers: dict[int, list[bytearray]] = {}
 _kept_lock = threading.Lock()
 
