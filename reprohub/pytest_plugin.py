@@ -35,6 +35,7 @@ import pytest
 
 from .api import default_hub_override
 from .errors import ReprohubError, SettingError
+from .redact import printable, redact_text
 from .golden.checker import GoldenChecker, test_key  # noqa: F401  (test_key: re-exported)
 from .golden.store import GoldenStore
 from .hub import Hub
@@ -151,6 +152,17 @@ def _short_report(item: pytest.Item, excinfo) -> str:
     return f"{where}{type(error).__module__}.{type(error).__name__}: {error}"
 
 
+def _redact_report(report: pytest.TestReport) -> None:
+    """A failure report with every secret query value and URL password masked (:mod:`reprohub.redact`):
+    the messages of chained causes and the arguments pytest prints for each frame (urllib3's ``url``)
+    carry the signed URL a test asked for.  Rendered to text only where it holds one."""
+    text = str(report.longrepr) if report.longrepr is not None else ""
+    cleaned = redact_text(text)
+    if cleaned != text:
+        report.longrepr = cleaned
+    report.sections = [(title, redact_text(content)) for title, content in report.sections]
+
+
 class HubPlugin:
     """Session state and hooks; lock-specific behaviour only when a lock is configured."""
 
@@ -230,7 +242,7 @@ class HubPlugin:
         moved = self._stack_moved()
         if moved:
             lines.append(f"reprohub: goldens were recorded in another environment: {'; '.join(moved)}")
-        return lines
+        return [printable(line) for line in lines]  # values from the lock are shown, never obeyed
 
     def _stack_moved(self) -> list[str]:
         """How this process's stack differs from the environments the lock's goldens were recorded in
@@ -263,6 +275,8 @@ class HubPlugin:
         error = call.excinfo.value if call.excinfo is not None else None
         if report.failed and isinstance(error, ReprohubError):
             report.longrepr = _short_report(item, call.excinfo)
+        if report.failed:
+            _redact_report(report)
 
     def pytest_deselected(self, items) -> None:
         self.deselected += len(items)
@@ -304,11 +318,40 @@ class HubPlugin:
         result = self.session.result()
         if not self.config.getoption("hub_prune"):
             return result
-        if self.deselected or not self.update:
-            raise ReprohubError("--hub-prune with --hub-update on a run of every test",
-                                f"{self.deselected} deselected tests" if self.deselected else "no --hub-update",
-                                "run the whole suite: pytest --hub-lock LOCK --hub-update --hub-prune")
+        partial = self._partial_run()
+        if partial or not self.update:
+            raise ReprohubError("--hub-prune with --hub-update on a complete run (every test selected, run and "
+                                "passed)", partial or "no --hub-update",
+                                "nothing was written; run the whole suite where every test can run: "
+                                "pytest --hub-lock LOCK --hub-update --hub-prune (or drop --hub-prune)")
         return result.without(self.session.unused())
+
+    def _partial_run(self) -> str | None:
+        """Why this run cannot show which entries are unused (a test that did not run may pin the rest), or None."""
+        if self.deselected:
+            return f"{self.deselected} deselected tests"
+        selection = self._path_selection()
+        if selection:
+            return f"a selection of paths ({', '.join(selection)}): the other tests did not run"
+        not_run = sorted(test for test, outcome in self.outcomes.items() if outcome != "passed")
+        if not_run:
+            shown = ", ".join(not_run[:3]) + (f" and {len(not_run) - 3} more" if len(not_run) > 3 else "")
+            return f"{len(not_run)} tests skipped, xfailed or failed ({shown}): what they pin is unknown"
+        return None
+
+    def _path_selection(self) -> list[str]:
+        """The command-line paths that select part of the suite (``test_a.py``, ``tests/x.py::test_y``): a path
+        covers the suite only when it is a folder holding the rootdir or every one of ``testpaths``."""
+        config = self.config
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            return []
+        roots = [Path(config.rootpath, p).resolve() for p in config.getini("testpaths")] or [config.rootpath.resolve()]
+        partial = []
+        for arg in config.args:
+            path = Path(config.invocation_params.dir, arg).resolve()
+            if "::" in arg or not path.is_dir() or not all(root == path or path in root.parents for root in roots):
+                partial.append(arg)
+        return partial
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if self.session is None or self.is_worker:
@@ -318,4 +361,4 @@ class HubPlugin:
         terminalreporter.section("reprohub")
         for line in summary_lines(self.session, self.outcomes, self.deselected, self.written, self.strict_unused,
                                   self.update, self.refresh, self.write_error):
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(printable(redact_text(line)))

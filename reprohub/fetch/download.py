@@ -47,10 +47,11 @@ from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, Offline
 from .fsutil import fsync_dir, writable
 from .partial import Partial
 from .pump import BUFFER, NETWORK_ERRORS, pump_body, pump_inline
-from .transport import (NOT_RETRYABLE, Restart, RetryableStatus, check_alive, expected_total, finished, host_of,
-                        new_session, open_body, reader_of, remember_dead, status_error, unreachable_error,
-                        unreachable_kind, unusable_url, validator_of)
+from .transport import (NOT_RETRYABLE, REFUSED_WAITS, Restart, RetryableStatus, check_alive, expected_total, finished,
+                        host_of, new_session, open_body, reader_of, remember_dead, remembering, revived, status_error,
+                        unreachable_error, unreachable_kind, unusable_url, validator_of)
 from .urls import is_file_url, local_path
+from ..redact import redact_exception
 
 log = logging.getLogger("reprohub")
 RESUME_RECORD_MIN = 8 << 20  # bodies above this size record how to resume them if the process is killed
@@ -224,6 +225,7 @@ class Downloader:
                     refused = self._after_unreachable(url, err, refused)
                     continue
             else:
+                revived(url)
                 if response.status_code < 500:
                     return response
                 problem = f"HTTP {response.status_code} {response.reason or ''}".strip()
@@ -242,6 +244,7 @@ class Downloader:
                 offset = out.tell()
                 try:
                     response = open_body(self.session, url, offset, validator, headers, self._timeout)
+                    revived(url)
                     if response.status_code == 200 and offset:  # Range ignored: take this body from byte 0
                         restarts = _count_restart(url, restarts, self.policy.retries, offset)
                         out.seek(0)
@@ -293,14 +296,16 @@ class Downloader:
 
     def _after_unreachable(self, url: str, err: BaseException, refused: int) -> int:
         """A host that is not there fails fast: a name that does not resolve at once, a refused connection
-        after one quick second try; either is remembered for the process (see transport.check_alive)."""
+        after a few quick tries (``REFUSED_WAITS``, ~1.75 s: a host restarting is waited for); either is then
+        remembered for a few seconds (see transport.check_alive).  A prefetch gives up at the first such
+        failure and marks nothing: the load's own request is the one that waits for the host."""
         kind = unreachable_kind(err)
-        if kind == "name" or refused >= 1:
+        if kind == "name" or not remembering() or refused >= min(len(REFUSED_WAITS), self.policy.retries):
             problem = (f"{host_of(url)} does not resolve" if kind == "name"
-                       else f"{host_of(url)} refused the connection twice")
+                       else f"{host_of(url)} refused the connection {refused + 1} time{'s' if refused else ''}")
             remember_dead(url, problem)
             raise unreachable_error(url, problem) from None
-        self._sleep(min(0.2, self.policy.backoff))
+        self._sleep(REFUSED_WAITS[refused])
         return refused + 1
 
     def _after_interruption(self, url: str, err: BaseException, got: int, offset: int, failures: int) -> int:
@@ -374,6 +379,7 @@ def _final_error(url: str, err: BaseException, got: int) -> DownloadError:
     truncations = (_ShortBody, http.client.IncompleteRead, urllib3.exceptions.ProtocolError,
                    requests.exceptions.ChunkedEncodingError)
     cls = TruncatedDownloadError if isinstance(err, truncations) else DownloadError
+    redact_exception(err)  # the chained cause a traceback prints shows no signed query either
     return cls(
         f"the complete body of {url}",
         f"{type(err).__name__} after {got} bytes: {err}",

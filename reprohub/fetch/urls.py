@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import SettingError
-from ..redact import is_signing
+from ..redact import is_secret
 
 
 def check_url(url: str, setting: str) -> str:
@@ -52,15 +52,18 @@ def local_path(url: str) -> Path:
 
 
 def canonical_url(url: str) -> str:
-    """``url`` without the query parameters that only sign it, so a presigned URL that changes on every
-    request still names one cached file and one lock entry.
+    """``url`` without the query parameters that only sign it or carry a credential, so a presigned URL that
+    changes on every request still names one cached file and one lock entry, and no token
+    (``private_token=``, ``access_token=``...) is written into a lock that is committed.
 
     Example:
         >>> canonical_url("https://b.s3.amazonaws.com/w.pt?X-Amz-Signature=ab&X-Amz-Date=1&versionId=3")
         'https://b.s3.amazonaws.com/w.pt?versionId=3'
+        >>> canonical_url("https://gitlab.example/w.pt?private_token=glpat-1&ref=v1")
+        'https://gitlab.example/w.pt?ref=v1'
     """
     parts = urlsplit(url)
     if "?" not in url:
         return url
-    kept = [pair for pair in parts.query.split("&") if pair and not is_signing(pair.partition("=")[0].lower())]
+    kept = [pair for pair in parts.query.split("&") if pair and not is_secret(pair.partition("=")[0])]
     return parts._replace(query="&".join(kept)).geturl()
