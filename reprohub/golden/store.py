@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..fetch.fsutil import sha256_file
+from ..redact import printable
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
 from .engine import compare, flatten, load_golden, save_golden
 from ..lock.lockfile import EnvironmentPin, GoldenPin
@@ -164,8 +165,8 @@ class GoldenStore:
                     f"{self.cross_env[1]:g} (hub_cross_env_rtol/atol)" if self.cross_env else "")
             report = f"the environment differs from the one recorded: {'; '.join(moved)}{used}\n{report}"
         if golden.metadata.get("input", meta.get("input")) != meta.get("input"):  # not the model: the test moved
-            report = (f"the input differs from the one recorded: {golden.metadata['input'] or '(none)'} -> "
-                      f"{meta.get('input') or '(none)'}\n{report}")
+            report = (f"the input differs from the one recorded: {printable(golden.metadata['input'] or '(none)')} "
+                      f"-> {printable(meta.get('input') or '(none)')}\n{report}")
         if self.writes:
             if self.accept and self.session is not None:
                 self.session.accepted[lock_key] = "; ".join(line.strip() for line in report.splitlines()[1:4])

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GoldenFileError
+from ..redact import printable
 from .engine import compare_leaves, load_golden
 
 
@@ -40,7 +41,7 @@ def show_lines(path: "str | Path") -> list[str]:
         golden = load_golden(path)
     except GoldenFileError as err:
         return [f"DAMAGED golden: {err.found}"]
-    lines = [f"meta {key}: {value}" for key, value in sorted(golden.metadata.items())]
+    lines = [printable(f"meta {key}: {value}") for key, value in sorted(golden.metadata.items())]  # escaped
     lines += [f"leaf {key}: {_describe(leaf)}" for key, leaf in golden.leaves.items()]
     return lines
 
