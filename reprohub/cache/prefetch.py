@@ -14,7 +14,7 @@ What cannot change:
 
 * **Verification.** A prefetch is an ordinary cache fill, checked against the pin before it is
   renamed into place; a file the lock does not pin is never prefetched.
-* **Errors.** A failed prefetch is only logged.  The entrypoint's own request then runs as if
+* **Errors.** A failed prefetch is only logged, and never marks its host as gone.  The entrypoint's own request then runs as if
   nothing had been prefetched (retries, the error naming the URL, the pinned-item hint).
 * **Records.** A prefetch records no use: a URL counts as used when code asks for it, so the
   unused-entry report is the same as without prefetching.
@@ -46,6 +46,7 @@ from typing import Callable, Iterable
 
 from .. import settings
 from ..fetch.download import Downloaded
+from ..fetch.transport import failures_not_remembered
 from .store import ArtifactStore
 
 log = logging.getLogger("reprohub")
@@ -111,8 +112,9 @@ class Prefetcher:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                got = self.store.ensure(item.url, item.path, expected_sha256=item.sha256, progress=False,
-                                        prefill=item.prefill)
+                with failures_not_remembered():  # a host down for a moment stays the load's to ask
+                    got = self.store.ensure(item.url, item.path, expected_sha256=item.sha256, progress=False,
+                                            prefill=item.prefill)
             except BaseException as err:  # noqa: BLE001 -- handed to the waiter, never lost
                 log.info("prefetch of %s did not complete (%s); it is fetched again when asked for", item.url, err)
                 future.set_exception(err)

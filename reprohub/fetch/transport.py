@@ -15,6 +15,7 @@ import http.client
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 from typing import Callable, Iterator, Mapping
 
@@ -50,11 +51,27 @@ def new_session() -> requests.Session:
     return session
 
 
-# Hosts that could not be reached in this process (their name does not resolve, or they refused a
-# connection twice): every later request to one fails at once with the same error, as a dead mirror
-# is skipped, instead of each load spending its retries and backoff on a host that is gone.
-_dead_hosts: dict[str, str] = {}
+# Hosts found unreachable (a name that does not resolve, or refused connections through ~1.75 s of
+# retries): a later request to one fails at once with the same error, as a dead mirror is skipped,
+# instead of each load spending its retries on a host that is gone.  Only for a while: the first
+# failure is remembered for DEAD_FOR seconds, each renewed one twice as long (at most DEAD_FOR_MAX), and
+# a host that answers is forgotten -- a host that restarted, or a blip, does not stay dead for a long
+# session.  A prefetch never marks a host (its failure is only logged, the load asks again), and a
+# transient resolver error (EAI_AGAIN) is an ordinary network error, retried with backoff.
+DEAD_FOR, DEAD_FOR_MAX = 5.0, 60.0
+REFUSED_WAITS = (0.25, 0.5, 1.0)  # a refused connection is asked again after these: a host restarting is waited for
+
+
+@dataclass
+class _Dead:
+    problem: str
+    until: float
+    strikes: int
+
+
+_dead_hosts: dict[str, _Dead] = {}
 _dead_lock = threading.Lock()
+_quiet = threading.local()  # set on a prefetch thread: its failures mark no host
 
 
 def host_of(url: str) -> str:
@@ -64,8 +81,11 @@ def host_of(url: str) -> str:
 
 def unreachable_kind(err: BaseException) -> str | None:
     """``"name"`` for a host name that does not resolve, ``"refused"`` for a refused connection, else ``None``
-    (timeouts, resets and 5xx are worth the usual retries).  requests wraps urllib3's error, which wraps
-    the socket's: the chain is followed through ``reason``, the first argument, then ``__cause__``."""
+    (timeouts, resets, 5xx and a resolver that answered "try again" are worth the usual retries).  requests
+    wraps urllib3's error, which wraps the socket's: the chain is followed through ``reason``, the first
+    argument, then ``__cause__``."""
+    if _resolver_busy(err):
+        return None
     current: BaseException | None = err
     for _ in range(8):
         if current is None:
@@ -75,19 +95,69 @@ def unreachable_kind(err: BaseException) -> str | None:
         if isinstance(current, ConnectionRefusedError) or (
                 isinstance(current, urllib3.exceptions.NewConnectionError) and "refused" in str(current).lower()):
             return "refused"
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-        elif current.args and isinstance(current.args[0], BaseException):
-            current = current.args[0]
-        else:
-            current = current.__cause__ or current.__context__
+        current = _inner(current)
     return None
 
 
+def _inner(err: BaseException) -> BaseException | None:
+    reason = getattr(err, "reason", None)
+    if isinstance(reason, BaseException):
+        return reason
+    if err.args and isinstance(err.args[0], BaseException):
+        return err.args[0]
+    return err.__cause__ or err.__context__
+
+
+def _resolver_busy(err: BaseException) -> bool:
+    """Whether a resolver failure in ``err``'s chain is transient: ``EAI_AGAIN``, "Temporary failure in name
+    resolution" (a DNS server that timed out, a network coming up), not a name that does not exist."""
+    current: BaseException | None = err
+    for _ in range(8):
+        if current is None:
+            return False
+        if isinstance(current, socket.gaierror) and current.errno == socket.EAI_AGAIN:
+            return True
+        if "temporary failure in name resolution" in str(current).lower():
+            return True
+        current = current.__cause__ if isinstance(current, urllib3.exceptions.NameResolutionError) and \
+            current.__cause__ is not None else _inner(current)
+    return False
+
+
+def remembering() -> bool:
+    """Whether a failure on this thread may mark a host or mirror as gone (not on a prefetch thread)."""
+    return not getattr(_quiet, "on", False)
+
+
 def remember_dead(url: str, problem: str) -> None:
+    """Fail requests to ``url``'s host at once for a while (longer each time it is found gone again); not on a
+    prefetch thread."""
+    if not remembering():
+        return
     with _dead_lock:
-        _dead_hosts[host_of(url)] = problem
+        host = host_of(url)
+        strikes = _dead_hosts[host].strikes + 1 if host in _dead_hosts else 1
+        wait = min(DEAD_FOR_MAX, DEAD_FOR * 2 ** (strikes - 1))
+        _dead_hosts[host] = _Dead(problem, time.monotonic() + wait, strikes)
+
+
+def revived(url: str) -> None:
+    """``url``'s host answered: forget that it was gone."""
+    if _dead_hosts:  # the usual case, no host ever gone: no lock, no parsing
+        with _dead_lock:
+            _dead_hosts.pop(host_of(url), None)
+
+
+@contextlib.contextmanager
+def failures_not_remembered() -> Iterator[None]:
+    """Within the block, on this thread, an unreachable host is not remembered (a prefetch: its failure is
+    left to the load's own request, which must ask the host again)."""
+    before = getattr(_quiet, "on", False)
+    _quiet.on = True
+    try:
+        yield
+    finally:
+        _quiet.on = before
 
 
 def forget_dead_hosts() -> None:
@@ -97,10 +167,13 @@ def forget_dead_hosts() -> None:
 
 
 def check_alive(url: str) -> None:
-    """Raise at once if ``url``'s host was found unreachable earlier in this process."""
-    problem = _dead_hosts.get(host_of(url))
-    if problem is not None:
-        raise unreachable_error(url, f"{problem} (earlier in this process; not asked again)")
+    """Raise at once if ``url``'s host was found unreachable a short while ago (see ``DEAD_FOR``)."""
+    if not _dead_hosts:
+        return
+    dead = _dead_hosts.get(host_of(url))
+    if dead is not None and time.monotonic() < dead.until:
+        left = dead.until - time.monotonic()
+        raise unreachable_error(url, f"{dead.problem} (earlier in this process; not asked again for {left:.0f} s)")
 
 
 def unreachable_error(url: str, problem: str) -> DownloadError:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -38,6 +39,7 @@ from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import is_file_url
 from ..fetch.fsutil import SpillFile
+from ..fetch.transport import DEAD_FOR, remembering
 
 log = logging.getLogger("reprohub")
 MISSING_STATUS = (404, 410)
@@ -94,7 +96,7 @@ class MirrorSet:
     def __init__(self, bases: Iterable[str], downloader: Downloader | None = None) -> None:
         self.bases = [location_url(b) for b in bases if b.strip()]
         self.downloader = downloader or Downloader()
-        self._dead: set[str] = set()
+        self._dead: dict[str, float] = {}  # base -> until when it is skipped (a failed mirror, for a while)
         self._warned: set[str] = set()
 
     @classmethod
@@ -151,7 +153,7 @@ class MirrorSet:
 
     def _first(self, item: str, get: Callable[[str], object]):
         for base in self.bases:
-            if base in self._dead or (self.downloader.offline and not is_file_url(base)):
+            if time.monotonic() < self._dead.get(base, 0.0) or (self.downloader.offline and not is_file_url(base)):
                 continue
             url = f"{base}/{item}"
             try:
@@ -166,8 +168,9 @@ class MirrorSet:
                 if err.status in MISSING_STATUS:
                     log.info("mirror %s has no %s; trying the next source", base, item)
                     continue
-                log.warning("mirror %s failed (%s); not asking it again in this process", base, err.found)
-                self._dead.add(base)
+                if remembering():  # a prefetch's failure is only its own
+                    log.warning("mirror %s failed (%s); not asking it again for %.0f s", base, err.found, DEAD_FOR)
+                    self._dead[base] = time.monotonic() + DEAD_FOR
         return None
 
 
