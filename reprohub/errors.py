@@ -162,8 +162,9 @@ class AuthError(ReprohubError, PermissionError):
     """The host refused the request: bad or missing token, or rate limit."""
 
 
-class UntrustedRepoError(ReprohubError, PermissionError):
-    """The repo is not trusted and nobody confirmed it."""
+class UntrustedRepoError(ReprohubError, PermissionError, EOFError):
+    """The repo is not trusted and nobody confirmed it.  Also an ``EOFError``: where torch.hub asks at a
+    terminal that is not there, ``input()`` raises that, and code around a torch.hub load catches it."""
 
 
 class EntrypointError(ReprohubError, RuntimeError):

@@ -46,6 +46,7 @@ TIMEOUT = "REPROHUB_TIMEOUT"
 RETRIES = "REPROHUB_RETRIES"
 LOCK_TIMEOUT = "REPROHUB_LOCK_TIMEOUT"
 PREFETCH = "REPROHUB_PREFETCH"
+PREFETCH_HOSTS = "REPROHUB_PREFETCH_HOSTS"
 SSL_CERT_FILE = "SSL_CERT_FILE"
 SSL_CERT_DIR = "SSL_CERT_DIR"
 REQUESTS_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
@@ -68,6 +69,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(LOCK_TIMEOUT, "seconds to wait for another process's download (default 3600)"),
     Variable(PREFETCH, "pinned downloads a locked cold load starts at once while the repo archive downloads "
                        "(default 4; 0: none)"),
+    Variable(PREFETCH_HOSTS, "hosts besides a repo's own (and GitHub's for github.com repos) whose pinned files "
+                             "a locked cold load may fetch early (names separated by commas; * for any)"),
     Variable(SSL_CERT_FILE, "CA bundle for HTTPS, as OpenSSL and urllib read it (REQUESTS_CA_BUNDLE still wins)"),
     Variable(SSL_CERT_DIR, "folder of CA certificates for HTTPS, when SSL_CERT_FILE is unset"),
     Variable(REQUESTS_CA_BUNDLE, "CA bundle for HTTPS, as requests reads it (wins over SSL_CERT_FILE)"),

@@ -24,11 +24,46 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field, replace
+from urllib.parse import urlsplit
+
+from .. import settings
 
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
 from .lockfile import TABLES, ArtifactPin, EnvironmentPin, GoldenPin, Lockfile, RepoPin, UnreachablePin
 from .record import ArtifactFailure, ArtifactUse, RepoUse
+
+
+GITHUB_HOSTS = frozenset({"api.github.com", "github.com", "codeload.github.com", "objects.githubusercontent.com",
+                          "raw.githubusercontent.com", "release-assets.githubusercontent.com"})
+
+
+def prefetch_host_allowed(url: str, repo_host: str, extra: "str | None" = None) -> bool:
+    """Whether a pinned ``url`` of a repo hosted at ``repo_host`` may be fetched before its code asks for it:
+    on the repo's own host (GitHub's hosts, for a repo on GitHub), or a host ``extra`` names
+    (``REPROHUB_PREFETCH_HOSTS``: comma-separated names, ``*`` for any) -- set where the lock is not.
+
+    Example:
+        >>> prefetch_host_allowed("https://github.com/o/r/releases/download/v1/w.pt", "https://api.github.com")
+        True
+        >>> prefetch_host_allowed("http://attacker.example/x", "https://api.github.com")
+        False
+        >>> prefetch_host_allowed("https://download.pytorch.org/w.pth", "https://api.github.com", "download.pytorch.org")
+        True
+    """
+    (host, port), (own, own_port) = (_host_port(u) for u in (url, repo_host))
+    allowed = {name.strip().lower() for name in (extra or "").split(",") if name.strip()}
+    return bool(host) and ((host, port) == (own, own_port) or "*" in allowed or host in allowed
+                           or (own in GITHUB_HOSTS and host in GITHUB_HOSTS and port == 443))
+
+
+def _host_port(url: str) -> "tuple[str, int | None]":
+    """A URL's host name and port (the scheme's default where none is written): another port is another host."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname or "", parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is no number
+        return "", None
 
 
 @dataclass
@@ -100,11 +135,17 @@ class LockSession:
 
     def prefetch_for(self, spec: str) -> "list[tuple[str, str]]":
         """The pinned ``(url, sha256)`` that the lock says ``spec``'s entrypoints download, in check mode only
-        (recording re-learns the digests).  Not a use: an entry is counted when a test asks for it."""
+        (recording re-learns the digests).  Not a use: an entry is counted when a test asks for it.
+
+        Only URLs on a host the repo's entry already names (:func:`prefetch_host_allowed`): the list is
+        text a pull request can edit, and a prefetch is a request no reviewed code has made yet.
+        """
         pin = self.lock.repos.get(spec)
         if pin is None or not self._strict:
             return []
-        return [(url, self.lock.artifacts[url].sha256) for url in pin.artifacts if url in self.lock.artifacts]
+        extra = settings.read(settings.PREFETCH_HOSTS)
+        return [(url, self.lock.artifacts[url].sha256) for url in pin.artifacts
+                if url in self.lock.artifacts and prefetch_host_allowed(url, pin.host, extra)]
 
     def record_hint(self) -> str:
         return f"record it: pytest --hub-lock {self.lock_path} --hub-update (then review the diff of the lock)"
