@@ -13,6 +13,7 @@ Options (each also an ini setting without the dashes, ``hub_lock = hub.lock``)::
     --hub-strict-unused   lock entries no test used are an error, not a warning
     --hub-device LIST     devices for tests that take the ``hub_device`` fixture (cpu,cuda)
     --hub-mirror LOC      a bundle tried before the origin for pinned content (repeatable)
+    --hub-variant         with --hub-update: record goldens as this machine class's variant
 
 Fixtures: ``hub`` (session: a :class:`~reprohub.hub.Hub` bound to the lock and
 options), ``golden`` (``golden.check(output, key=None, rtol=None, atol=None)``),
@@ -63,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(ini: hub_trust); repos pinned in the lock are always trusted")
     group.addoption("--hub-prune", action="store_true",
                     help="with --hub-update: drop lock entries no test used (only from a green run of every test)")
+    group.addoption("--hub-variant", action="store_true",
+                    help="with --hub-update: record goldens as the variant of this machine's class (CPU kernel "
+                         "capability or CUDA compute capability), leaving other classes' goldens as they are")
     group.addoption("--hub-strict-env", action="store_true",
                     help="a golden recorded in another environment (torch, numpy, device, a hubconf dependency) "
                          "fails even if its values match (ini: hub_strict_env)")
@@ -219,7 +223,8 @@ class HubPlugin:
         return GoldenStore(Path(self.config.rootpath, ini("hub_golden_dir")), lock_dir, self.session,
                            update=self.update, refresh=self.refresh, cross_device=cross,
                            accept_command=self.accept_command(), accept=self.accept, cross_env=cross_env,
-                           strict_env=strict_env, versions=self.versions)
+                           strict_env=strict_env, versions=self.versions,
+                           variant=bool(self.config.getoption("hub_variant")))
 
     def accept_command(self) -> str:
         lock = f" --hub-lock {shlex.quote(str(self.lock_path))}" if self.lock_path else ""

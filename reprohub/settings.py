@@ -52,6 +52,10 @@ SSL_CERT_DIR = "SSL_CERT_DIR"
 REQUESTS_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
 CURL_CA_BUNDLE = "CURL_CA_BUNDLE"
 NETRC = "NETRC"
+# torch's and CUDA's own numerics switches: reprohub only records them (reprohub.golden.numerics)
+ATEN_CPU_CAPABILITY = "ATEN_CPU_CAPABILITY"
+CUBLAS_WORKSPACE_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
+NVIDIA_TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -77,6 +81,11 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(CURL_CA_BUNDLE, "CA bundle for HTTPS when REQUESTS_CA_BUNDLE is unset, as requests reads it"),
     Variable(NETRC, "netrc file with credentials for download hosts (default ~/.netrc), as requests reads it; "
                     "proxy variables (HTTPS_PROXY, NO_PROXY...) are honoured as requests honours them"),
+    Variable(ATEN_CPU_CAPABILITY, "torch's: the CPU kernels it dispatches to (default, avx2, avx512); recorded "
+                                  "in each golden's environment"),
+    Variable(CUBLAS_WORKSPACE_CONFIG, "CUDA's: cuBLAS workspace (the golden fixture sets :4096:8 unless set); "
+                                      "recorded"),
+    Variable(NVIDIA_TF32_OVERRIDE, "NVIDIA's: 0 turns TF32 off in every library; recorded"),
 )}
 
 

@@ -55,7 +55,11 @@ def test_requirement_lines_refuse_a_version_that_is_not_pep_440(tmp_path, capsys
 def test_requirement_lines_of_an_honest_lock_still_rebuild_the_stack(tmp_path, capsys):
     lock = _lock_with_environment(tmp_path, {"torch": "2.13.0+cpu", "numpy": "2.4.6", "dep timm": "1.0.3"})
     assert main(["env", "--lock", lock, "--requirements"]) == EXIT_OK
-    assert capsys.readouterr().out.split() == ["numpy==2.4.6", "timm==1.0.3", "torch==2.13.0"]
+    assert capsys.readouterr().out.splitlines() == ["--extra-index-url https://download.pytorch.org/whl/cpu",
+                                                    "numpy==2.4.6", "timm==1.0.3", "torch==2.13.0+cpu"]
+    odd = _lock_with_environment(tmp_path, {"torch": "2.13.0+evil.example"})  # a tag no index of ours serves
+    assert main(["env", "--lock", odd, "--requirements"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == ["torch==2.13.0"]  # kept to what PyPI can have, no index line
 
 
 # -- 5. terminal escapes and forged lines from the lock or a golden ---------------------------------

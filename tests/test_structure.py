@@ -188,7 +188,7 @@ def test_readme_settings_table_matches_the_declared_variables():
     section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
     documented = set()
     for row in re.findall(r"^\| (.+?) \|", section, re.M):
-        documented |= set(re.findall(r"`([A-Z_]+)(?:=[^`]*)?`", row))
+        documented |= set(re.findall(r"`([A-Z][A-Z0-9_]+)(?:=[^`]*)?`", row))
     assert documented == set(settings.VARIABLES)
 
 

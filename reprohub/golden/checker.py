@@ -39,6 +39,7 @@ class GoldenChecker:
         self.nodeid = nodeid
         self.inputs: list[str] = []
         self._used: dict[str, int] = {}
+        self._trace: list[dict] | None = None
 
     def input(self, *shape: int, dtype=None, seed: int = 0, kind: str = "randn", device=None, low: int = 0,
               high: int = 10):
@@ -73,12 +74,31 @@ class GoldenChecker:
             key = check_key(key) if key is not None else self._default_key()
             count = self._used[key] = self._used.get(key, 0) + 1
             full_key = key if count == 1 else f"{key}-{count}"
+            trace, self._trace = self._trace, None  # a trace belongs to the next check only
             return self.store.check(output, full_key, self._metadata(), dependencies=self._dependencies(),
-                                    rtol=rtol, atol=atol,
+                                    imports=self._imports(), trace=trace, rtol=rtol, atol=atol,
                                     tolerances=tolerances, equal_nan=equal_nan, obtained_dir=self.obtained_dir)
         except ReprohubError as err:
             message = str(err)
         pytest.fail(message, pytrace=False)  # outside the except: one report, no "During handling of..."
+
+    @contextlib.contextmanager
+    def trace(self, model):
+        """Fingerprint every submodule's output while the block runs; the next :meth:`check` stores the
+        fingerprints with its golden, and when that check fails its report names the first module whose
+        output moved (:mod:`reprohub.golden.trace`).
+
+        Example::
+
+            with golden.trace(model):
+                out = model(golden.input(1, 3, 32, 32))
+            golden.check(out)   # fails with "first module that moved: 4 (Linear): ..."
+        """
+        from .trace import Tracer
+
+        with Tracer(model) as tracer:
+            yield tracer
+        self._trace = tracer.entries
 
     def _metadata(self) -> dict[str, str]:
         repo, load = self.hub.last_repo, self.hub.last_load
@@ -101,6 +121,13 @@ class GoldenChecker:
         module = sys.modules.get(module_name_for(repo.path)) if repo is not None else None
         deps = getattr(module, "dependencies", ())
         return tuple(d for d in deps if isinstance(d, str)) if isinstance(deps, (list, tuple)) else ()
+
+    def _imports(self) -> frozenset[str]:
+        """The packages the loaded repos' code refers to (the outer load's and its nested loads')."""
+        from ..runtime.hubconf import referenced_packages
+
+        repos = [r for r in (self.hub.last_repo, *self.hub.last_nested) if r is not None] if self.hub else []
+        return frozenset().union(*(referenced_packages(r.path) for r in repos))
 
     def _default_key(self) -> str:
         if self.hub.last_load is None:

@@ -26,14 +26,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..fetch.fsutil import sha256_file
 from ..redact import printable
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
-from .engine import compare, flatten, load_golden, save_golden
+from .engine import compare, default_tolerance, flatten, load_golden, save_golden
 from ..lock.lockfile import EnvironmentPin, GoldenPin
 from .environment import capture, differences, environment_id
+from .numerics import machine_class
+from .trace import decode, encode, first_moved
 from ..lock.session import LockSession
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@=-]*(/[A-Za-z0-9_][A-Za-z0-9_.@=-]*)*")
@@ -67,6 +69,18 @@ def _recorded_environment(golden) -> dict:
     return env if isinstance(env, dict) else {}
 
 
+def _tolerance_of(output: Any, rtol: float | None, atol: float | None,
+                  floor: "tuple[float, float] | None") -> "tuple[float, float]":
+    """The tolerance the comparison used for ``output``'s first floating leaf (what a trace is held to)."""
+    import torch
+
+    dtype = next((leaf.dtype for leaf in flatten(output).values()
+                  if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()), torch.float32)
+    default_rtol, default_atol = default_tolerance(dtype)
+    found = (default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
+    return (max(found[0], floor[0]), max(found[1], floor[1])) if floor else found
+
+
 def _floor(*floors: "tuple[float, float] | None") -> "tuple[float, float] | None":
     """The loosest of the tolerance floors that apply (cross-device, cross-environment), or None."""
     given = [f for f in floors if f is not None]
@@ -90,7 +104,7 @@ class GoldenStore:
                  update: bool = False, refresh: bool = False,
                  cross_device: tuple[float, float] = (1e-4, 1e-5), accept_command: str = "pytest --hub-update",
                  accept: bool = False, cross_env: tuple[float, float] | None = None, strict_env: bool = False,
-                 versions: "dict[str, str] | None" = None) -> None:
+                 versions: "dict[str, str] | None" = None, variant: bool = False) -> None:
         self.root = Path(root)
         self.lock_dir = Path(lock_dir)
         self.session = session
@@ -102,6 +116,25 @@ class GoldenStore:
         self.strict_env = strict_env  # any environment difference fails (--hub-strict-env)
         self.versions = versions  # installed versions looked up once per session (environment.capture)
         self.accept_command = accept_command
+        self.variant = variant  # record as this machine class's variant (--hub-variant)
+
+    def _choose(self, key: str, device: str, machine: str) -> "tuple[Path, Path, str, str | None]":
+        """Where this output's golden is recorded (``own``), which file it is checked against, the lock key of
+        that file, and the machine class when that file is a variant (``<key>.<class>.safetensors``)."""
+        variant = self.root / f"{check_key(key)}.{machine}.safetensors"
+        if variant.exists() or (self.variant and self.writes):
+            return variant, variant, f"{key}@{machine}", machine
+        own, cpu = self.path_for(key, device), self.path_for(key, "cpu")
+        path = own if own.exists() or device == "cpu" or not cpu.exists() else cpu
+        return own, path, key if path == cpu else f"{key}@{device}", None
+
+    def _fallback_note(self, key: str, path: Path, recorded: Mapping[str, str], env: Mapping[str, str]) -> str | None:
+        """For a golden with variants but none of this machine's class: which one was used, and how."""
+        mine, theirs = machine_class(env), machine_class(recorded)
+        if mine == theirs or not any(self.root.glob(f"{check_key(key)}.*-*.safetensors")):
+            return None
+        return (f"no variant of golden {key!r} for {mine}: compared with {path.name}, recorded on {theirs}, under "
+                f"the cross-device tolerance (record one here with --hub-update --hub-variant)")
 
     def path_for(self, key: str, device: str = "cpu") -> Path:
         suffix = ".safetensors" if device == "cpu" else f".{device}.safetensors"
@@ -110,7 +143,8 @@ class GoldenStore:
     def check(self, output: Any, key: str, metadata: Mapping[str, str], *, rtol: float | None = None,
               atol: float | None = None, tolerances: Mapping[str, tuple[float, float]] | None = None,
               equal_nan: bool = False, obtained_dir: "str | Path | Callable[[], Path] | None" = None,
-              dependencies: "list[str] | tuple[str, ...]" = ()) -> str:
+              dependencies: "list[str] | tuple[str, ...]" = (), imports: "Iterable[str]" = (),
+              trace: "list[dict] | None" = None) -> str:
         """Compare ``output`` with golden ``key``; returns "matched", "recorded" or "updated".
 
         On a failure the obtained values are saved as ``<key>.obtained.safetensors`` in ``obtained_dir``
@@ -124,12 +158,11 @@ class GoldenStore:
             LockMismatchError: the golden file's digest differs from the one pinned in the lock.
         """
         device = device_of(output)
-        own = self.path_for(key, device)
-        fallback = self.path_for(key, "cpu")
-        path = own if own.exists() or device == "cpu" or not fallback.exists() else fallback
-        lock_key = key if path == fallback else f"{key}@{device}"
-        env = capture(dependencies, device, self.versions)
+        env = capture(dependencies, device, self.versions, imports)
+        own, path, lock_key, variant = self._choose(key, device, machine_class(env))
         meta = {**metadata, "device": device, "environment": json.dumps(env, sort_keys=True)}
+        if trace:
+            meta["trace"] = encode(trace)
         if self.session is not None:
             self.session.touch("goldens", lock_key)
         if not path.exists():
@@ -145,12 +178,16 @@ class GoldenStore:
             if self.writes:  # --hub-update replaces a damaged golden instead of leaving it in place
                 return self._record(own, lock_key, output, meta, "updated")
             raise
-        moved = differences(_recorded_environment(golden), env) if "environment" in golden.metadata else []
+        recorded_env = _recorded_environment(golden)
+        moved = differences(recorded_env, env) if "environment" in golden.metadata else []
+        fallback = self._fallback_note(key, path, recorded_env, env) if variant is None else None
+        if self.session is not None and (variant or fallback):
+            self.session.notes[lock_key] = f"compared with the variant for {variant}" if variant else fallback
         if moved and self.strict_env and not self.writes:
             raise GoldenMismatchError(f"the environment golden {key!r} was recorded in (--hub-strict-env)",
                                       "; ".join(moved), "install the recorded stack (`reprohub env --lock "
                                       "hub.lock --requirements`), or re-record the golden here")
-        floor = _floor(self.cross_device if path != own else None, self.cross_env if moved else None)
+        floor = _floor(self.cross_device if path != own or fallback else None, self.cross_env if moved else None)
         result = compare(output, golden, rtol=rtol, atol=atol, tolerances=tolerances, equal_nan=equal_nan,
                          cross_device=floor)
         if result.ok:
@@ -160,6 +197,12 @@ class GoldenStore:
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
+        attribution = first_moved(decode(golden.metadata.get("trace")), trace or [],
+                                  *_tolerance_of(output, rtol, atol, floor))
+        if attribution:
+            report = f"{report}\n{attribution}"
+        if fallback:
+            report = f"{fallback}\n{report}"
         if moved:  # above the values: did the model change, or the stack?
             used = (f"; compared with the cross-environment floor rtol {self.cross_env[0]:g}, atol "
                     f"{self.cross_env[1]:g} (hub_cross_env_rtol/atol)" if self.cross_env else "")

@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import GoldenFileError
 from ..redact import printable
 from .engine import compare_leaves, load_golden
+from .trace import decode
 
 
 def show_lines(path: "str | Path") -> list[str]:
@@ -41,9 +42,20 @@ def show_lines(path: "str | Path") -> list[str]:
         golden = load_golden(path)
     except GoldenFileError as err:
         return [f"DAMAGED golden: {err.found}"]
-    lines = [printable(f"meta {key}: {value}") for key, value in sorted(golden.metadata.items())]  # escaped
+    lines = [printable(f"meta {key}: {_meta_value(key, value)}") for key, value in sorted(golden.metadata.items())]
     lines += [f"leaf {key}: {_describe(leaf)}" for key, leaf in golden.leaves.items()]
     return lines
+
+
+def _meta_value(key: str, value: str) -> str:
+    """A metadata value as shown: a trace as its size and ends (its numbers are for attribution, not review)."""
+    if key != "trace":
+        return value
+    entries = [e for e in decode(value) if "class" in e]
+    if not entries:
+        return "(none)"
+    return (f"{len(entries)} module calls, {entries[0]['module']} ({entries[0]['class']}) to "
+            f"{entries[-1]['module']} ({entries[-1]['class']})")
 
 
 def diff_text(old: "str | Path", new: "str | Path") -> str:

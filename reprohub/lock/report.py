@@ -42,6 +42,8 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
             lines.append(f"  changed {SINGULAR[change.table]} {change.key}: {diff}")
     if refresh:
         lines.extend(_refresh_lines(session, outcomes))
+    for key, note in sorted(session.notes.items()):
+        lines.append(f"  golden {key}: {note}")
     for key, summary in sorted(session.accepted.items()):
         lines.append(f"accepted golden {key}: {summary}")
     for conflict in session.conflicts:

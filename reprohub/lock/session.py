@@ -93,6 +93,7 @@ class LockSession:
     usage: dict[str, dict[str, set[str]]] = field(default_factory=lambda: {t: {} for t in TABLES})
     current_test: str | None = None
     failed_goldens: set[str] = field(default_factory=set)
+    notes: dict[str, str] = field(default_factory=dict)  # golden lock key -> which variant it was compared with
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- Pins ----------------------------------------------------------------------------------
@@ -276,6 +277,7 @@ class LockSession:
             "golden_writers": self.golden_writers,
             "conflicts": self.conflicts,
             "accepted": self.accepted,
+            "notes": self.notes,
         }
 
     def absorb(self, data: dict) -> None:
@@ -294,5 +296,6 @@ class LockSession:
                 self.touched[table].update(keys)
             self.conflicts.extend(data["conflicts"])
             self.accepted.update(data["accepted"])
+            self.notes.update(data.get("notes", {}))
             for key, (test, digest) in data["golden_writers"].items():
                 self._conflict(key, test, digest)  # two xdist workers writing one key differently

@@ -249,3 +249,40 @@ def get_entrypoint(module: ModuleType, model: str) -> Callable:
         raise EntrypointError(f"a callable {model!r} in hubconf", f"Cannot find callable {model} in hubconf "
                               f"(entrypoints: {available})", "check the name with reprohub.list(...)")
     return func
+
+
+def referenced_packages(repo_dir: "str | os.PathLike[str]") -> frozenset[str]:
+    """Top-level names of the packages a repo's code refers to: every module object, and the module of every
+    class or function, in the globals of its ``hubconf.py`` and its own modules (``import pandas as pd``,
+    ``from PIL import Image``, ``from ultralytics.utils import LOGGER``).  It reads the code's namespace, not
+    what happened to be imported first in this process, so it is the same in any run; an import made
+    inside a function that has not run is not seen.  The repo's own names are left out.
+
+    Example:
+        >>> import pathlib; repo = pathlib.Path(tmp, "refs"); repo.mkdir()
+        >>> _ = (repo / "hubconf.py").write_text("import numpy as np\\nfrom json import dumps\\n")
+        >>> with repo_imports(repo):
+        ...     _ = import_hubconf(repo)
+        >>> sorted(referenced_packages(repo))
+        ['json', 'numpy']
+    """
+    repo_dir = os.path.realpath(os.fspath(repo_dir))
+    with _cond:
+        own = dict(_stashed.get(repo_dir, {}))
+        own.update({n: m for n, m in sys.modules.items() if _owner.get(n.partition(".")[0]) == repo_dir})
+    hubconf = sys.modules.get(module_name_for(repo_dir))
+    modules = [m for m in (*own.values(), hubconf) if isinstance(m, ModuleType)]
+    local = {name.partition(".")[0] for name in own}
+    found = set()
+    for module in modules:
+        for key, value in list(vars(module).items()):
+            if key.startswith("__"):  # the module's own machinery (__loader__, __spec__, __builtins__)
+                continue
+            try:  # an object's own __getattr__ may raise anything
+                name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+            except Exception:  # noqa: BLE001
+                continue
+            if isinstance(name, str) and name and not name.startswith("reprohub_hubconf_"):
+                found.add(name.partition(".")[0])
+    return frozenset(found - local)
+

@@ -1,0 +1,152 @@
+"""The first layer that moved: a compact fingerprint of every submodule's output, in execution order.
+
+``with golden.trace(model): out = model(x)`` puts a forward hook on every submodule; each call
+records the output's shape, dtype, summary statistics (min, max, mean, std) and ``SAMPLE`` values
+taken at evenly spaced positions.  The next ``golden.check(out)`` stores the list with the golden
+(its ``trace`` metadata, so the lock's digest covers it).  When that check fails, :func:`first_moved`
+walks both lists in order and names the earliest module whose output left the tolerance, with its
+difference, and the modules before it that still matched: a changed kernel, BLAS or weight shows
+*where* it entered instead of only at the output.  At most ``MAX_CALLS`` calls are kept (a big model's
+first ones, and the trace says it was cut), so a golden stays small.
+
+Example:
+    >>> import torch
+    >>> torch.manual_seed(0); net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    <torch._C.Generator object at ...>
+    >>> x = torch.ones(1, 3)
+    >>> with Tracer(net) as before:
+    ...     _ = net(x)
+    >>> with torch.no_grad():
+    ...     net[2].weight += 0.01
+    >>> with Tracer(net) as after:
+    ...     _ = net(x)
+    >>> print(first_moved(before.entries, after.entries, rtol=1e-5, atol=1e-6).splitlines()[0])
+    first module that moved: 2 (Linear): greatest difference 0.0... (tolerance atol 1e-06 + rtol 1e-05 x |expected|)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_CALLS = 512
+SAMPLE = 16
+TRUNCATED = "(trace cut)"
+
+
+class Tracer:
+    """Forward hooks on every submodule of ``model`` while the block runs; ``entries`` is what they saw."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.entries: list[dict] = []
+        self._handles: list = []
+
+    def __enter__(self) -> "Tracer":
+        import torch
+
+        if not isinstance(self.model, torch.nn.Module):
+            raise TypeError(f"golden.trace takes a torch.nn.Module, not {type(self.model).__name__}")
+        for name, module in self.model.named_modules():
+            self._handles.append(module.register_forward_hook(self._hook(name or "(model)")))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, name: str):
+        def record(module, inputs, output) -> None:
+            if len(self.entries) > MAX_CALLS:
+                return
+            if len(self.entries) == MAX_CALLS:
+                self.entries.append({"module": TRUNCATED})
+                return
+            for suffix, tensor in _tensors(output):
+                self.entries.append({"module": name + suffix, "class": type(module).__name__, **fingerprint(tensor)})
+        return record
+
+
+def _tensors(output: Any, suffix: str = "") -> list:
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return [(suffix, output)]
+    if isinstance(output, (list, tuple)):
+        return [found for i, item in enumerate(output) for found in _tensors(item, f"{suffix}[{i}]")]
+    if isinstance(output, dict):
+        return [found for key, item in output.items() for found in _tensors(item, f"{suffix}[{key!r}]")]
+    return []
+
+
+def fingerprint(tensor: Any) -> dict:
+    """Shape, dtype, min/max/mean/std and ``SAMPLE`` evenly spaced values of ``tensor``, as plain numbers."""
+    import torch
+
+    t = tensor.detach().reshape(-1)
+    shape, dtype = list(tensor.shape), str(tensor.dtype).removeprefix("torch.")
+    if t.numel() == 0 or t.is_complex():
+        return {"shape": shape, "dtype": dtype, "stats": [], "values": []}
+    values = t.to("cpu", torch.float64)
+    picks = torch.linspace(0, values.numel() - 1, min(SAMPLE, values.numel())).round().long()
+    stats = [values.min(), values.max(), values.mean(), values.std() if values.numel() > 1 else values.new_zeros(())]
+    return {"shape": shape, "dtype": dtype, "stats": [float(s) for s in stats], "values": values[picks].tolist()}
+
+
+def encode(entries: list[dict]) -> str:
+    """The trace as compact, stable JSON (the golden's ``trace`` metadata)."""
+    return json.dumps(entries, separators=(",", ":"), sort_keys=True)
+
+
+def decode(text: str | None) -> list[dict]:
+    """A stored trace, or ``[]`` for none (or a damaged one: attribution is a hint, never a verdict)."""
+    try:
+        entries = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return entries if isinstance(entries, list) and all(isinstance(e, dict) for e in entries) else []
+
+
+def first_moved(recorded: list[dict], current: list[dict], rtol: float, atol: float) -> str:
+    """A report naming the earliest module whose output left ``atol + rtol * |expected|`` (values sampled and
+    statistics), its difference, and the modules before it that matched; empty when no traced module moved."""
+    matched: list[str] = []
+    for index, (old, new) in enumerate(zip(recorded, current)):
+        label = f"{new.get('module')} ({new.get('class', '?')})"
+        if TRUNCATED in (old.get("module"), new.get("module")):
+            break
+        if (old.get("module"), old.get("class")) != (new.get("module"), new.get("class")):
+            return (f"the model ran other modules from call {index} on: recorded {old.get('module')} "
+                    f"({old.get('class', '?')}), now {label}" + _before(matched))
+        if (old.get("shape"), old.get("dtype")) != (new.get("shape"), new.get("dtype")):
+            return (f"first module that moved: {label}: output {new.get('dtype')} {new.get('shape')}, recorded "
+                    f"{old.get('dtype')} {old.get('shape')}" + _before(matched))
+        worst = _worst(old, new, rtol, atol)
+        if worst is not None:
+            return (f"first module that moved: {label}: greatest difference {worst:.6g} (tolerance atol {atol:g} + "
+                    f"rtol {rtol:g} x |expected|)" + _before(matched))
+        matched.append(label)
+    return ""
+
+
+def _worst(old: dict, new: dict, rtol: float, atol: float) -> float | None:
+    """The greatest difference among sampled values and statistics, when one of them leaves the tolerance."""
+    pairs = list(zip(old.get("values", []), new.get("values", []))) + list(zip(old.get("stats", []),
+                                                                               new.get("stats", [])))
+    worst, moved = 0.0, False
+    for want, got in pairs:
+        if not all(isinstance(v, (int, float)) for v in (want, got)):
+            continue
+        diff = abs(got - want) if want == want and got == got else (0.0 if want != want and got != got else float("inf"))
+        worst = max(worst, diff)
+        moved = moved or diff > atol + rtol * abs(want)
+    return worst if moved else None
+
+
+def _before(matched: list[str]) -> str:
+    if not matched:
+        return "; it is the first traced module"
+    shown = ", ".join(matched[-8:])
+    more = f"{len(matched) - 8} more and " if len(matched) > 8 else ""
+    return f"\n  modules before it still matched: {more}{shown}"
