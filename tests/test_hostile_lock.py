@@ -220,11 +220,9 @@ def _refusing_port():
     return sock
 
 
-def test_a_host_refusing_for_0_7_s_during_a_prefetch_is_asked_again_by_the_load(server, tmp_path, monkeypatch):
-    """The weights host restarts while a locked cold load prefetches from it: the prefetch fails and marks
-    nothing, and the entrypoint's own request waits for the host and passes."""
-    weights = HubServer().start()
-    port = weights.url.rsplit(":", 1)[1]
+def _record_two(server, weights, tmp_path):
+    """Record acme/two (served by ``server``, its two weight files by ``weights``): the lock to write, its
+    path, and the first weight URL."""
     a, b = weights.add_file("backbone.pt", _weights(1000)), weights.add_file("head.pt", _weights(10))
     serve_repo(server, tmp_path, "acme/two", {"hubconf.py": HUBCONF.format(a=a, b=b)})
     path = tmp_path / "hub.lock"
@@ -232,7 +230,16 @@ def test_a_host_refusing_for_0_7_s_during_a_prefetch_is_asked_again_by_the_load(
     hub = Hub(hub_dir=tmp_path / "rec", github_api_url=server.api_url, pins=recording, policy=FAST_POLICY)
     hub.recorder.listeners.append(recording.observe)
     assert hub.load("acme/two:main", "two") == 1010
-    recording.result().write(path)
+    return recording.result(), path, a
+
+
+def test_a_host_refusing_for_0_7_s_during_a_prefetch_is_asked_again_by_the_load(server, tmp_path, monkeypatch):
+    """The weights host restarts while a locked cold load prefetches from it: the prefetch fails and marks
+    nothing, and the entrypoint's own request waits for the host and passes."""
+    weights = HubServer().start()
+    port = weights.url.rsplit(":", 1)[1]
+    lock, path, _ = _record_two(server, weights, tmp_path)
+    lock.write(path)
     files = dict(weights.state.files)
     weights.stop()  # the host goes down...
     back = []
@@ -304,14 +311,7 @@ def test_a_transient_resolver_error_is_retried_not_taken_for_a_missing_name(serv
 def test_a_prefetch_list_naming_another_host_sends_it_nothing(server, tmp_path, monkeypatch):
     """A lock edit adds a URL on another host to a repo's prefetch list (and pins it): a cold check run must not
     send that host a request no reviewed code makes, unless REPROHUB_PREFETCH_HOSTS allows it."""
-    a, b = server.add_file("backbone.pt", _weights(1000)), server.add_file("head.pt", _weights(10))
-    serve_repo(server, tmp_path, "acme/two", {"hubconf.py": HUBCONF.format(a=a, b=b)})
-    path = tmp_path / "hub.lock"
-    recording = LockSession(Lockfile(), str(path), update=True)
-    hub = Hub(hub_dir=tmp_path / "rec", github_api_url=server.api_url, pins=recording, policy=FAST_POLICY)
-    hub.recorder.listeners.append(recording.observe)
-    hub.load("acme/two:main", "two")
-    lock = recording.result()
+    lock, path, a = _record_two(server, server, tmp_path)
     with HubServer() as elsewhere:
         planted = elsewhere.add_file("x.pt", b"x")
         lock.artifacts[planted] = type(lock.artifacts[a])(planted, __import__("hashlib").sha256(b"x").hexdigest(), 1)
