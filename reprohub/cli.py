@@ -175,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
                 "statistics, a digest; works as a git textconv), diff OLD NEW (the golden engine's report)")
     p.add_argument("action", choices=("show", "diff"))
     p.add_argument("files", nargs="+", metavar="FILE", help="golden .safetensors files (diff: exactly two)")
+    p.add_argument("--textconv", action="store_true", help="for git's textconv: exit 0 for a file that is no "
+                   "golden too (its text says so), so a diff still shows")
 
     p = command("serve", _serve, "serve local Git repos (and files) on 127.0.0.1 as a GitHub-compatible host")
     p.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=PATH", help="a Git repo to serve")
@@ -366,14 +368,17 @@ def _env(args) -> int:
 
 
 def _golden(args) -> int:
-    from .golden.text import diff_text, show_lines
+    from .golden.text import DAMAGED, diff_text, show_lines
 
     if args.action == "show":
+        damaged = 0
         for path in args.files:
             if len(args.files) > 1:
                 _say(f"== {path}")
-            _say(*show_lines(path))
-        return EXIT_OK
+            lines = show_lines(path)
+            damaged += lines[0].startswith(DAMAGED)
+            _say(*lines)
+        return EXIT_MISMATCH if damaged and not args.textconv else EXIT_OK
     if len(args.files) != 2:
         return _fail(f"error: golden diff takes two files, OLD NEW; found {len(args.files)}", EXIT_USAGE)
     report = diff_text(*args.files)

@@ -178,12 +178,16 @@ class HubPlugin:
         self.accept = option("hub_accept")
         self.update, self.refresh = option("hub_update") or self.accept, option("hub_refresh") or self.accept
         self.offline, self.strict_unused = option("hub_offline"), option("hub_strict_unused")
+        if option("hub_prune") and not self.update:
+            raise pytest.UsageError("--hub-prune drops lock entries only while recording: add --hub-update "
+                                    "(pytest --hub-lock hub.lock --hub-update --hub-prune)")
         self.devices = [d.strip() for d in (option("hub_device") or config.getini("hub_device")).split(",") if d.strip()]
         self.is_worker = hasattr(config, "workerinput")
         self.session = self._lock_session()
         self.outcomes: dict[str, str] = {}
         self.deselected = 0
         self.written: bool | None = None
+        self.pruned: list[str] = []  # the golden files a prune deleted, as summary lines
         self.write_error: str | None = None
         self.versions: dict[str, str] = {}  # installed distributions' versions, looked up once a session
         self._hub: Hub | None = None
@@ -310,13 +314,32 @@ class HubPlugin:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.update and failed == 0 and not self.session.conflicts and session.exitstatus == 0:
             try:  # never a lock from a failed session; merged with the lock on disk at write time
-                self.written = self._result().write(self.lock_path, base=self.session.lock)
+                result = self._result()
+                self.written = result.write(self.lock_path, base=self.session.lock)
+                self.pruned = self._delete_unpinned_goldens(result)
             except ReprohubError as err:
                 self.write_error = str(err)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         unused = self.deselected == 0 and any(self.session.unused().values())
         if self.strict_unused and unused and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _delete_unpinned_goldens(self, result: Lockfile) -> list[str]:
+        """After a prune was written: delete the golden files of the entries it dropped, and say which.  Only
+        files inside the golden folder are touched (a lock's ``file`` is text a pull request can edit)."""
+        root = self.golden_store.root.resolve()
+        deleted = []
+        for key, pin in sorted(self.session.lock.goldens.items()):
+            if key in result.goldens:
+                continue
+            path = (self.lock_path.parent / pin.file).resolve()
+            if root not in path.parents or not path.name.endswith(".safetensors") or not path.is_file():
+                continue
+            if any(other.file == pin.file for other in result.goldens.values()):
+                continue  # still pinned under another key
+            path.unlink()
+            deleted.append(f"pruned golden {key}: deleted {pin.file}")
+        return deleted
 
     def _result(self) -> Lockfile:
         """The lock to write: this run's records merged in, and with --hub-prune the unused entries dropped."""
@@ -365,5 +388,5 @@ class HubPlugin:
 
         terminalreporter.section("reprohub")
         for line in summary_lines(self.session, self.outcomes, self.deselected, self.written, self.strict_unused,
-                                  self.update, self.refresh, self.write_error):
+                                  self.update, self.refresh, self.write_error) + self.pruned:
             terminalreporter.write_line(printable(redact_text(line)))

@@ -232,7 +232,7 @@ def test_git_diff_with_the_textconv_shows_which_leaf_changed(tmp_path):
     assert "Bin" in git("diff", "--stat")  # what a reviewer sees without the setup
     (repo / ".gitattributes").write_text("*.safetensors diff=reprohub-golden\n")
     reprohub_cmd = shutil.which("reprohub") or f"{sys.executable} -m reprohub"
-    git("config", "diff.reprohub-golden.textconv", f"{reprohub_cmd} golden show")
+    git("config", "diff.reprohub-golden.textconv", f"{reprohub_cmd} golden show --textconv")
     diff = git("diff", "goldens/m.safetensors")
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert any(line.startswith("-leaf out.logits: float32 [3] min 1 max 3 mean 2 ") for line in changed), diff
@@ -251,7 +251,9 @@ def test_golden_diff_reports_with_the_engine_and_exits_1(tmp_path, capsys):
     assert main(["golden", "diff", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]) == 1
     assert "Greatest absolute difference: 0.5 at index (1,)" in capsys.readouterr().out
     (tmp_path / "bad.safetensors").write_bytes(b"not a golden")
-    assert main(["golden", "show", str(tmp_path / "bad.safetensors")]) == 0
+    assert main(["golden", "show", str(tmp_path / "bad.safetensors")]) == 1  # not a golden: a script can tell
+    assert "DAMAGED golden" in capsys.readouterr().out
+    assert main(["golden", "show", "--textconv", str(tmp_path / "bad.safetensors")]) == 0  # git's diff still shows
     assert "DAMAGED golden" in capsys.readouterr().out
 
 

@@ -351,3 +351,61 @@ def project(pytester, server, monkeypatch):
     monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
     pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
     return pytester
+
+
+# -- prune and counters that tell the truth ---------------------------------------------------------
+
+def test_prune_deletes_the_golden_files_it_unpins_and_says_so(project, tiny_repo):
+    _three(project)
+    run_locked(project, "--hub-update").assert_outcomes(passed=3)
+    gone = project.path / Lockfile.read(project.path / "hub.lock").goldens["b/ones"].file
+    assert gone.is_file()
+    (project.path / "test_b.py").unlink()  # the test is gone for good
+    pruned = run_locked(project, "--hub-update", "--hub-prune")
+    pruned.assert_outcomes(passed=2)
+    pruned.stdout.fnmatch_lines(["pruned golden b/ones: deleted goldens/b/ones.safetensors"])
+    assert not gone.exists() and "b/ones" not in Lockfile.read(project.path / "hub.lock").goldens
+    assert len(list((project.path / "goldens").rglob("*.safetensors"))) == 2  # the others stay
+
+
+def test_prune_never_deletes_outside_the_golden_folder(project, tiny_repo):
+    _three(project)
+    run_locked(project, "--hub-update").assert_outcomes(passed=3)
+    outside = project.path / "precious.safetensors"
+    outside.write_bytes(b"not yours")
+    lock = Lockfile.read(project.path / "hub.lock")
+    lock.goldens["planted"] = GoldenPin("planted", "precious.safetensors", "0" * 64)  # a hostile lock edit
+    lock.write(project.path / "hub.lock")
+    run_locked(project, "--hub-update", "--hub-prune").assert_outcomes(passed=3)
+    assert outside.read_bytes() == b"not yours" and "planted" not in Lockfile.read(project.path / "hub.lock").goldens
+
+
+def test_prune_without_update_is_a_usage_error(project):
+    result = run_locked(project, "--hub-prune")
+    assert result.ret == 4  # pytest's usage error
+    assert "add --hub-update" in "\n".join(result.errlines)
+
+
+def test_counters_count_environments_failed_goldens_and_unreachable_urls(project, tiny_repo, server, monkeypatch):
+    gone = f"{server.url}/files/never-there.pt"
+    project.makepyfile(test_count=f"""
+import torch, pytest
+
+def test_ok(hub, golden):
+    hub.load('acme/tiny:v1', 'version')
+    golden.check(torch.ones(2))
+
+def test_moves(hub, golden):
+    golden.check(torch.ones(3) * float(__import__('os').environ.get('SCALE', '1')), key='m/out')
+
+def test_gone(hub):
+    with pytest.raises(Exception):
+        hub.load_state_dict_from_url({gone!r}, progress=False)
+""")
+    run_locked(project, "--hub-update").assert_outcomes(passed=3)
+    monkeypatch.setenv("SCALE", "2")  # test_moves's output moves
+    result = run_locked(project)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["goldens: 1 checked, 1 failed, 0 recorded, 0 changed, * not reached",
+                                 "unreachable: 1 checked, 0 recorded, 0 changed, * not reached",
+                                 "environments: 2 checked, 0 recorded, 0 changed, * not reached"])  # one a golden

@@ -9,7 +9,7 @@ the digest.  The same file always gives the same text, on any machine.
 Set up once per clone (the README's "Reviewing goldens in a diff")::
 
     echo '*.safetensors diff=reprohub-golden' >> .gitattributes
-    git config diff.reprohub-golden.textconv 'reprohub golden show'
+    git config diff.reprohub-golden.textconv 'reprohub golden show --textconv'
 
 Example:
     >>> import torch
@@ -32,6 +32,9 @@ from .engine import compare_leaves, load_golden
 from .trace import decode
 
 
+DAMAGED = "DAMAGED golden"  # the first line for a file that is no readable golden (exit 1 from `golden show`)
+
+
 def show_lines(path: "str | Path") -> list[str]:
     """The text form of one golden file (see the module docstring); no file name, since git hands a
     ``textconv`` the old version as a temporary file.
@@ -41,7 +44,7 @@ def show_lines(path: "str | Path") -> list[str]:
     try:
         golden = load_golden(path)
     except GoldenFileError as err:
-        return [f"DAMAGED golden: {err.found}"]
+        return [f"{DAMAGED}: {err.found}"]
     lines = [printable(f"meta {key}: {_meta_value(key, value)}") for key, value in sorted(golden.metadata.items())]
     lines += [f"leaf {key}: {_describe(leaf)}" for key, leaf in golden.leaves.items()]
     return lines

@@ -22,17 +22,25 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
     lines = []
     failed = any(o == "failed" for o in outcomes.values())
     for table in TABLES:
-        seen = getattr(session.recorded, table)
-        if table in OPTIONAL_TABLES and not seen and not getattr(session.lock, table):
+        locked = getattr(session.lock, table)
+        # what this run met: what it recorded, and every locked entry a test asked for (a check mode's
+        # unreachable URL, a golden that failed, an environment a matched golden names)
+        seen = set(getattr(session.recorded, table)) | (session.touched[table] & set(locked))
+        if table == "environments":
+            seen |= {session.lock.goldens[k].environment for k in session.touched["goldens"]
+                     if k in session.lock.goldens} & set(locked)
+        if table in OPTIONAL_TABLES and not seen and not locked:
             continue  # the rare tables are shown only where they have entries
         new = [c for c in changes if c.table == table and c.old is None]
         changed = [c.key for c in changes if c.table == table and c.old is not None]
-        checked = len(seen) - len(new) - len(changed)
+        failed_here = sorted(set(session.failed_goldens) & seen) if table == "goldens" and not refresh else []
         if table == "goldens" and refresh:  # an output that moved is a changed golden, recorded or not
             changed += sorted(set(session.failed_goldens) - set(changed))
+        checked = len(seen - {c.key for c in new} - set(changed) - set(failed_here))
         not_used = ("unused not counted (tests deselected)" if deselected else
                     f"{len(unused[table])} not reached" if failed else f"{len(unused[table])} unused")
-        lines.append(f"{table}: {checked} checked, {len(new)} recorded, {len(changed)} changed, {not_used}")
+        failures = f", {len(failed_here)} failed" if failed_here else ""
+        lines.append(f"{table}: {checked} checked{failures}, {len(new)} recorded, {len(changed)} changed, {not_used}")
     for change in changes:
         if change.old is None:
             note = f": {change.new['error']} (check runs expect the same failure)" if change.table == "unreachable" else ""
