@@ -189,3 +189,14 @@ def test_env_requirements_list_what_a_hubconf_imports_without_declaring_it(pytes
     assert main(["env", "--lock", str(pytester.path / "hub.lock"), "--requirements"]) == EXIT_OK
     lines = capsys.readouterr().out.splitlines()
     assert f"tqdm=={version('tqdm')}" in lines and f"responses=={version('responses')}" in lines
+
+
+def test_the_cross_environment_floor_applies_to_cpu_outputs_too(tmp_path):
+    """The floor was handed to the engine as a cross-*device* floor, which the engine applied to GPU outputs
+    only: a CPU golden from another environment was held to the same-environment tolerance."""
+    GoldenStore(tmp_path, tmp_path, update=True).check(torch.ones(3), "k", {}, dependencies=["numpy"])
+    moved = torch.ones(3) + 5e-5  # beyond float32's 1e-5 + 1.3e-6 x |1|, within a 1e-4 floor
+    with pytest.raises(AssertionError, match="values differ"):  # same environment: the default tolerance
+        GoldenStore(tmp_path, tmp_path, cross_env=(1e-4, 1e-4)).check(moved, "k", {}, dependencies=["numpy"])
+    # another environment (the repo no longer names numpy): the floor applies
+    assert GoldenStore(tmp_path, tmp_path, cross_env=(1e-4, 1e-4)).check(moved, "k", {}) == "matched"

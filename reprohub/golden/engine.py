@@ -229,22 +229,23 @@ class Comparison:
 
 def compare(obtained: Any, golden: Golden, rtol: float | None = None, atol: float | None = None,
             tolerances: Mapping[str, tuple[float, float]] | None = None, equal_nan: bool = False,
-            cross_device: tuple[float, float] | None = None) -> Comparison:
+            floor: tuple[float, float] | None = None) -> Comparison:
     """Compare an output with a golden: structure, dtype, shape, then values.
 
     Args:
         rtol, atol: override the per-dtype defaults for every leaf.
         tolerances: ``{leaf_key: (rtol, atol)}`` overrides for single leaves.
         equal_nan: treat NaN == NaN (off by default).
-        cross_device: (rtol, atol) floor used when the obtained tensors are on
-            another device than the golden was recorded on.
+        floor: (rtol, atol) below which no leaf's tolerance goes; the caller passes one where the output
+            comes from another device, environment or machine class than the golden
+            (:class:`reprohub.golden.store.GoldenStore` decides which).
     """
-    return compare_leaves(flatten(obtained), golden, rtol, atol, tolerances, equal_nan, cross_device)
+    return compare_leaves(flatten(obtained), golden, rtol, atol, tolerances, equal_nan, floor)
 
 
 def compare_leaves(got: Mapping[str, Any], golden: Golden, rtol: float | None = None, atol: float | None = None,
                    tolerances: Mapping[str, tuple[float, float]] | None = None, equal_nan: bool = False,
-                   cross_device: tuple[float, float] | None = None) -> Comparison:
+                   floor: tuple[float, float] | None = None) -> Comparison:
     """:func:`compare` for leaves already flattened (``{"out.logits": tensor}``; two goldens' leaves)."""
     result = Comparison(compared=len(set(got) | set(golden.leaves)))
     for key in sorted(set(golden.leaves) - set(got)):
@@ -253,13 +254,13 @@ def compare_leaves(got: Mapping[str, Any], golden: Golden, rtol: float | None = 
         result.diffs.append(LeafDiff(key, "extra in the output (absent from the golden)"))
     for key in sorted(set(got) & set(golden.leaves)):
         tol = (tolerances or {}).get(key)
-        diff = _compare_leaf(key, got[key], golden.leaves[key], tol or (rtol, atol), equal_nan, cross_device)
+        diff = _compare_leaf(key, got[key], golden.leaves[key], tol or (rtol, atol), equal_nan, floor)
         if diff is not None:
             result.diffs.append(diff)
     return result
 
 
-def _compare_leaf(key, actual, expected, tol, equal_nan, cross_device) -> LeafDiff | None:
+def _compare_leaf(key, actual, expected, tol, equal_nan, floor) -> LeafDiff | None:
     import torch
 
     if isinstance(expected, torch.Tensor) != isinstance(actual, torch.Tensor):
@@ -273,7 +274,7 @@ def _compare_leaf(key, actual, expected, tol, equal_nan, cross_device) -> LeafDi
         return LeafDiff(key, f"dtype differs: golden {expected.dtype}, output {actual.dtype}")
     if actual.shape != expected.shape:
         return LeafDiff(key, f"shape differs: golden {tuple(expected.shape)}, output {tuple(actual.shape)}")
-    rtol, atol = _tolerance(actual.dtype, tol, cross_device if actual.device.type != "cpu" else None)
+    rtol, atol = effective_tolerance(actual.dtype, tol, floor)
     detail = value_mismatch(actual.detach(), expected, rtol, atol, equal_nan)
     return None if detail is None else LeafDiff(key, "values differ", detail)
 
@@ -282,12 +283,20 @@ def _both_nan(a, b) -> bool:
     return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
 
 
-def _tolerance(dtype, tol, cross_device):
+def effective_tolerance(dtype, tol: "tuple[float | None, float | None]",
+                        floor: "tuple[float, float] | None" = None) -> tuple[float, float]:
+    """The (rtol, atol) a leaf of ``dtype`` is held to: ``tol``'s values, else the dtype's defaults, raised to
+    ``floor`` where one is given.
+
+    Example:
+        >>> import torch; effective_tolerance(torch.float32, (None, 1e-3), (1e-4, 1e-5))
+        (0.0001, 0.001)
+    """
     default_rtol, default_atol = default_tolerance(dtype)
     rtol = default_rtol if tol[0] is None else tol[0]
     atol = default_atol if tol[1] is None else tol[1]
-    if cross_device is not None:
-        rtol, atol = max(rtol, cross_device[0]), max(atol, cross_device[1])
+    if floor is not None:
+        rtol, atol = max(rtol, floor[0]), max(atol, floor[1])
     return rtol, atol
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 from ..fetch.fsutil import sha256_file
 from ..redact import printable
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
-from .engine import compare, default_tolerance, flatten, load_golden, save_golden
+from .engine import compare, effective_tolerance, flatten, load_golden, save_golden
 from ..lock.lockfile import EnvironmentPin, GoldenPin
 from .environment import capture, differences, environment_id
 from .numerics import machine_class
@@ -76,9 +76,7 @@ def _tolerance_of(output: Any, rtol: float | None, atol: float | None,
 
     dtype = next((leaf.dtype for leaf in flatten(output).values()
                   if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()), torch.float32)
-    default_rtol, default_atol = default_tolerance(dtype)
-    found = (default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
-    return (max(found[0], floor[0]), max(found[1], floor[1])) if floor else found
+    return effective_tolerance(dtype, (rtol, atol), floor)
 
 
 def _floor(*floors: "tuple[float, float] | None") -> "tuple[float, float] | None":
@@ -189,7 +187,7 @@ class GoldenStore:
                                       "hub.lock --requirements`), or re-record the golden here")
         floor = _floor(self.cross_device if path != own or fallback else None, self.cross_env if moved else None)
         result = compare(output, golden, rtol=rtol, atol=atol, tolerances=tolerances, equal_nan=equal_nan,
-                         cross_device=floor)
+                         floor=floor)
         if result.ok:
             # the file (and so the environment it names) stays as recorded; the lock names that one
             self._pin(lock_key, path, digest, (_recorded_environment(golden) or None) if self.writes else None)
