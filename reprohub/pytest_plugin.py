@@ -316,7 +316,8 @@ class HubPlugin:
             try:  # never a lock from a failed session; merged with the lock on disk at write time
                 result = self._result()
                 self.written = result.write(self.lock_path, base=self.session.lock)
-                self.pruned = self._delete_unpinned_goldens(result)
+                if self.config.getoption("hub_prune"):
+                    self.pruned = self._delete_unpinned_goldens(result)
             except ReprohubError as err:
                 self.write_error = str(err)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -346,10 +347,10 @@ class HubPlugin:
         result = self.session.result()
         if not self.config.getoption("hub_prune"):
             return result
-        partial = self._partial_run()
-        if partial or not self.update:
+        partial = self._partial_run()  # (--hub-prune without --hub-update was refused when the session began)
+        if partial:
             raise ReprohubError("--hub-prune with --hub-update on a complete run (every test selected, run and "
-                                "passed)", partial or "no --hub-update",
+                                "passed)", partial,
                                 "nothing was written; run the whole suite where every test can run: "
                                 "pytest --hub-lock LOCK --hub-update --hub-prune (or drop --hub-prune)")
         return result.without(self.session.unused())

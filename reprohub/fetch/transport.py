@@ -81,47 +81,41 @@ def host_of(url: str) -> str:
 
 def unreachable_kind(err: BaseException) -> str | None:
     """``"name"`` for a host name that does not resolve, ``"refused"`` for a refused connection, else ``None``
-    (timeouts, resets, 5xx and a resolver that answered "try again" are worth the usual retries).  requests
-    wraps urllib3's error, which wraps the socket's: the chain is followed through ``reason``, the first
-    argument, then ``__cause__``."""
-    if _resolver_busy(err):
+    (timeouts, resets, 5xx and a resolver that answered "try again" are worth the usual retries)."""
+    chain = _chain(err)
+    if any(_resolver_busy(e) for e in chain):
         return None
-    current: BaseException | None = err
-    for _ in range(8):
-        if current is None:
-            return None
+    for current in chain:
         if isinstance(current, (urllib3.exceptions.NameResolutionError, socket.gaierror)):
             return "name"
         if isinstance(current, ConnectionRefusedError) or (
                 isinstance(current, urllib3.exceptions.NewConnectionError) and "refused" in str(current).lower()):
             return "refused"
-        current = _inner(current)
     return None
 
 
-def _inner(err: BaseException) -> BaseException | None:
-    reason = getattr(err, "reason", None)
-    if isinstance(reason, BaseException):
-        return reason
-    if err.args and isinstance(err.args[0], BaseException):
-        return err.args[0]
-    return err.__cause__ or err.__context__
+def _chain(err: BaseException, depth: int = 8) -> list[BaseException]:
+    """``err`` and what it wraps: requests wraps urllib3's error, which wraps the socket's; followed through
+    ``reason``, the first argument, then ``__cause__`` (at most ``depth`` deep)."""
+    found: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and len(found) < depth:
+        found.append(current)
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            current = reason
+        elif current.args and isinstance(current.args[0], BaseException):
+            current = current.args[0]
+        else:
+            current = current.__cause__ or current.__context__
+    return found
 
 
 def _resolver_busy(err: BaseException) -> bool:
-    """Whether a resolver failure in ``err``'s chain is transient: ``EAI_AGAIN``, "Temporary failure in name
-    resolution" (a DNS server that timed out, a network coming up), not a name that does not exist."""
-    current: BaseException | None = err
-    for _ in range(8):
-        if current is None:
-            return False
-        if isinstance(current, socket.gaierror) and current.errno == socket.EAI_AGAIN:
-            return True
-        if "temporary failure in name resolution" in str(current).lower():
-            return True
-        current = current.__cause__ if isinstance(current, urllib3.exceptions.NameResolutionError) and \
-            current.__cause__ is not None else _inner(current)
-    return False
+    """A transient resolver failure: ``EAI_AGAIN``, "Temporary failure in name resolution" (a DNS server that
+    timed out, a network coming up), not a name that does not exist."""
+    return ((isinstance(err, socket.gaierror) and err.errno == socket.EAI_AGAIN)
+            or "temporary failure in name resolution" in str(err).lower())
 
 
 def remembering() -> bool:

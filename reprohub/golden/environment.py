@@ -8,8 +8,8 @@ thread count), the numeric stack of the machine (:mod:`reprohub.golden.numerics`
 kernel capability torch dispatches to, BLAS/LAPACK/MKL/oneDNN builds, every precision switch, the CUDA
 driver and runtime), the installed version of every package the repo's ``hubconf.py`` names in
 ``dependencies`` (``dep <name>``; ``not installed`` where no distribution has that name), and of every
-distribution whose modules the load imported (``import <name>``: yolov5 names none of pandas or
-opencv in ``dependencies``).  No timestamps, host names or paths: the same environment gives the same
+distribution the repo's code refers to (``import <name>``: yolov5 names none of pandas or opencv in
+``dependencies``).  No timestamps, host names or paths: the same environment gives the same
 record, and its :func:`environment_id` (a digest of it) lets many goldens share one entry of ``hub.lock``.
 
 Example:
@@ -49,7 +49,8 @@ def capture(dependencies: Iterable[str] = (), device: str = "cpu",
 
     ``versions``: a cache of installed versions to fill and reuse (a pytest session passes one, so a
     suite looks each distribution up once: about 0.9 ms a lookup here, per golden check otherwise).
-    ``imports``: top-level module names a load imported (``Hub.last_imports``), recorded by distribution.
+    ``imports``: top-level names of the packages the loaded repo's code refers to
+    (:func:`reprohub.runtime.hubconf.referenced_packages`), recorded by distribution.
     """
     import torch
 

@@ -106,9 +106,12 @@ def _switches() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _cuda_versions() -> "tuple[tuple[str, str], ...]":
+def _cuda() -> "dict[str, str]":
+    """The CUDA runtime torch was built with and the driver's version (none without a GPU); read once."""
     import torch
 
+    if not torch.cuda.is_available():
+        return {}
     driver = getattr(torch._C, "_cuda_getDriverVersion", None)
     try:
         version = driver() if driver is not None else None
@@ -117,13 +120,7 @@ def _cuda_versions() -> "tuple[tuple[str, str], ...]":
     found = {"cuda runtime": str(torch.version.cuda or UNSET)}
     if isinstance(version, int) and version > 0:
         found["cuda driver"] = f"{version // 1000}.{version % 1000 // 10}"
-    return tuple(sorted(found.items()))
-
-
-def _cuda() -> dict[str, str]:
-    import torch
-
-    return dict(_cuda_versions()) if torch.cuda.is_available() else {}
+    return found
 
 
 def machine_class(env: Mapping[str, str]) -> str:

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit
 
 from .. import settings
-
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
 from .lockfile import TABLES, ArtifactPin, EnvironmentPin, GoldenPin, Lockfile, RepoPin, UnreachablePin
