@@ -105,7 +105,7 @@ def test_integers_are_compared_exactly():
 
 
 def test_chunked_comparison_finds_a_late_mismatch(monkeypatch):
-    import reprohub.golden.engine as golden_module
+    import reprohub.golden.values as golden_module
 
     monkeypatch.setattr(golden_module, "CHUNK_ELEMENTS", 1000)
     expected = torch.zeros(10_000)
