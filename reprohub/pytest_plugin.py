@@ -14,6 +14,9 @@ Options (each also an ini setting without the dashes, ``hub_lock = hub.lock``)::
     --hub-device LIST     devices for tests that take the ``hub_device`` fixture (cpu,cuda)
     --hub-mirror LOC      a bundle tried before the origin for pinned content (repeatable)
     --hub-variant         with --hub-update: record goldens as this machine class's variant
+    --hub-report PATH     a self-contained HTML report of failed and changed goldens
+
+With ``$GITHUB_STEP_SUMMARY`` set (GitHub Actions), a Markdown summary of the session is appended to it.
 
 Fixtures: ``hub`` (session: a :class:`~reprohub.hub.Hub` bound to the lock and
 options), ``golden`` (``golden.check(output, key=None, rtol=None, atol=None)``),
@@ -36,6 +39,9 @@ import pytest
 
 from .api import default_hub_override
 from .errors import ReprohubError, SettingError
+from . import settings
+from .fetch.fsutil import atomic_write_bytes
+from .golden.text import companion_path
 from .redact import printable, redact_text
 from .golden.checker import GoldenChecker, test_key  # noqa: F401  (test_key: re-exported)
 from .golden.store import GoldenStore
@@ -64,6 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(ini: hub_trust); repos pinned in the lock are always trusted")
     group.addoption("--hub-prune", action="store_true",
                     help="with --hub-update: drop lock entries no test used (only from a green run of every test)")
+    group.addoption("--hub-report", metavar="PATH", default=None,
+                    help="write a self-contained HTML report of failed and changed goldens (tables, and pictures of "
+                         "where each output moved)")
     group.addoption("--hub-variant", action="store_true",
                     help="with --hub-update: record goldens as the variant of this machine's class (CPU kernel "
                          "capability or CUDA compute capability), leaving other classes' goldens as they are")
@@ -339,6 +348,7 @@ class HubPlugin:
             if any(other.file == pin.file for other in result.goldens.values()):
                 continue  # still pinned under another key
             path.unlink()
+            companion_path(path).unlink(missing_ok=True)
             deleted.append(f"pruned golden {key}: deleted {pin.file}")
         return deleted
 
@@ -388,6 +398,26 @@ class HubPlugin:
         from .lock.report import summary_lines
 
         terminalreporter.section("reprohub")
-        for line in summary_lines(self.session, self.outcomes, self.deselected, self.written, self.strict_unused,
-                                  self.update, self.refresh, self.write_error) + self.pruned:
-            terminalreporter.write_line(printable(redact_text(line)))
+        lines = [printable(redact_text(line)) for line in summary_lines(
+            self.session, self.outcomes, self.deselected, self.written, self.strict_unused, self.update,
+            self.refresh, self.write_error) + self.pruned]
+        for line in lines:
+            terminalreporter.write_line(line)
+        for written in self._write_reviews(lines):
+            terminalreporter.write_line(written)
+
+    def _write_reviews(self, lines: list[str]) -> list[str]:
+        """The CI job's summary (appended to ``$GITHUB_STEP_SUMMARY`` when set) and ``--hub-report``'s HTML page."""
+        from .golden.review import html, markdown
+
+        reviews, said = self.session.reviews, []
+        summary_file = settings.read(settings.GITHUB_STEP_SUMMARY)
+        if summary_file:
+            with open(summary_file, "a", encoding="utf-8") as out:  # the runner's file: appended, as GitHub asks
+                out.write(markdown(reviews, lines, self.accept_command()))
+        report = self.config.getoption("hub_report")
+        if report:
+            path = Path(self.config.invocation_params.dir, report)
+            atomic_write_bytes(path, html(reviews, lines, self.accept_command()).encode("utf-8"))
+            said.append(f"report: {path} ({len(reviews)} goldens failed or changed)")
+        return said

@@ -56,6 +56,7 @@ NETRC = "NETRC"
 ATEN_CPU_CAPABILITY = "ATEN_CPU_CAPABILITY"
 CUBLAS_WORKSPACE_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
 NVIDIA_TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
+GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -86,6 +87,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(CUBLAS_WORKSPACE_CONFIG, "CUDA's: cuBLAS workspace (the golden fixture sets :4096:8 unless set); "
                                       "recorded"),
     Variable(NVIDIA_TF32_OVERRIDE, "NVIDIA's: 0 turns TF32 off in every library; recorded"),
+    Variable(GITHUB_STEP_SUMMARY, "GitHub Actions': the job summary file; the pytest plugin appends a Markdown "
+                                  "summary of golden failures and changes to it"),
 )}
 
 

@@ -3,8 +3,10 @@
 Layout under the golden folder (ini ``hub_golden_dir``, default
 ``fixtures/goldens``)::
 
-    <key>.safetensors        recorded on CPU
-    <key>.cuda.safetensors   recorded on CUDA (used for CUDA outputs when present)
+    <key>.safetensors          recorded on CPU
+    <key>.cuda.safetensors     recorded on CUDA (used for CUDA outputs when present)
+    <key>.<class>.safetensors  a variant for one machine class (``--hub-variant``: cpu-avx2, cuda-sm_90)
+    <key>[...].golden.txt      each one's text companion, for review in any diff (golden/text.py)
 
 A CUDA output with no CUDA golden is compared with the CPU golden under the
 cross-device tolerance.  Each golden's sha256 is pinned in ``hub.lock`` under
@@ -35,6 +37,8 @@ from .engine import compare, effective_tolerance, flatten, load_golden, save_gol
 from ..lock.lockfile import EnvironmentPin, GoldenPin
 from .environment import capture, differences, environment_id
 from .numerics import machine_class
+from .review import review_record
+from .text import write_companion
 from .trace import decode, encode, first_moved
 from ..lock.session import LockSession
 
@@ -208,6 +212,10 @@ class GoldenStore:
         if golden.metadata.get("input", meta.get("input")) != meta.get("input"):  # not the model: the test moved
             report = (f"the input differs from the one recorded: {printable(golden.metadata['input'] or '(none)')} "
                       f"-> {printable(meta.get('input') or '(none)')}\n{report}")
+        if self.session is not None:  # for the CI job's summary and the HTML report
+            outcome = ("accepted" if self.accept else "updated") if self.writes else "failed"
+            self.session.reviews[lock_key] = review_record(self.session.current_test or "", outcome, result,
+                                                           flatten(output), golden, moved)
         if self.writes:
             if self.accept and self.session is not None:
                 self.session.accepted[lock_key] = "; ".join(line.strip() for line in report.splitlines()[1:4])
@@ -220,6 +228,7 @@ class GoldenStore:
     def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = save_golden(path, output, meta)
+        write_companion(path)  # the text a hosted diff shows
         # the digest of the bytes this test produced, not of the file as found after the write: another
         # xdist worker may have replaced it meanwhile, and its conflict must show (lock/session.py)
         self._pin(lock_key, path, hashlib.sha256(data).hexdigest(), json.loads(meta["environment"]))

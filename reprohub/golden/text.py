@@ -6,7 +6,14 @@ leaf with its path, dtype, shape, summary statistics and a short digest of its e
 diff says which leaves changed and roughly how, and a change below print precision still shows in
 the digest.  The same file always gives the same text, on any machine.
 
-Set up once per clone (the README's "Reviewing goldens in a diff")::
+**Without any set-up**, ``--hub-update`` writes a text companion beside each golden
+(``logits.safetensors`` -> ``logits.golden.txt``, :func:`write_companion`): the same lines, with the
+values themselves for leaves of at most ``SMALL_LEAF`` elements, so a hosted pull request (which
+ignores ``textconv``) shows which leaf moved and from what to what.  The binary file stays the record
+(exact bits, any size, pinned by the lock), as pytest-regressions keeps arrays in ``.npz`` beside its
+text files; syrupy's all-text snapshots would not hold a 100 MB output.
+
+For a local ``git diff`` of the binary files themselves, set up once per clone::
 
     echo '*.safetensors diff=reprohub-golden' >> .gitattributes
     git config diff.reprohub-golden.textconv 'reprohub golden show --textconv'
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GoldenFileError
+from ..fetch.fsutil import atomic_write_bytes
 from ..redact import printable
 from .engine import compare_leaves, load_golden
 from .trace import decode
@@ -35,9 +43,34 @@ from .trace import decode
 DAMAGED = "DAMAGED golden"  # the first line for a file that is no readable golden (exit 1 from `golden show`)
 
 
-def show_lines(path: "str | Path") -> list[str]:
+SMALL_LEAF = 64  # leaves of at most this many elements show their values in the companion
+
+
+def companion_path(golden: "str | Path") -> Path:
+    """The text companion of a golden file: ``k.safetensors`` -> ``k.golden.txt``."""
+    golden = Path(golden)
+    return golden.with_name(golden.name.removesuffix(".safetensors") + ".golden.txt")
+
+
+def write_companion(golden: "str | Path") -> Path:
+    """Write (atomically) the text companion of ``golden``: :func:`show_lines` with small leaves' values.
+
+    Example:
+        >>> import torch
+        >>> from reprohub.golden.engine import save_golden
+        >>> _ = save_golden(tmp + "/c.safetensors", {"y": torch.tensor([0.1, 2.0])}, {})
+        >>> print(write_companion(tmp + "/c.safetensors").read_text().splitlines()[-1])
+        leaf out.y: float32 [2] min 0.1 max 2 mean 1.05 std 1.3435 bytes:93fc7b7cae0a values 0.100000001 2
+    """
+    path = companion_path(golden)
+    text = f"# reprohub golden {Path(golden).name}: written by --hub-update, review with the golden\n"
+    atomic_write_bytes(path, (text + "\n".join(show_lines(golden, values=True)) + "\n").encode("utf-8"))
+    return path
+
+
+def show_lines(path: "str | Path", values: bool = False) -> list[str]:
     """The text form of one golden file (see the module docstring); no file name, since git hands a
-    ``textconv`` the old version as a temporary file.
+    ``textconv`` the old version as a temporary file.  ``values``: small leaves' values too.
 
     A file that is no readable golden gives one line saying so (a diff should still show).
     """
@@ -46,7 +79,7 @@ def show_lines(path: "str | Path") -> list[str]:
     except GoldenFileError as err:
         return [f"{DAMAGED}: {err.found}"]
     lines = [printable(f"meta {key}: {_meta_value(key, value)}") for key, value in sorted(golden.metadata.items())]
-    lines += [f"leaf {key}: {_describe(leaf)}" for key, leaf in golden.leaves.items()]
+    lines += [f"leaf {key}: {_describe(leaf)}{_values(leaf) if values else ''}" for key, leaf in golden.leaves.items()]
     return lines
 
 
@@ -92,6 +125,17 @@ def _describe(leaf: Any) -> str:
         stats = [f"min {_g(float(finite.min()))}", f"max {_g(float(finite.max()))}",
                  f"mean {_g(float(finite.mean()))}", f"std {_g(std)}"] + stats
     return f"{head} {' '.join(stats)} {digest}"
+
+
+def _values(leaf: Any) -> str:
+    """`` values 1 -2.5`` for a small tensor leaf (float32 to 9 significant digits: exact, the same on any
+    machine), else nothing."""
+    import torch
+
+    if not isinstance(leaf, torch.Tensor) or not 0 < leaf.numel() <= SMALL_LEAF or leaf.is_complex():
+        return ""
+    numbers = leaf.detach().cpu().reshape(-1).tolist()
+    return " values " + " ".join(f"{v:.9g}" if isinstance(v, float) else str(v) for v in numbers)
 
 
 def _g(value: float) -> str:

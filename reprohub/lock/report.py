@@ -33,7 +33,8 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
             continue  # the rare tables are shown only where they have entries
         new = [c for c in changes if c.table == table and c.old is None]
         changed = [c.key for c in changes if c.table == table and c.old is not None]
-        failed_here = sorted(set(session.failed_goldens) & seen) if table == "goldens" and not refresh else []
+        checking = table == "goldens" and not (refresh or update)  # while recording, a moved golden is changed
+        failed_here = sorted(set(session.failed_goldens) & seen) if checking else []
         if table == "goldens" and refresh:  # an output that moved is a changed golden, recorded or not
             changed += sorted(set(session.failed_goldens) - set(changed))
         checked = len(seen - {c.key for c in new} - set(changed) - set(failed_here))
@@ -52,6 +53,11 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         lines.extend(_refresh_lines(session, outcomes))
     for key, note in sorted(session.notes.items()):
         lines.append(f"  golden {key}: {note}")
+    for key, review in sorted(session.reviews.items()):
+        if review["outcome"] == "updated":  # what moved, not only that the digest did
+            moved = "; ".join(f"{leaf['key']}: {leaf['summary']}" for leaf in review["leaves"])
+            env = f"; environment: {'; '.join(review['environment'])}" if review["environment"] else ""
+            lines.append(f"  updated golden {key}: {review['summary']} ({moved}){env}")
     for key, summary in sorted(session.accepted.items()):
         lines.append(f"accepted golden {key}: {summary}")
     for conflict in session.conflicts:

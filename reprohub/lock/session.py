@@ -93,6 +93,7 @@ class LockSession:
     current_test: str | None = None
     failed_goldens: set[str] = field(default_factory=set)
     notes: dict[str, str] = field(default_factory=dict)  # golden lock key -> which variant it was compared with
+    reviews: dict[str, dict] = field(default_factory=dict)  # golden lock key -> how it moved (golden/review.py)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- Pins ----------------------------------------------------------------------------------
@@ -277,6 +278,7 @@ class LockSession:
             "conflicts": self.conflicts,
             "accepted": self.accepted,
             "notes": self.notes,
+            "reviews": self.reviews,
         }
 
     def absorb(self, data: dict) -> None:
@@ -296,5 +298,6 @@ class LockSession:
             self.conflicts.extend(data["conflicts"])
             self.accepted.update(data["accepted"])
             self.notes.update(data.get("notes", {}))
+            self.reviews.update(data.get("reviews", {}))
             for key, (test, digest) in data["golden_writers"].items():
                 self._conflict(key, test, digest)  # two xdist workers writing one key differently

@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import logging
+import mimetypes
 import os
 import re
 import socket
@@ -321,7 +322,8 @@ class _Handler(BaseHTTPRequestHandler):
             st = content.stat()
             src, size, etag = open(content, "rb"), st.st_size, f"{st.st_size}-{st.st_mtime_ns}"
         try:
-            self._send_body(src, size, path, fault, head, "application/octet-stream", etag=etag)
+            ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"  # a page is served as a page
+            self._send_body(src, size, path, fault, head, ctype, etag=etag)
         finally:
             src.close()
 
