@@ -400,7 +400,7 @@ class HubPlugin:
         terminalreporter.section("reprohub")
         lines = [printable(redact_text(line)) for line in summary_lines(
             self.session, self.outcomes, self.deselected, self.written, self.strict_unused, self.update,
-            self.refresh, self.write_error) + self.pruned]
+            self.refresh, self.write_error, self.hub.layout) + self.pruned]
         for line in lines:
             terminalreporter.write_line(line)
         for written in self._write_reviews(lines):

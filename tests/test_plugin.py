@@ -149,6 +149,7 @@ def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
     refreshed.assert_outcomes(passed=1, failed=1)
     refreshed.stdout.fnmatch_lines([
         f"refresh acme/tiny:main: {tiny_repo.v2[:12]} -> {v3[:12]}; tests: test_tiny.py::test_tiny failed",
+        "  files changed: M tinynet/__init__.py, M tinynet/model.py",  # both trees are in the cache
         "refresh acme/tiny:v1: unchanged; tests: test_version.py::test_version passed",
         "refresh goldens changed: acme/tiny/tiny_mlp/test_tiny.test_tiny",
         "lock *: NOT written, 1 test failed after refresh*",

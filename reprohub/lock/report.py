@@ -10,13 +10,19 @@ Example output::
 
 from __future__ import annotations
 
+from ..cache.layout import CacheLayout
 from .lockfile import OPTIONAL_TABLES, SINGULAR, TABLES
 from .session import LockSession
+from .verify import cached_tree, changed_files
+
+MAX_FILES_SHOWN = 20
 
 
 def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: int, written: bool | None,
-                  strict_unused: bool, update: bool, refresh: bool, write_error: str | None = None) -> list[str]:
-    """Counts per table, changes, unused entries, the refresh report, and what happened to the lock."""
+                  strict_unused: bool, update: bool, refresh: bool, write_error: str | None = None,
+                  layout: "CacheLayout | None" = None) -> list[str]:
+    """Counts per table, changes, unused entries, the refresh report (with ``layout``, the files that changed
+    between a moved ref's old and new commit, where both trees are cached), and what happened to the lock."""
     changes = session.changes()
     unused = session.unused()
     lines = []
@@ -50,7 +56,7 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
             diff = ", ".join(f"{k} {change.old[k]} -> {change.new[k]}" for k in change.new if change.old.get(k) != change.new[k])
             lines.append(f"  changed {SINGULAR[change.table]} {change.key}: {diff}")
     if refresh:
-        lines.extend(_refresh_lines(session, outcomes))
+        lines.extend(_refresh_lines(session, outcomes, layout))
     for key, note in sorted(session.notes.items()):
         lines.append(f"  golden {key}: {note}")
     for key, review in sorted(session.reviews.items()):
@@ -79,7 +85,7 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
     return lines
 
 
-def _refresh_lines(session: LockSession, outcomes: dict[str, str]) -> list[str]:
+def _refresh_lines(session: LockSession, outcomes: dict[str, str], layout: "CacheLayout | None") -> list[str]:
     lines = []
     for spec, pin in sorted(session.recorded.repos.items()):
         old = session.lock.repos.get(spec)
@@ -88,11 +94,24 @@ def _refresh_lines(session: LockSession, outcomes: dict[str, str]) -> list[str]:
         tests = sorted(session.usage["repos"].get(spec, ()))
         states = ", ".join(f"{t} {outcomes.get(t, 'not run')}" for t in tests) or "none"
         lines.append(f"refresh {spec}: {moved}; tests: {states}")
+        if old and old.commit != pin.commit and layout is not None:
+            lines.extend(_files_between(layout, spec, old, pin))
     if session.failed_goldens:
         lines.append(f"refresh goldens changed: {', '.join(sorted(session.failed_goldens))}")
     else:
         lines.append("refresh goldens changed: none")
     return lines
+
+
+def _files_between(layout: CacheLayout, spec: str, old, new) -> list[str]:
+    """The files that changed between a ref's old and new commit, where both trees are in the cache."""
+    before, after = (cached_tree(layout, spec, pin.host, pin.commit) for pin in (old, new))
+    if not (before.is_dir() and after.is_dir()):
+        return [f"  files changed: not known here (the tree of {old.commit[:12]} is not in this cache)"]
+    changed = changed_files(before, after)
+    shown = ", ".join(changed[:MAX_FILES_SHOWN]) + (f" and {len(changed) - MAX_FILES_SHOWN} more"
+                                                    if len(changed) > MAX_FILES_SHOWN else "")
+    return [f"  files changed: {shown or 'none (the same files at another commit)'}"]
 
 
 def _lock_line(session: LockSession, written: bool | None, update: bool, refresh: bool,

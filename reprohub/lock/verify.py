@@ -30,7 +30,7 @@ def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout,
         return _verify_bundle(lock, lock_dir, bundle)
     problems = []
     for spec, pin in sorted(lock.repos.items()):
-        folder = layout.repo_dir(*_cache_place(spec, pin.host), pin.commit)
+        folder = cached_tree(layout, spec, pin.host, pin.commit)
         problems += _compare(f"repo {spec}", folder, pin.tree_sha256,
                              (lambda p, pin=pin: tree_digest(p).as_pinned(pin.tree_sha256)) if folder.is_dir() else None)
     for url, pin in sorted(lock.artifacts.items()):
@@ -57,6 +57,37 @@ def _compare(what: str, path: Path, expected: str, digest) -> list[str]:
         return [f"MISSING {what}: {path} (run `reprohub fetch --lock ...`)"]
     found = digest(path)
     return [] if found == expected else [f"MISMATCH {what}: {path} has sha256 {found}, lock pins {expected}"]
+
+
+def cached_tree(layout: CacheLayout, spec: str, host: str, commit: str) -> Path:
+    """Where the extracted tree of ``spec`` at ``commit`` is cached (it may not be there)."""
+    return layout.repo_dir(*_cache_place(spec, host), commit)
+
+
+def changed_files(old: Path, new: Path) -> list[str]:
+    """What differs between two extracted trees, one file a line: ``M path``, ``A path`` or ``D path``
+    (compiled ``__pycache__`` files are no part of a tree).
+
+    Example:
+        >>> a, b = Path(tmp, "a"), Path(tmp, "b"); a.mkdir(); b.mkdir()
+        >>> _ = (a / "x.py").write_text("1"); _ = (b / "x.py").write_text("2"); _ = (b / "y.py").write_text("")
+        >>> changed_files(a, b)
+        ['M x.py', 'A y.py']
+    """
+    def files(root: Path) -> dict[str, Path]:
+        return {p.relative_to(root).as_posix(): p for p in root.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+
+    before, after = files(old), files(new)
+    found = []
+    for rel in sorted(set(before) | set(after)):
+        if rel not in after:
+            found.append(f"D {rel}")
+        elif rel not in before:
+            found.append(f"A {rel}")
+        elif before[rel].stat().st_size != after[rel].stat().st_size or sha256_file(before[rel]) != sha256_file(after[rel]):
+            found.append(f"M {rel}")
+    return found
 
 
 def _cache_place(spec: str, host: str) -> tuple[str, RepoRef]:
