@@ -26,8 +26,12 @@ from .cache.prefetch import Prefetch
 from .cache.store import adopt_torch_hub_file
 from .errors import DownloadError, pinned_hint
 from .fetch.download import Downloaded
+from .fetch.locks import file_lock
 from .fetch.urls import canonical_url
+from .lock.bundle import INDEX as BUNDLE_INDEX
 from .lock.record import ArtifactFailure, ArtifactUse
+
+BUNDLE_FOLDER = "hub-bundle"  # the folder name the README gives a bundle shipped beside hub.lock
 
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
 
@@ -53,10 +57,11 @@ class ArtifactMethods:
         expected = self._pinned_sha256(url)
         got = (self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
                if expected and self.mirrors else None)
-        if got is None:
-            with self._noting_failure(url, pinned=expected is not None):
+        if got is None:  # under a lock of the hub's (none beside dst), a Ctrl-C or kill is resumed by the next call
+            with self._noting_failure(url, pinned=expected is not None), \
+                    file_lock(self.layout.destination_lock(dst), f"downloading {url} to {dst}"):
                 got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
-                                            expected_sha256=expected, sync=durable)
+                                            expected_sha256=expected, sync=durable, resumable=True)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
         return got
 
@@ -133,7 +138,16 @@ class ArtifactMethods:
         except DownloadError as err:
             error = f"HTTP {err.status}" if err.status else type(err).__name__
             self.recorder.add_failure(ArtifactFailure(canonical_url(url), error))
-            raise pinned_hint(err, url) if pinned else err
+            raise pinned_hint(err, url, bundle=self._bundle_beside_lock()) if pinned else err
+
+    def _bundle_beside_lock(self) -> str | None:
+        """A bundle folder (``hub-bundle/``, as the README names it) beside the lock or in the working folder,
+        as the value ``REPROHUB_MIRROR`` would take; looked for only when a pinned item cannot be had."""
+        lock = getattr(self.pins, "lock_path", None)
+        for folder in ([Path(lock).parent / BUNDLE_FOLDER] if lock else []) + [Path(BUNDLE_FOLDER)]:
+            if (folder / BUNDLE_INDEX).is_file():
+                return str(folder)
+        return None
 
     def _pinned_sha256(self, url: str) -> str | None:
         return self.pins.pinned_sha256(canonical_url(url)) if self.pins is not None else None

@@ -7,8 +7,9 @@ Exit codes a CI script can rely on::
     2  usage error (bad arguments)
     3  any other error (network, offline miss, untrusted repo, a hubconf.py that fails to import...)
 
-``--hub-dir DIR`` and ``--offline`` go before or after the command, as ``TORCH_HOME`` and
-``REPROHUB_OFFLINE=1`` do; ``cache ls``, ``verify`` and ``list`` take ``--json`` for scripts.
+``--hub-dir DIR``, ``--offline`` and ``-v`` go before or after the command (the first two as
+``TORCH_HOME`` and ``REPROHUB_OFFLINE=1`` do); every command that reports takes ``--json`` for scripts
+(``fetch``, ``bundle``, ``verify``, ``list``, ``env``, ``golden``, ``cache ls``).
 
 ``lock``, ``fetch``, ``verify``, ``cache`` and ``--help`` never import torch.
 
@@ -111,10 +112,11 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprohub", description="Reproducible, pinned, verified PyTorch Hub loads.",
                                      epilog="exit codes: 0 ok, 1 verification failed, 2 usage, 3 other errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is resolved and downloaded")
     parser.add_argument("--version", action="version", version=f"reprohub {VERSION}")
     common = argparse.ArgumentParser(add_help=False)  # global options, also accepted after the command
     for target, default in ((parser, None), (common, argparse.SUPPRESS)):
+        target.add_argument("-v", "--verbose", action="store_true", default=default or False,
+                            help="log what is resolved and downloaded, and from where")
         target.add_argument("--hub-dir", metavar="DIR", default=default,
                             help="the hub dir (cache root), as TORCH_HOME/hub or reprohub.set_dir()")
         target.add_argument("--offline", action="store_true", default=default or False,
@@ -133,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("fetch", _fetch, "download everything a lockfile pins into the cache (for offline runs)")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    _json_option(p)
     p.add_argument("--from", dest="source", metavar="BUNDLE", default=None,
                    help="fill the cache from this bundle (folder, file:// or http(s):// URL) only; "
                         "the origin is never asked")
@@ -141,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
                 "that any file or web server can serve as a mirror")
     p.add_argument("folder", metavar="DIR", help="the bundle folder (created; existing intact files are kept)")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    _json_option(p)
 
     p = command("verify", _verify, "re-hash the cache (and goldens) against a lockfile")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
@@ -170,11 +174,13 @@ def _parser() -> argparse.ArgumentParser:
                 "requirement lines that rebuild the stack (`pip install -r /dev/stdin`)")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
     p.add_argument("--requirements", action="store_true", help="print pip requirement lines instead")
+    _json_option(p)
 
     p = command("golden", _golden, "goldens as reviewable text: show FILE... (one line per leaf: dtype, shape, "
                 "statistics, a digest; works as a git textconv), diff OLD NEW (the golden engine's report)")
     p.add_argument("action", choices=("show", "diff"))
     p.add_argument("files", nargs="+", metavar="FILE", help="golden .safetensors files (diff: exactly two)")
+    _json_option(p)
     p.add_argument("--textconv", action="store_true", help="for git's textconv: exit 0 for a file that is no "
                    "golden too (its text says so), so a diff still shows")
 
@@ -197,6 +203,18 @@ def _parser() -> argparse.ArgumentParser:
     p = command("demo", _demo, "the built-in example: serve a demo repo, lock it, test it with --hub-lock")
     p.add_argument("--workdir", default=None, help="keep the demo project here (default: a temporary folder)")
     return parser
+
+
+def _json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
+
+
+def _report(args, data: Any, *lines: str) -> None:
+    """The command's result: ``data`` as JSON with ``--json``, else ``lines`` for people."""
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+    else:
+        _say(*lines)
 
 
 def _hub(offline: bool | None = None, pins=None, **kwargs):
@@ -243,12 +261,16 @@ def _fetch(args) -> int:
 
     extra = {"mirrors": [args.source], "origin": False} if args.source else {}
     locked = _LockedHub(args.lock, **extra)
+    repos, artifacts, lines = [], [], []
     for spec, pin in sorted(locked.lock.repos.items()):
-        status = "ok" if locked.resolve(spec).digests.matches(pin.tree_sha256) else "TREE MISMATCH"
-        _say(f"repo {spec} @ {pin.commit[:12]}: {status}")
+        ok = locked.resolve(spec).digests.matches(pin.tree_sha256)
+        repos.append({"spec": spec, "commit": pin.commit, "ok": ok})
+        lines.append(f"repo {spec} @ {pin.commit[:12]}: {'ok' if ok else 'TREE MISMATCH'}")
     for url in sorted(locked.lock.artifacts):
         got = locked.hub.fetch_artifact(url)
-        _say(f"artifact {redact_url(url)}: {got.size} bytes, sha256 {got.sha256[:12]}")
+        artifacts.append({"url": redact_url(url), "size": got.size, "sha256": got.sha256})
+        lines.append(f"artifact {redact_url(url)}: {got.size} bytes, sha256 {got.sha256[:12]}")
+    _report(args, {"lock": args.lock, "repos": repos, "artifacts": artifacts}, *lines)
     return EXIT_OK
 
 
@@ -258,10 +280,10 @@ def _bundle(args) -> int:
     locked = _LockedHub(args.lock)
     report = write_bundle(locked.lock, Path(args.folder), lambda spec, pin: locked.resolve(spec).path,
                           lambda url, pin: locked.hub.fetch_artifact(url).path)
-    for item in report.written:
-        _say(f"wrote {item}")
-    _say(f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "
-          f"serve it with any static server and set REPROHUB_MIRROR to its location")
+    _report(args, {"folder": args.folder, "written": list(report.written), "kept": list(report.kept)},
+            *(f"wrote {item}" for item in report.written),
+            f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "
+            f"serve it with any static server and set REPROHUB_MIRROR to its location")
     return EXIT_OK
 
 
@@ -353,17 +375,20 @@ def _env(args) -> int:
         return _fail(f"error: {args.lock} records no environment (its goldens were recorded before reprohub "
                      "recorded them, or it has none); re-record with --hub-update", EXIT_ERROR)
     if args.requirements:
-        _say(*requirements({k: pin.values for k, pin in lock.environments.items()}))
+        lines = requirements({k: pin.values for k, pin in lock.environments.items()})
+        _report(args, {"requirements": lines}, *lines)
         return EXIT_OK
     recorded_in: dict[str, list[str]] = {}  # one pass over the goldens, not one per environment
     for key, golden in sorted(lock.goldens.items()):
         recorded_in.setdefault(golden.environment, []).append(key)
+    lines = []
     for env_id, pin in sorted(lock.environments.items()):
         goldens = recorded_in.get(env_id, [])
-        _say(f"environment {env_id} ({plural(len(goldens), 'golden')}: {', '.join(goldens)})")
+        lines.append(f"environment {env_id} ({plural(len(goldens), 'golden')}: {', '.join(goldens)})")
         width = max(len(k) for k in pin.values)
-        for key, value in sorted(pin.values.items()):
-            _say(f"  {key:<{width}}  {value}")
+        lines += [f"  {key:<{width}}  {value}" for key, value in sorted(pin.values.items())]
+    _report(args, {"environments": {env_id: {"goldens": recorded_in.get(env_id, []), "values": pin.values}
+                                    for env_id, pin in lock.environments.items()}}, *lines)
     return EXIT_OK
 
 
@@ -371,19 +396,18 @@ def _golden(args) -> int:
     from .golden.text import DAMAGED, diff_text, show_lines
 
     if args.action == "show":
-        damaged = 0
-        for path in args.files:
-            if len(args.files) > 1:
-                _say(f"== {path}")
-            lines = show_lines(path)
-            damaged += lines[0].startswith(DAMAGED)
-            _say(*lines)
+        shown = {path: show_lines(path) for path in args.files}
+        damaged = [path for path, lines in shown.items() if lines[0].startswith(DAMAGED)]
+        _report(args, [{"file": path, "golden": path not in damaged, "lines": lines} for path, lines in shown.items()],
+                *(line for path, lines in shown.items()
+                  for line in ([f"== {path}"] if len(args.files) > 1 else []) + lines))
         return EXIT_MISMATCH if damaged and not args.textconv else EXIT_OK
     if len(args.files) != 2:
         return _fail(f"error: golden diff takes two files, OLD NEW; found {len(args.files)}", EXIT_USAGE)
     report = diff_text(*args.files)
-    _say(*(report.split("\n") if report else [f"{args.files[1]} matches {args.files[0]} (within the per-dtype "
-                                                 "tolerances)"]))
+    _report(args, {"old": args.files[0], "new": args.files[1], "matches": not report, "report": report},
+            *(report.split("\n") if report else [f"{args.files[1]} matches {args.files[0]} (within the per-dtype "
+                                                    "tolerances)"]))
     return EXIT_MISMATCH if report else EXIT_OK
 
 

@@ -56,16 +56,20 @@ class ReprohubError(Exception):
         return (self.__class__, (self.expected, self.found, self.fix))
 
 
-def pinned_hint(err: ReprohubError, item: str, repo: bool = False) -> ReprohubError:
-    """``err`` with the way back for an item a lock pins: a bundle (and, for a repo, moving the pin).
+def pinned_hint(err: ReprohubError, item: str, repo: bool = False, bundle: "str | None" = None) -> ReprohubError:
+    """``err`` with the way back for an item a lock pins: a bundle (``bundle``: one found beside the lock, named
+    as the setting to use) and, for a repo whose host answered, moving the pin (no help where the host is gone).
 
     Example:
         >>> str(pinned_hint(ReprohubError("x", "y", "check the network"), "w.pt")).endswith("writes one)")
         True
+        >>> str(pinned_hint(ReprohubError("x", "y"), "w.pt", bundle="hub-bundle")).endswith("REPROHUB_MIRROR=hub-bundle")
+        True
     """
-    hint = (f"{item} is pinned in the lock, and a bundle brings it back (REPROHUB_MIRROR=<bundle>; "
-            "`reprohub bundle` writes one)")
-    if repo:
+    hint = (f"{item} is pinned in the lock, and " + (f"the bundle beside it brings it back: REPROHUB_MIRROR={bundle}"
+            if bundle else "a bundle brings it back (REPROHUB_MIRROR=<bundle>; `reprohub bundle` writes one)"))
+    host_gone = isinstance(err, DownloadError) and err.status is None
+    if repo and not host_gone:
         hint += "; or move the pin to what the host has now with `pytest --hub-lock hub.lock --hub-accept`"
     if hint not in err.fix:
         err.fix = f"{err.fix}; {hint}" if err.fix else hint

@@ -338,7 +338,8 @@ class Hub(ArtifactMethods):
                 try:
                     result = src.materialize(repo, commit, path, progress=_interactive(), archive=archive)
                 except (DownloadError, SourceError) as err:
-                    raise pinned_hint(err, f"{repo.repo}@{commit}", repo=True) if pinned_tree else err
+                    raise pinned_hint(err, f"{repo.repo}@{commit}", repo=True, bundle=self._bundle_beside_lock()) \
+                        if pinned_tree else err
             stamp = durability.stamp()  # with a boot id, neither the tree nor this record is flushed
             manifest = {"commit": commit, "host": src.url, **result.digests.record(),
                         "files": result.files, "bytes": result.bytes, **stamp}

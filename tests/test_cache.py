@@ -132,6 +132,7 @@ LOADER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_cold_processes_resolve_and_fetch_a_repo_once(server, tiny_repo, tmp_path):
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", LOADER, str(tmp_path / "hub"), server.api_url, str(go)],

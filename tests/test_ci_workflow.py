@@ -36,6 +36,7 @@ def project(pytester, server, tiny_repo, weights_url, monkeypatch):
 run = run_locked
 
 
+@pytest.mark.slow
 def test_a_parametrized_model_test_records_and_rechecks_green_with_and_without_xdist(project):
     project.makepyfile(test_model=MODEL_TESTS)
     run(project, "--hub-update", "-n", "2").assert_outcomes(passed=3)
@@ -202,6 +203,7 @@ def test_b(hub, golden):
 """
 
 
+@pytest.mark.slow
 def test_two_update_runs_at_once_on_one_lock_keep_both_entries(project):
     """Two real pytest processes, each reading the lock before either writes it: nothing is dropped."""
     import subprocess

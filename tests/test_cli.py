@@ -116,6 +116,7 @@ def test_serve_is_a_github_compatible_host(tiny_repo, tmp_path, monkeypatch):
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_demo_runs_the_main_job_end_to_end_including_the_bundle(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path)]) == EXIT_OK
     out = capsys.readouterr().out

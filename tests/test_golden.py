@@ -193,6 +193,7 @@ def test_cuda_output_against_cpu_golden_uses_cross_device_tolerance(tmp_path):
         GoldenStore(tmp_path, tmp_path, cross_device=(0, 0)).check(torch.ones(3, device="cuda") + 1e-4, "k", {})
 
 
+@pytest.mark.slow
 def test_golden_bytes_are_deterministic_across_processes(tmp_path):
     import subprocess
     import sys
@@ -207,6 +208,7 @@ def test_golden_bytes_are_deterministic_across_processes(tmp_path):
     assert len(digests) == 1
 
 
+@pytest.mark.slow
 def test_git_diff_with_the_textconv_shows_which_leaf_changed(tmp_path):
     """The README's two lines of setup make `git diff` of a golden readable (it shows `Bin` otherwise)."""
     import shutil

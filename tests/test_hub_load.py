@@ -124,8 +124,11 @@ def test_force_reload_follows_a_moved_branch_and_a_force_push(hub, tiny_repo):
 def test_deleted_ref_is_a_clear_error_on_reload(hub, tiny_repo):
     hub.load("acme/tiny:stable", "version")
     tiny_repo.delete_ref("refs/heads/stable")
-    with pytest.raises(SourceError, match="no such repo, branch, tag or commit"):
+    with pytest.raises(SourceError, match="'stable' of acme/tiny .*the repo exists, but not this ref"):
         hub.load("acme/tiny:stable", "version", force_reload=True)
+    with pytest.raises(SourceError, match="the repo acme/nope .*no such repo") as missing:  # a distinct error
+        hub.load("acme/nope:stable", "version")
+    assert "not this ref" not in str(missing.value)
 
 
 def test_missing_entrypoint_and_dependencies(hub, server, tmp_path, tiny_repo):

@@ -22,6 +22,7 @@ artifacts = st.dictionaries(text, st.tuples(hex64, st.integers(0, 2**53)), max_s
 goldens = st.dictionaries(text, st.tuples(text, hex64), max_size=4)
 
 
+@pytest.mark.slow
 @given(repos, artifacts, goldens)
 def test_write_read_round_trips_are_byte_stable(r, a, g):
     lock = Lockfile({k: RepoPin(k, *v) for k, v in r.items()}, {k: ArtifactPin(k, *v) for k, v in a.items()},

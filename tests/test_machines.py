@@ -56,6 +56,7 @@ def convnet_project(pytester):
     return pytester
 
 
+@pytest.mark.slow
 def test_the_record_names_the_cpu_and_its_kernels_and_strict_env_names_both_capabilities(convnet_project,
                                                                                          monkeypatch):
     if _capability("avx2") != "AVX2":
@@ -73,6 +74,7 @@ def test_the_record_names_the_cpu_and_its_kernels_and_strict_env_names_both_capa
     strict.stdout.fnmatch_lines(["*ATEN_CPU_CAPABILITY avx2 -> default*"])
 
 
+@pytest.mark.slow
 def test_a_variant_is_chosen_on_its_class_and_the_fallback_is_named_on_another(convnet_project, monkeypatch):
     if _capability("avx2") != "AVX2" or _capability("avx512") != "AVX512":
         pytest.skip("this CPU lacks AVX2 or AVX512 kernels: three classes cannot be made here")

@@ -228,6 +228,7 @@ FLEET_NODE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_nodes_with_their_own_caches_behind_one_mirror_never_touch_the_origin(locked, server, static, tmp_path):
     mirror = static(locked["bundle"])
     before = len(server.requests)

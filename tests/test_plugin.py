@@ -74,6 +74,7 @@ def test_record_then_check_then_offline(project, server, tiny_repo, weights_url)
     assert (project.path / "hub.lock").read_bytes() == first_bytes
 
 
+@pytest.mark.slow
 def test_xdist_writes_the_same_bytes(project, pytester):
     run(project, "--hub-update", "-n", "2").assert_outcomes(passed=2)
     with_xdist = (project.path / "hub.lock").read_bytes()
@@ -288,6 +289,7 @@ def test_locked_cold_run_makes_no_api_request(project, server, tmp_path, monkeyp
     assert paths and not [p for p in paths if p.startswith("/api/")], paths  # archives by the web route only
 
 
+@pytest.mark.slow
 def test_bundle_then_origin_gone_then_cold_run_passes_from_the_mirror(project, server, tmp_path, monkeypatch):
     from reprohub.cli import main
 

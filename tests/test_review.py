@@ -114,3 +114,163 @@ def test_a_histogram_for_1_d_leaves_and_a_heatmap_for_images():
     # where it moved: row 150 of 200, column 10 of 100 (adaptive windows overlap by one), the rest untouched
     assert hot and {r for r, _ in hot} == {36} and {c for _, c in hot} <= {4, 5}
     assert sum(v > 0 for row in heat["cells"] for v in row) == len(hot)
+
+
+MODEL_TEST = """
+import torch
+
+def test_tiny(hub, golden):
+    model = hub.load("acme/tiny:main", "tiny_mlp", pretrained=True).eval()
+    with torch.no_grad():
+        golden.check(model(golden.input(2, 3)))
+"""
+
+
+def _workflow_steps() -> list[str]:
+    """The ``run:`` steps of the README's GitHub Actions workflow, in order."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("# .github/workflows/hub.yml", 1)[1].split("```", 1)[0]
+    return [line.split("- run: ", 1)[1].split("  #", 1)[0].strip() for line in block.splitlines() if "- run: " in line]
+
+
+def test_the_readme_ci_workflow_runs(pytester, server, tiny_repo, weights_url, monkeypatch, tmp_path):
+    """The workflow's steps as shell commands: a fresh runner (an empty ~/.cache/torch/hub), then a runner
+    whose cache was restored, with the origin down."""
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_tiny=MODEL_TEST)
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
+    steps = _workflow_steps()
+    installs = [step for step in steps if step.startswith("pip install")]
+    assert len(installs) == 2 and steps[len(installs):] == [
+        "reprohub fetch --lock hub.lock", "pytest --hub-lock hub.lock --hub-offline --hub-report hub-report.html"]
+    home = tmp_path / "runner-home"  # actions/cache's path is ~/.cache/torch/hub
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
+
+    def job() -> list[subprocess.CompletedProcess]:
+        return [subprocess.run(step, shell=True, cwd=pytester.path, env=env, capture_output=True, text=True,
+                               timeout=300) for step in steps[len(installs):]]
+
+    for done in job():  # a cold runner: fetch fills the cache from the host, the offline run passes
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (home / ".cache" / "torch" / "hub").is_dir() and (pytester.path / "hub-report.html").is_file()
+    server.stop()  # the next job restores the cache (same lock, same key) and the origin is down
+    for done in job():
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 passed" in done.stdout
+
+
+# -- the CLI finish ------------------------------------------------------------------------------------------
+
+def _recorded_lock(pytester):
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_tiny=MODEL_TEST)
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
+    return pytester.path / "hub.lock"
+
+
+def test_every_reporting_command_speaks_json(pytester, server, tiny_repo, weights_url, monkeypatch, tmp_path,
+                                             capsys):
+    import json
+
+    from reprohub.cli import EXIT_MISMATCH, EXIT_OK, main
+
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    lock = str(_recorded_lock(pytester))
+    capsys.readouterr()
+    golden = next((pytester.path / "goldens").rglob("*.safetensors"))
+    runs = {
+        "fetch": (["fetch", "--lock", lock, "--json", "--hub-dir", str(tmp_path / "h")], EXIT_OK),
+        "bundle": (["bundle", str(tmp_path / "b"), "--lock", lock, "--json", "--hub-dir", str(tmp_path / "h")], EXIT_OK),
+        "env": (["env", "--lock", lock, "--json"], EXIT_OK),
+        "requirements": (["env", "--lock", lock, "--requirements", "--json"], EXIT_OK),
+        "show": (["golden", "show", str(golden), lock, "--json"], EXIT_MISMATCH),  # hub.lock is no golden
+        "diff": (["golden", "diff", str(golden), str(golden), "--json"], EXIT_OK),
+    }
+    out = {}
+    for name, (argv, code) in runs.items():
+        assert main(argv) == code, name
+        out[name] = json.loads(capsys.readouterr().out)
+    assert out["fetch"]["repos"][0]["spec"] == "acme/tiny:main" and out["fetch"]["repos"][0]["ok"] is True
+    assert out["fetch"]["artifacts"][0]["sha256"] and out["bundle"]["written"]
+    (env_id, env), = out["env"]["environments"].items()
+    assert env["goldens"] and env["values"]["cpu capability"]
+    assert any(line.startswith("torch==") for line in out["requirements"]["requirements"])
+    assert [item["golden"] for item in out["show"]] == [True, False]
+    assert out["diff"]["matches"] is True and out["diff"]["report"] == ""
+
+
+def test_verbose_says_what_is_fetched_and_from_where_after_the_command_too(pytester, server, tiny_repo, weights_url,
+                                                                             monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    lock = str(_recorded_lock(pytester))
+    done = subprocess.run([sys.executable, "-m", "reprohub", "fetch", "--lock", lock, "--hub-dir", str(tmp_path / "h"),
+                           "-v"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"reprohub: downloading acme/tiny at {tiny_repo.v2[:12]} from {server.url}/" in done.stderr
+    assert f'Downloading: "{weights_url}"' in done.stderr
+    quiet = subprocess.run([sys.executable, "-m", "reprohub", "fetch", "--lock", lock, "--hub-dir", str(tmp_path / "q")],
+                           capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and "downloading" not in quiet.stderr.lower()
+
+
+DST_WORKER = """
+import sys
+from reprohub import Hub
+hub_dir, url, dst = sys.argv[1:4]
+Hub(hub_dir=hub_dir).download_url_to_file(url, dst, progress=False)
+"""
+
+
+def test_download_url_to_file_resumes_after_ctrl_c_and_leaves_nothing_beside_the_file(server, tmp_path):
+    import hashlib
+    import signal
+    import sys
+    import time
+
+    from reprohub import Hub
+    from reprohub.testing.server import Fault
+
+    from .conftest import FAST_POLICY
+
+    body = os.urandom(16 << 20)
+    url = server.add_file("big.bin", body)
+    server.inject("/files/big.bin", Fault("slow", after=256 << 10, delay=0.05))
+    out = tmp_path / "out"
+    out.mkdir()
+    dst = out / "weights.bin"
+    proc = subprocess.Popen([sys.executable, "-c", DST_WORKER, str(tmp_path / "hub"), url, str(dst)],
+                            stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    partial = out / ".weights.bin.incomplete"
+    deadline = time.time() + 30
+    while time.time() < deadline and not (partial.exists() and partial.stat().st_size >= 4 << 20):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    proc.wait(30)
+    kept = partial.stat().st_size
+    assert kept >= 4 << 20 and not dst.exists()
+    got = Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY).download_url_to_file(url, str(dst), progress=False)
+    assert dst.read_bytes() == body and got.sha256 == hashlib.sha256(body).hexdigest()
+    ranges = [h["Range"] for _, p, h in server.requests if p == "/files/big.bin" and "Range" in h]
+    assert len(ranges) == 1 and int(ranges[0].removeprefix("bytes=").rstrip("-")) >= 4 << 20  # resumed
+    assert sorted(p.name for p in out.iterdir()) == ["weights.bin"]  # no lock, partial or record left there
+
+
+def test_a_resumed_download_s_speed_counts_only_the_bytes_of_this_run():
+    import io
+
+    from tqdm import tqdm
+
+    from reprohub.fetch.download import _start_bar
+
+    bar = tqdm(total=None, unit="B", file=io.StringIO(), smoothing=0)
+    _start_bar(bar, 100 << 20, 90 << 20)  # 90 MiB were already there
+    bar.update(1 << 20)
+    shown = bar.format_dict
+    assert shown["n"] == 91 << 20 and shown["n"] - shown["initial"] == 1 << 20  # the rate's numerator
+    bar.close()

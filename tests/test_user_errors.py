@@ -33,6 +33,7 @@ def test_a_timeout_that_is_not_a_number_names_the_variable(monkeypatch):
         DownloadPolicy.from_env()
 
 
+@pytest.mark.slow
 def test_an_unknown_hub_device_names_the_option(pytester):
     pytester.makepyfile("def test_x(hub_device):\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--hub-device", "tpu")

@@ -185,3 +185,25 @@ def test_a_dependency_name_that_is_no_distribution_is_recorded_as_such():
     assert env["dep surely-not-installed-pkg"] == "not installed"
     assert requirements({"e": env}) == ["--extra-index-url https://download.pytorch.org/whl/cpu",  # torch 2.13.0+cpu
                                         f"numpy=={env['numpy']}", f"torch=={env['torch']}"]
+
+
+def test_a_gone_host_names_the_bundle_beside_the_lock_and_never_suggests_accepting(tmp_path, monkeypatch):
+    from reprohub.lock.bundle import INDEX
+
+    with socket.socket() as gone:
+        gone.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{gone.getsockname()[1]}"
+        url = f"{host}/files/w.pt"
+        lock = Lockfile(artifacts={url: ArtifactPin(url, "a" * 64, 9)},
+                        repos={"acme/tiny:v1": RepoPin("acme/tiny:v1", f"{host}/api", "c" * 40, "v2:" + "0" * 64)})
+        (tmp_path / "hub-bundle").mkdir()
+        (tmp_path / "hub-bundle" / INDEX).write_text("{}")  # a reviewer unpacked the paper's bundle here
+        session = LockSession(lock, str(tmp_path / "hub.lock"))
+        hub = Hub(hub_dir=tmp_path / "hub", pins=session, policy=DownloadPolicy(retries=0))
+        with pytest.raises(DownloadError) as weights:
+            hub.fetch_artifact(url, progress=False)
+        with pytest.raises(DownloadError) as repo:
+            hub.load("acme/tiny:v1", "version", trust_repo=True, verbose=False)
+    for failure in (weights, repo):
+        assert f"REPROHUB_MIRROR={tmp_path / 'hub-bundle'}" in str(failure.value)
+        assert "--hub-accept" not in str(failure.value)  # the host is gone: moving the pin cannot help

@@ -258,8 +258,7 @@ class Downloader:
                         if remaining is None or remaining > RESUME_RECORD_MIN:  # smaller: cheaper to fetch again
                             learned(validator)                                  # than to record how to resume
                         if bar is not None:
-                            bar.reset(total=total)
-                            bar.update(offset)
+                            _start_bar(bar, total, offset)
                         pump_body(reader_of(response), out, hasher, bar, remaining, self.policy.chunk_size, sync)
                     if total is not None and out.tell() < total:
                         raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
@@ -357,6 +356,14 @@ def _progress_bar(url: str, progress: bool):
     name = os.path.basename(url.split("?", 1)[0]) or url
     # the finished bar stays on screen, as torch.hub's does
     return tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=name[:40], file=sys.stderr, leave=True)
+
+
+def _start_bar(bar, total: int | None, offset: int) -> None:
+    """Show ``offset`` bytes as already there (a resume) without counting them in the speed: tqdm's rate is
+    (n - initial) over the time, and its smoothed rate counts from ``last_print_n``."""
+    bar.reset(total=total)
+    bar.n = bar.initial = bar.last_print_n = offset
+    bar.refresh()
 
 
 def _check_digest(url: str, digest: str, expected: str | None, prefix: str | None) -> None:

@@ -78,6 +78,7 @@ class GitHubSource:
         self.content_key = CONTENT_KEY  # commits name their content: one folder whatever host served them
         self._token = token if token is not None else settings.read(settings.GITHUB_TOKEN)
         self.downloader = downloader or Downloader()
+        self._probing = False
 
     def __repr__(self) -> str:  # never shows the token
         return f"GitHubSource({self.url!r}, token={'set' if self._token else 'unset'})"
@@ -192,6 +193,7 @@ class GitHubSource:
 
     def _download_archive(self, repo: RepoRef, commit: str, out: SpillFile, progress: bool) -> None:
         url, api_url = self.archive_url(repo, commit), self.api_archive_url(repo, commit)
+        log.info("downloading %s at %s from %s", repo.repo, commit[:12], url)  # shown with `reprohub -v`
         out.source = f"the archive of {repo} from {url}"
         if url != api_url:
             try:
@@ -217,11 +219,14 @@ class GitHubSource:
             raise self._explain(err, repo) from err
 
     def _repo_exists(self, repo: RepoRef) -> bool:
-        """Whether the host knows the repo at all (to tell a vanished commit from a misspelt repo)."""
+        """Whether the host knows the repo at all (to tell a vanished commit or ref from a misspelt repo)."""
+        self._probing = True  # its own 404 is explained without asking again
         try:
             self.default_branch(repo)
         except (DownloadError, SourceError, AuthError, OfflineError):
             return False
+        finally:
+            self._probing = False
         return True
 
     def _odd_answer(self, path: str, expected: str, answer) -> SourceError:
@@ -270,8 +275,13 @@ class GitHubSource:
                    if not self._token else "wait for the rate limit to reset, or check the token's scopes")
             return AuthError(f"access to {repo} at {self.url}", f"HTTP {code}, {what} ({token})", fix)
         if code in (404, 422):
-            return SourceError(f"{repo} at {self.url}", f"HTTP {code}: no such repo, branch, tag or commit",
-                               "check the spelling of owner, repo and ref; private repos need GITHUB_TOKEN")
+            if repo.ref and not self._probing and self._repo_exists(repo):  # one more request, on this error only
+                return SourceError(f"a branch, tag or commit {repo.ref!r} of {repo.repo} at {self.url}",
+                                   f"HTTP {code}: the repo exists, but not this ref (deleted, or misspelt)",
+                                   f"check the ref's spelling against the repo's branches and tags; a deleted "
+                                   f"branch's last commit can still be pinned by its full sha ({repo.repo}:<sha>)")
+            return SourceError(f"the repo {repo.repo} at {self.url}", f"HTTP {code}: no such repo (or a private one)",
+                               "check the spelling of owner and repo; private repos need GITHUB_TOKEN")
         return err
 
 
