@@ -288,22 +288,19 @@ def _bundle(args) -> int:
 
 
 def _verify(args) -> int:
-    from .lock.verify import verify_lock
+    from .lock.verify import verify_lock, written_by_code
 
     lock = _read_existing_lock(args.lock)
     problems, _ = verify_lock(lock, Path(args.lock).resolve().parent, _hub().layout,
                               bundle=Path(args.bundle) if args.bundle else None)
+    notes = [] if args.bundle else written_by_code(lock, _hub().layout)
     counts = {"repos": len(lock.repos), "artifacts": len(lock.artifacts), "goldens": len(lock.goldens)}
     where = f"the bundle {args.bundle}" if args.bundle else f"the cache {_hub().hub_dir}"
-    if args.json:
-        print(json.dumps({"lock": args.lock, "against": where, "checked": counts, "problems": problems,
-                          "ok": not problems}, indent=1, sort_keys=True))
-    else:
-        for line in problems:
-            _say(line)
-        what = ", ".join(plural(n, t[:-1]) for t, n in counts.items())
-        _say(f"checked {what} of {args.lock} against {where} and the golden files: "
-              f"{plural(len(problems), 'problem')}")
+    what = ", ".join(plural(n, t[:-1]) for t, n in counts.items())
+    _report(args, {"lock": args.lock, "against": where, "checked": counts, "problems": problems, "notes": notes,
+                   "ok": not problems},
+            *problems, *notes, f"checked {what} of {args.lock} against {where} and the golden files: "
+                               f"{plural(len(problems), 'problem')}")
     return EXIT_MISMATCH if problems else EXIT_OK
 
 

@@ -325,7 +325,8 @@ class Hub(ArtifactMethods):
             manifest = read_record(manifest_path)
             digests = TreeDigests.from_record(manifest) if manifest else None
             recheck = digests is not None and durability.needs_recheck(manifest)
-            if digests and self.layout.holds_dir(path) and not ((verify or recheck) and _damaged(path, digests)):
+            if digests and self.layout.holds_dir(path) and not ((verify or recheck) and _damaged(path, digests,
+                                                                                                     manifest)):
                 if recheck:  # extracted unflushed in an earlier boot, and still intact: confirmed
                     atomic_write_json(manifest_path, {k: v for k, v in manifest.items() if k != "boot_id"})
                 return digests
@@ -342,7 +343,7 @@ class Hub(ArtifactMethods):
                         if pinned_tree else err
             stamp = durability.stamp()  # with a boot id, neither the tree nor this record is flushed
             manifest = {"commit": commit, "host": src.url, **result.digests.record(),
-                        "files": result.files, "bytes": result.bytes, **stamp}
+                        "files": result.files, "bytes": result.bytes, "paths": list(result.paths), **stamp}
             atomic_write_json(manifest_path, manifest, durable=not stamp)
             return result.digests
 
@@ -357,8 +358,10 @@ class Hub(ArtifactMethods):
                            "that has it (`reprohub fetch --lock hub.lock --from BUNDLE`)")
 
 
-def _damaged(path: Path, recorded: TreeDigests) -> bool:
-    found = tree_digest(path)
+def _damaged(path: Path, recorded: TreeDigests, manifest: dict) -> bool:
+    """Whether the files the tree was extracted with changed (files the repo's code wrote since do not count)."""
+    paths = manifest.get("paths")
+    found = tree_digest(path, paths if isinstance(paths, list) else None)
     if found != recorded:
         log.warning("cached tree %s was changed (tree sha256 %s, extracted as %s); extracting it again",
                     path, found.current, recorded.current)

@@ -175,3 +175,38 @@ def test_a_damaged_zip_in_a_bundle_is_a_mirror_error_naming_the_mirror(server, t
                mirrors=[str(tmp_path / "bundle")], policy=FAST_POLICY)
     with pytest.raises(MirrorError, match="mirror file://.*bundle"):
         cold.load("acme/one:main", "m")
+
+
+SILERO_LIKE = {
+    "hubconf.py": "dependencies = []\nimport os\n\ndef tts(name='v3'):\n"
+                  "    here = os.path.dirname(os.path.abspath(__file__))\n"
+                  "    os.makedirs(os.path.join(here, 'models'), exist_ok=True)\n"
+                  "    with open(os.path.join(here, 'models', name + '.pt'), 'wb') as out:  # as silero-models does\n"
+                  "        out.write(b'downloaded weights')\n"
+                  "    return name\n",
+}
+
+
+def test_a_repo_that_downloads_into_its_own_folder_verifies_bundles_and_reloads(server, tmp_path, monkeypatch,
+                                                                               capsys, caplog):
+    serve_repo(server, tmp_path, "snakers4/silero-models", SILERO_LIKE)
+    lock = record(tmp_path, server, ("snakers4/silero-models:main", "tts"))
+    hub = Hub(hub_dir=tmp_path / "hub", github_api_url=server.api_url, policy=FAST_POLICY)
+    folder = hub.resolve("snakers4/silero-models:main", verbose=False).path
+    assert (folder / "models" / "v3.pt").is_file()  # the repo wrote into its extracted folder
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    capsys.readouterr()
+    assert main(["verify", "--lock", str(lock)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "0 problems" in out and "1 files its code wrote into its folder" in out and "models/v3.pt" in out
+    assert main(["bundle", "--lock", str(lock), str(tmp_path / "bundle")]) == EXIT_OK
+    (bundled,) = (tmp_path / "bundle").rglob("*.zip")
+    with zipfile.ZipFile(bundled) as zf:
+        assert zf.namelist() == ["hubconf.py"]  # the pinned tree, not what its code wrote
+    assert main(["verify", "--lock", str(lock), "--bundle", str(tmp_path / "bundle")]) == EXIT_OK
+    caplog.set_level(logging.WARNING, logger="reprohub")
+    assert hub.load("snakers4/silero-models:main", "tts", force_reload=True) == "v3"
+    assert "was changed" not in caplog.text  # not taken for a damaged tree and extracted again
+    (folder / "hubconf.py").write_text("def tts():\n    return 'edited'\n")  # an edit of a pinned file still counts
+    assert main(["verify", "--lock", str(lock)]) == EXIT_MISMATCH

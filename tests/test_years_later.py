@@ -207,3 +207,15 @@ def test_a_gone_host_names_the_bundle_beside_the_lock_and_never_suggests_accepti
     for failure in (weights, repo):
         assert f"REPROHUB_MIRROR={tmp_path / 'hub-bundle'}" in str(failure.value)
         assert "--hub-accept" not in str(failure.value)  # the host is gone: moving the pin cannot help
+
+
+def test_an_offline_miss_is_torch_hub_s_urlerror_too_and_says_to_fill_the_cache_first(tmp_path):
+    from urllib.error import URLError
+
+    from reprohub.errors import OfflineError
+
+    hub = Hub(hub_dir=tmp_path / "hub", offline=True)
+    with pytest.raises(URLError) as failure:  # what a test written for torch.hub expects of a download
+        hub.download_url_to_file("https://weights.example/w.pt", str(tmp_path / "w.pt"), progress=False)
+    assert isinstance(failure.value, OfflineError) and isinstance(failure.value, FileNotFoundError)
+    assert "offline" in failure.value.reason and "fill the cache first" in str(failure.value)

@@ -159,6 +159,22 @@ def ensure_inside(root: "str | os.PathLike[str]", path: "str | os.PathLike[str]"
     return Path(path)
 
 
+def manifest_beside(repo_dir: "str | os.PathLike[str]") -> Path:
+    """The record of an extracted commit's folder: ``<commit>.json`` beside ``<commit>/``."""
+    repo_dir = Path(repo_dir)
+    return repo_dir.with_name(repo_dir.name + ".json")
+
+
+def tree_paths(repo_dir: "str | os.PathLike[str]") -> "list[str] | None":
+    """The paths an extracted commit's tree was extracted with, from its record (``None`` for a record
+    written before they were kept): what its digest covers, whatever the repo's code wrote there since."""
+    from ..fetch.fsutil import read_record
+
+    record = read_record(manifest_beside(repo_dir))
+    paths = record.get("paths") if record else None
+    return paths if isinstance(paths, list) and all(isinstance(p, str) for p in paths) else None
+
+
 class CacheLayout:
     """Every path reprohub uses inside one hub dir.
 
@@ -199,8 +215,8 @@ class CacheLayout:
         return self._repo_base(source, repo) / _checked_commit(commit)
 
     def repo_manifest(self, source: str, repo: RepoRef, commit: str) -> Path:
-        """The digests recorded for an extracted commit."""
-        return self._repo_base(source, repo) / f"{_checked_commit(commit)}.json"
+        """The digests recorded for an extracted commit (beside its folder: see :func:`manifest_beside`)."""
+        return manifest_beside(self.repo_dir(source, repo, commit))
 
     def refs_file(self, source: str, repo: RepoRef) -> Path:
         """The remembered ref -> commit resolutions of one repo."""

@@ -36,7 +36,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from ..errors import ArchiveError
 from . import durability
@@ -52,12 +52,14 @@ _DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, NotImp
 
 @dataclass(frozen=True)
 class ExtractResult:
-    """What :func:`extract_zip` wrote: the tree's digests, file count and bytes."""
+    """What :func:`extract_zip` wrote: the tree's digests, file count and bytes, and its paths (the files the
+    tree digest covers: repo code may write more files into its folder later)."""
 
     digests: TreeDigests
     files: int
     bytes: int
     top_folder: str
+    paths: tuple[str, ...] = ()
 
     @property
     def tree_sha256(self) -> str:
@@ -109,6 +111,7 @@ def extract_zip(
         files=len(digests),
         bytes=sum(m.info.file_size for m in files),
         top_folder=top,
+        paths=tuple(sorted(digests)),
     )
 
 
@@ -155,13 +158,15 @@ def _make_folders(dest: Path, members: list[_Member], name: str) -> None:
                                "do not use this archive") from err
 
 
-def tree_digest(folder: "str | os.PathLike[str]") -> TreeDigests:
+def tree_digest(folder: "str | os.PathLike[str]", only: "Collection[str] | None" = None) -> TreeDigests:
     """The tree digests of an extracted folder, recomputed from disk (``reprohub verify`` uses them).
 
-    Equal to :attr:`ExtractResult.digests` for an untouched extraction.
+    Equal to :attr:`ExtractResult.digests` for an untouched extraction.  ``only``: the paths the tree was
+    extracted with (:attr:`ExtractResult.paths`); files the repo's code wrote since are no part of it, and
+    one of those paths that is gone still changes the digest.
     """
     entries = {}
-    for rel, path in tree_files(folder):
+    for rel, path in tree_files(folder, only):
         if path.is_symlink():
             entries[rel] = ("l", hashlib.sha256(os.readlink(path).encode("utf-8", "surrogateescape")).hexdigest())
         else:
@@ -169,9 +174,24 @@ def tree_digest(folder: "str | os.PathLike[str]") -> TreeDigests:
     return TreeDigests.of(entries)
 
 
-def tree_files(folder: "str | os.PathLike[str]") -> "list[tuple[str, Path]]":
+def extra_files(folder: "str | os.PathLike[str]", only: "Collection[str]") -> list[str]:
+    """Files in an extracted tree's folder that the tree did not bring (written there by the repo's code:
+    silero-models downloads into its own folder), sorted.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> src = pathlib.Path(tempfile.mkdtemp()); _ = (src / "hubconf.py").write_text(""); _ = (src / "w.pt").write_text("")
+        >>> extra_files(src, ["hubconf.py"])
+        ['w.pt']
+    """
+    kept = set(only)
+    return [rel for rel, _ in tree_files(folder) if rel not in kept]
+
+
+def tree_files(folder: "str | os.PathLike[str]", only: "Collection[str] | None" = None) -> "list[tuple[str, Path]]":
     """What a tree is made of, for its digest and its bundle zip alike: files and links by relative path,
-    sorted, as :func:`reprohub.fetch.tree.is_tree_path` defines (no ``__pycache__``, no empty folders)."""
+    sorted, as :func:`reprohub.fetch.tree.is_tree_path` defines (no ``__pycache__``, no empty folders);
+    with ``only``, just those of these paths."""
     root = Path(folder)
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -181,6 +201,9 @@ def tree_files(folder: "str | os.PathLike[str]") -> "list[tuple[str, Path]]":
             path = base / entry
             if path.is_symlink() or path.is_file():
                 found.append((path.relative_to(root).as_posix(), path))
+    if only is not None:
+        kept = set(only)
+        found = [(rel, path) for rel, path in found if rel in kept]
     return sorted(found)
 
 
@@ -351,7 +374,8 @@ def _write_link(zf: zipfile.ZipFile, dest: Path, m: _Member) -> str:
     return hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def write_tree_zip(folder: "str | os.PathLike[str]", dest: "str | os.PathLike[str]") -> int:
+def write_tree_zip(folder: "str | os.PathLike[str]", dest: "str | os.PathLike[str]",
+                   only: "Collection[str] | None" = None) -> int:
     """Write the files of ``folder`` into a byte-deterministic zip at ``dest`` (atomically); returns members.
 
     The same tree always gives the same bytes, on any machine: members sorted,
@@ -367,7 +391,7 @@ def write_tree_zip(folder: "str | os.PathLike[str]", dest: "str | os.PathLike[st
         >>> write_tree_zip(src, out), zip_tree_digest(out) == tree_digest(src)
         (1, True)
     """
-    entries = tree_files(folder)
+    entries = tree_files(folder, only)
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:

@@ -198,8 +198,9 @@ class Downloader:
         if self.offline and not local:
             raise OfflineError(
                 f"network access to fetch {url}",
-                "offline mode (REPROHUB_OFFLINE=1 or offline=True) and no cached copy",
-                "prefetch it on a machine with network (`reprohub fetch --lock hub.lock`) or turn offline mode off",
+                "offline mode (REPROHUB_OFFLINE=1, --hub-offline or offline=True) and no cached copy",
+                "fill the cache first: online, `reprohub fetch --lock hub.lock`, or from a bundle, "
+                "`reprohub fetch --lock hub.lock --from BUNDLE`; or run this step online",
             )
 
     def get(self, url: str, headers: Mapping[str, str] | None = None) -> requests.Response:

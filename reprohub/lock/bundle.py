@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..cache.layout import tree_paths
 from ..errors import HashMismatchError, LockfileError, ReprohubError
 from ..fetch import tree
 from ..fetch.archive import tree_digest, write_tree_zip, zip_tree_digest
@@ -84,14 +85,15 @@ def write_bundle(
                                 "re-record the lock (pytest --hub-lock hub.lock --hub-update upgrades every repo it "
                                 "loads), then bundle again")
         source = repo_folder(spec, pin)
-        found = tree_digest(source)
+        paths = tree_paths(source)  # what was extracted; files the repo's code wrote there are not bundled
+        found = tree_digest(source, paths)
         if not found.matches(pin.tree_sha256):
             raise HashMismatchError(f"tree sha256 {pin.tree_sha256} for {spec} (pinned)",
                                     f"{found.as_pinned(pin.tree_sha256)} in the cache at {source}",
                                     f"remove it (`reprohub cache rm {pin.commit}`) and bundle again; if the "
                                     "lock was edited, restore it from version control")
         plan.append((tree_item(pin.tree_sha256), lambda p, pin=pin: zip_tree_digest(p).matches(pin.tree_sha256),
-                     lambda p, source=source: write_tree_zip(source, p)))
+                     lambda p, source=source, paths=paths: write_tree_zip(source, p, paths)))
     for url, pin in sorted(lock.artifacts.items()):
         source = artifact_file(url, pin)
         plan.append((artifact_item(pin.sha256), lambda p, pin=pin: sha256_file(p) == pin.sha256,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fetch.archive import tree_digest
+from ..fetch.archive import extra_files, tree_digest
 from ..fetch.fsutil import sha256_file
 from .bundle import check_bundle
 from .lockfile import Lockfile
-from ..cache.layout import CacheLayout
+from ..cache.layout import CacheLayout, tree_paths
 from ..refs import RepoRef, parse_ref
 from ..sources import GIT_PREFIX, git_source_key, git_spec_parts
 from ..sources.github import CONTENT_KEY
@@ -32,7 +32,8 @@ def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout,
     for spec, pin in sorted(lock.repos.items()):
         folder = cached_tree(layout, spec, pin.host, pin.commit)
         problems += _compare(f"repo {spec}", folder, pin.tree_sha256,
-                             (lambda p, pin=pin: tree_digest(p).as_pinned(pin.tree_sha256)) if folder.is_dir() else None)
+                             (lambda p, pin=pin: tree_digest(p, tree_paths(p)).as_pinned(pin.tree_sha256))
+                             if folder.is_dir() else None)
     for url, pin in sorted(lock.artifacts.items()):
         path = layout.artifact_path(url)
         problems += _compare(f"artifact {url}", path, pin.sha256, sha256_file if path.is_file() else None)
@@ -57,6 +58,26 @@ def _compare(what: str, path: Path, expected: str, digest) -> list[str]:
         return [f"MISSING {what}: {path} (run `reprohub fetch --lock ...`)"]
     found = digest(path)
     return [] if found == expected else [f"MISMATCH {what}: {path} has sha256 {found}, lock pins {expected}"]
+
+
+def written_by_code(lock: Lockfile, layout: CacheLayout) -> list[str]:
+    """One line per cached repo tree holding files its code wrote (a download into its own folder): not a
+    problem, since the tree digest covers what was extracted, but named so nobody wonders.
+
+    Example:
+        >>> written_by_code(Lockfile(), CacheLayout(tmp))
+        []
+    """
+    lines = []
+    for spec, pin in sorted(lock.repos.items()):
+        folder = cached_tree(layout, spec, pin.host, pin.commit)
+        paths = tree_paths(folder) if folder.is_dir() else None
+        extra = extra_files(folder, paths) if paths is not None else []
+        if extra:
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            lines.append(f"note: repo {spec}: {len(extra)} files its code wrote into its folder, not part of the "
+                         f"pinned tree: {shown}")
+    return lines
 
 
 def cached_tree(layout: CacheLayout, spec: str, host: str, commit: str) -> Path:
