@@ -47,8 +47,17 @@ def test_a_206_from_a_changed_file_is_not_spliced_onto_the_old_bytes(server, tmp
     assert (tmp_path / "w").read_bytes() == v2 and got.sha256 == hashlib.sha256(v2).hexdigest()
 
 
-def interrupt_mid_download(server, tmp_path, sig) -> "tuple[str, bytes, pathlib.Path]":
-    """A real process downloading a 16 MiB file, stopped by ``sig`` once 4 MiB of it reached its partial."""
+DST_WORKER = """
+import sys
+from reprohub import Hub
+hub_dir, url, go, dst = sys.argv[1:5]
+Hub(hub_dir=hub_dir).download_url_to_file(url, dst, progress=False)
+"""
+
+
+def interrupt_mid_download(server, tmp_path, sig, dst=None) -> "tuple[str, bytes, pathlib.Path]":
+    """A real process downloading a 16 MiB file, stopped by ``sig`` once 4 MiB of it reached its partial: into
+    the cache, or with ``dst`` by ``download_url_to_file`` into that path."""
     import signal
     import subprocess
     import sys
@@ -63,10 +72,12 @@ def interrupt_mid_download(server, tmp_path, sig) -> "tuple[str, bytes, pathlib.
     go.touch()
     # a shell that runs jobs in the background (CI) starts them with SIGINT ignored, and a Python started
     # so never turns Ctrl-C into KeyboardInterrupt: give the child the terminal's default back
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "hub"), url, str(go)],
+    worker = WORKER if dst is None else DST_WORKER
+    proc = subprocess.Popen([sys.executable, "-c", worker, str(tmp_path / "hub"), url, str(go),
+                             *([str(dst)] if dst is not None else [])],
                             stderr=subprocess.DEVNULL,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    target = Hub(hub_dir=tmp_path / "hub").layout.artifact_path(url)
+    target = Hub(hub_dir=tmp_path / "hub").layout.artifact_path(url) if dst is None else dst
     partial = target.with_name(f".{target.name}.incomplete")
     deadline = time.time() + 30
     while time.time() < deadline and not (partial.exists() and partial.stat().st_size >= 4 * MIB):

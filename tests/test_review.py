@@ -219,41 +219,20 @@ def test_verbose_says_what_is_fetched_and_from_where_after_the_command_too(pytes
     assert quiet.returncode == 0 and "downloading" not in quiet.stderr.lower()
 
 
-DST_WORKER = """
-import sys
-from reprohub import Hub
-hub_dir, url, dst = sys.argv[1:4]
-Hub(hub_dir=hub_dir).download_url_to_file(url, dst, progress=False)
-"""
-
-
 def test_download_url_to_file_resumes_after_ctrl_c_and_leaves_nothing_beside_the_file(server, tmp_path):
     import hashlib
     import signal
-    import sys
-    import time
 
     from reprohub import Hub
-    from reprohub.testing.server import Fault
 
     from .conftest import FAST_POLICY
+    from .test_attacks import interrupt_mid_download
 
-    body = os.urandom(16 << 20)
-    url = server.add_file("big.bin", body)
-    server.inject("/files/big.bin", Fault("slow", after=256 << 10, delay=0.05))
     out = tmp_path / "out"
     out.mkdir()
     dst = out / "weights.bin"
-    proc = subprocess.Popen([sys.executable, "-c", DST_WORKER, str(tmp_path / "hub"), url, str(dst)],
-                            stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    partial = out / ".weights.bin.incomplete"
-    deadline = time.time() + 30
-    while time.time() < deadline and not (partial.exists() and partial.stat().st_size >= 4 << 20):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    proc.wait(30)
-    kept = partial.stat().st_size
-    assert kept >= 4 << 20 and not dst.exists()
+    url, body, partial = interrupt_mid_download(server, tmp_path, signal.SIGINT, dst=dst)  # Ctrl-C
+    assert partial.stat().st_size >= 4 << 20 and not dst.exists()
     got = Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY).download_url_to_file(url, str(dst), progress=False)
     assert dst.read_bytes() == body and got.sha256 == hashlib.sha256(body).hexdigest()
     ranges = [h["Range"] for _, p, h in server.requests if p == "/files/big.bin" and "Range" in h]
