@@ -276,10 +276,12 @@ def _fetch(args) -> int:
 
 def _bundle(args) -> int:
     from .lock.bundle import write_bundle
+    from .lock.hermetic import response_body_for_bundle
 
     locked = _LockedHub(args.lock)
     report = write_bundle(locked.lock, Path(args.folder), lambda spec, pin: locked.resolve(spec).path,
-                          lambda url, pin: locked.hub.fetch_artifact(url).path)
+                          lambda url, pin: locked.hub.fetch_artifact(url).path,
+                          lambda pin: response_body_for_bundle(pin, locked.hub.layout, args.lock))
     _report(args, {"folder": args.folder, "written": list(report.written), "kept": list(report.kept)},
             *(f"wrote {item}" for item in report.written),
             f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "
@@ -294,7 +296,8 @@ def _verify(args) -> int:
     problems, _ = verify_lock(lock, Path(args.lock).resolve().parent, _hub().layout,
                               bundle=Path(args.bundle) if args.bundle else None)
     notes = [] if args.bundle else written_by_code(lock, _hub().layout)
-    counts = {"repos": len(lock.repos), "artifacts": len(lock.artifacts), "goldens": len(lock.goldens)}
+    counts = {"repos": len(lock.repos), "artifacts": len(lock.artifacts), "goldens": len(lock.goldens),
+              **({"requests": len(lock.requests)} if lock.requests else {})}
     where = f"the bundle {args.bundle}" if args.bundle else f"the cache {_hub().hub_dir}"
     what = ", ".join(plural(n, t[:-1]) for t, n in counts.items())
     _report(args, {"lock": args.lock, "against": where, "checked": counts, "problems": problems, "notes": notes,

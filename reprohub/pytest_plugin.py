@@ -16,6 +16,10 @@ Options (each also an ini setting without the dashes, ``hub_lock = hub.lock``)::
     --hub-variant         with --hub-update: record goldens as this machine class's variant
     --hub-report PATH     a self-contained HTML report of failed and changed goldens
 
+Every HTTP(S) request a locked test makes -- repo code, test code, any library through urllib, requests
+or httpx -- is pinned in the lock, replayed and fenced like torch.hub's downloads
+(:mod:`reprohub.lock.hermetic`; ini ``hub_hermetic = false`` turns that off).
+
 With ``$GITHUB_STEP_SUMMARY`` set (GitHub Actions), a Markdown summary of the session is appended to it.
 
 Fixtures: ``hub`` (session: a :class:`~reprohub.hub.Hub` bound to the lock and
@@ -31,6 +35,7 @@ Example test::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from pathlib import Path
@@ -41,12 +46,13 @@ from .api import default_hub_override
 from .errors import ReprohubError, SettingError
 from . import settings
 from .fetch.fsutil import atomic_write_bytes
-from .golden.text import companion_path
 from .redact import printable, redact_text
 from .golden.checker import GoldenChecker, test_key  # noqa: F401  (test_key: re-exported)
 from .golden.store import GoldenStore
 from .hub import Hub
+from .runtime import fence, network
 from .runtime.intercept import routed
+from .lock.hermetic import RequestAnswerer, write_beside
 from .lock.lockfile import Lockfile
 from .lock.session import LockSession
 
@@ -87,6 +93,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hub-device", metavar="LIST", default=None,
                     help="comma-separated devices for tests using the hub_device fixture (default: cpu)")
     parser.addini("hub_lock", "path of the hub lockfile (like --hub-lock)", default="")
+    parser.addini("hub_hermetic", "pin, replay and fence every HTTP(S) request a locked test makes (urllib, "
+                  "requests, httpx...), not only torch.hub's downloads", type="bool", default=True)
     parser.addini("hub_trust", "repos that may run while recording (like --hub-trust)", type="linelist", default=[])
     parser.addini("hub_api_url", "GitHub-compatible API base URL (default $REPROHUB_GITHUB_API_URL or GitHub's)",
                   default="")
@@ -165,6 +173,15 @@ def _short_report(item: pytest.Item, excinfo) -> str:
     return f"{where}{type(error).__module__}.{type(error).__name__}: {error}"
 
 
+def _fail_for(report: pytest.TestReport, fenced: list[str]) -> None:
+    """Fail a test for the requests a locked run refused it (:mod:`reprohub.lock.hermetic`)."""
+    text = "\n".join(f"reprohub refused {what}" for what in dict.fromkeys(fenced))
+    if report.passed:
+        report.outcome, report.longrepr = "failed", text
+    else:
+        report.sections.append(("reprohub: refused requests", text))
+
+
 def _redact_report(report: pytest.TestReport) -> None:
     """A failure report with every secret query value and URL password masked (:mod:`reprohub.redact`):
     the messages of chained causes and the arguments pytest prints for each frame (urllib3's ``url``)
@@ -200,6 +217,11 @@ class HubPlugin:
         self.write_error: str | None = None
         self.versions: dict[str, str] = {}  # installed distributions' versions, looked up once a session
         self._hub: Hub | None = None
+        self.hermetic = self.session is not None and config.getini("hub_hermetic")
+        self._answerer = None
+        if self.hermetic:  # once a session; each test only sets its answerer
+            network.install()
+            fence.install_hook()
 
     def _lock_session(self) -> LockSession | None:
         if self.lock_path is None:
@@ -281,9 +303,24 @@ class HubPlugin:
             yield
             return
         self.session.current_test = item.nodeid
-        with default_hub_override(self.hub), routed(self.hub, import_torch=False):
+        answering = network.answering(self.answerer) if self.hermetic else contextlib.nullcontext()
+        with default_hub_override(self.hub), routed(self.hub, import_torch=False), answering:
             yield
         self.session.current_test = None
+
+    @property
+    def answerer(self) -> RequestAnswerer:
+        """What answers the HTTP(S) requests of a test (:mod:`reprohub.lock.hermetic`)."""
+        if self._answerer is None:
+            hub = self.hub
+            self._answerer = RequestAnswerer(self.session, hub.layout, hub.downloader, hub.mirrors,
+                                             lambda: hub._fetching_for[-1] if hub._fetching_for else None,
+                                             offline=hub.offline)
+        return self._answerer
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.hermetic:
+            network.uninstall()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -293,6 +330,8 @@ class HubPlugin:
         error = call.excinfo.value if call.excinfo is not None else None
         if report.failed and isinstance(error, ReprohubError):
             report.longrepr = _short_report(item, call.excinfo)
+        if report.when == "call" and self.session is not None and item.nodeid in self.session.fenced:
+            _fail_for(report, self.session.fenced.pop(item.nodeid))  # refused, even where repo code caught it
         if report.failed:
             _redact_report(report)
 
@@ -325,32 +364,16 @@ class HubPlugin:
             try:  # never a lock from a failed session; merged with the lock on disk at write time
                 result = self._result()
                 self.written = result.write(self.lock_path, base=self.session.lock)
-                if self.config.getoption("hub_prune"):
-                    self.pruned = self._delete_unpinned_goldens(result)
+                prune = self.config.getoption("hub_prune")
+                if prune:
+                    self.pruned = self.golden_store.delete_unpinned(self.session.lock, result)
+                self.pruned += write_beside(result, self.lock_path, self.hub.layout, prune=prune)
             except ReprohubError as err:
                 self.write_error = str(err)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         unused = self.deselected == 0 and any(self.session.unused().values())
         if self.strict_unused and unused and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _delete_unpinned_goldens(self, result: Lockfile) -> list[str]:
-        """After a prune was written: delete the golden files of the entries it dropped, and say which.  Only
-        files inside the golden folder are touched (a lock's ``file`` is text a pull request can edit)."""
-        root = self.golden_store.root.resolve()
-        deleted = []
-        for key, pin in sorted(self.session.lock.goldens.items()):
-            if key in result.goldens:
-                continue
-            path = (self.lock_path.parent / pin.file).resolve()
-            if root not in path.parents or not path.name.endswith(".safetensors") or not path.is_file():
-                continue
-            if any(other.file == pin.file for other in result.goldens.values()):
-                continue  # still pinned under another key
-            path.unlink()
-            companion_path(path).unlink(missing_ok=True)
-            deleted.append(f"pruned golden {key}: deleted {pin.file}")
-        return deleted
 
     def _result(self) -> Lockfile:
         """The lock to write: this run's records merged in, and with --hub-prune the unused entries dropped."""

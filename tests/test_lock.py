@@ -115,7 +115,8 @@ def test_session_modes():
     update.current_test = "t::x"
     update.observe(ArtifactUse("u", "2" * 64, 3))
     assert [(c.key, c.old["sha256"][:1], c.new["sha256"][:1]) for c in update.changes()] == [("u", "1", "2")]
-    assert update.unused() == {"repos": ["a/b:v1"], "artifacts": [], "goldens": [], "unreachable": [], "environments": []}
+    assert update.unused() == {"repos": ["a/b:v1"], "artifacts": [], "goldens": [], "unreachable": [], "environments": [],
+                               "requests": []}
     assert update.result().artifacts["u"].sha256 == "2" * 64
     refresh = LockSession(lock, "hub.lock", refresh=True)
     assert refresh.pinned_commit("h", "a/b:v1") is None

@@ -116,15 +116,19 @@ def test_recording_and_unlocked_loads_never_prefetch(server, tmp_path, two_files
     assert server.held == [(f"/acme/two/archive/{repo.head()}.zip", False)]
 
 
-def test_a_prefetched_file_is_not_a_use_so_unused_entries_are_still_reported(server, tmp_path, two_files):
+def test_a_prefetched_file_is_not_a_use_but_what_a_used_repo_downloads_is_kept_by_a_prune(server, tmp_path, two_files):
     repo, a, b = two_files
     lock = _record(tmp_path, server)
     session, hub = _check(tmp_path, server, lock)
     assert hub.load("acme/two:main", "two", pretrained=False) == 0
     hub.prefetcher.wait(hub.layout.artifact_path(a, "backbone.pt"))
     hub.prefetcher.wait(hub.layout.artifact_path(b, "head.pt"))
-    assert session.unused()["artifacts"] == [a, b]
-    assert hub.recorder.artifacts() == []
+    assert hub.recorder.artifacts() == [] and session.touched["artifacts"] == set()
+    # the repo was used, and the lock says its entrypoints download both: a prune must not unpin them (another
+    # entrypoint, or a warm machine where the code finds its file on disk, asks for nothing)
+    assert session.unused()["artifacts"] == []
+    unrelated = LockSession(Lockfile.read(lock), str(lock))
+    assert unrelated.unused()["artifacts"] == [a, b]  # no test used the repo: they are unused
 
 
 def test_bytes_that_differ_from_the_pin_are_never_cached_and_the_loads_own_request_raises(server, tmp_path,

@@ -18,6 +18,7 @@ Layout (every path below is built here, nowhere else)::
       reprohub/repos/<source>/<owner>/<repo>/<commit>.json   its digests
       reprohub/refs/<source>/<owner>/<repo>.json             ref -> commit memory
       reprohub/git/<remote-key>.git                          mirrors for source="git"
+      reprohub/responses/sha256/<sha256>                     bodies of requests repo and test code made
 
 ``<url-key>`` is the first 32 hex digits of sha256(url), so two URLs with the
 same basename never share a file (torch.hub's ``checkpoints/<basename>`` does).
@@ -209,6 +210,12 @@ class CacheLayout:
         that nothing is left beside the caller's file."""
         key = hashlib.sha256(os.fsencode(os.path.abspath(os.path.expanduser(os.fspath(dst))))).hexdigest()[:24]
         return self.internal / "locks" / f"dst-{key}.lock"
+
+    def response_body(self, sha256: str) -> Path:
+        """The body of a request repo or test code made (:mod:`reprohub.lock.hermetic`), by its digest."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise CachePathError("a sha256 as 64 lower-case hex digits", repr(sha256), "re-record the lock")
+        return self.internal / "responses" / "sha256" / sha256
 
     def repo_dir(self, source: str, repo: RepoRef, commit: str) -> Path:
         """The extracted tree of ``repo`` at ``commit``."""

@@ -238,7 +238,7 @@ class Downloader:
     def _transfer(self, url: str, out, progress: bool, headers: dict[str, str], hasher,
                   validator: str | None, learned: Callable[[str | None], None], sync: bool = True) -> tuple[str, int]:
         failures = restarts = refused = 0
-        bar = _progress_bar(url, progress)
+        bar = progress_bar(url, progress)
         try:
             while True:
                 check_alive(url)
@@ -349,7 +349,8 @@ def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:
     return restarts + 1
 
 
-def _progress_bar(url: str, progress: bool):
+def progress_bar(url: str, progress: bool):
+    """A tqdm bar on stderr for a download of ``url`` (``None`` without ``progress``); it stays when done."""
     if not progress:
         return None
     from tqdm.auto import tqdm

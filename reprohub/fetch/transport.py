@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from typing import Callable, Iterator, Mapping
 
 import requests
+import requests.adapters
 import urllib3
 
 from .. import settings
@@ -44,11 +45,46 @@ def new_session() -> requests.Session:
     (``REQUESTS_CA_BUNDLE`` still wins) and the per-request lookup is turned off.
     """
     session = requests.Session()
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, _OwnAdapter())
     ca = settings.ca_bundle()
     if ca:
         session.verify = ca
     session.trust_env = settings.proxies_or_netrc()
     return session
+
+
+_own = threading.local()
+
+
+def is_own_request() -> bool:
+    """Whether this thread is inside :func:`own_requests` (a connection reprohub itself makes)."""
+    return getattr(_own, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def own_requests() -> Iterator[None]:
+    """Within the block, on this thread, connections and subprocesses are reprohub's own: the hermetic layer
+    (:mod:`reprohub.runtime.network`), which answers the requests of repo and test code, lets them through.
+
+    Example:
+        >>> with own_requests():
+        ...     is_own_request()
+        True
+    """
+    _own.depth = getattr(_own, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _own.depth -= 1
+
+
+class _OwnAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, marking every request it sends as reprohub's own (a session from :func:`new_session`)."""
+
+    def send(self, request, *args, **kwargs):
+        with own_requests():
+            return super().send(request, *args, **kwargs)
 
 
 # Hosts found unreachable (a name that does not resolve, or refused connections through ~1.75 s of

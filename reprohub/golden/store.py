@@ -34,11 +34,11 @@ from ..fetch.fsutil import sha256_file
 from ..redact import printable
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
 from .engine import compare, effective_tolerance, flatten, load_golden, save_golden
-from ..lock.lockfile import EnvironmentPin, GoldenPin
+from ..lock.lockfile import EnvironmentPin, GoldenPin, Lockfile
 from .environment import capture, differences, environment_id
 from .numerics import machine_class
 from .review import review_record
-from .text import write_companion
+from .text import companion_path, write_companion
 from .trace import decode, encode, first_moved
 from ..lock.session import LockSession
 
@@ -119,6 +119,23 @@ class GoldenStore:
         self.versions = versions  # installed versions looked up once per session (environment.capture)
         self.accept_command = accept_command
         self.variant = variant  # record as this machine class's variant (--hub-variant)
+
+    def delete_unpinned(self, before: Lockfile, after: Lockfile) -> list[str]:
+        """After a prune was written: delete the golden files (and text companions) of the entries dropped from
+        ``before`` to ``after``, and say which.  Only files inside the golden folder are touched (a lock's
+        ``file`` is text a pull request can edit)."""
+        root = self.root.resolve()
+        deleted = []
+        for key, pin in sorted(before.goldens.items()):
+            path = (self.lock_dir / pin.file).resolve()
+            if key in after.goldens or root not in path.parents or not path.name.endswith(".safetensors"):
+                continue
+            if not path.is_file() or any(other.file == pin.file for other in after.goldens.values()):
+                continue  # gone already, or still pinned under another key
+            path.unlink()
+            companion_path(path).unlink(missing_ok=True)
+            deleted.append(f"pruned golden {key}: deleted {pin.file}")
+        return deleted
 
     def _choose(self, key: str, device: str, machine: str) -> "tuple[Path, Path, str, str | None]":
         """Where this output's golden is recorded (``own``), which file it is checked against, the lock key of

@@ -6,7 +6,7 @@ Layout (every name derived from a digest the lock already holds)::
       reprohub-bundle.json                       index: which spec / URL each file stands for
       repos/tree-v2/<hex>.zip                    a repo's files at its pinned commit (tree digest v2:<hex>;
                                                  repos/tree-sha256/<hex>.zip for a version-1 digest)
-      artifacts/sha256/<sha256>                  an artifact's bytes
+      artifacts/sha256/<sha256>                  an artifact's bytes, or the body of a pinned request
 
 Nothing needs a reprohub server to read it: a folder, a ``file://`` URL,
 ``python -m http.server -d <bundle>``, nginx or a bucket all serve it as is
@@ -45,7 +45,7 @@ from ..fetch import tree
 from ..fetch.archive import tree_digest, write_tree_zip, zip_tree_digest
 from ..fetch.download import Downloader
 from ..fetch.fsutil import atomic_write_bytes, sha256_file
-from .lockfile import ArtifactPin, Lockfile, RepoPin
+from .lockfile import ArtifactPin, Lockfile, RepoPin, RequestPin
 from .mirror import artifact_item, tree_item
 
 INDEX = "reprohub-bundle.json"
@@ -65,12 +65,15 @@ def write_bundle(
     folder: Path,
     repo_folder: Callable[[str, RepoPin], Path],
     artifact_file: Callable[[str, ArtifactPin], Path],
+    response_file: "Callable[[RequestPin], Path] | None" = None,
 ) -> BundleReport:
-    """Write every repo and artifact ``lock`` pins into ``folder``.
+    """Write every repo, artifact and request body ``lock`` pins into ``folder``.
 
     Args:
         repo_folder: the extracted tree of a pinned repo (the caller fetches it into the cache).
         artifact_file: the cached, verified file of a pinned artifact.
+        response_file: where the body of a pinned request is (:mod:`reprohub.lock.hermetic`); required
+            when the lock pins requests with a body.
 
     Raises:
         HashMismatchError: cached content differs from the lock (nothing wrong is written).
@@ -94,11 +97,12 @@ def write_bundle(
                                     "lock was edited, restore it from version control")
         plan.append((tree_item(pin.tree_sha256), lambda p, pin=pin: zip_tree_digest(p).matches(pin.tree_sha256),
                      lambda p, source=source, paths=paths: write_tree_zip(source, p, paths)))
-    for url, pin in sorted(lock.artifacts.items()):
-        source = artifact_file(url, pin)
-        plan.append((artifact_item(pin.sha256), lambda p, pin=pin: sha256_file(p) == pin.sha256,
-                     lambda p, source=source, pin=pin: Downloader(offline=True).fetch(
-                         source.as_uri(), p, expected_sha256=pin.sha256, progress=False)))
+    files = [(artifact_file(url, pin), pin.sha256) for url, pin in sorted(lock.artifacts.items())]
+    files += [(response_file(pin), pin.sha256) for pin in _bodies(lock)]
+    for source, sha256 in files:
+        plan.append((artifact_item(sha256), lambda p, sha256=sha256: sha256_file(p) == sha256,
+                     lambda p, source=source, sha256=sha256: Downloader(offline=True).fetch(
+                         source.as_uri(), p, expected_sha256=sha256, progress=False)))
     try:
         for item, present, write in plan:
             _place(folder / item, item, report, present, write)
@@ -110,8 +114,15 @@ def write_bundle(
     return report
 
 
+def _bodies(lock: Lockfile) -> list[RequestPin]:
+    """The pinned requests that have a body to bundle (a HEAD or a redirect has none)."""
+    return [pin for _, pin in sorted(lock.requests.items()) if pin.size]
+
+
 def _place(path: Path, item: str, report: BundleReport, present: Callable[[Path], bool],
            write: Callable[[Path], object]) -> None:
+    if item in report.written or item in report.kept:
+        return  # one body pinned twice (an artifact that a request fetched too)
     try:
         intact = path.is_file() and present(path)
     except ReprohubError:  # a damaged earlier copy is rewritten
@@ -132,6 +143,9 @@ def bundle_index(lock: Lockfile) -> bytes:
         "artifacts": {url: {"sha256": pin.sha256, "size": pin.size, "file": artifact_item(pin.sha256)}
                       for url, pin in lock.artifacts.items()},
     }
+    if lock.requests:  # an older bundle's index stays byte for byte what it was
+        index["requests"] = {pin.key: {"sha256": pin.sha256, "size": pin.size, "status": pin.status,
+                                       "file": artifact_item(pin.sha256)} for pin in _bodies(lock)}
     return (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
 
 
@@ -145,6 +159,9 @@ def check_bundle(lock: Lockfile, folder: Path) -> list[str]:
     for url, pin in sorted(lock.artifacts.items()):
         path = Path(folder) / artifact_item(pin.sha256)
         problems += _bundle_problem(f"artifact {url}", path, pin.sha256, sha256_file)
+    for pin in _bodies(lock):
+        path = Path(folder) / artifact_item(pin.sha256)
+        problems += _bundle_problem(f"request {pin.key}", path, pin.sha256, sha256_file)
     return problems
 
 

@@ -31,7 +31,8 @@ lock).  Of the current or an older minor, an unknown field or table is an error 
 pass silently).  Version 2.0 writes tree digests as ``v2:<hex>`` (:mod:`reprohub.fetch.tree`);
 1.x locks, whose bare-hex digests are version 1, are still read and verified.  Version 2.1 adds a
 repo's ``artifacts`` (what its entrypoints download, so a locked cold load starts them early); a lock
-that has none is still written as 2.0, byte for byte as before, and a 2.0 reader ignores the lists.  A malformed entry
+that has none is still written as 2.0, byte for byte as before, and a 2.0 reader ignores the lists.  Version 2.2
+adds ``[requests]``: what repo and test code fetched themselves (:mod:`reprohub.lock.hermetic`).  A malformed entry
 is refused with the line it stands on.  Reading is linear in the size of the lock: its TOML is parsed once
 (where an entry stands is looked up only for one that is refused).
 
@@ -64,7 +65,7 @@ try:  # tomli's wheels are compiled (mypyc): a lock of 100,000 entries parses in
 except ImportError:  # pragma: no cover -- the standard library's pure-Python parser, the same format
     import tomllib
 
-SCHEMA_MAJOR, SCHEMA_MINOR = 2, 1
+SCHEMA_MAJOR, SCHEMA_MINOR = 2, 2
 READABLE_MAJORS = (1, 2)  # 1.x: version-1 tree digests, still verified
 HEADER = "# hub.lock -- written by reprohub; review changes to it like code.\n"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -132,12 +133,54 @@ class UnreachablePin:
     error: str
 
 
+@dataclass(frozen=True)
+class RequestPin:
+    """One HTTP(S) request that repo or test code made itself (urllib, requests, httpx...), and the answer it
+    got (schema 2.2; :mod:`reprohub.lock.hermetic`).  ``key`` is ``"GET <url>"`` or ``"HEAD <url>"`` (the
+    canonical URL); ``headers`` the response headers a client relies on (never a credential or cookie);
+    ``sha256``/``size`` the body's bytes; ``repo`` the spec whose code asked (empty for test code), so a
+    prune keeps the pin while that repo is used even where the answer was already on disk."""
+
+    key: str
+    status: int
+    sha256: str
+    size: int
+    headers: dict = field(default_factory=dict, hash=False)
+    repo: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.key.split(" ", 1)[0]
+
+    @property
+    def url(self) -> str:
+        return self.key.split(" ", 1)[1]
+
+
+def request_key(method: str, url: str) -> str:
+    """The ``[requests]`` key of a request (``url`` already canonical).
+
+    Example:
+        >>> request_key("get", "https://h/a.json")
+        'GET https://h/a.json'
+    """
+    return f"{method.upper()} {url}"
+
+
+# The response headers a lock may hold: what clients act on (type, encoding, validators, redirects, ranges,
+# a file name, huggingface_hub's commit and linked-file headers).  Anything else -- Set-Cookie, auth
+# challenges, rate-limit counters, dates -- is neither recorded nor, from an edited lock, replayed.
+RESPONSE_HEADERS = ("accept-ranges", "content-disposition", "content-encoding", "content-length", "content-range",
+                    "content-type", "etag", "last-modified", "location", "x-error-code", "x-error-message",
+                    "x-linked-etag", "x-linked-size", "x-repo-commit")
+
 # table name -> (entry type, the field that is the table key)
 TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key"),
-          "unreachable": (UnreachablePin, "url"), "environments": (EnvironmentPin, "id")}
+          "unreachable": (UnreachablePin, "url"), "environments": (EnvironmentPin, "id"),
+          "requests": (RequestPin, "key")}
 SINGULAR = {"repos": "repo", "artifacts": "artifact", "goldens": "golden", "unreachable": "unreachable URL",
-            "environments": "environment"}
-OPTIONAL_TABLES = ("unreachable", "environments")  # shown in counts only where they have entries
+            "environments": "environment", "requests": "request"}
+OPTIONAL_TABLES = ("unreachable", "environments", "requests")  # shown in counts only where they have entries
 _CHECKS = {"commit": _HEX40, "sha256": _HEX64}
 
 
@@ -150,6 +193,7 @@ class Lockfile:
     goldens: dict[str, GoldenPin] = field(default_factory=dict)
     unreachable: dict[str, UnreachablePin] = field(default_factory=dict)
     environments: dict[str, EnvironmentPin] = field(default_factory=dict)
+    requests: dict[str, RequestPin] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: "str | Path") -> "Lockfile":
@@ -188,7 +232,7 @@ class Lockfile:
                     raise LockfileError(bad.expected, f"{bad.found} at {where}", bad.fix) from None
         unknown = set(data) - {"version", *TABLES}
         if unknown and not newer:  # a newer minor may add tables: ignored, as the rule above says
-            raise LockfileError("only version, repos, artifacts, goldens and unreachable", f"{sorted(unknown)} in {name}",
+            raise LockfileError(f"only version, {', '.join(TABLES)}", f"{sorted(unknown)} in {name}",
                                 "remove the unknown tables")
         return lock
 
@@ -208,6 +252,8 @@ class Lockfile:
     def _minor_needed(self) -> int:
         """The oldest minor version that holds everything in this lock: a lock that uses nothing newer
         keeps ``version = "2.0"``, its bytes, and every 2.0 reader."""
+        if self.requests:
+            return 2
         return 1 if any(pin.artifacts for pin in self.repos.values()) else 0
 
     def write(self, path: "str | Path", base: "Lockfile | None" = None) -> bool:
@@ -264,10 +310,11 @@ class Lockfile:
         """A new lock with ``other``'s entries added or replacing these; a URL ``other`` pinned is no longer
         unreachable, and one it found unreachable is no longer pinned."""
         lock = Lockfile(*({**getattr(self, t), **getattr(other, t)} for t in TABLES))
-        for url in other.artifacts:
+        for url in [*other.artifacts, *other.requests]:
             lock.unreachable.pop(url, None)
         for url in other.unreachable:
             lock.artifacts.pop(url, None)
+            lock.requests.pop(url, None)
         return lock._repos_name_pinned_artifacts()
 
     def without(self, names: "dict[str, set[str]]") -> "Lockfile":
@@ -350,9 +397,32 @@ def _entry(kind, key_field: str, key: str, entry, table: str, newer: bool = Fals
             isinstance(url, str) and _is_http_url(url) for url in entry["artifacts"])):
         raise _BadEntry("artifacts as a list of http(s) URLs", f"{entry['artifacts']!r}",
                         "restore the entry from version control, or re-record it with --hub-update")
+    if table == "requests":
+        _check_request(key, entry)
     if "size" in entry and (not isinstance(entry["size"], int) or entry["size"] < 0):
         raise _BadEntry("size as a whole number", f"{entry['size']!r}", "re-record the entry")
     return kind(**{key_field: key, **entry})
+
+
+_REQUEST_KEY = re.compile(r"(GET|HEAD) https?://[^/\s]+\S*")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\x80-\U0010ffff]*")  # no CR, LF or other control character
+
+
+def _check_request(key: str, entry: dict) -> None:
+    """A ``[requests]`` entry is replayed to repo code as an HTTP answer: its key, status and headers are
+    refused unless well-formed (a header value with a line break would be a header of its own)."""
+    if not _REQUEST_KEY.fullmatch(key):
+        raise _BadEntry('a key "GET <http(s) URL>" or "HEAD <http(s) URL>"', repr(key), "re-record the lock")
+    if not (isinstance(entry["status"], int) and 100 <= entry["status"] <= 599):
+        raise _BadEntry("status as an HTTP status (100-599)", repr(entry["status"]), "re-record the entry")
+    headers = entry.get("headers", {})
+    if not (isinstance(headers, dict) and all(
+            k in RESPONSE_HEADERS and isinstance(v, str) and _HEADER_VALUE.fullmatch(v) for k, v in headers.items())):
+        raise _BadEntry(f"headers among {', '.join(RESPONSE_HEADERS)}, one line each", repr(headers),
+                        "restore the entry from version control, or re-record it with --hub-update")
+    if not isinstance(entry.get("repo", ""), str):
+        raise _BadEntry("repo as the spec of the repo whose code made the request", repr(entry["repo"]),
+                        "re-record the entry")
 
 
 def _toml_key(key: str) -> str:

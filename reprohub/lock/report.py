@@ -49,12 +49,15 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         failures = f", {len(failed_here)} failed" if failed_here else ""
         lines.append(f"{table}: {checked} checked{failures}, {len(new)} recorded, {len(changed)} changed, {not_used}")
     for change in changes:
+        asked = _asked_at(session, change)
         if change.old is None:
             note = f": {change.new['error']} (check runs expect the same failure)" if change.table == "unreachable" else ""
-            lines.append(f"  new {SINGULAR[change.table]} {change.key}{note}")
+            if change.table == "requests":
+                note = f": HTTP {change.new['status']}, {change.new['size']} bytes"
+            lines.append(f"  new {SINGULAR[change.table]} {change.key}{note}{asked}")
         else:
             diff = ", ".join(f"{k} {change.old[k]} -> {change.new[k]}" for k in change.new if change.old.get(k) != change.new[k])
-            lines.append(f"  changed {SINGULAR[change.table]} {change.key}: {diff}")
+            lines.append(f"  changed {SINGULAR[change.table]} {change.key}: {diff}{asked}")
     if refresh:
         lines.extend(_refresh_lines(session, outcomes, layout))
     for key, note in sorted(session.notes.items()):
@@ -83,6 +86,15 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
                              "drop such entries with --hub-update --hub-prune)")
     lines.append(_lock_line(session, written, update, refresh, outcomes, write_error))
     return lines
+
+
+def _asked_at(session: LockSession, change) -> str:
+    """Where the code that made a recorded request stands (a few ``file:line``), for review."""
+    callers = sorted(session.callers.get(change.key, ())) if change.table == "requests" else []
+    if not callers:
+        return ""
+    shown = ", ".join(callers[:3]) + (f" and {len(callers) - 3} more" if len(callers) > 3 else "")
+    return f" (asked at {shown})"
 
 
 def _refresh_lines(session: LockSession, outcomes: dict[str, str], layout: "CacheLayout | None") -> list[str]:

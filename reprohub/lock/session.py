@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from .. import settings
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
-from .lockfile import TABLES, ArtifactPin, EnvironmentPin, GoldenPin, Lockfile, RepoPin, UnreachablePin
+from .lockfile import TABLES, ArtifactPin, EnvironmentPin, GoldenPin, Lockfile, RepoPin, RequestPin, UnreachablePin
 from .record import ArtifactFailure, ArtifactUse, RepoUse
 
 
@@ -94,6 +94,8 @@ class LockSession:
     failed_goldens: set[str] = field(default_factory=set)
     notes: dict[str, str] = field(default_factory=dict)  # golden lock key -> which variant it was compared with
     reviews: dict[str, dict] = field(default_factory=dict)  # golden lock key -> how it moved (golden/review.py)
+    callers: dict[str, set[str]] = field(default_factory=dict)  # request key -> file:line of the code that made it
+    fenced: dict[str, list[str]] = field(default_factory=dict)  # test -> the requests it was refused (hermetic.py)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- Pins ----------------------------------------------------------------------------------
@@ -147,6 +149,28 @@ class LockSession:
         extra = settings.read(settings.PREFETCH_HOSTS)
         return [(url, self.lock.artifacts[url].sha256) for url in pin.artifacts
                 if url in self.lock.artifacts and prefetch_host_allowed(url, pin.host, extra)]
+
+    def pinned_request(self, key: str) -> "RequestPin | None":
+        """The pin of a request repo or test code made (``"GET <url>"``), or ``None``; a use either way."""
+        self.touch("requests", key)
+        return self.lock.requests.get(key)
+
+    def record_request(self, pin: RequestPin, caller: str = "") -> None:
+        """A request answered (recorded, or replayed from its pin), and where the code that made it stands."""
+        self._note("requests", pin.key, pin)
+        if caller:
+            with self._lock:
+                self.callers.setdefault(pin.key, set()).add(caller)
+
+    def record_unreachable(self, key: str, error: str) -> None:
+        """While recording: a request that could not be answered (``error``: stable text), replayed as that failure."""
+        if not self._strict:
+            self._note("unreachable", key, UnreachablePin(key, error))
+
+    def fence(self, what: str) -> None:
+        """Keep a refusal for the current test, which then fails even if repo code caught the exception."""
+        with self._lock:
+            self.fenced.setdefault(self.current_test or "", []).append(what)
 
     def record_hint(self) -> str:
         return f"record it: pytest --hub-lock {self.lock_path} --hub-update (then review the diff of the lock)"
@@ -247,8 +271,15 @@ class LockSession:
         return found
 
     def unused(self) -> dict[str, list[str]]:
-        """Lock entries that no test of this run asked for (a failed load or check still counts as a use)."""
-        found = {t: sorted(set(getattr(self.lock, t)) - self.touched[t]) for t in TABLES}
+        """Lock entries that no test of this run asked for (a failed load or check still counts as a use).
+
+        What a used repo's code downloads counts as used too: on a warm machine the code finds the file it
+        wrote into its own folder or under ``~`` and asks for nothing, and a prune must not unpin it."""
+        repos = self.touched["repos"]
+        by_repos = {"artifacts": {url for spec in repos if spec in self.lock.repos
+                                  for url in self.lock.repos[spec].artifacts},
+                    "requests": {key for key, pin in self.lock.requests.items() if pin.repo in repos}}
+        found = {t: sorted(set(getattr(self.lock, t)) - self.touched[t] - by_repos.get(t, set())) for t in TABLES}
         named = {self.lock.goldens[k].environment for k in self.touched["goldens"] if k in self.lock.goldens}
         found["environments"] = sorted(set(self.lock.environments) - named - self.touched["environments"])
         return found
@@ -279,6 +310,7 @@ class LockSession:
             "accepted": self.accepted,
             "notes": self.notes,
             "reviews": self.reviews,
+            "callers": {k: sorted(v) for k, v in self.callers.items()},
         }
 
     def absorb(self, data: dict) -> None:
@@ -299,5 +331,7 @@ class LockSession:
             self.accepted.update(data["accepted"])
             self.notes.update(data.get("notes", {}))
             self.reviews.update(data.get("reviews", {}))
+            for key, callers in data.get("callers", {}).items():
+                self.callers.setdefault(key, set()).update(callers)
             for key, (test, digest) in data["golden_writers"].items():
                 self._conflict(key, test, digest)  # two xdist workers writing one key differently

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..fetch.archive import extra_files, tree_digest
 from ..fetch.fsutil import sha256_file
 from .bundle import check_bundle
+from .hermetic import response_body_at_hand
 from .lockfile import Lockfile
 from ..cache.layout import CacheLayout, tree_paths
 from ..refs import RepoRef, parse_ref
@@ -37,12 +38,20 @@ def verify_lock(lock: Lockfile, lock_dir: Path, layout: CacheLayout,
     for url, pin in sorted(lock.artifacts.items()):
         path = layout.artifact_path(url)
         problems += _compare(f"artifact {url}", path, pin.sha256, sha256_file if path.is_file() else None)
-    return problems + _golden_problems(lock, lock_dir), len(lock.repos) + len(lock.artifacts) + len(lock.goldens)
+    for pin in sorted((pin for pin in lock.requests.values() if pin.size), key=lambda pin: pin.key):
+        path = response_body_at_hand(pin, layout, lock_dir)
+        problems += _compare(f"request {pin.key}", path or layout.response_body(pin.sha256), pin.sha256,
+                             sha256_file if path else None)
+    return problems + _golden_problems(lock, lock_dir), _count(lock)
+
+
+def _count(lock: Lockfile) -> int:
+    return len(lock.repos) + len(lock.artifacts) + len(lock.goldens) + len(lock.requests)
 
 
 def _verify_bundle(lock: Lockfile, lock_dir: Path, bundle: Path) -> tuple[list[str], int]:
     problems = check_bundle(lock, bundle) + _golden_problems(lock, lock_dir)
-    return problems, len(lock.repos) + len(lock.artifacts) + len(lock.goldens)
+    return problems, _count(lock)
 
 
 def _golden_problems(lock: Lockfile, lock_dir: Path) -> list[str]:
@@ -55,7 +64,8 @@ def _golden_problems(lock: Lockfile, lock_dir: Path) -> list[str]:
 
 def _compare(what: str, path: Path, expected: str, digest) -> list[str]:
     if digest is None:
-        return [f"MISSING {what}: {path} (run `reprohub fetch --lock ...`)"]
+        fill = "run the locked tests once" if what.startswith("request") else "run `reprohub fetch --lock ...`"
+        return [f"MISSING {what}: {path} ({fill})"]
     found = digest(path)
     return [] if found == expected else [f"MISMATCH {what}: {path} has sha256 {found}, lock pins {expected}"]
 

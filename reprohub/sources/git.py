@@ -21,6 +21,7 @@ from ..errors import OfflineError, SourceError
 from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.fsutil import temp_path_beside
 from ..fetch.locks import file_lock
+from ..fetch.transport import own_requests
 from ..refs import RepoRef
 
 log = logging.getLogger("reprohub")
@@ -91,7 +92,7 @@ class GitSource:
             zip_path.unlink(missing_ok=True)
 
     def _update_mirror(self) -> None:
-        with file_lock(self.mirror.with_suffix(".lock"), f"fetching {self.url}"):
+        with file_lock(self.mirror.with_suffix(".lock"), f"fetching {self.url}"), own_requests():
             if not self.mirror.exists():
                 subprocess.run(["git", "init", "--quiet", "--bare", str(self.mirror)], check=True)
             self._git("fetch", "--quiet", "--prune", "--force", self.url,

@@ -37,6 +37,7 @@ import mimetypes
 import os
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -99,21 +100,24 @@ class _State:
 
 
 class HubServer:
-    """Serve Git repos and files on 127.0.0.1 (port 0 picks a free one)."""
+    """Serve Git repos and files on 127.0.0.1 (port 0 picks a free one), over HTTPS with ``tls`` (an SSL context)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: "ssl.SSLContext | None" = None) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("HubServer only listens on loopback")
         self.state = _State()
         handler = type("Handler", (_Handler,), {"state": self.state})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
+        self.scheme = "https" if tls is not None else "http"
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     @property
     def api_url(self) -> str:

@@ -1,0 +1,305 @@
+"""Record, replay and fence the requests repo and test code make themselves: hermetic locks.
+
+Under ``pytest --hub-lock``, :mod:`reprohub.runtime.network` hands every GET or HEAD request of repo
+code, test code or any library (urllib, requests, httpx...) to a :class:`RequestAnswerer`:
+
+* **update** (``--hub-update``): a request the lock pins is answered from its pinned body where that
+  is at hand (an update adds entries; it does not churn the ones a download counter changed); a new
+  one is fetched by reprohub -- streamed into the cache, hashed in flight -- and pinned as
+  ``[requests."GET <url>"]``: status, the headers clients act on, size and sha256 of the body, and
+  the repo whose code asked.  The update report names the ``file:line`` that asked.
+* **refresh** (``--hub-refresh``, ``--hub-accept``): every request is fetched again and pinned anew.
+* **check**: a pinned request is answered from the cache, else from the small bodies that travel
+  beside the lock, else from a mirror (a bundle), else from the origin, whose bytes must have the
+  pinned digest -- or the test fails naming the URL and both digests, even where its output would
+  still match.  A request the lock does not pin fails the test, naming the URL, the ``file:line``
+  that asked and ``--hub-update``; so does another method than GET or HEAD, a connection to
+  another machine and a downloading subprocess (the audit hook's findings).
+* **offline** (``--hub-offline``): as check, and nothing is fetched: a body not at hand is an
+  :class:`~reprohub.errors.OfflineError`.
+
+Failing the test does not rest on the exception reaching it: repo code often catches everything
+(yolov5 falls back to ``curl``), so each refusal is also kept for the test (``LockSession.fence``),
+and the plugin fails the test when it ends.  A request whose fetch failed while recording (a test
+that passed without it) is pinned as unreachable and fails the same way in a check, without a request.
+
+**Answers that change on every request.**  GitHub's release JSON carries download counts: fetched
+again, its digest would differ on every fresh machine.  So bodies of at most :data:`BESIDE_MAX`
+bytes travel with the project, beside the lock in ``hub-responses/<sha256>[.json|.txt|...]``
+(reviewable in a pull request: they are input to repo code, review them like the lock), and a check
+replays them from there; larger bodies (weights) are fetched and verified.
+
+**Crash safety.**  A body is streamed into a temporary file beside its place and renamed to its
+digest's name once the digest is known.  The rename is not flushed: the record beside it carries
+the boot id, so a body written in another boot is hashed again before it is used
+(:mod:`reprohub.fetch.durability`), and every read of a body is hashed as it streams
+(:mod:`reprohub.runtime.network`), so a damaged file is never served silently.
+
+Example:
+    >>> import hashlib, urllib.request
+    >>> from reprohub.runtime.network import answering
+    >>> answerer = RequestAnswerer(LockSession(Lockfile(), tmp + "/hub.lock", update=True),
+    ...                            CacheLayout(tmp + "/hub"), Downloader())
+    >>> with answering(answerer):
+    ...     body = urllib.request.urlopen(weights_url).read()
+    >>> [(pin.key == "GET " + weights_url, pin.sha256 == hashlib.sha256(body).hexdigest())
+    ...  for pin in answerer.session.recorded.requests.values()]
+    [(True, True)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import urllib3
+
+from ..cache.layout import CacheLayout
+from ..cache.store import cached_digest, write_sidecar
+from ..errors import DownloadError, LockMismatchError, OfflineError, ReprohubError
+from ..fetch.download import Downloaded, Downloader, RESUME_RECORD_MIN, progress_bar
+from ..fetch.fsutil import temp_path_beside
+from ..fetch.urls import canonical_url
+from ..runtime.network import CHUNK, Reply, Request
+from .lockfile import RESPONSE_HEADERS, Lockfile, RequestPin, request_key
+from .mirror import MirrorSet
+from .session import LockSession
+
+log = logging.getLogger("reprohub")
+BESIDE_FOLDER = "hub-responses"
+BESIDE_MAX = 64 << 10
+ANSWERED_METHODS = ("GET", "HEAD")
+# request headers reprohub does not pass on when it fetches for the client: the connection's own, and a
+# range (the whole body is pinned and served)
+NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "content-length", "transfer-encoding", "te",
+                           "upgrade", "range", "if-range", "proxy-connection"})
+_SUFFIXES = (("application/json", ".json"), ("text/", ".txt"), ("image/jpeg", ".jpg"), ("image/png", ".png"),
+             ("application/x-yaml", ".yaml"))
+
+
+def beside_name(pin: RequestPin) -> str:
+    """The file name of a small body beside the lock: its digest, and a suffix from its type for review tools.
+
+    Example:
+        >>> beside_name(RequestPin("GET https://h/a", 200, "ab" * 32, 2, {"content-type": "application/json"}))[-8:]
+        'bab.json'
+    """
+    kind = pin.headers.get("content-type", "").split(";")[0].strip().lower()
+    return pin.sha256 + next((suffix for prefix, suffix in _SUFFIXES if kind.startswith(prefix)), "")
+
+
+class RequestAnswerer:
+    """The :class:`~reprohub.runtime.network.Answerer` of a locked pytest session (see the module docstring).
+
+    Args:
+        running_spec: the spec of the repo whose code runs now (``None``: test code), pinned with a request.
+    """
+
+    def __init__(self, session: LockSession, layout: CacheLayout, downloader: Downloader,
+                 mirrors: "MirrorSet | None" = None, running_spec: Callable[[], "str | None"] = lambda: None,
+                 offline: bool = False) -> None:
+        self.session, self.layout, self.downloader = session, layout, downloader
+        self.mirrors, self.running_spec, self.offline = mirrors, running_spec, offline
+        self.beside = Path(session.lock_path).parent / BESIDE_FOLDER
+
+    # -- the Answerer protocol ------------------------------------------------------------------
+
+    def answer(self, request: Request) -> Reply:
+        url = canonical_url(request.url)
+        key = request_key(request.method, url)
+        if request.method not in ANSWERED_METHODS:
+            self.refuse(f"a {request.method} request to {url} (a lock pins GET and HEAD requests only)",
+                        request.caller)
+        pin = self.session.pinned_request(key)
+        strict = not (self.session.update or self.session.refresh)
+        if pin is None and not strict:  # asked before in this run: answered as then
+            pin = self.session.recorded.requests.get(key)
+        if pin is None and key in self.session.lock.unreachable:
+            return self._failed_as_recorded(key)
+        if pin is None and strict:
+            self._fence(f"a request the lock does not pin: {key}", request.caller, LockMismatchError,
+                        self.session.record_hint())
+        if pin is not None and not self.session.refresh:
+            if pin.size == 0:  # a HEAD, a redirect: nothing to find
+                return self._replayed(pin, None, request.caller)
+            body = self._body_at_hand(pin, request.url)
+            if body is None and strict:
+                body = self._verified_from_origin(pin, request)
+            if body is not None:
+                return self._replayed(pin, body, request.caller)
+        return self._recorded(key, request)
+
+    def refuse(self, what: str, caller: str) -> None:
+        """Stop something outside the interception (the audit hook's finding), and fail the test for it."""
+        fix = ("fetch it with urllib, requests or httpx inside the test, where reprohub can pin it, or before "
+               "the locked run")
+        self._fence(what, caller, OfflineError if self.offline else LockMismatchError, fix)
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def _replayed(self, pin: RequestPin, body: "Path | None", caller: str) -> Reply:
+        self.session.record_request(pin, caller)
+        return Reply(pin.status, tuple(sorted(pin.headers.items())), body, pin.sha256, pin.size, pin.url)
+
+    def _recorded(self, key: str, request: Request) -> Reply:
+        if self.offline:
+            raise OfflineError(f"a recorded answer to {key}", "none in the lock or the cache (--hub-offline)",
+                               "run once online with --hub-update, then review and commit the lock")
+        try:
+            pin, body = self._fetch(key, request)
+        except DownloadError as err:
+            self.session.record_unreachable(key, f"HTTP {err.status}" if err.status else type(err).__name__)
+            raise
+        pin = RequestPin(pin.key, pin.status, pin.sha256, pin.size, pin.headers, self.running_spec() or "")
+        return self._replayed(pin, body, request.caller)
+
+    def _failed_as_recorded(self, key: str) -> Reply:
+        self.session.touch("unreachable", key)
+        error = self.session.lock.unreachable[key].error
+        raise DownloadError(f"an answer to {key}", f"{error}, as when the lock was recorded (nothing was asked)",
+                            "if the URL answers now, record it: " + self.session.record_hint())
+
+    def _verified_from_origin(self, pin: RequestPin, request: Request) -> "Path | None":
+        """A pinned body at hand nowhere: fetched again, and used only if it is the pinned one."""
+        if self.offline:
+            raise OfflineError(f"the pinned answer to {pin.key} (sha256 {pin.sha256})",
+                               "it in neither the cache, the lock's hub-responses/ folder nor a mirror",
+                               "fill the cache first: run once online, or point REPROHUB_MIRROR at a bundle "
+                               "(reprohub bundle)")
+        fetched, body = self._fetch(pin.key, request)
+        if (fetched.sha256, fetched.status) != (pin.sha256, pin.status):
+            self._fence(f"the pinned answer to {pin.key}: HTTP {pin.status}, sha256 {pin.sha256}",
+                        request.caller, LockMismatchError,
+                        "the host now serves other bytes; if that is intended, re-record them: "
+                        + self.session.record_hint(),
+                        found=f"HTTP {fetched.status}, sha256 {fetched.sha256}")
+        return body
+
+    def _fence(self, what: str, caller: str, error: type, fix: str, found: str = "") -> None:
+        where = f" (asked at {caller})" if caller else ""
+        self.session.fence(f"{what}{where}" + (f": found {found}" if found else "") + f". Fix: {fix}")
+        if found:
+            raise error(what, found + where, fix)
+        raise error(f"every request of a locked test pinned in {self.session.lock_path}", what + where, fix)
+
+    # -- bodies ---------------------------------------------------------------------------------
+
+    def _body_at_hand(self, pin: RequestPin, url: str) -> "Path | None":
+        """A pinned body from the cache, beside the lock or from a mirror; ``None`` when it is nowhere."""
+        place = self.layout.response_body(pin.sha256)
+        known = cached_digest(place)
+        if known is not None and known.sha256 == pin.sha256:
+            return place
+        beside = self.beside / beside_name(pin)
+        if beside.is_file():
+            return beside
+        got = self.mirrors.fetch_artifact(pin.sha256, place, sync=False) if self.mirrors else None
+        if got is not None:
+            write_sidecar(Downloaded(url, place, got.sha256, got.size), unflushed=True)
+            return place
+        return None
+
+    def _fetch(self, key: str, request: Request) -> "tuple[RequestPin, Path | None]":
+        """Ask the origin as the client would have (its headers, no redirect followed) and stream the body into
+        the cache, hashed in flight."""
+        session = self.downloader.session
+        headers = {name: None for name in session.headers}  # none of requests' defaults: the client's own
+        headers.update({k: v for k, v in request.headers.items() if k not in NOT_FORWARDED})
+        try:
+            response = session.request(request.method, request.url, headers=headers, stream=True,
+                                       allow_redirects=False, timeout=self.downloader._timeout)
+            with response:
+                answer = {k.lower(): v for k, v in response.headers.items() if k.lower() in RESPONSE_HEADERS}
+                if request.method == "GET":
+                    answer.pop("content-length", None)  # the body's size is pinned; its length is sent anew
+                digest, size = self._store_body(response, request.url) if request.method == "GET" else (
+                    hashlib.sha256().hexdigest(), 0)
+        except (OSError, urllib3.exceptions.HTTPError) as err:  # requests' errors are OSErrors too
+            raise DownloadError(f"an answer to {key}", f"{type(err).__name__}: {err}",
+                                "check that the host is up; nothing was recorded") from err
+        body = self.layout.response_body(digest) if size else None
+        return RequestPin(key, response.status_code, digest, size, answer), body
+
+    def _store_body(self, response, url: str) -> tuple[str, int]:
+        total = int(response.headers.get("content-length") or 0)
+        bar = progress_bar(url, total > RESUME_RECORD_MIN)
+        scratch = self.layout.response_body("0" * 64)
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path_beside(scratch)
+        hasher, size = hashlib.sha256(), 0
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in response.raw.stream(CHUNK, decode_content=False):
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+            digest = hasher.hexdigest()
+            place = self.layout.response_body(digest)
+            os.replace(tmp, place)  # by its digest: two processes writing one body write the same bytes
+            write_sidecar(Downloaded(url, place, digest, size), unflushed=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+            if bar is not None:
+                bar.close()
+        return digest, size
+
+
+def response_body_at_hand(pin: RequestPin, layout: CacheLayout, lock_dir: "str | os.PathLike[str]") -> "Path | None":
+    """The file holding a pinned request's body on this machine, unverified: in the cache, else beside the lock
+    (``None`` where neither has it, or the body is empty)."""
+    if not pin.size:
+        return None
+    for place in (layout.response_body(pin.sha256), Path(lock_dir) / BESIDE_FOLDER / beside_name(pin)):
+        if place.is_file():
+            return place
+    return None
+
+
+def response_body_for_bundle(pin: RequestPin, layout: CacheLayout, lock_path: str) -> Path:
+    """The file of a pinned request's body for ``reprohub bundle`` (verified as it is copied).
+
+    Raises:
+        ReprohubError: neither the cache nor the lock's folder has it.
+    """
+    path = response_body_at_hand(pin, layout, Path(lock_path).resolve().parent)
+    if path is None:
+        raise ReprohubError(f"the body of {pin.key} (sha256 {pin.sha256}) in the cache or beside the lock",
+                            "neither has it", f"run the locked tests once on this machine (pytest --hub-lock "
+                            f"{lock_path}), then bundle again")
+    return path
+
+
+def write_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]", layout: CacheLayout,
+                 prune: bool = False) -> list[str]:
+    """Copy each small pinned body (at most BESIDE_MAX bytes) from the cache into ``hub-responses/`` beside the
+    lock, where a check on a fresh machine replays it; with ``prune``, delete the files no pin names.  Returns
+    what changed, as report lines.
+
+    Example:
+        >>> write_beside(Lockfile(), tmp + "/hub.lock", CacheLayout(tmp + "/hub"))
+        []
+    """
+    folder = Path(lock_path).parent / BESIDE_FOLDER
+    wanted = {beside_name(pin): pin for pin in lock.requests.values() if 0 < pin.size <= BESIDE_MAX}
+    lines = []
+    for name, pin in sorted(wanted.items()):
+        target = folder / name
+        if target.is_file():
+            continue
+        known = cached_digest(layout.response_body(pin.sha256))
+        if known is None or known.sha256 != pin.sha256:
+            lines.append(f"  warning: the body of {pin.key} is not in this cache; {target} was not written")
+            continue
+        folder.mkdir(exist_ok=True)
+        Downloader(offline=True).fetch(known.path.as_uri(), target, expected_sha256=pin.sha256, progress=False)
+        lines.append(f"  wrote {folder.name}/{name} ({pin.size} bytes, the answer to {pin.key})")
+    if prune and folder.is_dir():
+        for stale in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in wanted):
+            stale.unlink()
+            lines.append(f"  pruned {folder.name}/{stale.name}")
+    return lines

@@ -1,0 +1,384 @@
+"""Hand every HTTP(S) request repo and test code make to an answerer: the interception of hermetic locks.
+
+Real hub repos fetch more than torch.hub's functions: yolov5 asks GitHub's API with ``requests``,
+once-for-all calls ``urlretrieve``, timm goes through huggingface_hub's ``httpx``, and tests
+``urlopen`` a sample image.  While :func:`answering` holds an :class:`Answerer`, no such request
+reaches the network; the answerer (:mod:`reprohub.lock.hermetic`: record, replay, refuse) answers it:
+
+* ``http.client`` (so ``urllib.request`` and ``urlretrieve``) and ``urllib3`` (so ``requests``): a
+  connection opened gets no socket but an :class:`_Exchange`, which reads the request the client
+  writes and gives the answer to the client's *own* parser (``http.client.HTTPResponse``), so
+  redirects, content decoding and error statuses behave as they do with a host.  Every answer says
+  ``Connection: close``, and a connection kept alive from before is closed first: no request can
+  ride on a socket opened outside the interception.
+* ``httpcore`` (so ``httpx`` and huggingface_hub): its connection pools return the answer as an
+  ``httpcore.Response``.
+
+An answer's body is a file, hashed as the client reads it: bytes other than the pinned ones end the
+read with :class:`~reprohub.errors.HashMismatchError`.  reprohub's own requests
+(:func:`~reprohub.fetch.transport.own_requests`) pass untouched.  What no client patch sees -- a raw
+socket, another client (aiohttp, pycurl), a subprocess -- :mod:`reprohub.runtime.fence` shows the answerer.
+
+Example:
+    >>> import urllib.request
+    >>> class Teapot:
+    ...     def answer(self, request):
+    ...         return Reply(418, (("content-type", "text/plain"),), None)
+    ...     def refuse(self, what, caller):
+    ...         raise RuntimeError(what)
+    >>> with answering(Teapot()):
+    ...     urllib.request.urlopen("http://192.0.2.7/tea")          # no packet leaves the machine
+    Traceback (most recent call last):
+    ...
+    urllib.error.HTTPError: HTTP Error 418: I'm a Teapot
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import importlib
+import importlib.util
+import io
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from ..errors import HashMismatchError
+from ..fetch.transport import is_own_request
+from .callsite import caller
+
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request repo or test code made: ``headers`` with lower-case names; ``caller`` the ``file:line``
+    of the repo or test code that made it (empty where none is on the stack: a library's own thread)."""
+
+    method: str
+    url: str
+    headers: dict
+    caller: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer: status, headers (lower-case names; the length is added here), and the body's file
+    (``None``: empty), whose bytes must hash to ``sha256`` (checked as they are read)."""
+
+    status: int
+    headers: tuple
+    body: "Path | None"
+    sha256: str | None = None
+    size: int = 0
+    url: str = ""
+
+    @property
+    def reason(self) -> str:
+        return http.client.responses.get(self.status, "")
+
+
+class Answerer(Protocol):
+    """What :func:`answering` hands requests to (:class:`reprohub.lock.hermetic.RequestAnswerer`)."""
+
+    def answer(self, request: Request) -> Reply:
+        """The reply to ``request``; raise to refuse it (the client sees the exception)."""
+
+    def refuse(self, what: str, caller: str) -> None:
+        """Something outside the interception would reach the network (``what``): raise to stop it."""
+
+
+_answerers: list[Answerer] = []
+_installed = 0
+_install_lock = threading.Lock()
+_saved: dict[tuple[type, str], Callable] = {}
+
+
+def current() -> "Answerer | None":
+    """The answerer of this moment (process-wide: a library's download threads are answered too)."""
+    return _answerers[-1] if _answerers and not is_own_request() else None
+
+
+@contextlib.contextmanager
+def answering(answerer: Answerer) -> Iterator[None]:
+    """Within the block, requests of every thread (but reprohub's own) go to ``answerer``; nestable."""
+    install()
+    _answerers.append(answerer)
+    try:
+        yield
+    finally:
+        _answerers.remove(answerer)
+        uninstall()
+
+
+def install() -> None:
+    """Patch the clients (once, counted: each :func:`install` is undone by one :func:`uninstall`)."""
+    global _installed
+    with _install_lock:
+        _installed += 1
+        if _installed > 1:
+            return
+        for owner, name, replacement in _patches():
+            _saved[(owner, name)] = owner.__dict__[name]
+            setattr(owner, name, replacement(owner.__dict__[name]))
+
+
+def uninstall() -> None:
+    """Undo one :func:`install`; the last one puts the clients' own methods back."""
+    global _installed
+    with _install_lock:
+        _installed -= 1
+        if _installed == 0:
+            for (owner, name), original in _saved.items():
+                setattr(owner, name, original)
+            _saved.clear()
+
+
+def _patches() -> Iterator[tuple[type, str, Callable]]:
+    yield http.client.HTTPConnection, "connect", _connect_patch("http")
+    yield http.client.HTTPSConnection, "connect", _connect_patch("https")
+    yield http.client.HTTPConnection, "putrequest", _putrequest_patch
+    if importlib.util.find_spec("urllib3") is not None:
+        urllib3_connection = importlib.import_module("urllib3.connection")
+        yield urllib3_connection.HTTPConnection, "connect", _connect_patch("http")
+        yield urllib3_connection.HTTPSConnection, "connect", _connect_patch("https")
+    if importlib.util.find_spec("httpcore") is not None:
+        httpcore = importlib.import_module("httpcore")
+        yield httpcore.ConnectionPool, "handle_request", _pool_patch
+        yield httpcore.AsyncConnectionPool, "handle_async_request", _async_pool_patch
+
+
+# -- http.client and urllib3 ------------------------------------------------------------------------
+
+
+def _connect_patch(scheme: str) -> Callable:
+    def patch(original: Callable) -> Callable:
+        def connect(self) -> None:
+            answerer = current()
+            if answerer is None:
+                return original(self)
+            tunnel = getattr(self, "_tunnel_host", None)
+            host, port = (tunnel, getattr(self, "_tunnel_port", None)) if tunnel else (self.host, self.port)
+            self.sock = _Exchange(answerer, scheme, host, port)
+            if hasattr(self, "is_verified"):  # urllib3: nothing to verify, no proxy in between
+                self.is_verified, self._has_connected_to_proxy = True, False
+        return connect
+    return patch
+
+
+def _putrequest_patch(original: Callable) -> Callable:
+    def putrequest(self, method, url, *args, **kwargs):
+        if current() is not None and self.sock is not None and not isinstance(self.sock, _Exchange):
+            self.close()  # kept alive from before the interception: connect again, to be answered
+        return original(self, method, url, *args, **kwargs)
+    return putrequest
+
+
+class _Exchange:
+    """A connection's socket while requests are answered: it reads what the client writes and, once the
+    request's head is complete, gives the client the answer to read.  No packet is sent."""
+
+    def __init__(self, answerer: Answerer, scheme: str, host: str, port: "int | None") -> None:
+        self._answerer, self._scheme, self._host, self._port = answerer, scheme, host, port
+        self._sent = bytearray()
+        self._answer: "io.RawIOBase | None" = None
+        self._timeout: "float | None" = None
+        self._dropped: "socket.socket | None" = None
+
+    def sendall(self, data) -> None:
+        if self._answer is not None:
+            return  # a request body after the head (never for GET or HEAD, the only methods answered)
+        self._sent += data
+        end = self._sent.find(b"\r\n\r\n")
+        if end >= 0:
+            self._answer = self._ask(bytes(self._sent[:end]))
+
+    def send(self, data) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def _ask(self, head: bytes) -> io.RawIOBase:
+        method, target, headers = _parse_head(head)
+        if target.startswith(("http://", "https://")):  # through a forwarding proxy: the whole URL
+            url = target
+        else:
+            default = 443 if self._scheme == "https" else 80
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            port = f":{self._port}" if self._port and self._port != default else ""
+            url = f"{self._scheme}://{host}{port}{target}"
+        reply = self._answerer.answer(Request(method, url, headers, caller()))
+        return _Body(reply, head=_status_and_headers(reply, method), with_body=method != "HEAD")
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        if self._answer is None:
+            raise ConnectionResetError("no request was written on this connection")
+        answer, self._answer = self._answer, None
+        return io.BufferedReader(answer, CHUNK)
+
+    def fileno(self) -> int:
+        """A descriptor that always reads as closed by the peer: a client pooling this connection (urllib3's
+        ``is_connection_dropped``) opens a new one, which is answered again."""
+        if self._dropped is None:
+            self._dropped, peer = socket.socketpair()
+            peer.close()
+        return self._dropped.fileno()
+
+    def close(self) -> None:
+        if self._dropped is not None:
+            self._dropped.close()
+
+    def settimeout(self, value) -> None:
+        self._timeout = value
+
+    def gettimeout(self):
+        return self._timeout
+
+    def setsockopt(self, *args) -> None:
+        pass
+
+    def shutdown(self, how) -> None:
+        pass
+
+    def getpeername(self):
+        return (self._host, self._port)
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict]:
+    lines = head.decode("latin-1").split("\r\n")
+    method, target = lines[0].split(" ")[:2]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return method.upper(), target, headers
+
+
+def _status_and_headers(reply: Reply, method: str) -> bytes:
+    lines = [f"HTTP/1.1 {reply.status} {reply.reason}"]
+    lines += [f"{name}: {value}" for name, value in _reply_headers(reply, method)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+def _reply_headers(reply: Reply, method: str) -> list[tuple[str, str]]:
+    """The headers a client is given: the reply's, the body's length (a HEAD keeps the recorded one), and
+    ``Connection: close``."""
+    kept = [(n, v) for n, v in reply.headers if n not in ("content-length", "transfer-encoding", "connection")
+            or (n == "content-length" and method == "HEAD")]
+    if method != "HEAD":
+        kept.append(("content-length", str(reply.size)))
+    return kept + [("connection", "close")]
+
+
+class _Body(io.RawIOBase):
+    """The bytes a client reads: the status line and headers, then the body's ``size`` bytes, hashed as they
+    go; the last one read checks the digest."""
+
+    def __init__(self, reply: Reply, head: bytes = b"", with_body: bool = True) -> None:
+        self._head = memoryview(head)
+        self._reply = reply
+        self._left = reply.size if with_body and reply.body is not None else 0
+        self._file = open(reply.body, "rb") if self._left else None
+        self._hash = hashlib.sha256() if self._file is not None and reply.sha256 else None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        if self._file is None:
+            return 0
+        view = memoryview(buffer)[:self._left]
+        n = self._file.readinto(view)
+        if self._hash is not None:
+            self._hash.update(view[:n])
+        self._left -= n
+        if n == 0 or self._left == 0:
+            self._finish()
+        return n
+
+    def _finish(self) -> None:
+        self._file.close()
+        self._file = None
+        if self._hash is not None and (self._left or self._hash.hexdigest() != self._reply.sha256):
+            found = "fewer bytes" if self._left else f"sha256 {self._hash.hexdigest()}"
+            raise HashMismatchError(f"the pinned body of {self._reply.url} (sha256 {self._reply.sha256})",
+                                    f"{found} in {self._reply.body}",
+                                    "the file was damaged since it was written; delete it and run again")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
+# -- httpcore (httpx) -------------------------------------------------------------------------------
+
+
+def _httpcore_reply(request) -> "tuple[Reply, str] | None":
+    answerer = current()
+    if answerer is None:
+        return None
+    url = request.url
+    port = f":{url.port}" if url.port else ""
+    full = f"{url.scheme.decode()}://{url.host.decode()}{port}{url.target.decode('latin-1')}"
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+    method = request.method.decode().upper()
+    return answerer.answer(Request(method, full, headers, caller())), method
+
+
+def _httpcore_response(reply: Reply, method: str, content):
+    import httpcore
+
+    headers = [(n.encode("latin-1"), v.encode("latin-1", "replace")) for n, v in _reply_headers(reply, method)]
+    return httpcore.Response(reply.status, headers=headers, content=content,
+                             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reply.reason.encode()})
+
+
+class _Chunks:
+    """A reply's body as the byte chunks httpcore hands on (sync and async)."""
+
+    def __init__(self, reply: Reply, with_body: bool) -> None:
+        self._body = _Body(reply, with_body=with_body)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self._body.read(CHUNK):
+            yield chunk
+
+    async def __aiter__(self):
+        for chunk in self:
+            yield chunk
+
+    def close(self) -> None:
+        self._body.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def _pool_patch(original: Callable) -> Callable:
+    def handle_request(self, request):
+        answered = _httpcore_reply(request)
+        if answered is None:
+            return original(self, request)
+        reply, method = answered
+        return _httpcore_response(reply, method, _Chunks(reply, method != "HEAD"))
+    return handle_request
+
+
+def _async_pool_patch(original: Callable) -> Callable:
+    async def handle_async_request(self, request):
+        answered = _httpcore_reply(request)
+        if answered is None:
+            return await original(self, request)
+        reply, method = answered
+        return _httpcore_response(reply, method, _Chunks(reply, method != "HEAD"))
+    return handle_async_request

@@ -1,0 +1,322 @@
+"""Hermetic locks: every request a locked test makes -- hub code, test code, any library -- is pinned,
+replayed and fenced (reprohub.runtime.network, reprohub.lock.hermetic).
+
+The repo below fetches the way popular hub repos do: yolov5 asks a release API with requests and
+writes its weights into the working folder, once-for-all urlretrieves under ``~``, timm goes through
+huggingface_hub's httpx (a redirect, a HEAD), silero downloads into its own folder, and the test
+downloads its input image.  Two real hosts on 127.0.0.1 answer, one of them over TLS with a test CA."""
+
+import io
+import socket
+import ssl
+
+import pytest
+import torch
+import trustme
+
+from reprohub.cli import EXIT_OK, main
+from reprohub.lock.lockfile import Lockfile
+from reprohub.testing.server import Fault, HubServer
+
+from .conftest import run_locked, serve_repo
+
+HUBCONF = '''
+dependencies = ["torch", "requests", "httpx"]
+
+import os
+import urllib.request
+from pathlib import Path
+
+import torch
+
+API = "{tls}/files"  # a release API on a TLS host
+FILES = "{plain}/files"
+
+
+def _asset_url(tag):
+    """yolov5's attempt_download: the release API names the asset to fetch."""
+    import requests
+
+    return requests.get(f"{{API}}/release-{{tag}}.json", timeout=10).json()["assets"][0]["browser_download_url"]
+
+
+def detector(pretrained=True):
+    """yolov5: weights written into the working folder, fetched with requests (and then kept)."""
+    model = torch.nn.Linear(256, 128)
+    weights = Path("detector.pt")
+    if pretrained and not weights.exists():
+        import requests
+
+        response = requests.get(_asset_url("v1"), timeout=10)
+        response.raise_for_status()
+        weights.write_bytes(response.content)
+    if pretrained:
+        model.load_state_dict(torch.load(weights, weights_only=True))
+    return model
+
+
+def supernet():
+    """once-for-all: urlretrieve into a folder under ~, skipped when the file is there."""
+    target = Path(os.path.expanduser("~/.ofa/supernet.pth"))
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        urllib.request.urlretrieve(f"{{FILES}}/supernet.pth", target)
+    return torch.load(target, weights_only=True)
+
+
+def backbone():
+    """timm through huggingface_hub: httpx, a redirect to the file's host, a HEAD for its size."""
+    import httpx
+
+    config = httpx.get(f"{{FILES}}/config.json", follow_redirects=True).json()
+    size = httpx.head(f"{{API}}/model.bin").headers["content-length"]
+    return config["width"], int(size)
+
+
+def vad():
+    """silero: a file downloaded into the repo's own folder."""
+    target = Path(__file__).parent / "files" / "vad.jit"
+    if not target.exists():
+        target.parent.mkdir(exist_ok=True)
+        urllib.request.urlretrieve(f"{{FILES}}/vad.jit", target)
+    return target.read_bytes()
+'''
+
+TESTS = '''
+import urllib.request
+
+import torch
+
+
+def test_detector(hub, golden):
+    image = urllib.request.urlopen("{plain}/files/zidane.jpg").read()  # the usual sample-image download
+    x = torch.tensor(list(image[:256]), dtype=torch.float32).reshape(1, 256) / 255
+    model = hub.load("acme/fetchy:main", "detector").eval()
+    with torch.no_grad():
+        golden.check(model(x))
+
+
+def test_the_other_habits(hub):
+    assert hub.load("acme/fetchy:main", "supernet")["w"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert hub.load("acme/fetchy:main", "backbone") == (7, 300000)
+    assert hub.load("acme/fetchy:main", "vad") == b"VAD model"
+'''
+
+
+def saved(obj, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tls_host(tmp_path, monkeypatch):
+    """A host over HTTPS whose certificate a test CA signed; reprohub trusts that CA (SSL_CERT_FILE), as a
+    machine's store trusts GitHub's."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "test-ca.pem"))
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "test-ca.pem"))
+    with HubServer(tls=context) as host:
+        yield host
+
+
+class Machine:
+    """This machine's home, hub dir and working folder; :meth:`fresh` moves to a new, empty one (a reviewer's)."""
+
+    def __init__(self, root, monkeypatch, workdir) -> None:
+        self.root, self.monkeypatch, self.workdir, self.count = root, monkeypatch, workdir, 0
+
+    def fresh(self) -> None:
+        self.count += 1
+        self.monkeypatch.setenv("HOME", str(self.root / f"machine{self.count}" / "home"))
+        self.monkeypatch.setenv("TORCH_HOME", str(self.root / f"machine{self.count}" / "torch"))
+        (self.workdir / "detector.pt").unlink(missing_ok=True)  # what the last run wrote into the working folder
+
+
+def linear_weights() -> dict:
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        return torch.nn.Linear(256, 128).state_dict()
+
+
+WEIGHTS = linear_weights()
+
+
+@pytest.fixture
+def machine(pytester, tmp_path, monkeypatch) -> Machine:
+    machine = Machine(tmp_path, monkeypatch, pytester.path)
+    machine.fresh()
+    return machine
+
+
+@pytest.fixture
+def project(pytester, server, tls_host, machine, tmp_path, monkeypatch):
+    """A project whose tests use acme/fetchy, and the hosts serving what it fetches."""
+    tls, plain = tls_host.url, server.url
+    tls_host.add_file("release-v1.json", f'{{"assets": [{{"browser_download_url": "{tls}/files/detector-v1.pt", '
+                                         '"download_count": 17}]}'.encode())
+    tls_host.add_file("detector-v1.pt", saved(WEIGHTS))
+    tls_host.add_file("model.bin", b"\0" * 300000)
+    server.add_file("supernet.pth", saved({"w": torch.tensor([1.0, 2.0, 3.0, 4.0])}))
+    server.add_file("cdn-config.json", b'{"width": 7}')
+    server.inject("/files/config.json", *(Fault("redirect", status=302, location=f"{plain}/files/cdn-config.json")
+                                          for _ in range(10)))  # a hub's file URL answers with its CDN's
+    server.add_file("vad.jit", b"VAD model")
+    server.add_file("zidane.jpg", bytes(range(256)) * 40)
+    serve_repo(server, tmp_path, "acme/fetchy", {"hubconf.py": HUBCONF.format(tls=tls, plain=plain)})
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_fetchy=TESTS.format(plain=plain))
+    return pytester
+
+
+def requests_of(*hosts) -> int:
+    return sum(len(host.requests) for host in hosts)
+
+
+def test_a_locked_run_pins_every_fetch_and_a_reviewer_replays_it_with_the_origin_down(
+        project, server, tls_host, machine, monkeypatch, tmp_path):
+    recorded = run_locked(project, "--hub-update")
+    recorded.assert_outcomes(passed=2)
+    lock = Lockfile.read(project.path / "hub.lock")
+    tls, plain = tls_host.url, server.url
+    assert set(lock.requests) == {
+        f"GET {tls}/files/release-v1.json", f"GET {tls}/files/detector-v1.pt", f"HEAD {tls}/files/model.bin",
+        f"GET {plain}/files/supernet.pth", f"GET {plain}/files/config.json", f"GET {plain}/files/cdn-config.json",
+        f"GET {plain}/files/vad.jit", f"GET {plain}/files/zidane.jpg"}
+    redirect = lock.requests[f"GET {plain}/files/config.json"]
+    assert (redirect.status, redirect.headers["location"], redirect.size) == (302, f"{plain}/files/cdn-config.json", 0)
+    assert lock.requests[f"HEAD {tls}/files/model.bin"].headers["content-length"] == "300000"
+    assert {pin.repo for pin in lock.requests.values()} == {"acme/fetchy:main", ""}  # "": the test's own fetch
+    assert lock.requests[f"GET {plain}/files/zidane.jpg"].repo == ""
+    # where each request came from is in the update report
+    recorded.stdout.fnmatch_lines([f"  new request GET {plain}/files/zidane.jpg: HTTP 200, 10240 bytes "
+                                   "(asked at test_fetchy.py:7)",
+                                   f"  new request GET {tls}/files/release-v1.json: HTTP 200, * bytes "
+                                   "(asked at acme/fetchy@*/hubconf.py:18)"])
+    # small answers travel with the project, reviewable: the release JSON with its download count
+    beside = sorted(p.name for p in (project.path / "hub-responses").iterdir())
+    assert any(name.endswith(".json") for name in beside) and any(name.endswith(".jpg") for name in beside)
+    assert not any(lock.requests[f"GET {tls}/files/detector-v1.pt"].sha256 in name for name in beside)  # 128 kB
+
+    before = requests_of(server, tls_host)
+    run_locked(project).assert_outcomes(passed=2)  # warm check
+    run_locked(project, "--hub-offline").assert_outcomes(passed=2)
+    assert requests_of(server, tls_host) == before, "a warm locked run asks no host"
+
+    # files the repo wrote into its own folder, the working folder and ~ are no corruption
+    assert main(["verify", "--lock", str(project.path / "hub.lock")]) == EXIT_OK
+    assert main(["bundle", "--lock", str(project.path / "hub.lock"), str(tmp_path / "bundle")]) == EXIT_OK
+
+    # a reviewer: a fresh machine, the origin down, the bundle as the mirror
+    server.stop()
+    tls_host.stop()
+    tls_host.add_file("release-v1.json", b'{"assets": [], "download_count": 18}')  # volatile; never asked again
+    machine.fresh()
+    monkeypatch.setenv("REPROHUB_MIRROR", str(tmp_path / "bundle"))
+    reviewed = run_locked(project)
+    reviewed.assert_outcomes(passed=2)
+    assert requests_of(server, tls_host) == before
+
+
+def test_weights_re_saved_upstream_fail_a_check_on_a_fresh_machine_naming_the_url(project, tls_host, machine):
+    run_locked(project, "--hub-update").assert_outcomes(passed=2)
+    lock = Lockfile.read(project.path / "hub.lock")
+    url = f"{tls_host.url}/files/detector-v1.pt"
+    resaved = saved(WEIGHTS, _use_new_zipfile_serialization=False)  # the same tensors, other bytes
+    loaded = torch.load(io.BytesIO(resaved), weights_only=True)
+    assert all(torch.equal(loaded[k], WEIGHTS[k]) for k in WEIGHTS)  # the golden alone would pass
+    tls_host.add_file("detector-v1.pt", resaved)
+    machine.fresh()
+    result = run_locked(project, "test_fetchy.py::test_detector")
+    result.assert_outcomes(failed=1)
+    import hashlib
+
+    result.stdout.fnmatch_lines([f"*the pinned answer to GET {url}: HTTP 200, sha256 {lock.requests['GET ' + url].sha256}*"
+                                 f"found HTTP 200, sha256 {hashlib.sha256(resaved).hexdigest()}*"])
+
+
+SWALLOWED = '''
+import urllib.request
+
+
+def test_fetches_what_the_lock_does_not_pin(hub):
+    try:  # repo code that catches everything and carries on (yolov5 falls back to curl)
+        urllib.request.urlopen("{url}").read()
+    except Exception:
+        pass
+'''
+
+
+def test_an_unpinned_fetch_fails_the_test_naming_url_line_and_fix_even_when_caught(project, server):
+    run_locked(project, "--hub-update").assert_outcomes(passed=2)
+    url = server.add_file("new-input.png", b"png")
+    project.makepyfile(test_extra=SWALLOWED.format(url=url))
+    before = len(server.requests)
+    result = run_locked(project, "test_extra.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"reprohub refused a request the lock does not pin: GET {url} "
+                                 "(asked at test_extra.py:6). Fix: record it: pytest --hub-lock *hub.lock --hub-update*"])
+    assert len(server.requests) == before  # refused, not sent
+    run_locked(project, "--hub-update", "test_extra.py").assert_outcomes(passed=1)
+    run_locked(project, "test_extra.py").assert_outcomes(passed=1)
+
+
+def test_a_prune_on_a_warm_machine_keeps_what_the_repo_finds_on_disk(project, server, tls_host):
+    run_locked(project, "--hub-update").assert_outcomes(passed=2)
+    pinned = set(Lockfile.read(project.path / "hub.lock").requests)
+    before = requests_of(server, tls_host)
+    pruned = run_locked(project, "--hub-update", "--hub-prune")
+    pruned.assert_outcomes(passed=2)
+    # the weights in the working folder, ~/.ofa and the repo's own folder are there: only the test's image,
+    # the config and the HEAD are asked again, and they are replayed from the cache
+    assert requests_of(server, tls_host) == before
+    assert set(Lockfile.read(project.path / "hub.lock").requests) == pinned
+
+
+OUTSIDE = '''
+import socket
+import subprocess
+
+
+def test_curl(hub):
+    try:
+        subprocess.run(["curl", "-sS", "https://example.org/w.pt"], capture_output=True)
+    except Exception:
+        pass
+
+
+def test_raw_socket(hub):
+    socket.create_connection(("{address}", {port}), timeout=1)
+'''
+
+
+def own_address() -> str:
+    """This machine's address on its outbound interface: not loopback, yet a connection to it stays here."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # UDP: no packet is sent
+        return probe.getsockname()[0]
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["check", "offline"])
+def test_a_downloading_subprocess_or_raw_connection_is_refused_and_named(project, offline):
+    run_locked(project, "--hub-update").assert_outcomes(passed=2)
+    address = own_address()
+    if address.startswith("127."):
+        pytest.fail("this machine has no non-loopback address to stand in for another host")
+    project.makepyfile(test_outside=OUTSIDE.format(address=address, port=9))
+    result = run_locked(project, "test_outside.py", *(["--hub-offline"] if offline else []))
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*reprohub refused the subprocess `curl -sS https://example.org/w.pt` "
+                                 "(asked at test_outside.py:7)*"])
+    result.stdout.fnmatch_lines([f"*a connection to {address}:9 (a raw socket or a client reprohub does not "
+                                 "answer) (asked at test_outside.py:13)*"])
+    if offline:
+        result.stdout.fnmatch_lines(["*OfflineError*"])
