@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 from .cache.layout import check_file_name, file_name_from_url
 from .cache.prefetch import Prefetch
-from .cache.store import adopt_torch_hub_file
-from .errors import DownloadError, pinned_hint
+from .cache.store import adopt_torch_hub_file, cached_digest
+from .errors import DownloadError, ReprohubError, pinned_hint
 from .fetch.download import Downloaded
 from .fetch.locks import file_lock
 from .fetch.urls import canonical_url
@@ -55,15 +55,31 @@ class ArtifactMethods:
             ('w.pt', 64)
         """
         expected = self._pinned_sha256(url)
-        got = (self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
-               if expected and self.mirrors else None)
+        got = self._pinned_copy(url, expected, Path(dst), durable) if expected else None
+        if got is None and expected and self.mirrors:
+            got = self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
         if got is None:  # under a lock of the hub's (none beside dst), a Ctrl-C or kill is resumed by the next call
             with self._noting_failure(url, pinned=expected is not None), \
                     file_lock(self.layout.destination_lock(dst), f"downloading {url} to {dst}"):
                 got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
                                             expected_sha256=expected, sync=durable, resumable=True)
-        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size))
+        fetched_by = self._fetching_for[-1] if self._fetching_for else None  # what a locked load prefetches
+        self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size, fetched_by))
         return got
+
+    def _pinned_copy(self, url: str, expected: str, dst: Path, durable: bool) -> Downloaded | None:
+        """A pinned file a locked load prefetched into the cache's own place for ``url``, copied to ``dst``
+        (verified as it is copied); ``None`` where the cache has no such copy."""
+        try:
+            place = self._cache_place(url, check_file_name(file_name_from_url(url)))
+        except ReprohubError:  # a URL whose name cannot be a cache file: never prefetched either
+            return None
+        self.prefetcher.wait(place)
+        known = cached_digest(place)
+        if known is None or known.sha256 != expected:
+            return None
+        got = self.downloader.fetch(place.as_uri(), dst, expected_sha256=expected, progress=False, sync=durable)
+        return Downloaded(url, got.path, got.sha256, got.size)
 
     def load_state_dict_from_url(self, url: str, model_dir: str | None = None, map_location: Any = None,
                                  progress: bool = True, check_hash: bool = False, file_name: str | None = None,

@@ -363,11 +363,13 @@ class HubPlugin:
         if self.update and failed == 0 and not self.session.conflicts and session.exitstatus == 0:
             try:  # never a lock from a failed session; merged with the lock on disk at write time
                 result = self._result()
+                # the answers beside the lock first: a lock on disk never names one that is not there yet
+                beside = write_beside(result, self.lock_path, self.hub.layout)
                 self.written = result.write(self.lock_path, base=self.session.lock)
-                prune = self.config.getoption("hub_prune")
-                if prune:
+                if self.config.getoption("hub_prune"):
                     self.pruned = self.golden_store.delete_unpinned(self.session.lock, result)
-                self.pruned += write_beside(result, self.lock_path, self.hub.layout, prune=prune)
+                    beside += write_beside(result, self.lock_path, self.hub.layout, prune=True)
+                self.pruned += beside
             except ReprohubError as err:
                 self.write_error = str(err)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,6 +13,8 @@ import ssl
 import pytest
 import torch
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reprohub.cli import EXIT_OK, main
 from reprohub.lock.lockfile import Lockfile
@@ -320,3 +322,150 @@ def test_a_downloading_subprocess_or_raw_connection_is_refused_and_named(project
                                  "answer) (asked at test_outside.py:13)*"])
     if offline:
         result.stdout.fnmatch_lines(["*OfflineError*"])
+
+
+# -- the answerer on its own: replay, damage, offline, the lock's text -------------------------------
+
+
+def answerer_for(tmp_path, lock: "Lockfile | None" = None, **modes):
+    from reprohub.cache.layout import CacheLayout
+    from reprohub.fetch.download import Downloader
+    from reprohub.lock.hermetic import RequestAnswerer
+    from reprohub.lock.session import LockSession
+
+    session = LockSession(lock or Lockfile(), str(tmp_path / "hub.lock"), **{k: v for k, v in modes.items()
+                                                                               if k != "offline"})
+    return RequestAnswerer(session, CacheLayout(tmp_path / "hub"), Downloader(offline=modes.get("offline", False)),
+                           offline=modes.get("offline", False))
+
+
+def recorded_lock(tmp_path, server, *urls) -> Lockfile:
+    import urllib.request
+
+    from reprohub.runtime.network import answering
+
+    recorder = answerer_for(tmp_path, update=True)
+    with answering(recorder):
+        for url in urls:
+            urllib.request.urlopen(url).read()
+    return recorder.session.result()
+
+
+def test_a_body_damaged_in_the_cache_is_never_served_silently(server, tmp_path):
+    import os
+    import urllib.request
+
+    from reprohub.errors import HashMismatchError
+    from reprohub.runtime.network import answering
+
+    url = server.add_file("input.bin", b"input" * 20000)
+    lock = recorded_lock(tmp_path, server, url)
+    place = tmp_path / "hub" / "reprohub" / "responses" / "sha256" / lock.requests[f"GET {url}"].sha256
+    stat = place.stat()
+    with open(place, "r+b") as f:  # bit rot: same size, same mtime, so no record can tell
+        f.seek(50000)
+        f.write(b"X")
+    os.utime(place, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with answering(answerer_for(tmp_path, lock)), pytest.raises(HashMismatchError, match=url):
+        urllib.request.urlopen(url).read()
+
+
+def test_offline_a_pinned_body_that_is_nowhere_is_an_offline_error_and_nothing_is_asked(server, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from reprohub.errors import OfflineError
+    from reprohub.runtime.network import answering
+
+    url = server.add_file("weights.bin", b"w" * 100000)  # too large to travel beside the lock
+    lock = recorded_lock(tmp_path, server, url)
+    before = len(server.requests)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with answering(answerer_for(fresh, lock, offline=True)), pytest.raises(urllib.error.URLError) as caught:
+        urllib.request.urlopen(url)
+    assert isinstance(caught.value.reason, OfflineError) and "fill the cache first" in str(caught.value.reason)
+    assert len(server.requests) == before
+
+
+def test_an_update_replays_what_is_pinned_instead_of_churning_a_volatile_answer(server, tmp_path):
+    import urllib.request
+
+    from reprohub.runtime.network import answering
+
+    url = server.add_file("release.json", b'{"download_count": 17}')
+    lock = recorded_lock(tmp_path, server, url)
+    server.add_file("release.json", b'{"download_count": 18}')
+    again = answerer_for(tmp_path, lock, update=True)
+    with answering(again):
+        assert urllib.request.urlopen(url).read() == b'{"download_count": 17}'
+    assert again.session.changes() == []
+    refreshing = answerer_for(tmp_path, lock, update=True, refresh=True)
+    with answering(refreshing):  # --hub-refresh / --hub-accept ask again
+        assert urllib.request.urlopen(url).read() == b'{"download_count": 18}'
+    assert [c.key for c in refreshing.session.changes()] == [f"GET {url}"]
+
+
+LOCK_HEAD = 'version = "2.2"\n[requests."GET https://h.example/a.json"]\nsha256 = "' + "0" * 64 + '"\nsize = 0\n'
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('status = 200\nheaders = {location = "https://h/\\r\\nSet-Cookie: a=b"}', "one line each"),
+    ('status = 200\nheaders = {set-cookie = "session=1"}', "headers among"),
+    ('status = 99', "status as an HTTP status"),
+])
+def test_a_lock_cannot_make_an_answer_carry_other_headers(entry, message):
+    from reprohub.errors import LockfileError
+
+    with pytest.raises(LockfileError, match=message) as caught:
+        Lockfile.loads(LOCK_HEAD + entry + "\n")
+    assert "line 2" in str(caught.value)
+
+
+def test_only_get_and_head_are_answered(server, tmp_path):
+    import urllib.request
+
+    from reprohub.errors import LockMismatchError
+    from reprohub.runtime.network import answering
+
+    answerer = answerer_for(tmp_path, update=True)
+    with answering(answerer), pytest.raises(LockMismatchError, match="a POST request to .* GET and HEAD"):
+        urllib.request.urlopen(urllib.request.Request(server.file_url("x"), data=b"telemetry", method="POST"))
+    assert server.requests == [] and answerer.session.fenced
+
+
+@given(value=st.text(max_size=40))
+def test_a_header_value_a_lock_accepts_is_served_as_that_one_header_and_no_other(value):
+    import http.client
+
+    import tomli_w
+
+    from reprohub.errors import LockfileError
+    from reprohub.runtime.network import Reply, _status_and_headers
+
+    entry = {"status": 200, "sha256": "0" * 64, "size": 0, "headers": {"etag": value}}
+    try:
+        lock = Lockfile.loads(tomli_w.dumps({"version": "2.2", "requests": {"GET https://h.example/a": entry}}))
+    except LockfileError:
+        return  # refused: nothing is served
+    pin = lock.requests["GET https://h.example/a"]
+    head = _status_and_headers(Reply(pin.status, tuple(pin.headers.items()), None), "GET")
+    parsed = http.client.parse_headers(io.BytesIO(head.split(b"\r\n", 1)[1]))
+    assert sorted(parsed.keys()) == ["connection", "content-length", "etag"]
+    assert parsed["etag"].strip() == value.encode("latin-1", "replace").decode("latin-1").strip()
+
+
+@pytest.mark.slow
+def test_xdist_workers_record_the_same_lock_and_report_where_each_request_came_from(project, server, machine):
+    import shutil
+
+    recorded = run_locked(project, "--hub-update", "-n", "2")
+    recorded.assert_outcomes(passed=2)
+    recorded.stdout.fnmatch_lines([f"  new request GET {server.url}/files/zidane.jpg: * (asked at test_fetchy.py:7)"])
+    with_xdist = (project.path / "hub.lock").read_bytes()
+    for made in ("hub.lock", "hub-responses", "goldens"):
+        shutil.rmtree(project.path / made) if (project.path / made).is_dir() else (project.path / made).unlink()
+    machine.fresh()
+    run_locked(project, "--hub-update").assert_outcomes(passed=2)
+    assert (project.path / "hub.lock").read_bytes() == with_xdist
+    run_locked(project, "-n", "2").assert_outcomes(passed=2)

@@ -194,3 +194,42 @@ def test_prefetched_weights_are_the_pinned_bytes(server, tmp_path, two_files):
     pins = Lockfile.read(lock).artifacts
     for url, name in ((a, "backbone.pt"), (b, "head.pt")):
         assert hashlib.sha256(hub.layout.artifact_path(url, name).read_bytes()).hexdigest() == pins[url].sha256
+
+
+SILERO_LIKE = '''
+import os
+
+import torch
+
+dependencies = ["torch"]
+
+
+def vad():
+    """silero: torch.hub.download_url_to_file into the repo's own folder, skipped when the file is there."""
+    target = os.path.join(os.path.dirname(__file__), "files", "vad.jit")
+    if not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        torch.hub.download_url_to_file("{url}", target, progress=False)
+    with open(target, "rb") as f:
+        return f.read()
+'''
+
+
+def test_a_download_url_to_file_target_is_prefetched_and_stays_pinned_on_a_warm_machine(server, tmp_path):
+    url = server.add_file("vad.jit", b"VAD" * 1000)
+    repo = serve_repo(server, tmp_path, "acme/vad", {"hubconf.py": SILERO_LIKE.format(url=url)})
+    path = tmp_path / "hub.lock"
+    session = LockSession(Lockfile(), str(path), update=True)
+    assert _hub(tmp_path, server, session, "recording").load("acme/vad:main", "vad") == b"VAD" * 1000
+    session.result().write(path)
+    assert Lockfile.read(path).repos["acme/vad:main"].artifacts == (url,)  # what a locked cold load starts early
+
+    server.inject(f"/acme/vad/archive/{repo.head()}.zip", Fault("hold", until=("/files/vad.jit",), delay=8.0))
+    _session, hub = _check(tmp_path, server, path)
+    assert hub.load("acme/vad:main", "vad") == b"VAD" * 1000
+    assert server.held == [(f"/acme/vad/archive/{repo.head()}.zip", True)]  # asked for while the archive waited
+    assert server.full_downloads("/files/vad.jit") == 2  # recording, then the prefetch: the target is a copy
+
+    warm = LockSession(Lockfile.read(path), str(path), update=True)  # the file is in the repo's folder now
+    assert _hub(tmp_path, server, warm, "ci").load("acme/vad:main", "vad") == b"VAD" * 1000
+    assert warm.touched["artifacts"] == set() and warm.unused()["artifacts"] == []  # a prune keeps the pin

@@ -212,12 +212,23 @@ class Downloader:
         Raises:
             DownloadError: the host could not be reached, or kept failing, within the retries.
         """
+        return self.request("GET", url, headers)
+
+    def request(self, method: str, url: str, headers: "Mapping[str, str | None] | None" = None, *,
+                stream: bool = False, allow_redirects: bool = True) -> requests.Response:
+        """:meth:`get` for any method; ``stream`` leaves the body to read, ``allow_redirects=False`` returns a
+        redirect as it is (a header set to ``None`` is not sent, not even the session's default).
+
+        Example:
+            >>> Downloader().request("HEAD", weights_url).status_code
+            200
+        """
         refused = 0
         for attempt in range(self.policy.retries + 1):
             check_alive(url)
             try:
-                response = self.session.get(url, headers=dict(headers or {}),
-                                            timeout=self._timeout)
+                response = self.session.request(method, url, headers=dict(headers or {}), timeout=self._timeout,
+                                                stream=stream, allow_redirects=allow_redirects)
             except NOT_RETRYABLE as err:
                 raise unusable_url(url, err) from None
             except requests.RequestException as err:

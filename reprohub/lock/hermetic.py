@@ -205,21 +205,20 @@ class RequestAnswerer:
     def _fetch(self, key: str, request: Request) -> "tuple[RequestPin, Path | None]":
         """Ask the origin as the client would have (its headers, no redirect followed) and stream the body into
         the cache, hashed in flight."""
-        session = self.downloader.session
-        headers = {name: None for name in session.headers}  # none of requests' defaults: the client's own
+        headers = {name: None for name in self.downloader.session.headers}  # not requests' defaults: the client's
         headers.update({k: v for k, v in request.headers.items() if k not in NOT_FORWARDED})
+        # retried as reprohub's own downloads are: a host restarting for a second is no unreachable URL
+        response = self.downloader.request(request.method, request.url, headers, stream=True, allow_redirects=False)
         try:
-            response = session.request(request.method, request.url, headers=headers, stream=True,
-                                       allow_redirects=False, timeout=self.downloader._timeout)
             with response:
                 answer = {k.lower(): v for k, v in response.headers.items() if k.lower() in RESPONSE_HEADERS}
                 if request.method == "GET":
                     answer.pop("content-length", None)  # the body's size is pinned; its length is sent anew
                 digest, size = self._store_body(response, request.url) if request.method == "GET" else (
                     hashlib.sha256().hexdigest(), 0)
-        except (OSError, urllib3.exceptions.HTTPError) as err:  # requests' errors are OSErrors too
-            raise DownloadError(f"an answer to {key}", f"{type(err).__name__}: {err}",
-                                "check that the host is up; nothing was recorded") from err
+        except (OSError, urllib3.exceptions.HTTPError) as err:  # the body broke off (requests' errors are OSErrors)
+            raise DownloadError(f"the body of the answer to {key}", f"{type(err).__name__}: {err}",
+                                "check the network and the host; nothing was recorded") from err
         body = self.layout.response_body(digest) if size else None
         return RequestPin(key, response.status_code, digest, size, answer), body
 
