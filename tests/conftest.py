@@ -4,6 +4,10 @@ import torch  # noqa: F401  -- imported first, once: in-process pytester runs mu
 # (An in-process pytester run forgets the modules it imported; importing torch._inductor a second
 # time would register its operator library twice. The golden fixture therefore never imports it.)
 
+# torch picks its CPU kernels (ATEN_CPU_CAPABILITY) once, at the first use: fixed now, so that a test that sets
+# the variable for its subprocesses cannot make this process's later goldens AVX2 ones
+torch.backends.cpu.get_cpu_capability()
+
 from pathlib import Path
 
 import pytest

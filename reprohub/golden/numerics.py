@@ -43,6 +43,9 @@ PRECISION_SWITCHES = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn", "mk
 def numeric_stack(device: str = "cpu") -> dict[str, str]:
     """The kernels, builds and precision switches behind an output computed on ``device`` (see the module)."""
     stack = dict(_machine())
+    forced = settings.read(settings.ATEN_CPU_CAPABILITY)  # read now: a cached value would outlive the setting
+    if forced:
+        stack["ATEN_CPU_CAPABILITY"] = forced
     stack.update(_switches())
     if device.startswith("cuda"):
         stack.update(_cuda())
@@ -54,9 +57,6 @@ def _machine() -> "tuple[tuple[str, str], ...]":
     import torch
 
     found = {"cpu": cpu_model(), "cpu capability": torch.backends.cpu.get_cpu_capability()}
-    forced = settings.read(settings.ATEN_CPU_CAPABILITY)
-    if forced:
-        found["ATEN_CPU_CAPABILITY"] = forced
     found.update(_builds(torch.__config__.show()))
     return tuple(sorted(found.items()))
 
