@@ -12,7 +12,6 @@ Every run is a new ``python -m pytest`` process (imports included, as in CI); ro
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Row, interleave  # noqa: E402
+from harness import Row, interleave, suite_main  # noqa: E402
 
 TORCH_HUB_CONFTEST = """
 import os, torch.hub
@@ -96,17 +95,7 @@ def _pytest(folder: Path, env: dict, args: list[str]) -> None:
 
 
 def main(argv=None) -> int:
-    import tempfile
-
-    from harness import table
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tests", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="reprohub-bench-") as tmp:
-        print(table(ci_suite(Path(tmp), args.tests, args.rounds)))
-    return 0
+    return suite_main(__doc__, ci_suite, argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 
@@ -80,3 +81,17 @@ def table(rows: list[Row]) -> str:
 def _time(seconds: float) -> str:
     """``0.0123`` -> ``12.30ms``, ``1.5`` -> ``1.500s``: milliseconds keep two decimals where they matter."""
     return f"{seconds * 1e3:.2f}ms" if seconds < 1 else f"{seconds:.3f}s"
+
+
+def suite_main(doc: str, suite: "Callable[[Path, int, int], list[Row]]", argv=None) -> int:
+    """The command line of a suite benchmark: ``--tests N --rounds R``, the rows printed as a table."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="reprohub-bench-") as tmp:
+        print(table(suite(Path(tmp), args.tests, args.rounds)))
+    return 0

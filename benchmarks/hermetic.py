@@ -12,7 +12,6 @@ within 3% of ``off``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import textwrap
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ci_suite import _pytest  # noqa: E402
-from harness import Row, interleave  # noqa: E402
+from harness import Row, interleave, suite_main  # noqa: E402
 
 TESTS = """
 import urllib.request
@@ -63,17 +62,7 @@ def hermetic_suite(work: Path, tests: int, rounds: int, width: int = 350) -> lis
 
 
 def main(argv=None) -> int:
-    import tempfile
-
-    from harness import table
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tests", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="reprohub-bench-") as tmp:
-        print(table(hermetic_suite(Path(tmp), args.tests, args.rounds)))
-    return 0
+    return suite_main(__doc__, hermetic_suite, argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import cases  # noqa: E402
 import ci_suite  # noqa: E402
+import hermetic  # noqa: E402
 import locked_cold  # noqa: E402
 from harness import table  # noqa: E402
 
@@ -33,7 +34,7 @@ FULL = dict(download=[1, 64, 256, 1024], extract=[("small", 300, 5), ("large", 2
             workers=8, golden=1024, rounds=5, ci_tests=200, latencies=[20, 0], budget=3.0)
 QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, load_widths=[350], workers=3, golden=32,
              rounds=2, ci_tests=10, latencies=[20], budget=0.0)
-CASES = ("download", "extract", "load", "workers", "golden", "ci", "locked")
+CASES = ("download", "extract", "load", "workers", "golden", "ci", "hermetic", "locked")
 
 
 def results_folder(out: str | None, quick: bool) -> Path:
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
             ("workers", lambda: cases.many_workers(work, plan["width"], plan["workers"], max(1, plan["rounds"] - 2))),
             ("golden", lambda: cases.golden(plan["golden"], max(1, plan["rounds"] - 2))),
             ("ci", lambda: ci_suite.ci_suite(work, plan["ci_tests"], max(1, plan["rounds"] - 2))),
+            ("hermetic", lambda: hermetic.hermetic_suite(work / "hermetic", plan["ci_tests"], max(1, plan["rounds"] - 2))),
             ("locked", lambda: locked_cold.locked_cold(work, plan["latencies"], plan["rounds"] + 2, plan["budget"])),
         ]
         for name, step in steps:
