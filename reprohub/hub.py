@@ -154,6 +154,16 @@ class Hub(ArtifactMethods):
         self._layout_for: str | None = None
 
     @property
+    def running_repo(self) -> str | None:
+        """The spec of the repo whose entrypoint (or hubconf import) runs now, innermost; ``None`` between loads.
+
+        Example:
+            >>> Hub(hub_dir=tmp).running_repo is None
+            True
+        """
+        return self._fetching_for[-1] if self._fetching_for else None
+
+    @property
     def hub_dir(self) -> str:
         """The cache root in use now."""
         return self._hub_dir if self._hub_dir is not None else get_dir()

@@ -314,8 +314,7 @@ class HubPlugin:
         if self._answerer is None:
             hub = self.hub
             self._answerer = RequestAnswerer(self.session, hub.layout, hub.downloader, hub.mirrors,
-                                             lambda: hub._fetching_for[-1] if hub._fetching_for else None,
-                                             offline=hub.offline)
+                                             lambda: hub.running_repo, offline=hub.offline)
         return self._answerer
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

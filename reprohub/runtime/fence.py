@@ -13,8 +13,12 @@ is set (the benchmark ``benchmarks/hermetic.py`` measures it).
 Example:
     >>> network_use("subprocess.Popen", ("/usr/bin/curl", ["curl", "-sSL", "https://x/w.pt"], None, None))
     'the subprocess `curl -sSL https://x/w.pt`'
-    >>> network_use("subprocess.Popen", ("git", ["git", "describe", "--tags"], None, None)) is None
+    >>> network_use("subprocess.Popen", ("git", ["git", "-C", "/src/fetch", "describe", "--tags"], None, None)) is None
     True
+    >>> network_use("os.system", ("cd /tmp && GIT_TERMINAL_PROMPT=0 git -C repo fetch -q",))
+    'the subprocess `git -C repo fetch -q`'
+    >>> network_use("subprocess.Popen", ("/bin/sh", ["/bin/sh", "-c", "timeout 9 wget -q x"], None, None))
+    'the subprocess `wget -q x`'
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from .network import current
 
 NETWORK_TOOLS = frozenset({"curl", "wget", "aria2c", "gsutil", "gdown", "scp", "rsync", "ftp", "sftp"})
 GIT_NETWORK = frozenset({"clone", "fetch", "pull", "ls-remote", "push", "submodule"})
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
+WRAPPERS = frozenset({"env", "sudo", "nohup", "exec", "timeout", "nice", "command"})
 _WATCHED = frozenset({"socket.connect", "subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"})
 _hooked = False
 
@@ -59,18 +65,47 @@ def network_use(event: str, args: tuple) -> "str | None":
         if sock.family not in (socket.AF_INET, socket.AF_INET6) or _is_loopback(address[0]):
             return None
         return f"a connection to {address[0]}:{address[1]} (a raw socket or a client reprohub does not answer)"
-    words = _words(args[0] if event == "os.system" else args[1])
-    names = [os.path.basename(word) for word in words]
-    if NETWORK_TOOLS.intersection(names) or ("git" in names and GIT_NETWORK.intersection(names)):
-        return f"the subprocess `{' '.join(words)[:200]}`"
+    for command in _commands(args[0] if event == "os.system" else args[1]):
+        name = os.path.basename(command[0])
+        if name in NETWORK_TOOLS or (name == "git" and _git_subcommand(command[1:]) in GIT_NETWORK):
+            return f"the subprocess `{' '.join(command)[:200]}`"
     return None
 
 
-def _words(command) -> list[str]:
-    """The words of a command line (a shell string or an argument list), as a shell would split them, roughly."""
+def _commands(command) -> list[list[str]]:
+    """The simple commands a process start runs: its argument list, or each command of a shell line
+    (``os.system``, ``sh -c``), without the wrappers and assignments in front (``env``, ``sudo``, ``X=1``)."""
     if isinstance(command, (str, bytes, os.PathLike)):
         command = [command]
-    return re.findall(r"[^\s;|&()'\"]+", " ".join(os.fsdecode(part) for part in command or ()))
+    argv = [os.fsdecode(part) for part in command or ()]
+    if len(argv) >= 3 and os.path.basename(argv[0]) in SHELLS and argv[1] == "-c":
+        lines = [argv[2]]
+    elif len(argv) == 1:
+        lines = argv
+    else:
+        lines = []
+    found = [segment.split() for line in lines for segment in re.split(r"[;&|()\n`]+", line)] if lines else [argv]
+    return [words for words in (_without_wrappers(w) for w in found) if words]
+
+
+def _without_wrappers(words: list[str]) -> list[str]:
+    wrapped = False  # after a wrapper, its options and a duration (``timeout -k 1 9 curl``) go too
+    while words and (os.path.basename(words[0]) in WRAPPERS or re.fullmatch(r"\w+=\S*", words[0])
+                     or (wrapped and re.fullmatch(r"-\S*|[\d.]+[smhd]?", words[0]))):
+        wrapped = wrapped or os.path.basename(words[0]) in WRAPPERS
+        words = words[1:]
+    return words
+
+
+def _git_subcommand(args: list[str]) -> "str | None":
+    """``fetch`` of ``git -C repo --git-dir x fetch origin``: the first word that is no option or its value."""
+    words = iter(args)
+    for word in words:
+        if word in ("-C", "-c", "--git-dir", "--work-tree", "--namespace"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _is_loopback(host) -> bool:
