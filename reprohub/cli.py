@@ -257,6 +257,7 @@ class _LockedHub:
 
 
 def _fetch(args) -> int:
+    from .lock.hermetic import RequestAnswerer
     from .redact import redact_url
 
     extra = {"mirrors": [args.source], "origin": False} if args.source else {}
@@ -270,7 +271,12 @@ def _fetch(args) -> int:
         got = locked.hub.fetch_artifact(url)
         artifacts.append({"url": redact_url(url), "size": got.size, "sha256": got.sha256})
         lines.append(f"artifact {redact_url(url)}: {got.size} bytes, sha256 {got.sha256[:12]}")
-    _report(args, {"lock": args.lock, "repos": repos, "artifacts": artifacts}, *lines)
+    hub = locked.hub
+    answerer = RequestAnswerer(hub.pins, hub.layout, hub.downloader, hub.mirrors, offline=not hub.origin)
+    bodies = [pin for _, pin in sorted(locked.lock.requests.items()) if answerer.body_for(pin)]
+    lines += [f"request {redact_url(pin.key)}: {pin.size} bytes, sha256 {pin.sha256[:12]}" for pin in bodies]
+    _report(args, {"lock": args.lock, "repos": repos, "artifacts": artifacts,
+                   "requests": [{"key": redact_url(p.key), "size": p.size, "sha256": p.sha256} for p in bodies]}, *lines)
     return EXIT_OK
 
 

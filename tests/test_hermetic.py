@@ -471,3 +471,12 @@ def test_xdist_workers_record_the_same_lock_and_report_where_each_request_came_f
     run_locked(project, "--hub-update").assert_outcomes(passed=2)
     assert (project.path / "hub.lock").read_bytes() == with_xdist
     run_locked(project, "-n", "2").assert_outcomes(passed=2)
+
+
+def test_reprohub_fetch_fills_a_fresh_cache_for_an_offline_run(project, server, tls_host, machine):
+    run_locked(project, "--hub-update").assert_outcomes(passed=2)
+    machine.fresh()
+    assert main(["fetch", "--lock", str(project.path / "hub.lock")]) == EXIT_OK  # the 128 kB weights among them
+    before = requests_of(server, tls_host)
+    run_locked(project, "--hub-offline").assert_outcomes(passed=2)
+    assert requests_of(server, tls_host) == before

@@ -138,6 +138,18 @@ class RequestAnswerer:
                "the locked run")
         self._fence(what, caller, OfflineError if self.offline else LockMismatchError, fix)
 
+    def body_for(self, pin: RequestPin) -> "Path | None":
+        """The verified body of a pinned request, from wherever it is at hand, else from its origin (asked
+        without the client's headers: ``reprohub fetch`` fills the cache before ``--hub-offline``).
+
+        Raises:
+            LockMismatchError: the origin now answers other bytes.
+            OfflineError: offline, and no copy is at hand.
+        """
+        if not pin.size:
+            return None
+        return self._body_at_hand(pin, pin.url) or self._verified_from_origin(pin, Request(pin.method, pin.url, {}))
+
     # -- answers --------------------------------------------------------------------------------
 
     def _replayed(self, pin: RequestPin, body: "Path | None", caller: str) -> Reply:
