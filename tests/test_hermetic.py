@@ -480,3 +480,28 @@ def test_reprohub_fetch_fills_a_fresh_cache_for_an_offline_run(project, server, 
     before = requests_of(server, tls_host)
     run_locked(project, "--hub-offline").assert_outcomes(passed=2)
     assert requests_of(server, tls_host) == before
+
+
+def test_an_edit_of_the_lock_alone_cannot_redirect_a_fresh_check_to_another_host(server, tmp_path):
+    import dataclasses
+    import hashlib
+    import urllib.request
+
+    from reprohub.errors import LockMismatchError
+    from reprohub.lock.lockfile import RequestPin
+    from reprohub.runtime.network import answering
+
+    weights = server.add_file("w.bin", b"w" * 100000)
+    server.inject("/files/latest", *(Fault("redirect", status=302, location=weights) for _ in range(5)))
+    lock = recorded_lock(tmp_path, server, server.file_url("latest"))
+    with answering(answerer_for(tmp_path / "fresh", lock)):  # a fresh cache: the redirect is checked, then followed
+        assert urllib.request.urlopen(server.file_url("latest")).read() == b"w" * 100000
+
+    evil = server.add_file("evil.bin", b"pickled payload")  # the editor's host, serving the bytes the edit pins
+    redirect = lock.requests[f"GET {server.file_url('latest')}"]
+    lock.requests[redirect.key] = dataclasses.replace(redirect, headers={**redirect.headers, "location": evil})
+    lock.requests[f"GET {evil}"] = RequestPin(f"GET {evil}", 200, hashlib.sha256(b"pickled payload").hexdigest(), 15)
+    answerer = answerer_for(tmp_path / "fresh-2", lock)
+    with answering(answerer), pytest.raises(LockMismatchError, match=f"redirect of GET .*/files/latest to {evil}"):
+        urllib.request.urlopen(server.file_url("latest")).read()
+    assert not any(path == "/files/evil.bin" for _, path, _ in server.requests)

@@ -20,7 +20,15 @@ code, test code or any library (urllib, requests, httpx...) to a :class:`Request
 
 Failing the test does not rest on the exception reaching it: repo code often catches everything
 (yolov5 falls back to ``curl``), so each refusal is also kept for the test (``LockSession.fence``),
-and the plugin fails the test when it ends.  A request whose fetch failed while recording (a test
+and the plugin fails the test when it ends.
+
+**What an edit of the lock alone can do.**  A body is always checked against its digest, and comes
+from the cache, the project's ``hub-responses/`` (a folder a pull request shows), a mirror the CI
+names, or the URL's origin; so a changed digest only makes a check fail.  Status and headers are
+replayed as the lock has them, and a redirect's ``Location`` decides the next URL: before a body is
+fetched from the origin of a URL the client reached through replayed redirects, each redirect is
+asked again at its origin and must point there still (a pull request that points a redirect at its
+own host, and pins that host's bytes, is refused before the host is asked).  A request whose fetch failed while recording (a test
 that passed without it) is pinned as unreachable and fails the same way in a check, without a request.
 
 **Answers that change on every request.**  GitHub's release JSON carries download counts: fetched
@@ -54,6 +62,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urljoin
 
 import urllib3
 
@@ -71,6 +80,7 @@ from .session import LockSession
 log = logging.getLogger("reprohub")
 BESIDE_FOLDER = "hub-responses"
 BESIDE_MAX = 64 << 10
+MAX_HOPS = 10  # redirects re-checked back from one fetch (clients stop at 20-30)
 ANSWERED_METHODS = ("GET", "HEAD")
 # request headers reprohub does not pass on when it fetches for the client: the connection's own, and a
 # range (the whole body is pinned and served)
@@ -104,6 +114,7 @@ class RequestAnswerer:
         self.session, self.layout, self.downloader = session, layout, downloader
         self.mirrors, self.running_spec, self.offline = mirrors, running_spec, offline
         self.beside = Path(session.lock_path).parent / BESIDE_FOLDER
+        self._steered: dict[str, RequestPin] = {}  # URL -> the replayed redirect pin that pointed the client there
 
     # -- the Answerer protocol ------------------------------------------------------------------
 
@@ -154,6 +165,8 @@ class RequestAnswerer:
 
     def _replayed(self, pin: RequestPin, body: "Path | None", caller: str) -> Reply:
         self.session.record_request(pin, caller)
+        if 300 <= pin.status < 400 and "location" in pin.headers:  # where the lock sends the client next
+            self._steered[canonical_url(urljoin(pin.url, pin.headers["location"]))] = pin
         return Reply(pin.status, tuple(sorted(pin.headers.items())), body, pin.sha256, pin.size, pin.url)
 
     def _recorded(self, key: str, request: Request) -> Reply:
@@ -181,6 +194,7 @@ class RequestAnswerer:
                                "it in neither the cache, the lock's hub-responses/ folder nor a mirror",
                                "fill the cache first: run once online, or point REPROHUB_MIRROR at a bundle "
                                "(reprohub bundle)")
+        self._check_redirects_to(pin, request.caller)
         fetched, body = self._fetch(pin.key, request)
         if (fetched.sha256, fetched.status) != (pin.sha256, pin.status):
             self._fence(f"the pinned answer to {pin.key}: HTTP {pin.status}, sha256 {pin.sha256}",
@@ -189,6 +203,20 @@ class RequestAnswerer:
                         + self.session.record_hint(),
                         found=f"HTTP {fetched.status}, sha256 {fetched.sha256}")
         return body
+
+    def _check_redirects_to(self, pin: RequestPin, caller: str) -> None:
+        """Before a body is fetched from a URL the client reached through a replayed redirect, ask the origin
+        whether it redirects there (each hop back): a ``Location`` is text in the lock, and an edit of the lock
+        alone must not send CI to a host of the editor's choosing, even with a digest to match."""
+        target, hops = pin.url, 0
+        while (redirect := self._steered.get(target)) is not None and hops < MAX_HOPS:
+            fetched, _ = self._fetch(redirect.key, Request(redirect.method, redirect.url, {}))
+            now = canonical_url(urljoin(redirect.url, fetched.headers.get("location", "")))
+            if fetched.status != redirect.status or now != target:
+                self._fence(f"the redirect of {redirect.key} to {target}, as the lock replays it", caller,
+                            LockMismatchError, "restore hub.lock from version control, or re-record: "
+                            + self.session.record_hint(), found=f"HTTP {fetched.status} to {now} at the origin")
+            target, hops = redirect.url, hops + 1
 
     def _fence(self, what: str, caller: str, error: type, fix: str, found: str = "") -> None:
         where = f" (asked at {caller})" if caller else ""
