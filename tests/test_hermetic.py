@@ -505,3 +505,23 @@ def test_an_edit_of_the_lock_alone_cannot_redirect_a_fresh_check_to_another_host
     with answering(answerer), pytest.raises(LockMismatchError, match=f"redirect of GET .*/files/latest to {evil}"):
         urllib.request.urlopen(server.file_url("latest")).read()
     assert not any(path == "/files/evil.bin" for _, path, _ in server.requests)
+
+
+def test_after_a_power_loss_a_body_whose_data_was_lost_is_fetched_again_not_served(server, tmp_path, boot):
+    import hashlib
+    import os
+    import urllib.request
+
+    from reprohub.runtime.network import answering
+
+    url = server.add_file("input.bin", b"input" * 20000)
+    lock = recorded_lock(tmp_path, server, url)
+    pin = lock.requests[f"GET {url}"]
+    place = tmp_path / "hub" / "reprohub" / "responses" / "sha256" / pin.sha256
+    stat = place.stat()
+    place.write_bytes(b"\0" * stat.st_size)  # the rename reached the disk, the data did not
+    os.utime(place, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    boot.id = "boot-b"  # the machine came back
+    with answering(answerer_for(tmp_path, lock)):
+        assert urllib.request.urlopen(url).read() == b"input" * 20000
+    assert hashlib.sha256(place.read_bytes()).hexdigest() == pin.sha256  # and the cache is whole again
