@@ -58,7 +58,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from pathlib import Path
 from typing import Callable
@@ -77,7 +76,6 @@ from .lockfile import RESPONSE_HEADERS, Lockfile, RequestPin, request_key
 from .mirror import MirrorSet
 from .session import LockSession
 
-log = logging.getLogger("reprohub")
 BESIDE_FOLDER = "hub-responses"
 BESIDE_MAX = 64 << 10
 MAX_HOPS = 10  # redirects re-checked back from one fetch (clients stop at 20-30)
@@ -128,7 +126,7 @@ class RequestAnswerer:
         strict = not (self.session.update or self.session.refresh)
         if pin is None and not strict:  # asked before in this run: answered as then
             pin = self.session.recorded.requests.get(key)
-        if pin is None and key in self.session.lock.unreachable:
+        if pin is None and strict and key in self.session.lock.unreachable:  # recording asks again
             return self._failed_as_recorded(key)
         if pin is None and strict:
             self._fence(f"a request the lock does not pin: {key}", request.caller, LockMismatchError,
