@@ -525,3 +525,70 @@ def test_after_a_power_loss_a_body_whose_data_was_lost_is_fetched_again_not_serv
     with answering(answerer_for(tmp_path, lock)):
         assert urllib.request.urlopen(url).read() == b"input" * 20000
     assert hashlib.sha256(place.read_bytes()).hexdigest() == pin.sha256  # and the cache is whole again
+
+
+def test_an_async_httpx_client_is_answered_too(server, tmp_path):
+    import asyncio
+
+    import httpx
+
+    from reprohub.runtime.network import answering
+
+    url = server.add_file("config.json", b'{"width": 7}')
+
+    async def get_width():
+        async with httpx.AsyncClient() as client:
+            return (await client.get(url)).json()["width"]
+
+    recorder = answerer_for(tmp_path, update=True)
+    with answering(recorder):
+        assert asyncio.run(get_width()) == 7
+    before = len(server.requests)
+    with answering(answerer_for(tmp_path, recorder.session.result())):
+        assert asyncio.run(get_width()) == 7
+    assert len(server.requests) == before
+
+
+@pytest.fixture
+def gzip_host():
+    """A host that compresses what it sends when the client accepts gzip (as GitHub's API does)."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"assets": ["' + b"w" * 5000 + b'"]}'
+            zipped = "gzip" in self.headers.get("Accept-Encoding", "")
+            body = gzip.compress(body, mtime=0) if zipped else body
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if zipped:
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/release.json"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_compressed_answer_is_pinned_as_sent_and_decoded_by_the_client_on_replay(gzip_host, tmp_path):
+    import requests
+
+    from reprohub.runtime.network import answering
+
+    recorder = answerer_for(tmp_path, update=True)
+    with answering(recorder):
+        assert len(requests.get(gzip_host).json()["assets"][0]) == 5000
+    pin = recorder.session.recorded.requests[f"GET {gzip_host}"]
+    assert pin.headers["content-encoding"] == "gzip" and pin.size < 1000  # the bytes on the wire
+    for cache in (tmp_path, tmp_path / "fresh"):  # replayed from the cache, then fetched again and verified
+        with answering(answerer_for(cache, recorder.session.result())):
+            assert len(requests.get(gzip_host).json()["assets"][0]) == 5000
