@@ -37,10 +37,8 @@ bytes travel with the project, beside the lock in ``hub-responses/<sha256>[.json
 (reviewable in a pull request: they are input to repo code, review them like the lock), and a check
 replays them from there; larger bodies (weights) are fetched and verified.
 
-**Crash safety.**  A body is streamed into a temporary file beside its place and renamed to its
-digest's name once the digest is known.  The rename is not flushed: the record beside it carries
-the boot id, so a body written in another boot is hashed again before it is used
-(:mod:`reprohub.fetch.durability`), and every read of a body is hashed as it streams
+**Crash safety.**  Bodies are kept by :mod:`reprohub.cache.bodies` (renamed into place by digest, the
+boot id in the record instead of a flush), and every read of a body is hashed as it streams
 (:mod:`reprohub.runtime.network`), so a damaged file is never served silently.
 
 Example:
@@ -66,10 +64,9 @@ from urllib.parse import urljoin
 import urllib3
 
 from ..cache.layout import CacheLayout
-from ..cache.store import cached_digest, write_sidecar
+from ..cache.bodies import adopt, known_body, store_stream
 from ..errors import DownloadError, LockMismatchError, OfflineError, ReprohubError
-from ..fetch.download import Downloaded, Downloader, RESUME_RECORD_MIN, progress_bar
-from ..fetch.fsutil import temp_path_beside
+from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import canonical_url
 from ..runtime.network import CHUNK, Reply, Request
 from .lockfile import RESPONSE_HEADERS, Lockfile, RequestPin, request_key
@@ -227,18 +224,13 @@ class RequestAnswerer:
 
     def _body_at_hand(self, pin: RequestPin, url: str) -> "Path | None":
         """A pinned body from the cache, beside the lock or from a mirror; ``None`` when it is nowhere."""
-        place = self.layout.response_body(pin.sha256)
-        known = cached_digest(place)
-        if known is not None and known.sha256 == pin.sha256:
-            return place
+        cached = known_body(self.layout, pin.sha256)
         beside = self.beside / beside_name(pin)
-        if beside.is_file():
-            return beside
+        if cached is not None or beside.is_file():
+            return cached or beside
+        place = self.layout.response_body(pin.sha256)
         got = self.mirrors.fetch_artifact(pin.sha256, place, sync=False) if self.mirrors else None
-        if got is not None:
-            write_sidecar(Downloaded(url, place, got.sha256, got.size), unflushed=True)
-            return place
-        return None
+        return adopt(Downloaded(url, place, got.sha256, got.size)) if got is not None else None
 
     def _fetch(self, key: str, request: Request) -> "tuple[RequestPin, Path | None]":
         """Ask the origin as the client would have (its headers, no redirect followed) and stream the body into
@@ -252,38 +244,15 @@ class RequestAnswerer:
                 answer = {k.lower(): v for k, v in response.headers.items() if k.lower() in RESPONSE_HEADERS}
                 if request.method == "GET":
                     answer.pop("content-length", None)  # the body's size is pinned; its length is sent anew
-                digest, size = self._store_body(response, request.url) if request.method == "GET" else (
-                    hashlib.sha256().hexdigest(), 0)
+                total = int(response.headers.get("content-length") or 0)
+                stored = store_stream(self.layout, response.raw.stream(CHUNK, decode_content=False), request.url,
+                                      total) if request.method == "GET" else None
+                digest, size = (stored.sha256, stored.size) if stored else (hashlib.sha256().hexdigest(), 0)
         except (OSError, urllib3.exceptions.HTTPError) as err:  # the body broke off (requests' errors are OSErrors)
             raise DownloadError(f"the body of the answer to {key}", f"{type(err).__name__}: {err}",
                                 "check the network and the host; nothing was recorded") from err
         body = self.layout.response_body(digest) if size else None
         return RequestPin(key, response.status_code, digest, size, answer), body
-
-    def _store_body(self, response, url: str) -> tuple[str, int]:
-        total = int(response.headers.get("content-length") or 0)
-        bar = progress_bar(url, total > RESUME_RECORD_MIN)
-        scratch = self.layout.response_body("0" * 64)
-        scratch.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path_beside(scratch)
-        hasher, size = hashlib.sha256(), 0
-        try:
-            with open(tmp, "wb") as out:
-                for chunk in response.raw.stream(CHUNK, decode_content=False):
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            digest = hasher.hexdigest()
-            place = self.layout.response_body(digest)
-            os.replace(tmp, place)  # by its digest: two processes writing one body write the same bytes
-            write_sidecar(Downloaded(url, place, digest, size), unflushed=True)
-        finally:
-            tmp.unlink(missing_ok=True)
-            if bar is not None:
-                bar.close()
-        return digest, size
 
 
 def response_body_at_hand(pin: RequestPin, layout: CacheLayout, lock_dir: "str | os.PathLike[str]") -> "Path | None":
@@ -328,12 +297,12 @@ def write_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]", layout: Ca
         target = folder / name
         if target.is_file():
             continue
-        known = cached_digest(layout.response_body(pin.sha256))
-        if known is None or known.sha256 != pin.sha256:
+        known = known_body(layout, pin.sha256)
+        if known is None:
             lines.append(f"  warning: the body of {pin.key} is not in this cache; {target} was not written")
             continue
         folder.mkdir(exist_ok=True)
-        Downloader(offline=True).fetch(known.path.as_uri(), target, expected_sha256=pin.sha256, progress=False)
+        Downloader(offline=True).fetch(known.as_uri(), target, expected_sha256=pin.sha256, progress=False)
         lines.append(f"  wrote {folder.name}/{name} ({pin.size} bytes, the answer to {pin.key})")
     if prune and folder.is_dir():
         for stale in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in wanted):
