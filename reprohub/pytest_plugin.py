@@ -95,6 +95,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("hub_lock", "path of the hub lockfile (like --hub-lock)", default="")
     parser.addini("hub_hermetic", "pin, replay and fence every HTTP(S) request a locked test makes (urllib, "
                   "requests, httpx...), not only torch.hub's downloads", type="bool", default=True)
+    parser.addini("hub_unpinned_hosts", "hosts whose requests go to the network unpinned (a test's own servers): "
+                  "name or name:port, one per line", type="linelist", default=[])
     parser.addini("hub_trust", "repos that may run while recording (like --hub-trust)", type="linelist", default=[])
     parser.addini("hub_api_url", "GitHub-compatible API base URL (default $REPROHUB_GITHUB_API_URL or GitHub's)",
                   default="")
@@ -314,7 +316,8 @@ class HubPlugin:
         if self._answerer is None:
             hub = self.hub
             self._answerer = RequestAnswerer(self.session, hub.layout, hub.downloader, hub.mirrors,
-                                             lambda: hub.running_repo, offline=hub.offline)
+                                             lambda: hub.running_repo, offline=hub.offline,
+                                             unpinned_hosts=self.config.getini("hub_unpinned_hosts"))
         return self._answerer
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

@@ -592,3 +592,25 @@ def test_a_compressed_answer_is_pinned_as_sent_and_decoded_by_the_client_on_repl
     for cache in (tmp_path, tmp_path / "fresh"):  # replayed from the cache, then fetched again and verified
         with answering(answerer_for(cache, recorder.session.result())):
             assert len(requests.get(gzip_host).json()["assets"][0]) == 5000
+
+
+OWN_SERVER = '''
+import os
+import urllib.request
+
+
+def test_talks_to_its_own_server(hub):
+    assert urllib.request.urlopen(os.environ["OWN_SERVER"] + "/files/ping").read() == b"pong"
+'''
+
+
+def test_a_test_s_own_server_named_unpinned_is_asked_directly_on_any_port(pytester, monkeypatch):
+    pytester.makefile(".ini", pytest="[pytest]\nhub_unpinned_hosts =\n    localhost\n")
+    pytester.makepyfile(test_own=OWN_SERVER)
+    for mode in (["--hub-update"], []):  # a new port each run: nothing to pin, nothing to replay
+        with HubServer(host="localhost") as own:
+            own.add_file("ping", b"pong")
+            monkeypatch.setenv("OWN_SERVER", own.url.replace("127.0.0.1", "localhost"))
+            run_locked(pytester, *mode).assert_outcomes(passed=1)
+            assert [path for _, path, _ in own.requests] == ["/files/ping"]
+    assert Lockfile.read(pytester.path / "hub.lock").requests == {}

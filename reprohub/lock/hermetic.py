@@ -58,7 +58,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import urljoin
 
 import urllib3
@@ -105,9 +105,10 @@ class RequestAnswerer:
 
     def __init__(self, session: LockSession, layout: CacheLayout, downloader: Downloader,
                  mirrors: "MirrorSet | None" = None, running_spec: Callable[[], "str | None"] = lambda: None,
-                 offline: bool = False) -> None:
+                 offline: bool = False, unpinned_hosts: "Iterable[str]" = ()) -> None:
         self.session, self.layout, self.downloader = session, layout, downloader
         self.mirrors, self.running_spec, self.offline = mirrors, running_spec, offline
+        self.unpinned_hosts = frozenset(h.strip().lower() for h in unpinned_hosts if h.strip())
         self.beside = Path(session.lock_path).parent / BESIDE_FOLDER
         self._steered: dict[str, RequestPin] = {}  # URL -> the replayed redirect pin that pointed the client there
 
@@ -137,6 +138,19 @@ class RequestAnswerer:
             if body is not None:
                 return self._replayed(pin, body, request.caller)
         return self._recorded(key, request)
+
+    def answers(self, host: str, port: int) -> bool:
+        """Whether requests to ``host:port`` are answered: not to a host the project named as unpinned
+        (``hub_unpinned_hosts``: a test's own servers, ``name`` for every port or ``name:port``).
+
+        Example:
+            >>> answerer = RequestAnswerer(LockSession(Lockfile(), "hub.lock"), CacheLayout(tmp), Downloader(),
+            ...                            unpinned_hosts=["localhost", "127.0.0.1:8080"])
+            >>> answerer.answers("localhost", 5000), answerer.answers("127.0.0.1", 8080), answerer.answers("127.0.0.1", 80)
+            (False, False, True)
+        """
+        host = host.lower().strip("[]")
+        return not ({host, f"{host}:{port}"} & self.unpinned_hosts)
 
     def refuse(self, what: str, caller: str) -> None:
         """Stop something outside the interception (the audit hook's finding), and fail the test for it."""

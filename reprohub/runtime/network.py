@@ -26,6 +26,8 @@ Example:
     ...         return Reply(418, (("content-type", "text/plain"),), None)
     ...     def refuse(self, what, caller):
     ...         raise RuntimeError(what)
+    ...     def answers(self, host, port):
+    ...         return True
     >>> with answering(Teapot()):
     ...     urllib.request.urlopen("http://192.0.2.7/tea")          # no packet leaves the machine
     Traceback (most recent call last):
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from ..errors import HashMismatchError
-from ..fetch.transport import is_own_request
+from ..fetch.transport import is_own_request, own_requests
 from .callsite import caller
 
 CHUNK = 1 << 16
@@ -90,6 +92,9 @@ class Answerer(Protocol):
 
     def refuse(self, what: str, caller: str) -> None:
         """Something outside the interception would reach the network (``what``): raise to stop it."""
+
+    def answers(self, host: str, port: int) -> bool:
+        """Whether requests to ``host:port`` are answered (``False``: they go to the network, unpinned)."""
 
 
 _answerers: list[Answerer] = []
@@ -159,10 +164,13 @@ def _connect_patch(scheme: str) -> Callable:
     def patch(original: Callable) -> Callable:
         def connect(self) -> None:
             answerer = current()
-            if answerer is None:
-                return original(self)
             tunnel = getattr(self, "_tunnel_host", None)
             host, port = (tunnel, getattr(self, "_tunnel_port", None)) if tunnel else (self.host, self.port)
+            if answerer is None:
+                return original(self)
+            if not answerer.answers(host, port or (443 if scheme == "https" else 80)):
+                with own_requests():  # a host the answerer leaves alone: a real connection, not fenced
+                    return original(self)
             self.sock = _Exchange(answerer, scheme, host, port)
             if hasattr(self, "is_verified"):  # urllib3: nothing to verify, no proxy in between
                 self.is_verified, self._has_connected_to_proxy = True, False
@@ -325,9 +333,9 @@ class _Body(io.RawIOBase):
 
 def _httpcore_reply(request) -> "tuple[Reply, str] | None":
     answerer = current()
-    if answerer is None:
-        return None
     url = request.url
+    if answerer is None or not answerer.answers(url.host.decode(), url.port or (443 if url.scheme == b"https" else 80)):
+        return None
     port = f":{url.port}" if url.port else ""
     full = f"{url.scheme.decode()}://{url.host.decode()}{port}{url.target.decode('latin-1')}"
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
@@ -368,7 +376,8 @@ def _pool_patch(original: Callable) -> Callable:
     def handle_request(self, request):
         answered = _httpcore_reply(request)
         if answered is None:
-            return original(self, request)
+            with own_requests():
+                return original(self, request)
         reply, method = answered
         return _httpcore_response(reply, method, _Chunks(reply, method != "HEAD"))
     return handle_request
@@ -378,7 +387,8 @@ def _async_pool_patch(original: Callable) -> Callable:
     async def handle_async_request(self, request):
         answered = _httpcore_reply(request)
         if answered is None:
-            return await original(self, request)
+            with own_requests():
+                return await original(self, request)
         reply, method = answered
         return _httpcore_response(reply, method, _Chunks(reply, method != "HEAD"))
     return handle_async_request
