@@ -370,6 +370,9 @@ def test_a_body_damaged_in_the_cache_is_never_served_silently(server, tmp_path):
     os.utime(place, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with answering(answerer_for(tmp_path, lock)), pytest.raises(HashMismatchError, match=url):
         urllib.request.urlopen(url).read()
+    assert not place.exists()  # removed: the next request fetches it anew
+    with answering(answerer_for(tmp_path, lock)):
+        assert urllib.request.urlopen(url).read() == b"input" * 20000
 
 
 def test_offline_a_pinned_body_that_is_nowhere_is_an_offline_error_and_nothing_is_asked(server, tmp_path):

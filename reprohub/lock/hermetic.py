@@ -176,7 +176,8 @@ class RequestAnswerer:
         self.session.record_request(pin, caller)
         if 300 <= pin.status < 400 and "location" in pin.headers:  # where the lock sends the client next
             self._steered[canonical_url(urljoin(pin.url, pin.headers["location"]))] = pin
-        return Reply(pin.status, tuple(sorted(pin.headers.items())), body, pin.sha256, pin.size, pin.url)
+        return Reply(pin.status, tuple(sorted(pin.headers.items())), body, pin.sha256, pin.size, pin.url,
+                     evictable=body == self.layout.response_body(pin.sha256))
 
     def _recorded(self, key: str, request: Request) -> Reply:
         if self.offline:

@@ -70,7 +70,8 @@ class Request:
 @dataclass(frozen=True)
 class Reply:
     """The answer: status, headers (lower-case names; the length is added here), and the body's file
-    (``None``: empty), whose bytes must hash to ``sha256`` (checked as they are read)."""
+    (``None``: empty), whose bytes must hash to ``sha256`` (checked as they are read); ``evictable``: the
+    file is a cache copy, removed when its bytes turn out wrong (the next request fetches it anew)."""
 
     status: int
     headers: tuple
@@ -78,6 +79,7 @@ class Reply:
     sha256: str | None = None
     size: int = 0
     url: str = ""
+    evictable: bool = False
 
     @property
     def reason(self) -> str:
@@ -317,9 +319,12 @@ class _Body(io.RawIOBase):
         self._file = None
         if self._hash is not None and (self._left or self._hash.hexdigest() != self._reply.sha256):
             found = "fewer bytes" if self._left else f"sha256 {self._hash.hexdigest()}"
+            if self._reply.evictable:
+                self._reply.body.unlink(missing_ok=True)
+            fix = ("it was damaged since it was written, and is removed: run again to fetch it anew"
+                   if self._reply.evictable else "the file was damaged since it was written; restore it")
             raise HashMismatchError(f"the pinned body of {self._reply.url} (sha256 {self._reply.sha256})",
-                                    f"{found} in {self._reply.body}",
-                                    "the file was damaged since it was written; delete it and run again")
+                                    f"{found} in {self._reply.body}", fix)
 
     def close(self) -> None:
         if self._file is not None:
