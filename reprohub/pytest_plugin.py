@@ -52,7 +52,7 @@ from .golden.store import GoldenStore
 from .hub import Hub
 from .runtime import fence, network
 from .runtime.intercept import routed
-from .lock.hermetic import RequestAnswerer, write_beside
+from .lock.hermetic import RequestAnswerer, prune_beside, write_beside
 from .lock.lockfile import Lockfile
 from .lock.session import LockSession
 
@@ -370,7 +370,7 @@ class HubPlugin:
                 self.written = result.write(self.lock_path, base=self.session.lock)
                 if self.config.getoption("hub_prune"):
                     self.pruned = self.golden_store.delete_unpinned(self.session.lock, result)
-                    beside += write_beside(result, self.lock_path, self.hub.layout, prune=True)
+                    beside += prune_beside(result, self.lock_path)
                 self.pruned += beside
             except ReprohubError as err:
                 self.write_error = str(err)

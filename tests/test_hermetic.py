@@ -271,6 +271,9 @@ def test_an_unpinned_fetch_fails_the_test_naming_url_line_and_fix_even_when_caug
 def test_a_prune_on_a_warm_machine_keeps_what_the_repo_finds_on_disk(project, server, tls_host):
     run_locked(project, "--hub-update").assert_outcomes(passed=2)
     pinned = set(Lockfile.read(project.path / "hub.lock").requests)
+    beside = project.path / "hub-responses"
+    kept = sorted(p.name for p in beside.iterdir())
+    (beside / ("0" * 64 + ".json")).write_text("{}")  # an answer an earlier lock pinned
     before = requests_of(server, tls_host)
     pruned = run_locked(project, "--hub-update", "--hub-prune")
     pruned.assert_outcomes(passed=2)
@@ -278,6 +281,8 @@ def test_a_prune_on_a_warm_machine_keeps_what_the_repo_finds_on_disk(project, se
     # the config and the HEAD are asked again, and they are replayed from the cache
     assert requests_of(server, tls_host) == before
     assert set(Lockfile.read(project.path / "hub.lock").requests) == pinned
+    assert sorted(p.name for p in beside.iterdir()) == kept  # the stale answer is gone, the pinned ones stay
+    pruned.stdout.fnmatch_lines([f"  pruned hub-responses/{'0' * 64}.json"])
 
 
 OUTSIDE = '''

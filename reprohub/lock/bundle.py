@@ -97,9 +97,9 @@ def write_bundle(
                                     "lock was edited, restore it from version control")
         plan.append((tree_item(pin.tree_sha256), lambda p, pin=pin: zip_tree_digest(p).matches(pin.tree_sha256),
                      lambda p, source=source, paths=paths: write_tree_zip(source, p, paths)))
-    files = [(artifact_file(url, pin), pin.sha256) for url, pin in sorted(lock.artifacts.items())]
-    files += [(response_file(pin), pin.sha256) for pin in _bodies(lock)]
-    for source, sha256 in files:
+    files = {pin.sha256: artifact_file(url, pin) for url, pin in sorted(lock.artifacts.items())}
+    files.update({pin.sha256: response_file(pin) for pin in _bodies(lock) if pin.sha256 not in files})
+    for sha256, source in files.items():  # one file per digest (an artifact that a request fetched too)
         plan.append((artifact_item(sha256), lambda p, sha256=sha256: sha256_file(p) == sha256,
                      lambda p, source=source, sha256=sha256: Downloader(offline=True).fetch(
                          source.as_uri(), p, expected_sha256=sha256, progress=False)))
@@ -121,8 +121,6 @@ def _bodies(lock: Lockfile) -> list[RequestPin]:
 
 def _place(path: Path, item: str, report: BundleReport, present: Callable[[Path], bool],
            write: Callable[[Path], object]) -> None:
-    if item in report.written or item in report.kept:
-        return  # one body pinned twice (an artifact that a request fetched too)
     try:
         intact = path.is_file() and present(path)
     except ReprohubError:  # a damaged earlier copy is rewritten

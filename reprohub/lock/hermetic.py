@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urljoin
@@ -188,8 +189,7 @@ class RequestAnswerer:
         except DownloadError as err:
             self.session.record_unreachable(key, f"HTTP {err.status}" if err.status else type(err).__name__)
             raise
-        pin = RequestPin(pin.key, pin.status, pin.sha256, pin.size, pin.headers, self.running_spec() or "")
-        return self._replayed(pin, body, request.caller)
+        return self._replayed(replace(pin, repo=self.running_spec() or ""), body, request.caller)
 
     def _failed_as_recorded(self, key: str) -> Reply:
         self.session.touch("unreachable", key)
@@ -295,20 +295,22 @@ def response_body_for_bundle(pin: RequestPin, layout: CacheLayout, lock_path: st
     return path
 
 
-def write_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]", layout: CacheLayout,
-                 prune: bool = False) -> list[str]:
-    """Copy each small pinned body (at most BESIDE_MAX bytes) from the cache into ``hub-responses/`` beside the
-    lock, where a check on a fresh machine replays it; with ``prune``, delete the files no pin names.  Returns
-    what changed, as report lines.
+def _wanted_beside(lock: Lockfile) -> dict[str, RequestPin]:
+    """The files ``hub-responses/`` should hold for ``lock``: each small body (at most BESIDE_MAX bytes) by name."""
+    return {beside_name(pin): pin for pin in lock.requests.values() if 0 < pin.size <= BESIDE_MAX}
+
+
+def write_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]", layout: CacheLayout) -> list[str]:
+    """Copy each small pinned body from the cache into ``hub-responses/`` beside the lock, where a check on a
+    fresh machine replays it.  Returns what it wrote, as report lines.
 
     Example:
         >>> write_beside(Lockfile(), tmp + "/hub.lock", CacheLayout(tmp + "/hub"))
         []
     """
     folder = Path(lock_path).parent / BESIDE_FOLDER
-    wanted = {beside_name(pin): pin for pin in lock.requests.values() if 0 < pin.size <= BESIDE_MAX}
     lines = []
-    for name, pin in sorted(wanted.items()):
+    for name, pin in sorted(_wanted_beside(lock).items()):
         target = folder / name
         if target.is_file():
             continue
@@ -319,8 +321,14 @@ def write_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]", layout: Ca
         folder.mkdir(exist_ok=True)
         Downloader(offline=True).fetch(known.as_uri(), target, expected_sha256=pin.sha256, progress=False)
         lines.append(f"  wrote {folder.name}/{name} ({pin.size} bytes, the answer to {pin.key})")
-    if prune and folder.is_dir():
-        for stale in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in wanted):
-            stale.unlink()
-            lines.append(f"  pruned {folder.name}/{stale.name}")
     return lines
+
+
+def prune_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]") -> list[str]:
+    """Delete the files of ``hub-responses/`` that no pin of ``lock`` names (after a prune was written)."""
+    folder = Path(lock_path).parent / BESIDE_FOLDER
+    wanted = _wanted_beside(lock)
+    stale = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in wanted) if folder.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return [f"  pruned {folder.name}/{path.name}" for path in stale]
