@@ -299,6 +299,11 @@ def test_curl(hub):
 
 def test_raw_socket(hub):
     socket.create_connection(("{address}", {port}), timeout=1)
+
+
+def test_udp_datagram(hub):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # unconnected: no connect to watch
+        sock.sendto(b"telemetry", ("{address}", {port}))
 '''
 
 
@@ -322,7 +327,9 @@ def test_a_downloading_subprocess_or_raw_connection_is_refused_and_named(project
     address = own_address()
     project.makepyfile(test_outside=OUTSIDE.format(address=address, port=9))
     result = run_locked(project, "test_outside.py", *(["--hub-offline"] if offline else []))
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines([f"*a datagram to {address}:9 (a raw socket or a client reprohub does not "
+                                 "answer) (asked at test_outside.py:18)*"])
     result.stdout.fnmatch_lines(["*reprohub refused the subprocess `curl -sS https://example.org/w.pt` "
                                  "(asked at test_outside.py:7)*"])
     result.stdout.fnmatch_lines([f"*a connection to {address}:9 (a raw socket or a client reprohub does not "

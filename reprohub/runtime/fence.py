@@ -2,8 +2,8 @@
 
 A raw socket, a client reprohub does not patch (aiohttp, pycurl) and a subprocess (yolov5 falls back
 to ``curl``) reach the network past the interception.  An audit hook (:func:`sys.addaudithook`, PEP
-578) sees them: while an answerer is set, a connection to another machine (loopback and Unix sockets
-stay allowed: a test's own servers) and a downloading subprocess (``curl``, ``wget``, ``git fetch``...)
+578) sees them: while an answerer is set, a connection or a datagram (``sendto``, ``sendmsg``) to another
+machine (loopback and Unix sockets stay allowed: a test's own servers) and a downloading subprocess (``curl``, ``wget``, ``git fetch``...)
 are handed to ``Answerer.refuse``, which raises before anything is sent.  Not covered: a C extension
 that opens sockets without Python's audit events, and a subprocess this list does not name.
 
@@ -36,7 +36,8 @@ NETWORK_TOOLS = frozenset({"curl", "wget", "aria2c", "gsutil", "gdown", "scp", "
 GIT_NETWORK = frozenset({"clone", "fetch", "pull", "ls-remote", "push", "submodule"})
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
 WRAPPERS = frozenset({"env", "sudo", "nohup", "exec", "timeout", "nice", "command"})
-_WATCHED = frozenset({"socket.connect", "subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"})
+_SENDS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})  # unconnected UDP leaves by sendto
+_WATCHED = _SENDS | {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"}
 _hooked = False
 
 
@@ -60,11 +61,12 @@ def _audit(event: str, args: tuple) -> None:
 def network_use(event: str, args: tuple) -> "str | None":
     """What of an audited event would reach the network: a connection to another machine, or a
     subprocess that downloads (``curl``, ``wget``, ``git fetch``...); ``None`` for anything else."""
-    if event == "socket.connect":
+    if event in _SENDS:
         sock, address = args
-        if sock.family not in (socket.AF_INET, socket.AF_INET6) or _is_loopback(address[0]):
-            return None
-        return f"a connection to {address[0]}:{address[1]} (a raw socket or a client reprohub does not answer)"
+        if address is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or _is_loopback(address[0]):
+            return None  # sendmsg on a connected socket: its connect was watched
+        kind = "a connection to" if event == "socket.connect" else "a datagram to"
+        return f"{kind} {address[0]}:{address[1]} (a raw socket or a client reprohub does not answer)"
     for command in _commands(args[0] if event == "os.system" else args[1]):
         name = os.path.basename(command[0])
         if name in NETWORK_TOOLS or (name == "git" and _git_subcommand(command[1:]) in GIT_NETWORK):
