@@ -426,6 +426,23 @@ def test_an_update_replays_what_is_pinned_instead_of_churning_a_volatile_answer(
 LOCK_HEAD = 'version = "2.2"\n[requests."GET https://h.example/a.json"]\nsha256 = "' + "0" * 64 + '"\nsize = 0\n'
 
 
+@pytest.mark.parametrize("text", [
+    '[unreachable."GET https://h.example/a"]\nerror = "HTTP 404\\u001b[2J\\nreprohub: all goldens verified"\n',
+    '[unreachable."GET https://h.example/a"]\nerror = "DownloadError\\u0007"\n',
+    '[requests."GET https://h.example/a\\u001b[2J"]\nstatus = 200\nsha256 = "' + "0" * 64 + '"\nsize = 0\n',
+    '[requests."GET https://h.example/a"]\nstatus = 302\nsha256 = "' + "0" * 64 + '"\nsize = 0\n'
+    'headers = {location = "https://h.example/\\u009b2J"}\n',
+], ids=["unreachable-newline", "unreachable-bell", "request-key-escape", "header-c1-control"])
+def test_a_lock_answer_with_a_terminal_control_is_refused_as_it_is_read(text):
+    from reprohub.errors import LockfileError
+
+    with pytest.raises(LockfileError, match="without control characters|one line each") as caught:
+        Lockfile.loads('version = "2.2"\n' + text)
+    message = str(caught.value)
+    assert "line 2" in message and "\x1b" not in message and "\x07" not in message
+    assert "\nreprohub: all goldens verified" not in message  # the value is quoted, never a line of its own
+
+
 @pytest.mark.parametrize("entry, message", [
     ('status = 200\nheaders = {location = "https://h/\\r\\nSet-Cookie: a=b"}', "one line each"),
     ('status = 200\nheaders = {set-cookie = "session=1"}', "headers among"),

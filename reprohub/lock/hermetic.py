@@ -69,6 +69,7 @@ from ..cache.bodies import adopt, known_body, store_stream
 from ..errors import DownloadError, LockMismatchError, OfflineError, ReprohubError
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import canonical_url
+from ..redact import printable
 from ..runtime.network import CHUNK, Reply, Request
 from .lockfile import RESPONSE_HEADERS, Lockfile, RequestPin, request_key
 from .mirror import MirrorSet
@@ -193,7 +194,7 @@ class RequestAnswerer:
 
     def _failed_as_recorded(self, key: str) -> Reply:
         self.session.touch("unreachable", key)
-        error = self.session.lock.unreachable[key].error
+        error = printable(self.session.lock.unreachable[key].error)  # refused on read where it holds a control
         raise DownloadError(f"an answer to {key}", f"{error}, as when the lock was recorded (nothing was asked)",
                             "if the URL answers now, record it: " + self.session.record_hint())
 

@@ -45,7 +45,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import warnings
@@ -56,9 +55,9 @@ import tomli_w
 
 from ..cache.layout import CacheLayout, get_dir
 from ..errors import LockfileError
-from ..fetch import tree
 from ..fetch.fsutil import atomic_write_bytes
 from ..fetch.locks import file_lock
+from .entries import RESPONSE_HEADERS, BadEntry, entry as _entry
 
 try:  # tomli's wheels are compiled (mypyc): a lock of 100,000 entries parses in 1.6 s instead of 3.6 s
     import tomli as tomllib
@@ -68,8 +67,6 @@ except ImportError:  # pragma: no cover -- the standard library's pure-Python pa
 SCHEMA_MAJOR, SCHEMA_MINOR = 2, 2
 READABLE_MAJORS = (1, 2)  # 1.x: version-1 tree digests, still verified
 HEADER = "# hub.lock -- written by reprohub; review changes to it like code.\n"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -167,13 +164,6 @@ def request_key(method: str, url: str) -> str:
     return f"{method.upper()} {url}"
 
 
-# The response headers a lock may hold: what clients act on (type, encoding, validators, redirects, ranges,
-# a file name, huggingface_hub's commit and linked-file headers).  Anything else -- Set-Cookie, auth
-# challenges, rate-limit counters, dates -- is neither recorded nor, from an edited lock, replayed.
-RESPONSE_HEADERS = ("accept-ranges", "content-disposition", "content-encoding", "content-length", "content-range",
-                    "content-type", "etag", "last-modified", "location", "x-error-code", "x-error-message",
-                    "x-linked-etag", "x-linked-size", "x-repo-commit")
-
 # table name -> (entry type, the field that is the table key)
 TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "goldens": (GoldenPin, "key"),
           "unreachable": (UnreachablePin, "url"), "environments": (EnvironmentPin, "id"),
@@ -181,7 +171,6 @@ TABLES = {"repos": (RepoPin, "spec"), "artifacts": (ArtifactPin, "url"), "golden
 SINGULAR = {"repos": "repo", "artifacts": "artifact", "goldens": "golden", "unreachable": "unreachable URL",
             "environments": "environment", "requests": "request"}
 OPTIONAL_TABLES = ("unreachable", "environments", "requests")  # shown in counts only where they have entries
-_CHECKS = {"commit": _HEX40, "sha256": _HEX64}
 
 
 @dataclass
@@ -227,7 +216,7 @@ class Lockfile:
             for key, entry in entries.items():
                 try:
                     target[key] = _entry(kind, key_field, key, entry, table, newer)
-                except _BadEntry as bad:  # where it stands is looked up only for the entry that is refused
+                except BadEntry as bad:  # where it stands is looked up only for the entry that is refused
                     where = f"{name} line {_header_line(text, table, key)}, [{table}.{_toml_key(key)}]"
                     raise LockfileError(bad.expected, f"{bad.found} at {where}", bad.fix) from None
         unknown = set(data) - {"version", *TABLES}
@@ -358,79 +347,8 @@ def _check_version(version, name: str) -> bool:
     return newer
 
 
-class _BadEntry(Exception):
-    """An entry that is refused; :meth:`Lockfile.loads` adds where it stands."""
-
-    def __init__(self, expected: str, found: str, fix: str) -> None:
-        super().__init__(expected)
-        self.expected, self.found, self.fix = expected, found, fix
-
-
-@functools.lru_cache(maxsize=None)
-def _field_names(kind, key_field: str) -> "tuple[list[str], frozenset[str]]":
-    """An entry type's fields (less its key) and which of them are optional, looked up once per type."""
-    names = [f.name for f in fields(kind) if f.name != key_field]
-    return names, frozenset(f.name for f in fields(kind) if f.default is not MISSING or f.default_factory is not MISSING)
-
-
-def _entry(kind, key_field: str, key: str, entry, table: str, newer: bool = False):
-    names, optional = _field_names(kind, key_field)
-    if isinstance(entry, dict) and newer:  # a newer minor schema may add fields: ignore them, as promised
-        entry = {k: v for k, v in entry.items() if k in names}
-    if not isinstance(entry, dict) or not set(names) - optional <= set(entry) <= set(names):
-        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-        raise _BadEntry(f"fields {names}", f"{found}", "restore the entry or re-record it")
-    for field_name, pattern in _CHECKS.items():
-        if field_name in entry and not (isinstance(entry[field_name], str) and pattern.fullmatch(entry[field_name])):
-            raise _BadEntry(f"{field_name} as lower-case hex", f"{entry[field_name]!r}",
-                            "restore the entry from version control or re-record it")
-    if "tree_sha256" in entry and not tree.is_digest_text(entry["tree_sha256"]):
-        raise _BadEntry("tree_sha256 as v2:<64 lower-case hex> (or 64 hex, version 1)",
-                        f"{entry['tree_sha256']!r}", "restore the entry from version control or re-record it")
-    if table == "repos" and not key.startswith("git+") and not _is_http_url(entry.get("host")):
-        raise _BadEntry("host as the http(s) URL of a GitHub-compatible API", f"{entry.get('host')!r}",
-                        "restore the entry from version control, or re-record it with --hub-update")
-    if table == "environments" and not (isinstance(entry["values"], dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in entry["values"].items())):
-        raise _BadEntry("values as a table of strings", f"{entry['values']!r}", "re-record the lock")
-    if "artifacts" in entry and not (isinstance(entry["artifacts"], list) and all(
-            isinstance(url, str) and _is_http_url(url) for url in entry["artifacts"])):
-        raise _BadEntry("artifacts as a list of http(s) URLs", f"{entry['artifacts']!r}",
-                        "restore the entry from version control, or re-record it with --hub-update")
-    if table == "requests":
-        _check_request(key, entry)
-    if "size" in entry and (not isinstance(entry["size"], int) or entry["size"] < 0):
-        raise _BadEntry("size as a whole number", f"{entry['size']!r}", "re-record the entry")
-    return kind(**{key_field: key, **entry})
-
-
-_REQUEST_KEY = re.compile(r"(GET|HEAD) https?://[^/\s]+\S*")
-_HEADER_VALUE = re.compile(r"[\x20-\x7e\x80-\U0010ffff]*")  # no CR, LF or other control character
-
-
-def _check_request(key: str, entry: dict) -> None:
-    """A ``[requests]`` entry is replayed to repo code as an HTTP answer: its key, status and headers are
-    refused unless well-formed (a header value with a line break would be a header of its own)."""
-    if not _REQUEST_KEY.fullmatch(key):
-        raise _BadEntry('a key "GET <http(s) URL>" or "HEAD <http(s) URL>"', repr(key), "re-record the lock")
-    if not (isinstance(entry["status"], int) and 100 <= entry["status"] <= 599):
-        raise _BadEntry("status as an HTTP status (100-599)", repr(entry["status"]), "re-record the entry")
-    headers = entry.get("headers", {})
-    if not (isinstance(headers, dict) and all(
-            k in RESPONSE_HEADERS and isinstance(v, str) and _HEADER_VALUE.fullmatch(v) for k, v in headers.items())):
-        raise _BadEntry(f"headers among {', '.join(RESPONSE_HEADERS)}, one line each", repr(headers),
-                        "restore the entry from version control, or re-record it with --hub-update")
-    if not isinstance(entry.get("repo", ""), str):
-        raise _BadEntry("repo as the spec of the repo whose code made the request", repr(entry["repo"]),
-                        "re-record the entry")
-
-
 def _toml_key(key: str) -> str:
     return tomli_w.dumps({key: 0}).split(" = ")[0]
-
-
-def _is_http_url(value) -> bool:
-    return isinstance(value, str) and re.match(r"https?://[^/\s]+", value) is not None
 
 
 def _header_line(text: str, table: str, key: str) -> int:
