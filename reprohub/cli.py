@@ -282,7 +282,7 @@ def _fetch(args) -> int:
 
 def _bundle(args) -> int:
     from .lock.bundle import write_bundle
-    from .lock.hermetic import response_body_for_bundle
+    from .lock.beside import response_body_for_bundle
 
     locked = _LockedHub(args.lock)
     report = write_bundle(locked.lock, Path(args.folder), lambda spec, pin: locked.resolve(spec).path,

@@ -88,6 +88,14 @@ class CachePathError(ReprohubError, ValueError):
     """A name would resolve to a path outside the hub dir."""
 
 
+class ProjectPathError(ReprohubError, PermissionError):
+    """A path in the project that reprohub would write or delete leads out of it (a link a pull request made)."""
+
+
+class LocalDiskError(ReprohubError, OSError):
+    """A write on this machine failed (a full disk, an I/O error): a local failure, never the host's."""
+
+
 class CacheWriteError(ReprohubError, PermissionError):
     """The cache (hub dir or model_dir) cannot be written: read-only or not ours."""
 

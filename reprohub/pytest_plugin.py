@@ -52,7 +52,8 @@ from .golden.store import GoldenStore
 from .hub import Hub
 from .runtime import fence, network
 from .runtime.intercept import routed
-from .lock.hermetic import RequestAnswerer, prune_beside, write_beside
+from .lock.beside import prune_beside, write_beside
+from .lock.hermetic import RequestAnswerer
 from .lock.lockfile import Lockfile
 from .lock.session import LockSession
 

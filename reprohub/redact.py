@@ -30,9 +30,11 @@ from urllib.parse import urlsplit
 
 # Query parameters that sign a URL for a while (S3, GCS, Azure SAS, CloudFront): not part of what it names.
 SIGNING_PREFIXES = ("x-amz-", "x-goog-")
+# GitHub's release-assets host signs with an Azure SAS (sig, se, sp, ... and its response overrides rscd, rsct)
+# plus a ``jwt``; Hugging Face's CDN (CloudFront) with Expires, Policy, Signature, Key-Pair-Id.
 SIGNING_NAMES = frozenset({"signature", "expires", "awsaccesskeyid", "googleaccessid", "key-pair-id", "policy",
                            "sig", "se", "st", "sp", "sv", "sr", "spr", "srt", "ss", "skoid", "sktid", "skt", "ske",
-                           "sks", "skv", "sdd"})
+                           "sks", "skv", "sdd", "jwt", "rscd", "rsct", "rscc", "rsce", "rscl"})
 # query parameters that carry a secret outright
 SECRET_NAMES = frozenset({"token", "access_token", "api_key", "apikey", "key", "password", "secret", "auth",
                           "credential", "private_token", "client_secret", "refresh_token", "id_token",

@@ -365,26 +365,54 @@ def recorded_lock(tmp_path, server, *urls) -> Lockfile:
     return recorder.session.result()
 
 
-def test_a_body_damaged_in_the_cache_is_never_served_silently(server, tmp_path):
+def damage(place, at: int, data: bytes) -> None:
+    """Bit rot or a hostile hand: bytes replaced in place, same size, same mtime, so no record can tell."""
+    import os
+
+    stat = place.stat()
+    with open(place, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+    os.utime(place, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def _first_httpx_chunk(url: str) -> bytes:
+    import httpx
+
+    with httpx.stream("GET", url) as response:
+        return next(response.iter_bytes(9))
+
+
+@pytest.mark.parametrize("at", [0, 50000], ids=["first-bytes", "middle"])
+@pytest.mark.parametrize("client", ["urllib-readline", "requests-first-chunk", "httpx-first-chunk"])
+def test_a_body_damaged_in_the_cache_is_never_served_even_to_a_partial_reader(server, tmp_path, client, at):
     import os
     import urllib.request
 
-    from reprohub.errors import HashMismatchError
+    import requests
+
     from reprohub.runtime.network import answering
 
-    url = server.add_file("input.bin", b"input" * 20000)
+    body = b"line one\n" + b"input" * 20000  # over 64 KiB: no copy travels beside the lock
+    url = server.add_file("input.bin", body)
     lock = recorded_lock(tmp_path, server, url)
     place = tmp_path / "hub" / "reprohub" / "responses" / "sha256" / lock.requests[f"GET {url}"].sha256
-    stat = place.stat()
-    with open(place, "r+b") as f:  # bit rot: same size, same mtime, so no record can tell
-        f.seek(50000)
-        f.write(b"X")
-    os.utime(place, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    with answering(answerer_for(tmp_path, lock)), pytest.raises(HashMismatchError, match=url):
-        urllib.request.urlopen(url).read()
-    assert not place.exists()  # removed: the next request fetches it anew
-    with answering(answerer_for(tmp_path, lock)):
-        assert urllib.request.urlopen(url).read() == b"input" * 20000
+    read_prefix = {"urllib-readline": lambda: urllib.request.urlopen(url).readline(),
+                   "requests-first-chunk": lambda: next(requests.get(url, stream=True).iter_content(9)),
+                   "httpx-first-chunk": lambda: _first_httpx_chunk(url)}[client]
+    recorded = place.stat()
+    damage(place, at, b"LINE ONE!")
+    with answering(answerer_for(tmp_path, lock, offline=True)), pytest.raises(Exception) as caught:
+        read_prefix()  # offline: the damaged copy is not served, and there is no other
+    assert "fill the cache first" in str(caught.value)  # the OfflineError, as each client wraps it
+    assert not place.exists()  # removed: never served
+    place.write_bytes(body)  # the same damage again, for a check
+    os.utime(place, ns=(recorded.st_atime_ns, recorded.st_mtime_ns))
+    damage(place, at, b"LINE ONE!")
+    before = len(server.requests)
+    with answering(answerer_for(tmp_path, lock)):  # a check: fetched anew from the origin and verified
+        assert read_prefix()[:9] == b"line one\n"
+    assert len(server.requests) == before + 1 and place.read_bytes() == body  # the cache is whole again
 
 
 def test_offline_a_pinned_body_that_is_nowhere_is_an_offline_error_and_nothing_is_asked(server, tmp_path):

@@ -217,6 +217,10 @@ class CacheLayout:
             raise CachePathError("a sha256 as 64 lower-case hex digits", repr(sha256), "re-record the lock")
         return self.internal / "responses" / "sha256" / sha256
 
+    def response_binding(self, key: str) -> Path:
+        """Which cached body answers the request ``key`` (``"GET <url>"``): its digest, named by the key's sha256."""
+        return self.internal / "responses" / "requests" / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
     def repo_dir(self, source: str, repo: RepoRef, commit: str) -> Path:
         """The extracted tree of ``repo`` at ``commit``."""
         return self._repo_base(source, repo) / _checked_commit(commit)

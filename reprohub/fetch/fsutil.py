@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 
-from ..errors import CacheWriteError
+from ..errors import CacheWriteError, ProjectPathError
 
 log = logging.getLogger("reprohub")
 HASH_BLOCK = 1 << 20
@@ -144,6 +144,28 @@ def remove_tree(path: "str | os.PathLike[str]") -> None:
         path.unlink(missing_ok=True)
     elif path.exists():
         shutil.rmtree(path, ignore_errors=True)
+
+
+def inside_project(project: "str | os.PathLike[str]", path: "str | os.PathLike[str]", what: str) -> Path:
+    """``path`` if, with every link followed, it still lies inside the folder ``project``; else a
+    :class:`~reprohub.errors.ProjectPathError`.  For what reprohub writes or deletes in a project (goldens,
+    ``hub-responses/``): a folder committed as a link to ``../outside`` must not steer a prune there.  A link
+    that stays inside the project is followed as usual.
+
+    Example:
+        >>> import tempfile; root = Path(tempfile.mkdtemp()); (root / "out").mkdir()
+        >>> (root / "project").mkdir(); (root / "project" / "hub-responses").symlink_to("../out")
+        >>> inside_project(root / "project", root / "project" / "hub-responses", "hub-responses/")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        reprohub.errors.ProjectPathError: expected hub-responses/ inside the project ...
+    """
+    real, top = Path(path).resolve(), Path(project).resolve()
+    if real != top and top not in real.parents:
+        raise ProjectPathError(f"{what} inside the project {top}", f"a link to {real}",
+                               "nothing was written or deleted there; replace the link with a folder of the "
+                               "project (git rm it, then record again)")
+    return Path(path)
 
 
 def make_temp_dir_beside(path: "str | os.PathLike[str]") -> Path:

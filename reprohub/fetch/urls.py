@@ -54,16 +54,20 @@ def local_path(url: str) -> Path:
 def canonical_url(url: str) -> str:
     """``url`` without the query parameters that only sign it or carry a credential, so a presigned URL that
     changes on every request still names one cached file and one lock entry, and no token
-    (``private_token=``, ``access_token=``...) is written into a lock that is committed.
+    (``private_token=``, ``access_token=``...) is written into a lock that is committed; and without a
+    fragment, which no client sends (``#x`` must not make a redirect target look like another URL).
+    The names are :data:`reprohub.redact.SIGNING_NAMES` and ``SECRET_NAMES``.
 
     Example:
         >>> canonical_url("https://b.s3.amazonaws.com/w.pt?X-Amz-Signature=ab&X-Amz-Date=1&versionId=3")
         'https://b.s3.amazonaws.com/w.pt?versionId=3'
         >>> canonical_url("https://gitlab.example/w.pt?private_token=glpat-1&ref=v1")
         'https://gitlab.example/w.pt?ref=v1'
+        >>> canonical_url("https://release-assets.example/a/b?sp=r&sv=2018&se=2026&sig=x%3D&jwt=eyJ&rscd=a&filename=w.pt#x")
+        'https://release-assets.example/a/b?filename=w.pt'
     """
-    parts = urlsplit(url)
-    if "?" not in url:
+    if "?" not in url and "#" not in url:
         return url
+    parts = urlsplit(url)
     kept = [pair for pair in parts.query.split("&") if pair and not is_secret(pair.partition("=")[0])]
-    return parts._replace(query="&".join(kept)).geturl()
+    return parts._replace(query="&".join(kept), fragment="").geturl()

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ..fetch.fsutil import sha256_file
+from ..fetch.fsutil import inside_project, sha256_file
 from ..redact import printable
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
 from .engine import compare, effective_tolerance, flatten, load_golden, save_golden
@@ -124,7 +124,7 @@ class GoldenStore:
         """After a prune was written: delete the golden files (and text companions) of the entries dropped from
         ``before`` to ``after``, and say which.  Only files inside the golden folder are touched (a lock's
         ``file`` is text a pull request can edit)."""
-        root = self.root.resolve()
+        root = self._own_root().resolve()
         deleted = []
         for key, pin in sorted(before.goldens.items()):
             path = (self.lock_dir / pin.file).resolve()
@@ -242,7 +242,13 @@ class GoldenStore:
                                   f"{self._obtained(own, key, output, meta, obtained_dir)}",
                                   f"if the change is intended: {self.accept_command}")
 
+    def _own_root(self) -> Path:
+        """The golden folder, refused where it is a link out of the folder it stands in (committed by a pull
+        request: a prune would delete, and a recording write, files outside the project)."""
+        return inside_project(self.root.parent, self.root, f"the golden folder {self.root.name}/")
+
     def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str) -> str:
+        self._own_root()
         path.parent.mkdir(parents=True, exist_ok=True)
         data = save_golden(path, output, meta)
         write_companion(path)  # the text a hosted diff shows

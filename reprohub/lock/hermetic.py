@@ -56,8 +56,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import replace
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urljoin
@@ -65,37 +65,27 @@ from urllib.parse import urljoin
 import urllib3
 
 from ..cache.layout import CacheLayout
-from ..cache.bodies import adopt, known_body, store_stream
-from ..errors import DownloadError, LockMismatchError, OfflineError, ReprohubError
+from ..cache.bodies import adopt, bind, bound_body, store_stream, verified_body
+from ..errors import DownloadError, HashMismatchError, LocalDiskError, LockMismatchError, OfflineError
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import canonical_url
 from ..redact import printable
 from ..runtime.network import CHUNK, Reply, Request
-from .lockfile import RESPONSE_HEADERS, Lockfile, RequestPin, request_key
+from .entries import RESPONSE_HEADERS
+from .lockfile import Lockfile, RequestPin, request_key
+from .beside import beside_body
 from .mirror import MirrorSet
 from .session import LockSession
 
-BESIDE_FOLDER = "hub-responses"
-BESIDE_MAX = 64 << 10
 MAX_HOPS = 10  # redirects re-checked back from one fetch (clients stop at 20-30)
 ANSWERED_METHODS = ("GET", "HEAD")
 # request headers reprohub does not pass on when it fetches for the client: the connection's own, and a
 # range (the whole body is pinned and served)
+# range (the whole body is pinned and served) and a condition (the whole answer is pinned; the client's condition
+# is answered from the pin: a developer's warm client cache must not pin "304, 0 bytes")
 NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "content-length", "transfer-encoding", "te",
-                           "upgrade", "range", "if-range", "proxy-connection"})
-_SUFFIXES = (("application/json", ".json"), ("text/", ".txt"), ("image/jpeg", ".jpg"), ("image/png", ".png"),
-             ("application/x-yaml", ".yaml"))
-
-
-def beside_name(pin: RequestPin) -> str:
-    """The file name of a small body beside the lock: its digest, and a suffix from its type for review tools.
-
-    Example:
-        >>> beside_name(RequestPin("GET https://h/a", 200, "ab" * 32, 2, {"content-type": "application/json"}))[-8:]
-        'bab.json'
-    """
-    kind = pin.headers.get("content-type", "").split(";")[0].strip().lower()
-    return pin.sha256 + next((suffix for prefix, suffix in _SUFFIXES if kind.startswith(prefix)), "")
+                           "upgrade", "range", "if-range", "proxy-connection", "if-none-match", "if-modified-since",
+                           "if-match", "if-unmodified-since"})
 
 
 class RequestAnswerer:
@@ -111,12 +101,16 @@ class RequestAnswerer:
         self.session, self.layout, self.downloader = session, layout, downloader
         self.mirrors, self.running_spec, self.offline = mirrors, running_spec, offline
         self.unpinned_hosts = frozenset(h.strip().lower() for h in unpinned_hosts if h.strip())
-        self.beside = Path(session.lock_path).parent / BESIDE_FOLDER
+        self.lock_dir = Path(session.lock_path).parent
         self._steered: dict[str, RequestPin] = {}  # URL -> the replayed redirect pin that pointed the client there
+        self._signed: dict[str, str] = {}  # a redirect target as pinned -> as the origin just sent it (signed)
 
     # -- the Answerer protocol ------------------------------------------------------------------
 
     def answer(self, request: Request) -> Reply:
+        return not_modified(self._answer(request), request.headers)
+
+    def _answer(self, request: Request) -> Reply:
         url = canonical_url(request.url)
         key = request_key(request.method, url)
         if request.method not in ANSWERED_METHODS:
@@ -134,9 +128,9 @@ class RequestAnswerer:
         if pin is not None and not self.session.refresh:
             if pin.size == 0:  # a HEAD, a redirect: nothing to find
                 return self._replayed(pin, None, request.caller)
-            body = self._body_at_hand(pin, request.url)
+            body = self._body_at_hand(pin)
             if body is None and strict:
-                body = self._verified_from_origin(pin, request)
+                body = self._verified_from_origin(pin, request, self._steered)
             if body is not None:
                 return self._replayed(pin, body, request.caller)
         return self._recorded(key, request)
@@ -162,22 +156,24 @@ class RequestAnswerer:
 
     def body_for(self, pin: RequestPin) -> "Path | None":
         """The verified body of a pinned request, from wherever it is at hand, else from its origin (asked
-        without the client's headers: ``reprohub fetch`` fills the cache before ``--hub-offline``).
+        without the client's headers, through the origin's current redirects: ``reprohub fetch`` fills the
+        cache before ``--hub-offline``).
 
         Raises:
-            LockMismatchError: the origin now answers other bytes.
+            LockMismatchError: the origin now answers other bytes, or redirects elsewhere than pinned.
             OfflineError: offline, and no copy is at hand.
         """
         if not pin.size:
             return None
-        return self._body_at_hand(pin, pin.url) or self._verified_from_origin(pin, Request(pin.method, pin.url, {}))
+        return self._body_at_hand(pin) or self._verified_from_origin(
+            pin, Request(pin.method, pin.url, {}), steering(self.session.lock))
 
     # -- answers --------------------------------------------------------------------------------
 
     def _replayed(self, pin: RequestPin, body: "Path | None", caller: str) -> Reply:
         self.session.record_request(pin, caller)
-        if 300 <= pin.status < 400 and "location" in pin.headers:  # where the lock sends the client next
-            self._steered[canonical_url(urljoin(pin.url, pin.headers["location"]))] = pin
+        if is_redirect(pin):  # where the lock sends the client next
+            self._steered[redirect_target(pin)] = pin
         return Reply(pin.status, tuple(sorted(pin.headers.items())), body, pin.sha256, pin.size, pin.url,
                      evictable=body == self.layout.response_body(pin.sha256))
 
@@ -185,11 +181,18 @@ class RequestAnswerer:
         if self.offline:
             raise OfflineError(f"a recorded answer to {key}", "none in the lock or the cache (--hub-offline)",
                                "run once online with --hub-update, then review and commit the lock")
+        url = canonical_url(request.url)
+        live = self._signed.pop(url, None) or (self._live_url(url, request.caller, self._steered)
+                                               if url in self._steered else request.url)
         try:
-            pin, body = self._fetch(key, request)
+            pin, body = self._fetch(key, Request(request.method, live, request.headers, request.caller))
         except DownloadError as err:
             self.session.record_unreachable(key, f"HTTP {err.status}" if err.status else type(err).__name__)
             raise
+        if is_redirect(pin):  # pinned without its signature; the client is sent the signed URL's pinned name
+            target = urljoin(live, pin.headers["location"])
+            self._signed[canonical_url(target)] = target
+            pin = replace(pin, headers={**pin.headers, "location": canonical_url(target)})
         return self._replayed(replace(pin, repo=self.running_spec() or ""), body, request.caller)
 
     def _failed_as_recorded(self, key: str) -> Reply:
@@ -198,36 +201,50 @@ class RequestAnswerer:
         raise DownloadError(f"an answer to {key}", f"{error}, as when the lock was recorded (nothing was asked)",
                             "if the URL answers now, record it: " + self.session.record_hint())
 
-    def _verified_from_origin(self, pin: RequestPin, request: Request) -> "Path | None":
-        """A pinned body at hand nowhere: fetched again, and used only if it is the pinned one."""
+    def _verified_from_origin(self, pin: RequestPin, request: Request, steered: "dict[str, RequestPin]") -> Path:
+        """A pinned body at hand nowhere: fetched again, through the origin's current redirects, and used only if
+        it is the pinned one (pinned by content: a redirect target signed anew on every request is no change)."""
         if self.offline:
             raise OfflineError(f"the pinned answer to {pin.key} (sha256 {pin.sha256})",
                                "it in neither the cache, the lock's hub-responses/ folder nor a mirror",
                                "fill the cache first: run once online, or point REPROHUB_MIRROR at a bundle "
                                "(reprohub bundle)")
-        self._check_redirects_to(pin, request.caller)
-        fetched, body = self._fetch(pin.key, request)
-        if (fetched.sha256, fetched.status) != (pin.sha256, pin.status):
+        live = self._live_url(pin.url, request.caller, steered)
+        fetched, body = self._fetch(pin.key, Request(request.method, live, request.headers, request.caller))
+        if (fetched.sha256, fetched.size, fetched.status) != (pin.sha256, pin.size, pin.status) or body is None:
             self._fence(f"the pinned answer to {pin.key}: HTTP {pin.status}, sha256 {pin.sha256}",
                         request.caller, LockMismatchError,
                         "the host now serves other bytes; if that is intended, re-record them: "
                         + self.session.record_hint(),
                         found=f"HTTP {fetched.status}, sha256 {fetched.sha256}")
+        bind(self.layout, pin.key, pin.sha256)
         return body
 
-    def _check_redirects_to(self, pin: RequestPin, caller: str) -> None:
-        """Before a body is fetched from a URL the client reached through a replayed redirect, ask the origin
-        whether it redirects there (each hop back): a ``Location`` is text in the lock, and an edit of the lock
-        alone must not send CI to a host of the editor's choosing, even with a digest to match."""
-        target, hops = pin.url, 0
-        while (redirect := self._steered.get(target)) is not None and hops < MAX_HOPS:
-            fetched, _ = self._fetch(redirect.key, Request(redirect.method, redirect.url, {}))
-            now = canonical_url(urljoin(redirect.url, fetched.headers.get("location", "")))
-            if fetched.status != redirect.status or now != target:
-                self._fence(f"the redirect of {redirect.key} to {target}, as the lock replays it", caller,
-                            LockMismatchError, "restore hub.lock from version control, or re-record: "
-                            + self.session.record_hint(), found=f"HTTP {fetched.status} to {now} at the origin")
-            target, hops = redirect.url, hops + 1
+    def _live_url(self, url: str, caller: str, steered: "dict[str, RequestPin]") -> str:
+        """Where to fetch ``url`` from now: itself, or -- where replayed redirects led the client there -- the end
+        of the origin's *current* redirect chain, walked from the first URL the client asked.  Each hop must
+        still lead where the lock says (its target compared without signing parameters), and each is checked
+        before the host it names is asked: an edit of the lock alone cannot send CI to a host of the editor's
+        choosing, not through a fragment, not through a hop of its own.
+
+        Raises:
+            LockMismatchError: a redirect now answers otherwise, or leads elsewhere (nothing more is asked).
+        """
+        chain, target = [], url
+        while (redirect := steered.get(target)) is not None and len(chain) < MAX_HOPS:
+            chain.append(redirect)
+            target = redirect.url
+        live = target  # the client's own URL: the lock did not choose it
+        for redirect in reversed(chain):
+            fetched, _ = self._fetch(redirect.key, Request(redirect.method, live, {}))
+            now = urljoin(live, fetched.headers.get("location", ""))
+            if fetched.status != redirect.status or canonical_url(now) != redirect_target(redirect):
+                self._fence(f"the redirect of {redirect.key} to {redirect_target(redirect)}, as the lock replays it",
+                            caller, LockMismatchError, "restore hub.lock from version control, or re-record: "
+                            + self.session.record_hint(),
+                            found=f"HTTP {fetched.status} to {canonical_url(now)} at the origin")
+            live = now
+        return live
 
     def _fence(self, what: str, caller: str, error: type, fix: str, found: str = "") -> None:
         where = f" (asked at {caller})" if caller else ""
@@ -238,19 +255,30 @@ class RequestAnswerer:
 
     # -- bodies ---------------------------------------------------------------------------------
 
-    def _body_at_hand(self, pin: RequestPin, url: str) -> "Path | None":
-        """A pinned body from the cache, beside the lock or from a mirror; ``None`` when it is nowhere."""
-        cached = known_body(self.layout, pin.sha256)
-        beside = self.beside / beside_name(pin)
-        if cached is not None or beside.is_file():
-            return cached or beside
+    def _body_at_hand(self, pin: RequestPin) -> "Path | None":
+        """A pinned body from the cache (fetched for this request), beside the lock (under this request's name)
+        or from a mirror, verified whole before it is served; ``None`` when it is nowhere."""
+        cached = bound_body(self.layout, pin.key, pin.url, pin.sha256)
+        if cached is not None and verified_body(cached, pin.sha256, evict=True):
+            return cached
+        beside = beside_body(pin, self.lock_dir)
+        if beside is not None:
+            if not verified_body(beside, pin.sha256, evict=False):
+                raise HashMismatchError(f"the answer to {pin.key} beside the lock (sha256 {pin.sha256})",
+                                        f"other bytes in {beside}", "restore the file from version control, or "
+                                        "re-record: " + self.session.record_hint())
+            return beside
         place = self.layout.response_body(pin.sha256)
         got = self.mirrors.fetch_artifact(pin.sha256, place, sync=False) if self.mirrors else None
-        return adopt(Downloaded(url, place, got.sha256, got.size)) if got is not None else None
+        if got is None:
+            return None
+        bind(self.layout, pin.key, pin.sha256)
+        return adopt(Downloaded(pin.url, place, got.sha256, got.size))
 
     def _fetch(self, key: str, request: Request) -> "tuple[RequestPin, Path | None]":
-        """Ask the origin as the client would have (its headers, no redirect followed) and stream the body into
-        the cache, hashed in flight."""
+        """Ask the origin as the client would have (its headers less the conditional ones, no redirect followed)
+        and stream the body into the cache, hashed in flight (a redirect's body is not kept: it names the
+        signed URL).  A write that fails on this machine fails the test as a local failure, never the URL's."""
         headers = {name: None for name in self.downloader.session.headers}  # not requests' defaults: the client's
         headers.update({k: v for k, v in request.headers.items() if k not in NOT_FORWARDED})
         # retried as reprohub's own downloads are: a host restarting for a second is no unreachable URL
@@ -260,76 +288,65 @@ class RequestAnswerer:
                 answer = {k.lower(): v for k, v in response.headers.items() if k.lower() in RESPONSE_HEADERS}
                 if request.method == "GET":
                     answer.pop("content-length", None)  # the body's size is pinned; its length is sent anew
+                keep = request.method == "GET" and not 300 <= response.status_code < 400
                 total = int(response.headers.get("content-length") or 0)
                 stored = store_stream(self.layout, response.raw.stream(CHUNK, decode_content=False), request.url,
-                                      total) if request.method == "GET" else None
+                                      total) if keep else None
                 digest, size = (stored.sha256, stored.size) if stored else (hashlib.sha256().hexdigest(), 0)
+        except LocalDiskError as err:
+            self._fence(f"a local failure while recording the answer to {key}", request.caller, LocalDiskError,
+                        err.fix, found=err.found)
         except (OSError, urllib3.exceptions.HTTPError) as err:  # the body broke off (requests' errors are OSErrors)
             raise DownloadError(f"the body of the answer to {key}", f"{type(err).__name__}: {err}",
                                 "check the network and the host; nothing was recorded") from err
+        if size:
+            bind(self.layout, key, digest)
         body = self.layout.response_body(digest) if size else None
         return RequestPin(key, response.status_code, digest, size, answer), body
 
 
-def response_body_at_hand(pin: RequestPin, layout: CacheLayout, lock_dir: "str | os.PathLike[str]") -> "Path | None":
-    """The file holding a pinned request's body on this machine, unverified: in the cache, else beside the lock
-    (``None`` where neither has it, or the body is empty)."""
-    if not pin.size:
-        return None
-    for place in (layout.response_body(pin.sha256), Path(lock_dir) / BESIDE_FOLDER / beside_name(pin)):
-        if place.is_file():
-            return place
-    return None
+def is_redirect(pin: RequestPin) -> bool:
+    """Whether a pinned answer sends the client on to another URL."""
+    return 300 <= pin.status < 400 and "location" in pin.headers
 
 
-def response_body_for_bundle(pin: RequestPin, layout: CacheLayout, lock_path: str) -> Path:
-    """The file of a pinned request's body for ``reprohub bundle`` (verified as it is copied).
-
-    Raises:
-        ReprohubError: neither the cache nor the lock's folder has it.
-    """
-    path = response_body_at_hand(pin, layout, Path(lock_path).resolve().parent)
-    if path is None:
-        raise ReprohubError(f"the body of {pin.key} (sha256 {pin.sha256}) in the cache or beside the lock",
-                            "neither has it", f"run the locked tests once on this machine (pytest --hub-lock "
-                            f"{lock_path}), then bundle again")
-    return path
+def redirect_target(pin: RequestPin) -> str:
+    """The canonical URL a pinned redirect sends the client to (no fragment, no signing parameter)."""
+    return canonical_url(urljoin(pin.url, pin.headers["location"]))
 
 
-def _wanted_beside(lock: Lockfile) -> dict[str, RequestPin]:
-    """The files ``hub-responses/`` should hold for ``lock``: each small body (at most BESIDE_MAX bytes) by name."""
-    return {beside_name(pin): pin for pin in lock.requests.values() if 0 < pin.size <= BESIDE_MAX}
+def steering(lock: Lockfile) -> "dict[str, RequestPin]":
+    """Each redirect target of ``lock`` -> the pinned redirect that leads there (``reprohub fetch`` walks them from
+    the first URL, as a client did)."""
+    return {redirect_target(pin): pin for pin in lock.requests.values() if is_redirect(pin)}
 
 
-def write_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]", layout: CacheLayout) -> list[str]:
-    """Copy each small pinned body from the cache into ``hub-responses/`` beside the lock, where a check on a
-    fresh machine replays it.  Returns what it wrote, as report lines.
+CONDITIONS = ("if-none-match", "if-modified-since")
+
+
+def not_modified(reply: Reply, headers: dict) -> Reply:
+    """``reply``, or ``304 Not Modified`` where the client's own condition holds for it: its cache has the pinned
+    body (``If-None-Match`` names the pinned ``ETag``, or ``If-Modified-Since`` is not before ``Last-Modified``).
 
     Example:
-        >>> write_beside(Lockfile(), tmp + "/hub.lock", CacheLayout(tmp + "/hub"))
-        []
+        >>> pinned = Reply(200, (("etag", '"v1"'),), None, "0" * 64, 0)
+        >>> not_modified(pinned, {"if-none-match": 'W/"v0", "v1"'}).status, not_modified(pinned, {}).status
+        (304, 200)
     """
-    folder = Path(lock_path).parent / BESIDE_FOLDER
-    lines = []
-    for name, pin in sorted(_wanted_beside(lock).items()):
-        target = folder / name
-        if target.is_file():
-            continue
-        known = known_body(layout, pin.sha256)
-        if known is None:
-            lines.append(f"  warning: the body of {pin.key} is not in this cache; {target} was not written")
-            continue
-        folder.mkdir(exist_ok=True)
-        Downloader(offline=True).fetch(known.as_uri(), target, expected_sha256=pin.sha256, progress=False)
-        lines.append(f"  wrote {folder.name}/{name} ({pin.size} bytes, the answer to {pin.key})")
-    return lines
-
-
-def prune_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]") -> list[str]:
-    """Delete the files of ``hub-responses/`` that no pin of ``lock`` names (after a prune was written)."""
-    folder = Path(lock_path).parent / BESIDE_FOLDER
-    wanted = _wanted_beside(lock)
-    stale = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in wanted) if folder.is_dir() else []
-    for path in stale:
-        path.unlink()
-    return [f"  pruned {folder.name}/{path.name}" for path in stale]
+    if reply.status != 200 or not any(name in headers for name in CONDITIONS):
+        return reply
+    pinned = dict(reply.headers)
+    if "if-none-match" in headers:
+        tags = {tag.strip().removeprefix("W/") for tag in headers["if-none-match"].split(",")}
+        etag = pinned.get("etag", "").removeprefix("W/")
+        modified = not (etag and (etag in tags or "*" in tags))
+    else:
+        try:
+            modified = parsedate_to_datetime(pinned["last-modified"]) > parsedate_to_datetime(
+                headers["if-modified-since"])
+        except (KeyError, TypeError, ValueError):
+            modified = True
+    if modified:
+        return reply
+    kept = tuple((n, v) for n, v in reply.headers if n in ("etag", "last-modified"))
+    return Reply(304, kept, None, url=reply.url)

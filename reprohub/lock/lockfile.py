@@ -57,7 +57,7 @@ from ..cache.layout import CacheLayout, get_dir
 from ..errors import LockfileError
 from ..fetch.fsutil import atomic_write_bytes
 from ..fetch.locks import file_lock
-from .entries import RESPONSE_HEADERS, BadEntry, entry as _entry
+from .entries import BadEntry, entry as _entry
 
 try:  # tomli's wheels are compiled (mypyc): a lock of 100,000 entries parses in 1.6 s instead of 3.6 s
     import tomli as tomllib

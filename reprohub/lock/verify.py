@@ -13,7 +13,7 @@ from pathlib import Path
 from ..fetch.archive import extra_files, tree_digest
 from ..fetch.fsutil import sha256_file
 from .bundle import check_bundle
-from .hermetic import response_body_at_hand
+from .beside import response_body_at_hand
 from .lockfile import Lockfile
 from ..cache.layout import CacheLayout, tree_paths
 from ..refs import RepoRef, parse_ref
