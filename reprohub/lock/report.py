@@ -70,7 +70,7 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
     for key, summary in sorted(session.accepted.items()):
         lines.append(f"accepted golden {key}: {summary}")
     for conflict in session.conflicts:
-        lines.append(f"  ERROR: {conflict}; give each check its own key=")
+        lines.append(f"  ERROR: {conflict}")
     if deselected:
         if any(unused.values()):
             lines.append(f"  ({deselected} tests were deselected: unused entries are reported for full runs only)")

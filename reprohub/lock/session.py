@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 from urllib.parse import urlsplit
 
 from .. import settings
@@ -63,6 +64,41 @@ def _host_port(url: str) -> "tuple[str, int | None]":
         return parts.hostname or "", parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     except ValueError:  # a port that is no number
         return "", None
+
+
+THREAD_TEST = "_reprohub_test"  # on a thread: the test that started it (attribute_threads)
+_thread_start = threading.Thread.start
+
+
+def attribute_threads(current_test: "Callable[[], str | None] | None") -> None:
+    """While ``current_test`` is set, each thread started is stamped with the test that started it (directly or
+    through threads of its own), so what it asks later -- during another test, after its own ended -- is
+    attributed to that test; ``None`` stops stamping.
+
+    Example:
+        >>> attribute_threads(lambda: "test_a.py::test_a")
+        >>> t = threading.Thread(target=lambda: None); t.start(); t.join(); attribute_threads(None)
+        >>> getattr(t, THREAD_TEST)
+        'test_a.py::test_a'
+    """
+    if current_test is None:
+        threading.Thread.start = _thread_start
+        return
+
+    def start(thread: threading.Thread) -> None:
+        if getattr(thread, THREAD_TEST, None) is None:
+            setattr(thread, THREAD_TEST, getattr(threading.current_thread(), THREAD_TEST, None) or current_test())
+        _thread_start(thread)
+
+    threading.Thread.start = start
+
+
+def _answer_of(pin: RequestPin) -> tuple:
+    return pin.status, pin.sha256, pin.size, sorted(pin.headers.items())
+
+
+def _answer_text(pin: RequestPin) -> str:
+    return f"HTTP {pin.status}, {pin.size} bytes, sha256 {pin.sha256[:12]}"
 
 
 @dataclass
@@ -167,10 +203,22 @@ class LockSession:
         if not self._strict:
             self._note("unreachable", key, UnreachablePin(key, error))
 
-    def fence(self, what: str) -> None:
-        """Keep a refusal for the current test, which then fails even if repo code caught the exception."""
+    def refused_outside_tests(self) -> list[str]:
+        """The refusals no test took (see :meth:`fence`), as conflicts that fail the session; taken once."""
         with self._lock:
-            self.fenced.setdefault(self.current_test or "", []).append(what)
+            left, self.fenced = self.fenced, {}
+        return [f"reprohub refused {what}, " + (f"asked by a thread that {test} started, after that test's report"
+                                                if test else "asked outside any test")
+                for test, refused in sorted(left.items()) for what in dict.fromkeys(refused)]
+
+    def fence(self, what: str) -> None:
+        """Keep a refusal for the test it belongs to -- the one that started the thread asking (a thread is
+        stamped by :func:`attribute_threads`), else the current one -- which then fails even if repo code caught
+        the exception.  One no test can take (between tests, after the last, from a thread whose test ended) is
+        left in ``fenced`` and fails the session."""
+        test = getattr(threading.current_thread(), THREAD_TEST, None) or self.current_test or ""
+        with self._lock:
+            self.fenced.setdefault(test, []).append(what)
 
     def record_hint(self) -> str:
         return f"record it: pytest --hub-lock {self.lock_path} --hub-update (then review the diff of the lock)"
@@ -234,7 +282,7 @@ class LockSession:
         first = self.golden_writers.setdefault(key, (test, digest))
         if first[0] != test and first[1] != digest:
             text = f"{first[0]} and {test} wrote different outputs"
-            self.conflicts.append(f"golden {key}: {text}")
+            self.conflicts.append(f"golden {key}: {text}; give each check its own key=")
             return text
         return None
 
@@ -311,6 +359,7 @@ class LockSession:
             "notes": self.notes,
             "reviews": self.reviews,
             "callers": {k: sorted(v) for k, v in self.callers.items()},
+            "fenced": self.fenced,  # what no test of the worker took: the session fails for it
         }
 
     def absorb(self, data: dict) -> None:
@@ -321,6 +370,10 @@ class LockSession:
                     pin, known = kind(**entry), getattr(self.recorded, table).get(entry[key_field])
                     if table == "repos" and known is not None and known.commit == pin.commit:
                         pin = replace(pin, artifacts=known.artifacts + pin.artifacts)  # what each worker saw
+                    if table == "requests" and known is not None and _answer_of(known) != _answer_of(pin):
+                        self.conflicts.append(f"request {pin.key}: two workers got different answers "
+                                              f"({_answer_text(known)} and {_answer_text(pin)}); record it without "
+                                              "-n, or make the answer stable")
                     getattr(self.recorded, table)[entry[key_field]] = pin
                 for key, tests in data["usage"][table].items():
                     self.usage[table].setdefault(key, set()).update(tests)
@@ -331,6 +384,8 @@ class LockSession:
             self.accepted.update(data["accepted"])
             self.notes.update(data.get("notes", {}))
             self.reviews.update(data.get("reviews", {}))
+            for test, refused in data.get("fenced", {}).items():
+                self.fenced.setdefault(test, []).extend(refused)
             for key, callers in data.get("callers", {}).items():
                 self.callers.setdefault(key, set()).update(callers)
             for key, (test, digest) in data["golden_writers"].items():

@@ -19,7 +19,7 @@ from ..runtime.intercept import routed
 from ..lock.beside import prune_beside, write_beside
 from ..lock.hermetic import RequestAnswerer
 from ..lock.lockfile import Lockfile
-from ..lock.session import LockSession
+from ..lock.session import LockSession, attribute_threads
 from .finish import LockWriting
 from .reports import SummaryHooks, fail_for, redact_report, short_report
 
@@ -52,8 +52,8 @@ class HubPlugin(LockWriting, SummaryHooks):
         self._hub: Hub | None = None
         self.hermetic = self.session is not None and config.getini("hub_hermetic")
         self._answerer = None
-        if self.hermetic:  # once a session; each test only sets its answerer
-            network.install()
+        self._answering: "contextlib.AbstractContextManager | None" = None
+        if self.hermetic:
             fence.install_hook()
 
     def _lock_session(self) -> LockSession | None:
@@ -136,10 +136,18 @@ class HubPlugin(LockWriting, SummaryHooks):
             yield
             return
         self.session.current_test = item.nodeid
-        answering = network.answering(self.answerer) if self.hermetic else contextlib.nullcontext()
-        with default_hub_override(self.hub), routed(self.hub, import_torch=False), answering:
+        with default_hub_override(self.hub), routed(self.hub, import_torch=False):
             yield
         self.session.current_test = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Requests are answered for the whole session, not only during tests: a thread a test started may ask
+        between tests or after the last one (fenced all the same, and attributed to the test that started it)."""
+        if self.hermetic:
+            self._answering = network.answering(self.answerer)
+            self._answering.__enter__()
+            attribute_threads(lambda: self.session.current_test)
 
     @property
     def answerer(self) -> RequestAnswerer:
@@ -152,8 +160,10 @@ class HubPlugin(LockWriting, SummaryHooks):
         return self._answerer
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self.hermetic:
-            network.uninstall()
+        if self._answering is not None:
+            attribute_threads(None)
+            self._answering.__exit__(None, None, None)
+            self._answering = None
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -163,7 +173,7 @@ class HubPlugin(LockWriting, SummaryHooks):
         error = call.excinfo.value if call.excinfo is not None else None
         if report.failed and isinstance(error, ReprohubError):
             report.longrepr = short_report(item, call.excinfo)
-        if report.when == "call" and self.session is not None and item.nodeid in self.session.fenced:
+        if report.when in ("call", "teardown") and self.session is not None and item.nodeid in self.session.fenced:
             fail_for(report, self.session.fenced.pop(item.nodeid))  # refused, even where repo code caught it
         if report.failed:
             redact_report(report)
@@ -191,6 +201,7 @@ class HubPlugin(LockWriting, SummaryHooks):
             self.config.workeroutput[WORKER_KEY] = {"session": self.session.export(), "deselected": self.deselected}
             return
         failed = sum(1 for outcome in self.outcomes.values() if outcome == "failed")
+        self.session.conflicts += self.session.refused_outside_tests()
         if self.session.conflicts and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.update and failed == 0 and not self.session.conflicts and session.exitstatus == 0:
