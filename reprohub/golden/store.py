@@ -248,7 +248,7 @@ class GoldenStore:
         return inside_project(self.root.parent, self.root, f"the golden folder {self.root.name}/")
 
     def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str) -> str:
-        self._own_root()
+        self._own_root()  # before the first byte is written
         path.parent.mkdir(parents=True, exist_ok=True)
         data = save_golden(path, output, meta)
         write_companion(path)  # the text a hosted diff shows
@@ -261,6 +261,8 @@ class GoldenStore:
         """Pin the golden in the session; ``env``: the environment it was recorded in now (else the lock's stands)."""
         if self.session is None:
             return
+        if self.writes:  # what a recording pins and writes stays inside the project
+            self._own_root()
         if env is not None:
             env_id = environment_id(env)
             self.session.record_environment(EnvironmentPin(env_id, env))
