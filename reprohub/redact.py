@@ -9,6 +9,8 @@ Query values are masked by the parameter's *name* wherever a query appears, with
 scheme in front: urllib3 writes ``Max retries exceeded with url: /w.pth?X-Amz-Signature=...``.
 Names compare case-insensitively, with ``-`` and ``_`` alike (``api-key`` is ``api_key``).
 
+**Many lines of one kind** are cut to :data:`MAX_LINES_PER_KIND` and a count (:func:`capped`).
+
 **Terminal controls.** Text read from a lock or a golden file is the author's (or an attacker's)
 text: :func:`printable` escapes every control and format character in it, so an escape sequence
 cannot retitle or clear the terminal and a newline cannot forge a line of output.
@@ -162,3 +164,19 @@ def install() -> None:
     logger = logging.getLogger("reprohub")
     if not any(isinstance(f, RedactingFilter) for f in logger.filters):
         logger.addFilter(RedactingFilter())
+
+
+MAX_LINES_PER_KIND = 50  # per-entry lines of one kind (new, unused...) shown before the rest is counted
+
+
+def capped(lines: list[str], what: str, limit: int = MAX_LINES_PER_KIND) -> list[str]:
+    """``lines``, or the first ``limit`` of them and one line counting the rest: a lock of 100,000 requests
+    must not print 100,000 warnings.
+
+    Example:
+        >>> capped([f"  unused request {n}" for n in range(5)], "unused requests", limit=2)
+        ['  unused request 0', '  unused request 1', '  ... and 3 more unused requests']
+    """
+    if len(lines) <= limit:
+        return lines
+    return lines[:limit] + [f"  ... and {len(lines) - limit} more {what}"]

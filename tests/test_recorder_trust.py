@@ -377,3 +377,19 @@ def test_a_thread_s_request_during_another_test_fails_the_session_naming_the_tes
                                      "thread that test_late.py::test_starts_a_thread started, after that test's report"])
     assert len(server.requests) == before  # never sent
 
+
+
+# -- a large lock: repeated messages are counted, not printed 100,000 times ---------------------------
+
+def test_a_lock_of_many_requests_prints_a_bounded_summary(pytester):
+    lock = Lockfile(requests={f"GET https://h.example/f{n}.json": RequestPin(
+        f"GET https://h.example/f{n}.json", 200, f"{n:064x}", 10, {"content-type": "application/json"})
+        for n in range(300)})
+    lock.write(pytester.path / "hub.lock")
+    pytester.makepyfile(test_nothing="def test_nothing(hub):\n    pass\n")
+    for mode in ([], ["--hub-update"]):  # check: one unused warning each; update: one "not written" each too
+        result = run_locked(pytester, *mode)
+        text = result.stdout.str()
+        assert text.count("warning: unused request") == 50 and "  ... and 250 more unused requests" in text
+        assert len(result.stdout.lines) < 200
+    assert text.count("was not written") == 50 and "  ... and 250 more bodies not in this cache" in text

@@ -33,6 +33,7 @@ from ..cache.layout import CacheLayout
 from ..errors import ProjectPathError, ReprohubError
 from ..fetch.download import Downloader
 from ..fetch.fsutil import inside_project
+from ..redact import capped
 from .lockfile import Lockfile, RequestPin
 
 BESIDE_FOLDER = "hub-responses"
@@ -113,19 +114,19 @@ def write_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]", layout: Ca
         []
     """
     folder = beside_folder(lock_path)
-    lines = []
+    wrote, missing = [], []
     for name, pin in sorted(_wanted_beside(lock).items()):
         target = folder / name
         if target.is_file():
             continue
         known = known_body(layout, pin.sha256)
         if known is None:
-            lines.append(f"  warning: the body of {pin.key} is not in this cache; {target} was not written")
+            missing.append(f"  warning: the body of {pin.key} is not in this cache; {target} was not written")
             continue
         folder.mkdir(exist_ok=True)
         Downloader(offline=True).fetch(known.as_uri(), target, expected_sha256=pin.sha256, progress=False)
-        lines.append(f"  wrote {folder.name}/{name} ({pin.size} bytes, the answer to {pin.key})")
-    return lines
+        wrote.append(f"  wrote {folder.name}/{name} ({pin.size} bytes, the answer to {pin.key})")
+    return capped(wrote, f"files written into {BESIDE_FOLDER}/") + capped(missing, "bodies not in this cache")
 
 
 def prune_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]") -> list[str]:
@@ -139,4 +140,4 @@ def prune_beside(lock: Lockfile, lock_path: "str | os.PathLike[str]") -> list[st
     stale = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in wanted) if folder.is_dir() else []
     for path in stale:
         path.unlink()
-    return [f"  pruned {folder.name}/{path.name}" for path in stale]
+    return capped([f"  pruned {folder.name}/{path.name}" for path in stale], f"files pruned from {BESIDE_FOLDER}/")

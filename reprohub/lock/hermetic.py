@@ -23,17 +23,23 @@ Failing the test does not rest on the exception reaching it: repo code often cat
 and the plugin fails the test when it ends.
 
 **What an edit of the lock alone can do.**  A body is always checked against its digest, and comes
-from the cache, the project's ``hub-responses/`` (a folder a pull request shows), a mirror the CI
-names, or the URL's origin; so a changed digest only makes a check fail.  Status and headers are
-replayed as the lock has them, and a redirect's ``Location`` decides the next URL: before a body is
-fetched from the origin of a URL the client reached through replayed redirects, each redirect is
-asked again at its origin and must point there still (a pull request that points a redirect at its
-own host, and pins that host's bytes, is refused before the host is asked).  A request whose fetch failed while recording (a test
+from the cache (only for a request it was fetched for), the project's ``hub-responses/`` (a folder a
+pull request shows; a file only for the request its name carries), a mirror the CI names, or the URL's
+origin; so a changed digest only makes a check fail, and cannot swap in another stored answer.
+Status and headers are replayed as the lock has them, and a redirect's ``Location`` decides the next
+URL: before a body is fetched from the origin of a URL the client reached through replayed redirects,
+the chain is walked again from the client's own URL, hop by hop, each hop checked at its origin before
+the host it names is asked (a pull request that points a redirect at its own host -- with a fragment,
+or through a hop of its own -- and pins that host's bytes, is refused before that host is asked).
+
+**Pinned by content, not by URL.**  A redirect's target is pinned without signing parameters (a CDN
+signs it anew on every request), and the body is fetched from the target the origin sends *now*: a
+signature that expired is no change; another host, or other bytes, is.  A request whose fetch failed while recording (a test
 that passed without it) is pinned as unreachable and fails the same way in a check, without a request.
 
 **Answers that change on every request.**  GitHub's release JSON carries download counts: fetched
 again, its digest would differ on every fresh machine.  So bodies of at most :data:`BESIDE_MAX`
-bytes travel with the project, beside the lock in ``hub-responses/<sha256>[.json|.txt|...]``
+bytes travel with the project, beside the lock in ``hub-responses/`` (:mod:`reprohub.lock.beside`)
 (reviewable in a pull request: they are input to repo code, review them like the lock), and a check
 replays them from there; larger bodies (weights) are fetched and verified.
 

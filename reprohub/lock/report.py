@@ -11,6 +11,7 @@ Example output::
 from __future__ import annotations
 
 from ..cache.layout import CacheLayout
+from ..redact import capped
 from .lockfile import OPTIONAL_TABLES, SINGULAR, TABLES
 from .session import LockSession
 from .verify import cached_tree, changed_files
@@ -48,16 +49,9 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
                     f"{len(unused[table])} not reached" if failed else f"{len(unused[table])} unused")
         failures = f", {len(failed_here)} failed" if failed_here else ""
         lines.append(f"{table}: {checked} checked{failures}, {len(new)} recorded, {len(changed)} changed, {not_used}")
-    for change in changes:
-        asked = _asked_at(session, change)
-        if change.old is None:
-            note = f": {change.new['error']} (check runs expect the same failure)" if change.table == "unreachable" else ""
-            if change.table == "requests":
-                note = f": HTTP {change.new['status']}, {change.new['size']} bytes"
-            lines.append(f"  new {SINGULAR[change.table]} {change.key}{note}{asked}")
-        else:
-            diff = ", ".join(f"{k} {change.old[k]} -> {change.new[k]}" for k in change.new if change.old.get(k) != change.new[k])
-            lines.append(f"  changed {SINGULAR[change.table]} {change.key}: {diff}{asked}")
+    for table in TABLES:
+        lines += capped([_change_line(session, c) for c in changes if c.table == table],
+                        f"new or changed {table} (the lock's diff shows them all)")
     if refresh:
         lines.extend(_refresh_lines(session, outcomes, layout))
     for key, note in sorted(session.notes.items()):
@@ -75,17 +69,28 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         if any(unused.values()):
             lines.append(f"  ({deselected} tests were deselected: unused entries are reported for full runs only)")
     else:
+        word = "ERROR" if strict_unused else "warning"
         for table in TABLES:
-            for key in unused[table]:
-                if failed:  # a failing test may have stopped before it asked for the entry
-                    lines.append(f"  not reached: {SINGULAR[table]} {key} (a test failed first; unused entries "
-                                 "are judged on green runs)")
-                    continue
-                word = "ERROR" if strict_unused else "warning"
-                lines.append(f"  {word}: unused {SINGULAR[table]} {key} (no test of this run asked for it; "
-                             "drop such entries with --hub-update --hub-prune)")
+            if failed:  # a failing test may have stopped before it asked for the entry
+                lines += capped([f"  not reached: {SINGULAR[table]} {key} (a test failed first; unused entries are "
+                                 "judged on green runs)" for key in unused[table]], f"{table} not reached")
+            else:
+                lines += capped([f"  {word}: unused {SINGULAR[table]} {key} (no test of this run asked for it; drop "
+                                 "such entries with --hub-update --hub-prune)" for key in unused[table]],
+                                f"unused {table}")
     lines.append(_lock_line(session, written, update, refresh, outcomes, write_error))
     return lines
+
+
+def _change_line(session: LockSession, change) -> str:
+    asked = _asked_at(session, change)
+    if change.old is None:
+        note = f": {change.new['error']} (check runs expect the same failure)" if change.table == "unreachable" else ""
+        if change.table == "requests":
+            note = f": HTTP {change.new['status']}, {change.new['size']} bytes"
+        return f"  new {SINGULAR[change.table]} {change.key}{note}{asked}"
+    diff = ", ".join(f"{k} {change.old[k]} -> {change.new[k]}" for k in change.new if change.old.get(k) != change.new[k])
+    return f"  changed {SINGULAR[change.table]} {change.key}: {diff}{asked}"
 
 
 def _asked_at(session: LockSession, change) -> str:
