@@ -23,10 +23,10 @@ from typing import Any, Iterator
 
 from .cache.layout import check_file_name, file_name_from_url
 from .cache.prefetch import Prefetch
-from .cache.store import adopt_torch_hub_file, cached_digest
+from .cache.store import adopt_torch_hub_file, cached_digest, write_sidecar
 from .errors import DownloadError, ReprohubError, pinned_hint
 from .fetch.download import Downloaded
-from .fetch.locks import file_lock
+from .fetch.locks import file_lock, lock_path
 from .fetch.urls import canonical_url
 from .lock.bundle import INDEX as BUNDLE_INDEX
 from .lock.record import ArtifactFailure, ArtifactUse
@@ -64,8 +64,25 @@ class ArtifactMethods:
                 got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
                                             expected_sha256=expected, sync=durable, resumable=True)
         fetched_by = self._fetching_for[-1] if self._fetching_for else None  # what a locked load prefetches
+        if self.pins is not None:
+            self._keep_in_cache(url, got)
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size, fetched_by))
         return got
+
+    def _keep_in_cache(self, url: str, got: Downloaded) -> None:
+        """Under a lock: a verified copy of a file downloaded to the caller's path in the cache's own place for
+        ``url`` too, so a recording leaves the cache as ``reprohub verify`` checks it and a fresh copy of ``dst``
+        comes from there (the caller's file is theirs: a repo may change it)."""
+        try:
+            place = self._cache_place(url, check_file_name(file_name_from_url(url)))
+            known = cached_digest(place, url)
+        except ReprohubError:  # a URL whose name cannot be a cache file, or a place another URL holds
+            return
+        if known is None or known.sha256 != got.sha256:
+            with file_lock(lock_path(place), f"caching {url}"):
+                copied = self.downloader.fetch(got.path.as_uri(), place, expected_sha256=got.sha256, progress=False,
+                                               sync=False)
+                write_sidecar(Downloaded(canonical_url(url), copied.path, copied.sha256, copied.size), unflushed=True)
 
     def _pinned_copy(self, url: str, expected: str, dst: Path, durable: bool) -> Downloaded | None:
         """A pinned file a locked load prefetched into the cache's own place for ``url``, copied to ``dst``

@@ -57,6 +57,7 @@ ATEN_CPU_CAPABILITY = "ATEN_CPU_CAPABILITY"
 CUBLAS_WORKSPACE_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
 NVIDIA_TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+HF_HUB_DISABLE_XET = "HF_HUB_DISABLE_XET"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -89,6 +90,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(NVIDIA_TF32_OVERRIDE, "NVIDIA's: 0 turns TF32 off in every library; recorded"),
     Variable(GITHUB_STEP_SUMMARY, "GitHub Actions': the job summary file; the pytest plugin appends a Markdown "
                                   "summary of golden failures and changes to it"),
+    Variable(HF_HUB_DISABLE_XET, "huggingface_hub's: a locked run sets it to 1 unless set, so downloads go over "
+                                 "HTTP, which reprohub pins (Xet's native sockets escape every patch)"),
 )}
 
 
@@ -116,6 +119,16 @@ def proxies_or_netrc() -> bool:
         return True
     netrc = read(NETRC)
     return any(os.path.exists(os.path.expanduser(p)) for p in ([netrc] if netrc else ["~/.netrc", "~/_netrc"]))
+
+
+def set_default(name: str, value: str) -> bool:
+    """Set a declared variable for this process (and its children) unless it is set; whether it was set now."""
+    if name not in VARIABLES:
+        raise KeyError(f"{name} is not a declared reprohub setting")
+    if read(name) is not None:
+        return False
+    os.environ[name] = value
+    return True
 
 
 def read_flag(name: str) -> bool:

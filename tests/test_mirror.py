@@ -153,6 +153,17 @@ def test_mirror_that_answers_html_is_an_error_not_a_cache_entry(locked, static, 
         load_output(hub)
 
 
+def empty_bundle(tmp_path):
+    """A bundle of a lock that pins nothing: a bundle folder that lacks every item."""
+    from reprohub.lock.bundle import bundle_index
+    from reprohub.lock.mirror import INDEX
+
+    folder = tmp_path / "empty"
+    folder.mkdir(exist_ok=True)
+    (folder / INDEX).write_bytes(bundle_index(Lockfile()))
+    return folder
+
+
 def test_missing_items_fall_through_to_the_next_mirror_then_the_origin(locked, server, tmp_path):
     lock = Lockfile.read(locked["lock"])
     art = next(iter(lock.artifacts.values()))
@@ -161,7 +172,7 @@ def test_missing_items_fall_through_to_the_next_mirror_then_the_origin(locked, s
     (partial / artifact_item(art.sha256)).unlink()
     (partial / "notes.txt").write_text("extra files are ignored")
     before = len(server.requests)
-    hub = cold_hub(tmp_path, "two", [str(tmp_path / "empty"), str(partial), str(locked["bundle"])], locked)
+    hub = cold_hub(tmp_path, "two", [str(empty_bundle(tmp_path)), str(partial), str(locked["bundle"])], locked)
     assert torch.equal(load_output(hub), locked["expected"])
     assert len(server.requests) == before  # the third mirror had the artifact
     hub = cold_hub(tmp_path, "origin", [str(partial)], locked)
@@ -181,7 +192,7 @@ def test_unreachable_and_failing_mirrors_fall_through_to_the_origin(locked, serv
 def test_offline_uses_local_mirrors_and_names_what_is_missing(locked, tmp_path):
     hub = cold_hub(tmp_path, "fresh", str(locked["bundle"]), locked, offline=True)
     assert torch.equal(load_output(hub), locked["expected"])
-    hub = cold_hub(tmp_path, "nothing", str(tmp_path / "empty"), locked, offline=True)
+    hub = cold_hub(tmp_path, "nothing", str(empty_bundle(tmp_path)), locked, offline=True)
     with pytest.raises(OfflineError, match="not in the mirrors"):
         load_output(hub)
 
@@ -200,7 +211,7 @@ def test_fetch_from_a_bundle_fills_the_cache_without_the_origin_then_offline_wor
 def test_fetch_from_a_bundle_that_lacks_an_entry_never_asks_the_origin(locked, server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "air-gapped"))
     before = len(server.requests)
-    assert main(["fetch", "--lock", str(locked["lock"]), "--from", str(tmp_path / "empty")]) == 3
+    assert main(["fetch", "--lock", str(locked["lock"]), "--from", str(empty_bundle(tmp_path))]) == 3
     assert "not in the mirrors" in capsys.readouterr().err
     assert len(server.requests) == before
 

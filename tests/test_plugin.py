@@ -309,6 +309,10 @@ def test_bundle_then_origin_gone_then_cold_run_passes_from_the_mirror(project, s
 def test_the_report_header_names_the_mirror_in_use(pytester, tmp_path):
     Lockfile().write(pytester.path / "hub.lock")
     pytester.makepyfile(test_nothing="def test_x():\n    pass\n")
+    from reprohub.cli import main
+
+    assert main(["bundle", "--lock", str(pytester.path / "hub.lock"), str(pytester.path / "hub-bundle")]) == 0
     result = pytester.runpytest("-p", "no:cacheprovider", "--hub-lock", "hub.lock", "--hub-mirror",
-                                str(tmp_path / "hub-bundle"), "--co")
-    result.stdout.fnmatch_lines([f"reprohub: lock *; mode check; online; mirrors file://{tmp_path}/hub-bundle; torch *"])
+                                str(pytester.path / "hub-bundle"), "--co")
+    result.stdout.fnmatch_lines([f"reprohub: lock *; mode check; online; mirrors file://{pytester.path}/hub-bundle; "
+                                 "torch *"])

@@ -46,9 +46,8 @@ from ..fetch.archive import tree_digest, write_tree_zip, zip_tree_digest
 from ..fetch.download import Downloader
 from ..fetch.fsutil import atomic_write_bytes, sha256_file
 from .lockfile import ArtifactPin, Lockfile, RepoPin, RequestPin
-from .mirror import artifact_item, tree_item
+from .mirror import INDEX, artifact_item, tree_item
 
-INDEX = "reprohub-bundle.json"
 FORMAT = 1
 
 

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urljoin
@@ -77,6 +76,7 @@ from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import canonical_url
 from ..redact import printable
 from ..runtime.network import CHUNK, Reply, Request
+from ..runtime.replies import not_modified, ranged
 from .entries import RESPONSE_HEADERS
 from .lockfile import Lockfile, RequestPin, request_key
 from .beside import beside_body
@@ -114,7 +114,7 @@ class RequestAnswerer:
     # -- the Answerer protocol ------------------------------------------------------------------
 
     def answer(self, request: Request) -> Reply:
-        return not_modified(self._answer(request), request.headers)
+        return ranged(not_modified(self._answer(request), request.headers), request.headers)
 
     def _answer(self, request: Request) -> Reply:
         url = canonical_url(request.url)
@@ -156,9 +156,22 @@ class RequestAnswerer:
 
     def refuse(self, what: str, caller: str) -> None:
         """Stop something outside the interception (the audit hook's finding), and fail the test for it."""
-        fix = ("fetch it with urllib, requests or httpx inside the test, where reprohub can pin it, or before "
-               "the locked run")
+        fix = ("where your code asks, fetch with urllib, requests or httpx, which reprohub pins, or before the "
+               "locked run; where a library asks through a client reprohub does not answer, fetch before the "
+               "locked run, or name the host in hub_unpinned_hosts if it is the suite's own server")
         self._fence(what, caller, OfflineError if self.offline else LockMismatchError, fix)
+
+    def lookup(self, name: str, caller: str) -> None:
+        """A name resolved by repo or test code: refused in a check or offline, unless the project named the host
+        as unpinned (a client reprohub answers never resolves: the answer needs no address)."""
+        if (self.session.update or self.session.refresh) and not self.offline:
+            return
+        if name.lower() in self.unpinned_hosts or any(h.startswith(name.lower() + ":") for h in self.unpinned_hosts):
+            return
+        fix = ("a client reprohub answers resolves no name, so " + self.session.record_hint()
+               + "; a suite's own server goes in hub_unpinned_hosts")
+        self._fence(f"a lookup of the name {name} (nothing may leave the machine in a check)", caller,
+                    OfflineError if self.offline else LockMismatchError, fix)
 
     def body_for(self, pin: RequestPin) -> "Path | None":
         """The verified body of a pinned request, from wherever it is at hand, else from its origin (asked
@@ -325,34 +338,3 @@ def steering(lock: Lockfile) -> "dict[str, RequestPin]":
     """Each redirect target of ``lock`` -> the pinned redirect that leads there (``reprohub fetch`` walks them from
     the first URL, as a client did)."""
     return {redirect_target(pin): pin for pin in lock.requests.values() if is_redirect(pin)}
-
-
-CONDITIONS = ("if-none-match", "if-modified-since")
-
-
-def not_modified(reply: Reply, headers: dict) -> Reply:
-    """``reply``, or ``304 Not Modified`` where the client's own condition holds for it: its cache has the pinned
-    body (``If-None-Match`` names the pinned ``ETag``, or ``If-Modified-Since`` is not before ``Last-Modified``).
-
-    Example:
-        >>> pinned = Reply(200, (("etag", '"v1"'),), None, "0" * 64, 0)
-        >>> not_modified(pinned, {"if-none-match": 'W/"v0", "v1"'}).status, not_modified(pinned, {}).status
-        (304, 200)
-    """
-    if reply.status != 200 or not any(name in headers for name in CONDITIONS):
-        return reply
-    pinned = dict(reply.headers)
-    if "if-none-match" in headers:
-        tags = {tag.strip().removeprefix("W/") for tag in headers["if-none-match"].split(",")}
-        etag = pinned.get("etag", "").removeprefix("W/")
-        modified = not (etag and (etag in tags or "*" in tags))
-    else:
-        try:
-            modified = parsedate_to_datetime(pinned["last-modified"]) > parsedate_to_datetime(
-                headers["if-modified-since"])
-        except (KeyError, TypeError, ValueError):
-            modified = True
-    if modified:
-        return reply
-    kept = tuple((n, v) for n, v in reply.headers if n in ("etag", "last-modified"))
-    return Reply(304, kept, None, url=reply.url)

@@ -19,9 +19,11 @@ and both digests, and nothing it sent is kept.  Offline, local mirrors (paths,
 ``file://``) are still read; HTTP mirrors are not.
 
 Example:
-    >>> mirrors = MirrorSet.parse("/srv/bundle, https://cache.example.org/hub")
-    >>> mirrors.bases
-    ['file:///srv/bundle', 'https://cache.example.org/hub']
+    >>> MirrorSet.parse("https://cache.example.org/hub, http://10.0.0.7:8080").bases
+    ['https://cache.example.org/hub', 'http://10.0.0.7:8080']
+    >>> bundle = Path(tmp, "with a space"); bundle.mkdir(); _ = (bundle / INDEX).write_text("{}")
+    >>> MirrorSet.parse(str(bundle)).bases == [bundle.as_uri()]   # a path that exists is one location
+    True
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from ..errors import ArchiveError, DownloadError, HashMismatchError, LockfileErr
 from ..fetch import tree
 from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloaded, Downloader
-from ..fetch.urls import is_file_url
+from ..fetch.urls import is_file_url, local_path
 from ..fetch.fsutil import SpillFile
 from ..fetch.transport import DEAD_FOR, remembering
 
+INDEX = "reprohub-bundle.json"  # written last by ``reprohub bundle``: a folder without it holds no bundle
 log = logging.getLogger("reprohub")
 MISSING_STATUS = (404, 410)
 
@@ -85,6 +88,18 @@ def location_url(location: str) -> str:
     return Path(os.path.abspath(os.path.expanduser(location))).as_uri()
 
 
+def _checked(base: str) -> str:
+    """A mirror base URL, refused where it is a local folder that does not exist or holds no bundle index."""
+    if base.startswith("file:"):
+        folder = local_path(base)
+        if not (folder / INDEX).is_file():
+            found = "no such folder" if not folder.exists() else f"a folder without {INDEX} (no bundle)"
+            raise SettingError("a mirror (REPROHUB_MIRROR, hub_mirror or --hub-mirror) that is a bundle folder",
+                               f"{found}: {folder}", "point it at a folder `reprohub bundle` wrote, or unset it; "
+                               "a path with spaces is given alone, or as a file:// URL among several")
+    return base
+
+
 class MirrorSet:
     """Bundle locations tried in order before the origin.
 
@@ -94,16 +109,32 @@ class MirrorSet:
     """
 
     def __init__(self, bases: Iterable[str], downloader: Downloader | None = None) -> None:
-        self.bases = [location_url(b) for b in bases if b.strip()]
+        self.bases = [_checked(location_url(b)) for b in bases if b.strip()]
         self.downloader = downloader or Downloader()
         self._dead: dict[str, float] = {}  # base -> until when it is skipped (a failed mirror, for a while)
         self._warned: set[str] = set()
 
     @classmethod
     def parse(cls, value: "str | Iterable[str] | None", downloader: Downloader | None = None) -> "MirrorSet":
-        """Mirrors from a setting's text (locations separated by commas or whitespace) or a list of locations."""
-        return cls(re.split(r"[\s,]+", value or "") if value is None or isinstance(value, str) else value,
-                   downloader)
+        """Mirrors from a setting's text or a list of locations.  Text that names an existing path is that one
+        location (``/data/with a space/bundle``); other text is split on commas and whitespace (several
+        locations; write a path holding a space or comma among several as a ``file://`` URL, ``%20``).
+
+        Raises:
+            SettingError: a local location that does not exist or holds no bundle (named, at once).
+        """
+        if not (value is None or isinstance(value, str)):
+            return cls(value, downloader)
+        text = (value or "").strip()
+        one = text and "://" not in text and os.path.exists(os.path.expanduser(text))
+        pieces = [text] if one else [p for p in re.split(r"[\s,]+", text) if p]
+        try:
+            return cls(pieces, downloader)
+        except SettingError as err:
+            if len(pieces) > 1:  # name what was read, as the user wrote it
+                err = SettingError(err.expected, f"{err.found}, one of {len(pieces)} locations read from {text!r} "
+                                   "(separated by spaces or commas)", err.fix)
+            raise err from None
 
     def __bool__(self) -> bool:
         return bool(self.bases)

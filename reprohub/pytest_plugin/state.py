@@ -53,6 +53,7 @@ class HubPlugin(LockWriting, SummaryHooks):
         self.hermetic = self.session is not None and config.getini("hub_hermetic")
         self._answerer = None
         self._answering: "contextlib.AbstractContextManager | None" = None
+        self.http_only: list[str] = []  # clients made to use HTTP for this session (the header says so)
         if self.hermetic:
             fence.install_hook()
 
@@ -112,6 +113,7 @@ class HubPlugin(LockWriting, SummaryHooks):
         lines = [f"reprohub: lock {self.lock_path} ({counts}); mode {mode}; "
                  f"{'offline' if self.offline else 'online'}{mirrors}; torch {torch.__version__}; "
                  f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
+        lines += [f"reprohub: set {change}" for change in self.http_only]
         moved = self._stack_moved()
         if moved:
             lines.append(f"reprohub: goldens were recorded in another environment: {'; '.join(moved)}")
@@ -142,9 +144,16 @@ class HubPlugin(LockWriting, SummaryHooks):
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Requests are answered for the whole session, not only during tests: a thread a test started may ask
-        between tests or after the last one (fenced all the same, and attributed to the test that started it)."""
+        """Settings are checked before the first test (a mirror that is no bundle stops the session), and requests
+        are answered for the whole session, not only during tests: a thread a test started may ask between tests
+        or after the last one (fenced all the same, and attributed to the test that started it)."""
+        if self.session is not None:
+            try:
+                self.hub
+            except ReprohubError as err:
+                raise pytest.UsageError(str(err)) from None
         if self.hermetic:
+            self.http_only = network.http_only_clients()
             self._answering = network.answering(self.answerer)
             self._answering.__enter__()
             attribute_threads(lambda: self.session.current_test)

@@ -4,7 +4,10 @@ A raw socket, a client reprohub does not patch (aiohttp, pycurl) and a subproces
 to ``curl``) reach the network past the interception.  An audit hook (:func:`sys.addaudithook`, PEP
 578) sees them: while an answerer is set, a connection or a datagram (``sendto``, ``sendmsg``) to another
 machine (loopback and Unix sockets stay allowed: a test's own servers) and a downloading subprocess (``curl``, ``wget``, ``git fetch``...)
-are handed to ``Answerer.refuse``, which raises before anything is sent.  Not covered: a C extension
+are handed to ``Answerer.refuse``, which raises before anything is sent; a lookup of a name that is not
+loopback is handed to ``Answerer.lookup``, which refuses it in a check or offline (where a name resolves
+is not known before asking, so the decision is by name), and a refused connection names the name the
+thread last resolved.  Not covered: a C extension
 that opens sockets without Python's audit events, and a subprocess this list does not name.
 
 An audit hook cannot be removed, so it is added once and costs a set lookup per event while no answerer
@@ -28,6 +31,7 @@ import os
 import re
 import socket
 import sys
+import threading
 
 from .callsite import caller
 from .network import current
@@ -37,7 +41,9 @@ GIT_NETWORK = frozenset({"clone", "fetch", "pull", "ls-remote", "push", "submodu
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
 WRAPPERS = frozenset({"env", "sudo", "nohup", "exec", "timeout", "nice", "command"})
 _SENDS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})  # unconnected UDP leaves by sendto
-_WATCHED = _SENDS | {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"}
+_LOOKUPS = frozenset({"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex"})
+_WATCHED = _SENDS | _LOOKUPS | {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"}
+_looked_up = threading.local()  # the last name this thread resolved: a refused connection names it
 _hooked = False
 
 
@@ -53,9 +59,32 @@ def _audit(event: str, args: tuple) -> None:
     if event not in _WATCHED:
         return
     answerer = current()
-    what = network_use(event, args) if answerer is not None else None
+    if answerer is None:
+        return
+    if event in _LOOKUPS:
+        name = os.fsdecode(args[0]) if isinstance(args[0], (str, bytes)) else ""
+        _looked_up.name = name
+        if is_name(name) and not _is_loopback(name):
+            answerer.lookup(name, caller())
+        return
+    what = network_use(event, args)
     if what:
-        answerer.refuse(what, caller())
+        name = getattr(_looked_up, "name", "")
+        answerer.refuse(what.replace(" (a raw", f" ({name}: a raw", 1) if is_name(name) else what, caller())
+
+
+def is_name(host: str) -> bool:
+    """Whether ``host`` is a name to resolve (not empty, not an address literal).
+
+    Example:
+        >>> is_name("example.org"), is_name("93.184.216.34"), is_name("::1"), is_name("")
+        (True, False, False, False)
+    """
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return bool(host)
+    return False
 
 
 def network_use(event: str, args: tuple) -> "str | None":

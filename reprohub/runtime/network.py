@@ -11,8 +11,8 @@ reaches the network; the answerer (:mod:`reprohub.lock.hermetic`: record, replay
   redirects, content decoding and error statuses behave as they do with a host.  Every answer says
   ``Connection: close``, and a connection kept alive from before is closed first: no request can
   ride on a socket opened outside the interception.
-* ``httpcore`` (so ``httpx`` and huggingface_hub): its connection pools return the answer as an
-  ``httpcore.Response``.
+* ``httpcore`` and ``httpcore2`` (so ``httpx``, ``httpx2`` and huggingface_hub 1.x and 2.x): their
+  connection pools (sync and async) return the answer as the library's own ``Response``.
 
 An answer's body is a file, hashed as the client reads it: bytes other than the pinned ones end the
 read with :class:`~reprohub.errors.HashMismatchError`.  reprohub's own requests
@@ -28,6 +28,8 @@ Example:
     ...         raise RuntimeError(what)
     ...     def answers(self, host, port):
     ...         return True
+    ...     def lookup(self, name, caller):
+    ...         pass
     >>> with answering(Teapot()):
     ...     urllib.request.urlopen("http://192.0.2.7/tea")          # no packet leaves the machine
     Traceback (most recent call last):
@@ -44,16 +46,19 @@ import importlib
 import importlib.util
 import io
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
+from .. import settings
 from ..errors import HashMismatchError
 from ..fetch.transport import is_own_request, own_requests
 from .callsite import caller
 
 CHUNK = 1 << 16
+HTTPCORES = ("httpcore", "httpcore2")  # httpx's transport and httpx2's: the same pool interface
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Reply:
     size: int = 0
     url: str = ""
     evictable: bool = False
+    offset: int = 0  # a range of the body: ``size`` bytes from here (the whole body was verified before)
 
     @property
     def reason(self) -> str:
@@ -97,6 +103,9 @@ class Answerer(Protocol):
 
     def answers(self, host: str, port: int) -> bool:
         """Whether requests to ``host:port`` are answered (``False``: they go to the network, unpinned)."""
+
+    def lookup(self, name: str, caller: str) -> None:
+        """Repo or test code resolves ``name`` (not loopback): raise to refuse it."""
 
 
 _answerers: list[Answerer] = []
@@ -153,10 +162,11 @@ def _patches() -> Iterator[tuple[type, str, Callable]]:
         urllib3_connection = importlib.import_module("urllib3.connection")
         yield urllib3_connection.HTTPConnection, "connect", _connect_patch("http")
         yield urllib3_connection.HTTPSConnection, "connect", _connect_patch("https")
-    if importlib.util.find_spec("httpcore") is not None:
-        httpcore = importlib.import_module("httpcore")
-        yield httpcore.ConnectionPool, "handle_request", _pool_patch
-        yield httpcore.AsyncConnectionPool, "handle_async_request", _async_pool_patch
+    for name in HTTPCORES:  # httpx's transport, and httpx2's (huggingface_hub 2.x)
+        if importlib.util.find_spec(name) is not None:
+            httpcore = importlib.import_module(name)
+            yield httpcore.ConnectionPool, "handle_request", _pool_patch(httpcore.Response)
+            yield httpcore.AsyncConnectionPool, "handle_async_request", _async_pool_patch(httpcore.Response)
 
 
 # -- http.client and urllib3 ------------------------------------------------------------------------
@@ -292,6 +302,8 @@ class _Body(io.RawIOBase):
         self._reply = reply
         self._left = reply.size if with_body and reply.body is not None else 0
         self._file = open(reply.body, "rb") if self._left else None
+        if self._file is not None and reply.offset:
+            self._file.seek(reply.offset)
         self._hash = hashlib.sha256() if self._file is not None and reply.sha256 else None
 
     def readable(self) -> bool:
@@ -348,12 +360,10 @@ def _httpcore_reply(request) -> "tuple[Reply, str] | None":
     return answerer.answer(Request(method, full, headers, caller())), method
 
 
-def _httpcore_response(reply: Reply, method: str, content):
-    import httpcore
-
+def _httpcore_response(response_type: type, reply: Reply, method: str, content):
     headers = [(n.encode("latin-1"), v.encode("latin-1", "replace")) for n, v in _reply_headers(reply, method)]
-    return httpcore.Response(reply.status, headers=headers, content=content,
-                             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reply.reason.encode()})
+    return response_type(reply.status, headers=headers, content=content,
+                         extensions={"http_version": b"HTTP/1.1", "reason_phrase": reply.reason.encode()})
 
 
 class _Chunks:
@@ -377,23 +387,41 @@ class _Chunks:
         self.close()
 
 
-def _pool_patch(original: Callable) -> Callable:
-    def handle_request(self, request):
-        answered = _httpcore_reply(request)
-        if answered is None:
-            with own_requests():
-                return original(self, request)
-        reply, method = answered
-        return _httpcore_response(reply, method, _Chunks(reply, method != "HEAD"))
-    return handle_request
+def _pool_patch(response_type: type) -> Callable:
+    def patch(original: Callable) -> Callable:
+        def handle_request(self, request):
+            answered = _httpcore_reply(request)
+            if answered is None:
+                with own_requests():
+                    return original(self, request)
+            reply, method = answered
+            return _httpcore_response(response_type, reply, method, _Chunks(reply, method != "HEAD"))
+        return handle_request
+    return patch
 
 
-def _async_pool_patch(original: Callable) -> Callable:
-    async def handle_async_request(self, request):
-        answered = _httpcore_reply(request)
-        if answered is None:
-            with own_requests():
-                return await original(self, request)
-        reply, method = answered
-        return _httpcore_response(reply, method, _Chunks(reply, method != "HEAD"))
-    return handle_async_request
+def _async_pool_patch(response_type: type) -> Callable:
+    def patch(original: Callable) -> Callable:
+        async def handle_async_request(self, request):
+            answered = _httpcore_reply(request)
+            if answered is None:
+                with own_requests():
+                    return await original(self, request)
+            reply, method = answered
+            return _httpcore_response(response_type, reply, method, _Chunks(reply, method != "HEAD"))
+        return handle_async_request
+    return patch
+
+
+def http_only_clients() -> "list[str]":
+    """Make the clients that can download through native sockets (which no patch and no audit hook sees) use
+    HTTP, which is answered: huggingface_hub's Xet transfers (``HF_HUB_DISABLE_XET``, read by huggingface_hub
+    at each download; set for an already imported copy too).  Returns what it changed, for the session header."""
+    changed = []
+    if settings.set_default(settings.HF_HUB_DISABLE_XET, "1"):
+        changed.append("HF_HUB_DISABLE_XET=1 (huggingface_hub downloads over HTTP, which reprohub pins; hf_xet's "
+                       "native transfers would escape it)")
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and settings.read_flag(settings.HF_HUB_DISABLE_XET):
+        constants.HF_HUB_DISABLE_XET = True
+    return changed
