@@ -153,7 +153,7 @@ class SigningHost:
     (a new signature, token and credential each time) that expires after a second; the signed URL serves the
     bytes, an expired or unknown one 403."""
 
-    def __init__(self, files: dict) -> None:
+    def __init__(self, files: dict, tls=None) -> None:
         self.files, self.issued, self.asked = files, {}, []
         host = self
 
@@ -186,7 +186,9 @@ class SigningHost:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -195,8 +197,20 @@ class SigningHost:
 
 
 @pytest.fixture
-def signing_host():
-    host = SigningHost({"w.bin": b"weights" * 20000})
+def signing_host(tmp_path, monkeypatch):
+    """Over TLS, with a certificate a test CA signed (trusted through SSL_CERT_FILE, as a machine trusts GitHub's)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "test-ca.pem"))
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "test-ca.pem"))
+    host = SigningHost({"w.bin": b"weights" * 20000, "labels.json": b'{"labels": ["cat", "dog"]}'}, tls=context)
     yield host
     host.close()
 
@@ -208,14 +222,18 @@ def test_signed_redirects_record_the_same_lock_with_no_secret_and_replay_after_t
     from reprohub.cache.layout import CacheLayout
     from reprohub.lock.hermetic import steering  # noqa: F401  (reprohub fetch walks the same chain)
 
-    url = f"{signing_host.url}/files/w.bin"
-    texts = []
+    from reprohub.lock.beside import write_beside
+
+    url, labels = f"{signing_host.url}/files/w.bin", f"{signing_host.url}/files/labels.json"
+    texts, beside = [], []
     for n in (1, 2):  # two recordings on fresh caches
-        lock = recorded_lock(tmp_path / f"rec{n}", None, url)
+        lock = recorded_lock(tmp_path / f"rec{n}", None, url, labels)
         texts.append(lock.dumps())
-    assert texts[0] == texts[1]
+        write_beside(lock, tmp_path / f"rec{n}" / "hub.lock", CacheLayout(tmp_path / f"rec{n}" / "hub"))
+        beside.append({p.name: p.read_bytes() for p in (tmp_path / f"rec{n}" / "hub-responses").iterdir()})
+    assert texts[0] == texts[1] and beside[0] == beside[1] and len(beside[0]) == 1  # the labels travel beside
     for secret in ("AKIA", "X-Amz-Signature", "X-Amz-Credential", "sig=", "jwt", "Found it"):
-        assert secret not in texts[0]
+        assert secret not in texts[0] and not any(secret.encode() in body for body in beside[0].values())
     pinned = lock.requests[f"GET {signing_host.url}/cdn/w.bin?response-content-type=x"]
     assert pinned.size == 140000
     time.sleep(1.2)  # every signature issued so far has expired
@@ -228,6 +246,18 @@ def test_signed_redirects_record_the_same_lock_with_no_secret_and_replay_after_t
     with answering(answerer_for(tmp_path / "fetched", lock, offline=True)):
         assert urllib.request.urlopen(url).read() == b"weights" * 20000
     assert CacheLayout(tmp_path / "fetched" / "hub").response_body(pinned.sha256).is_file()
+
+
+def test_a_redirect_that_now_leads_to_another_host_is_refused_before_that_host_is_asked(server, evil, tmp_path):
+    weights = server.add_file("w.bin", b"w" * 100000)
+    server.inject("/files/latest", Fault("redirect", status=302, location=weights))
+    lock = recorded_lock(tmp_path, server, server.file_url("latest"))
+    moved = evil.add_file("w.bin", b"w" * 100000)  # the same bytes, on a host the lock never named
+    server.inject("/files/latest", Fault("redirect", status=302, location=moved))
+    fresh = answerer_for(tmp_path / "fresh", lock)
+    with answering(fresh), pytest.raises(LockMismatchError, match=f"found HTTP 302 to {moved} at the origin"):
+        urllib.request.urlopen(server.file_url("latest")).read()
+    assert paths_asked(evil) == []
 
 
 def test_a_presigned_location_keeps_no_credential_in_the_lock(server, tmp_path):
