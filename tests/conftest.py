@@ -8,6 +8,8 @@ import torch  # noqa: F401  -- imported first, once: in-process pytester runs mu
 # the variable for its subprocesses cannot make this process's later goldens AVX2 ones
 torch.backends.cpu.get_cpu_capability()
 
+import contextlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,17 @@ def run_locked(project, *args):
     if os.environ.get("REPROHUB_TEST_SUBPROCESS") == "1":
         return project.runpytest_subprocess(*full)
     return project.runpytest_inprocess(*full)
+
+
+@contextlib.contextmanager
+def serving(handler: type, path: str = "/release.json"):
+    """A one-handler HTTP host on 127.0.0.1 for a host's habit HubServer lacks (gzip, ETags); yields ``path``'s URL."""
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}{path}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

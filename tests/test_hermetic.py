@@ -20,7 +20,7 @@ from reprohub.cli import EXIT_OK, main
 from reprohub.lock.lockfile import Lockfile
 from reprohub.testing.server import Fault, HubServer
 
-from .conftest import run_locked, serve_repo
+from .conftest import run_locked, serve_repo, serving
 
 HUBCONF = '''
 dependencies = ["torch", "requests", "httpx"]
@@ -613,8 +613,7 @@ def test_an_async_httpx_client_is_answered_too(server, tmp_path):
 def gzip_host():
     """A host that compresses what it sends when the client accepts gzip (as GitHub's API does)."""
     import gzip
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -632,11 +631,8 @@ def gzip_host():
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/release.json"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_a_compressed_answer_is_pinned_as_sent_and_decoded_by_the_client_on_replay(gzip_host, tmp_path):

@@ -22,7 +22,7 @@ from reprohub.lock.session import LockSession
 from reprohub.runtime.network import answering
 from reprohub.testing.server import Fault, HubServer
 
-from .conftest import run_locked
+from .conftest import run_locked, serving
 from .test_hermetic import answerer_for, recorded_lock
 
 
@@ -341,11 +341,8 @@ def etag_host():
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/release.json"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_a_warm_client_cache_records_the_full_answer_and_its_condition_is_answered_from_the_pin(etag_host, tmp_path):
