@@ -22,6 +22,11 @@ from ..errors import ReprohubError
 from .store import GoldenStore, check_key
 
 
+# what the golden fixture sets for a test unless it is set (cuBLAS's deterministic workspace): a golden's
+# environment records it, so the session header compares with it too
+FIXTURE_ENVIRONMENT = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+
 class GoldenChecker:
     """The ``golden`` fixture: seeded inputs, deterministic recording, checks keyed by structure.
 
@@ -143,7 +148,8 @@ class GoldenChecker:
 
         before = (torch.are_deterministic_algorithms_enabled(),
                   torch.is_deterministic_algorithms_warn_only_enabled())
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        for name, value in FIXTURE_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
         torch.manual_seed(0)
         _set_deterministic(True, warn_only=True)
         try:

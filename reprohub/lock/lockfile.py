@@ -201,11 +201,19 @@ class Lockfile:
     @classmethod
     def loads(cls, text: str, name: str = "hub.lock") -> "Lockfile":
         """Parse lockfile text (see :meth:`read`)."""
+        conflict = _conflict_marker(text)
+        if conflict:
+            raise LockfileError("a lock without merge conflicts", f"git's conflict markers in {name} (line {conflict})",
+                                "take one side of each conflict (`git checkout --ours hub.lock` or `--theirs`, or "
+                                "edit it), then run `pytest --hub-lock hub.lock --hub-update` on the merged branch and "
+                                "review the diff: it records what the merged code uses. Never delete the lock: a new "
+                                "one re-pins every repo to wherever its ref points today")
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
-            raise LockfileError("valid TOML", f"{name}: {err}", "fix the line by hand, or delete the file and "
-                                "re-record it with `pytest --hub-update`") from err
+            raise LockfileError("valid TOML", f"{name}: {err}", "fix the line by hand, or restore the lock from "
+                                "version control (git checkout -- hub.lock) and record again with --hub-update; "
+                                "never delete it: a new lock re-pins every repo to wherever its ref points today") from err
         newer = _check_version(data.get("version"), name)
         lock = cls()
         for table, (kind, key_field) in TABLES.items():
@@ -345,6 +353,15 @@ def _check_version(version, name: str) -> bool:
         warnings.warn(f"{name} has schema {version}, newer than {SCHEMA_MAJOR}.{SCHEMA_MINOR}; "
                       "fields and tables this reprohub does not know are ignored", stacklevel=3)
     return newer
+
+
+_CONFLICT = re.compile(r"^(?:<<<<<<<|=======$|>>>>>>>)", re.M)
+
+
+def _conflict_marker(text: str) -> int:
+    """The line of the first git merge-conflict marker in ``text`` (0: none; one regex scan of the text)."""
+    found = _CONFLICT.search(text)
+    return text.count("\n", 0, found.start()) + 1 if found else 0
 
 
 def _toml_key(key: str) -> str:

@@ -12,13 +12,14 @@ from ..redact import printable, redact_text
 
 
 def short_report(item: pytest.Item, excinfo) -> str:
+    """A reprohub error as the error first (pytest's one-line summary shows the first line), then the test's line."""
     error = excinfo.value
     own = [entry for entry in excinfo.traceback if Path(str(entry.path)) == Path(str(item.path))]
     where = ""
     if own:
         entry = own[-1]
-        where = f"{item.location[0]}:{entry.lineno + 1}: in {item.name}\n    {str(entry.statement).strip()}\n"
-    return f"{where}{type(error).__module__}.{type(error).__name__}: {error}"
+        where = f"\n{item.location[0]}:{entry.lineno + 1}: in {item.name}\n    {str(entry.statement).strip()}"
+    return f"{type(error).__module__}.{type(error).__name__}: {error}{where}"
 
 
 def fail_for(report: pytest.TestReport, fenced: list[str]) -> None:

@@ -37,6 +37,10 @@ class HubPlugin(LockWriting, SummaryHooks):
         self.accept = option("hub_accept")
         self.update, self.refresh = option("hub_update") or self.accept, option("hub_refresh") or self.accept
         self.offline, self.strict_unused = option("hub_offline"), option("hub_strict_unused")
+        for mode in ("refresh", "accept"):  # both ask the origin where refs point now: no run offline can
+            if option(f"hub_{mode}") and self.offline:
+                raise pytest.UsageError(f"--hub-{mode} asks each repo's host where its ref points now, which "
+                                        f"--hub-offline forbids: drop one (pytest --hub-lock hub.lock --hub-{mode})")
         if option("hub_prune") and not self.update:
             raise pytest.UsageError("--hub-prune drops lock entries only while recording: add --hub-update "
                                     "(pytest --hub-lock hub.lock --hub-update --hub-prune)")
@@ -122,9 +126,12 @@ class HubPlugin(LockWriting, SummaryHooks):
     def _stack_moved(self) -> list[str]:
         """How this process's stack differs from the environments the lock's goldens were recorded in
         (what the header can know: dependencies and the device are compared per golden)."""
+        from ..golden.checker import FIXTURE_ENVIRONMENT
         from ..golden.environment import capture, differences
+        from ..golden.numerics import UNSET
 
         current = capture()
+        current.update({k: v for k, v in FIXTURE_ENVIRONMENT.items() if current.get(k) == UNSET})  # as a test sees it
         moved: set[str] = set()
         for pin in self.session.lock.environments.values():
             shared = {k: v for k, v in pin.values.items()  # the golden fixture sets deterministic mode itself
