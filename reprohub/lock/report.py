@@ -21,7 +21,7 @@ MAX_FILES_SHOWN = 20
 
 def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: int, written: bool | None,
                   strict_unused: bool, update: bool, refresh: bool, write_error: str | None = None,
-                  layout: "CacheLayout | None" = None) -> list[str]:
+                  layout: "CacheLayout | None" = None, prune: bool = False) -> list[str]:
     """Counts per table, changes, unused entries, the refresh report (with ``layout``, the files that changed
     between a moved ref's old and new commit, where both trees are cached), and what happened to the lock."""
     changes = session.changes()
@@ -74,6 +74,9 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
             if failed:  # a failing test may have stopped before it asked for the entry
                 lines += capped([f"  not reached: {SINGULAR[table]} {key} (a test failed first; unused entries are "
                                  "judged on green runs)" for key in unused[table]], f"{table} not reached")
+            elif prune and written is not None:  # this run dropped them
+                lines += capped([f"  pruned unused {SINGULAR[table]} {key}" for key in unused[table]],
+                                f"unused {table} pruned")
             else:
                 lines += capped([f"  {word}: unused {SINGULAR[table]} {key} (no test of this run asked for it; drop "
                                  "such entries with --hub-update --hub-prune)" for key in unused[table]],

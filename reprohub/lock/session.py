@@ -132,6 +132,7 @@ class LockSession:
     reviews: dict[str, dict] = field(default_factory=dict)  # golden lock key -> how it moved (golden/review.py)
     callers: dict[str, set[str]] = field(default_factory=dict)  # request key -> file:line of the code that made it
     fenced: dict[str, list[str]] = field(default_factory=dict)  # test -> the requests it was refused (hermetic.py)
+    dropped: set[str] = field(default_factory=set)  # artifacts an accept dropped (no "unused" warning for them)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- Pins ----------------------------------------------------------------------------------
@@ -328,6 +329,7 @@ class LockSession:
                                   for url in self.lock.repos[spec].artifacts},
                     "requests": {key for key, pin in self.lock.requests.items() if pin.repo in repos}}
         found = {t: sorted(set(getattr(self.lock, t)) - self.touched[t] - by_repos.get(t, set())) for t in TABLES}
+        found["artifacts"] = [url for url in found["artifacts"] if url not in self.dropped]
         named = {self.lock.goldens[k].environment for k in self.touched["goldens"] if k in self.lock.goldens}
         found["environments"] = sorted(set(self.lock.environments) - named - self.touched["environments"])
         return found

@@ -16,6 +16,8 @@ class LockWriting:
     def _result(self) -> Lockfile:
         """The lock to write: this run's records merged in, and with --hub-prune the unused entries dropped."""
         result = self.session.result()
+        if self.accept:
+            result = self._without_moved_artifacts(result)
         if not self.config.getoption("hub_prune"):
             return result
         partial = self._partial_run()  # (--hub-prune without --hub-update was refused when the session began)
@@ -25,6 +27,19 @@ class LockWriting:
                                 "nothing was written; run the whole suite where every test can run: "
                                 "pytest --hub-lock LOCK --hub-update --hub-prune (or drop --hub-prune)")
         return result.without(self.session.unused())
+
+    def _without_moved_artifacts(self, result: Lockfile) -> Lockfile:
+        """An accept drops the weights a moved repo's *old* commit downloaded and no test of this run asked for
+        (its new commit downloads others), and says so: they would be "unused" on every later run."""
+        lock, recorded, used = self.session.lock, self.session.recorded, self.session.touched["artifacts"]
+        still = {url for pin in result.repos.values() for url in pin.artifacts}
+        dropped = {url: spec for spec, old in lock.repos.items() if spec in recorded.repos
+                   and recorded.repos[spec].commit != old.commit
+                   for url in old.artifacts if url not in used and url not in still and url in result.artifacts}
+        self.pruned += [f"  accept: dropped artifact {url} (what {spec}'s old commit downloaded; its new commit "
+                        "does not)" for url, spec in sorted(dropped.items())]
+        self.session.dropped |= set(dropped)
+        return result.without({"artifacts": set(dropped)})
 
     def _partial_run(self) -> str | None:
         """Why this run cannot show which entries are unused (a test that did not run may pin the rest), or None."""
