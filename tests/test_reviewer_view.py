@@ -125,3 +125,38 @@ def test_a_prune_says_what_it_removed(tiny_project):
     pruned.assert_outcomes(passed=1)
     pruned.stdout.fnmatch_lines(["  pruned unused repo acme/tiny:v1"])
     assert "drop such entries" not in pruned.stdout.str()
+
+
+def test_a_path_selection_reports_no_unused_entries_as_k_does(tiny_project):
+    tiny_project.makepyfile(test_version="def test_version(hub):\n    assert hub.load('acme/tiny:v1', 'version')\n")
+    run_locked(tiny_project, "--hub-update").assert_outcomes(passed=2)
+    part = run_locked(tiny_project, "test_tiny.py")
+    part.assert_outcomes(passed=1)
+    assert "unused repo" not in part.stdout.str()
+    part.stdout.fnmatch_lines(["  (a selection of paths ran (test_tiny.py): unused entries are reported for full "
+                               "runs only)"])
+
+
+def test_golden_show_of_a_missing_file_says_so(tmp_path, capsys):
+    assert main(["golden", "show", str(tmp_path / "nosuch.safetensors")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no such golden file" in err and "repo's code" not in err
+
+
+def test_serve_sends_weights_as_bytes_and_pages_as_pages(server):
+    import urllib.request
+
+    for name, kind in (("w.pt", "application/octet-stream"), ("w.bin", "application/octet-stream"),
+                       ("config.json", "application/json"), ("notes.txt", "text/plain")):
+        url = server.add_file(name, b"x")
+        assert urllib.request.urlopen(url).headers["Content-Type"] == kind
+
+
+def test_the_demo_without_a_workdir_removes_its_temporary_folder(monkeypatch):
+    from reprohub.testing.demo import run
+
+    seen = []
+    monkeypatch.setattr(run, "_run_demo", lambda root, kept: seen.append((root, root.is_dir(), kept)) or 0)
+    assert run.run_demo() == 0
+    (root, existed, kept), = seen
+    assert existed and not kept and not root.exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pathlib import Path
+
 from ..errors import SettingError
 from .locks import read_existing_lock
 from .common import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, emit, fail, make_hub, plural, say
@@ -89,6 +91,9 @@ def env(args) -> int:
 def golden(args) -> int:
     from ..golden.text import DAMAGED, diff_text, show_lines
 
+    missing = [path for path in args.files if not Path(path).is_file()]
+    if missing:
+        return fail(f"error: no such golden file: {', '.join(missing)}", EXIT_USAGE)
     if args.action == "show":
         shown = {path: show_lines(path) for path in args.files}
         damaged = [path for path, lines in shown.items() if lines[0].startswith(DAMAGED)]

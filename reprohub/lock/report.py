@@ -21,9 +21,11 @@ MAX_FILES_SHOWN = 20
 
 def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: int, written: bool | None,
                   strict_unused: bool, update: bool, refresh: bool, write_error: str | None = None,
-                  layout: "CacheLayout | None" = None, prune: bool = False) -> list[str]:
+                  layout: "CacheLayout | None" = None, prune: bool = False, selection: str = "") -> list[str]:
     """Counts per table, changes, unused entries, the refresh report (with ``layout``, the files that changed
-    between a moved ref's old and new commit, where both trees are cached), and what happened to the lock."""
+    between a moved ref's old and new commit, where both trees are cached), and what happened to the lock.
+    ``selection``: the paths that selected part of the suite (unused entries are judged on whole runs only,
+    as with ``-k``)."""
     changes = session.changes()
     unused = session.unused()
     lines = []
@@ -45,7 +47,7 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         if table == "goldens" and refresh:  # an output that moved is a changed golden, recorded or not
             changed += sorted(set(session.failed_goldens) - set(changed))
         checked = len(seen - {c.key for c in new} - set(changed) - set(failed_here))
-        not_used = ("unused not counted (tests deselected)" if deselected else
+        not_used = ("unused not counted (part of the suite ran)" if deselected or selection else
                     f"{len(unused[table])} not reached" if failed else f"{len(unused[table])} unused")
         failures = f", {len(failed_here)} failed" if failed_here else ""
         lines.append(f"{table}: {checked} checked{failures}, {len(new)} recorded, {len(changed)} changed, {not_used}")
@@ -65,9 +67,10 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         lines.append(f"accepted golden {key}: {summary}")
     for conflict in session.conflicts:
         lines.append(f"  ERROR: {conflict}")
-    if deselected:
+    if deselected or selection:
         if any(unused.values()):
-            lines.append(f"  ({deselected} tests were deselected: unused entries are reported for full runs only)")
+            which = f"{deselected} tests were deselected" if deselected else f"a selection of paths ran ({selection})"
+            lines.append(f"  ({which}: unused entries are reported for full runs only)")
     else:
         word = "ERROR" if strict_unused else "warning"
         for table in TABLES:

@@ -53,7 +53,8 @@ class SummaryHooks:
         terminalreporter.section("reprohub")
         lines = [printable(redact_text(line)) for line in summary_lines(
             self.session, self.outcomes, self.deselected, self.written, self.strict_unused, self.update,
-            self.refresh, self.write_error, self.hub.layout, prune=bool(self.config.getoption("hub_prune")))
+            self.refresh, self.write_error, self.hub.layout, prune=bool(self.config.getoption("hub_prune")),
+            selection=", ".join(self._path_selection()))
             + self.pruned]
         for line in lines:
             terminalreporter.write_line(line)

@@ -233,6 +233,6 @@ class HubPlugin(LockWriting, SummaryHooks):
             except ReprohubError as err:
                 self.write_error = str(err)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        unused = self.deselected == 0 and any(self.session.unused().values())
+        unused = self.deselected == 0 and not self._path_selection() and any(self.session.unused().values())
         if self.strict_unused and unused and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -83,3 +83,42 @@ class GitRepo:
 
     def delete_ref(self, name: str) -> None:
         self.git("update-ref", "-d", name)
+
+
+# -- reading a repository as a GitHub-compatible host answers (reprohub.testing.server) ----------------
+
+
+def git_output(git_dir: Path, *args: str) -> str | None:
+    proc = subprocess.run(["git", "-C", str(git_dir), *args], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def ref_page(git_dir: Path, kind: str, query: str) -> list[dict]:
+    """One page of ``GET .../branches`` or ``.../tags``, as GitHub pages them."""
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    per_page, page = int(params.get("per_page", 30)), int(params.get("page", 1))
+    prefix = "refs/heads" if kind == "branches" else "refs/tags"
+    listing = git_output(git_dir, "for-each-ref", prefix, "--format=%(refname:short) %(objectname) %(*objectname)") or ""
+    refs = [line.split() for line in listing.splitlines() if line.strip()]
+    items = [{"name": parts[0], "commit": {"sha": parts[-1]}} for parts in refs]
+    return items[(page - 1) * per_page: page * per_page]
+
+
+def compare_refs(git_dir: Path, base: str, head: str) -> str:
+    base_sha, head_sha = rev_parse(git_dir, base), rev_parse(git_dir, head)
+    if base_sha is None or head_sha is None:
+        return "unknown"
+    if base_sha == head_sha:
+        return "identical"
+    reachable = subprocess.run(["git", "-C", str(git_dir), "merge-base", "--is-ancestor", head_sha, base_sha]).returncode
+    return "behind" if reachable == 0 else "diverged"
+
+
+def rev_parse(git_dir: Path, ref: str) -> str | None:
+    if ref.startswith("-"):
+        return None
+    for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+        sha = git_output(git_dir, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
+        if sha:
+            return sha
+    return None

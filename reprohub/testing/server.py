@@ -47,6 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .gitrepo import compare_refs, git_output, ref_page, rev_parse
+
 log = logging.getLogger("reprohub.server")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
@@ -279,15 +281,15 @@ class _Handler(BaseHTTPRequestHandler):
         if git_dir is None:
             return self._send_json({"message": "Not Found"}, 404)
         if m.group(5) is not None:
-            return self._send_json(_ref_page(git_dir, m.group(5), urlsplit(self.path).query))
+            return self._send_json(ref_page(git_dir, m.group(5), urlsplit(self.path).query))
         if m.group(3) == "compare":
             base, _, head_sha = unquote(m.group(4)).partition("...")
-            return self._send_json({"status": _compare(git_dir, base, head_sha)})
+            return self._send_json({"status": compare_refs(git_dir, base, head_sha)})
         if m.group(3) is None:
-            head_ref = _git(git_dir, "symbolic-ref", "--short", "HEAD") or "main"
+            head_ref = git_output(git_dir, "symbolic-ref", "--short", "HEAD") or "main"
             return self._send_json({"full_name": f"{m.group(1)}/{m.group(2)}", "default_branch": head_ref})
         if m.group(3) == "commits":
-            sha = _rev_parse(git_dir, unquote(m.group(4)))
+            sha = rev_parse(git_dir, unquote(m.group(4)))
             if sha is None:
                 return self._send_json({"message": f"No commit found for SHA: {m.group(4)}"}, 422)
             return self._send_json({"sha": sha})
@@ -297,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
         git_dir = self.state.repos.get(f"{owner}/{name}")
         if self.state.token and not path.startswith("/api/"):
             git_dir = None  # with a token required, repos are private: the web route says 404, as GitHub's does
-        sha = _rev_parse(git_dir, ref) if git_dir is not None else None
+        sha = rev_parse(git_dir, ref) if git_dir is not None else None
         if sha is None:
             return self._send_json({"message": "Not Found"}, 404)
         key = (f"{owner}/{name}", sha)
@@ -326,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
             st = content.stat()
             src, size, etag = open(content, "rb"), st.st_size, f"{st.st_size}-{st.st_mtime_ns}"
         try:
-            ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"  # a page is served as a page
+            ctype = _content_type(name)
             self._send_body(src, size, path, fault, head, ctype, etag=etag)
         finally:
             src.close()
@@ -414,37 +416,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def _git(git_dir: Path, *args: str) -> str | None:
-    proc = subprocess.run(["git", "-C", str(git_dir), *args], capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def _ref_page(git_dir: Path, kind: str, query: str) -> list[dict]:
-    """One page of ``GET .../branches`` or ``.../tags``, as GitHub pages them."""
-    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
-    per_page, page = int(params.get("per_page", 30)), int(params.get("page", 1))
-    prefix = "refs/heads" if kind == "branches" else "refs/tags"
-    listing = _git(git_dir, "for-each-ref", prefix, "--format=%(refname:short) %(objectname) %(*objectname)") or ""
-    refs = [line.split() for line in listing.splitlines() if line.strip()]
-    items = [{"name": parts[0], "commit": {"sha": parts[-1]}} for parts in refs]
-    return items[(page - 1) * per_page: page * per_page]
-
-
-def _compare(git_dir: Path, base: str, head: str) -> str:
-    base_sha, head_sha = _rev_parse(git_dir, base), _rev_parse(git_dir, head)
-    if base_sha is None or head_sha is None:
-        return "unknown"
-    if base_sha == head_sha:
-        return "identical"
-    reachable = subprocess.run(["git", "-C", str(git_dir), "merge-base", "--is-ancestor", head_sha, base_sha]).returncode
-    return "behind" if reachable == 0 else "diverged"
-
-
-def _rev_parse(git_dir: Path, ref: str) -> str | None:
-    if ref.startswith("-"):
-        return None
-    for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
-        sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
-        if sha:
-            return sha
-    return None
+def _content_type(name: str) -> str:
+    """A file's type by its name, as a static host sends it: a page as a page, weights as bytes (Python's table
+    calls ``.pt`` a SNES page table and ``.bin`` a macbinary file)."""
+    kind = mimetypes.guess_type(name, strict=True)[0]
+    return kind if kind and kind.startswith(("text/", "image/", "application/json", "application/zip")) else \
+        "application/octet-stream"

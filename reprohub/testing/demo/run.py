@@ -38,8 +38,18 @@ def demo_weights() -> bytes:
 
 
 def run_demo(workdir: str | None = None) -> int:
-    """Run the demo; returns 0 when both pytest runs passed."""
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="reprohub-demo-"))
+    """Run the demo; returns 0 when every step passed.  Without ``workdir`` it works in a temporary folder and
+    removes it at the end; with one, the project, cache and bundle stay there to look at and run again."""
+    if workdir:
+        return _run_demo(Path(workdir), kept=True)
+    root = Path(tempfile.mkdtemp(prefix="reprohub-demo-"))
+    try:
+        return _run_demo(root, kept=False)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_demo(root: Path, kept: bool) -> int:
     project = root / "project"
     shutil.rmtree(project, ignore_errors=True)
     shutil.copytree(HERE / "project", project, ignore=shutil.ignore_patterns("__pycache__"))
@@ -62,8 +72,11 @@ def run_demo(workdir: str | None = None) -> int:
     _say("the host is stopped; a fresh cache reads everything from the bundle, verified against the lock")
     env.update(TORCH_HOME=str(root / "fresh-torch-home"), REPROHUB_MIRROR=str(root / "bundle"))
     third = _pytest(project, env)
-    _say(f"project kept in {project}, bundle in {root / 'bundle'}; the last step runs again, with no host, as:\n"
-         f"   {_command_line(project, env, 'pytest', '-q', '-p', 'no:cacheprovider', '--hub-lock', 'hub.lock')}")
+    if kept:
+        _say(f"project kept in {project}, bundle in {root / 'bundle'}; the last step runs again, with no host, as:\n"
+             f"   {_command_line(project, env, 'pytest', '-q', '-p', 'no:cacheprovider', '--hub-lock', 'hub.lock')}")
+    else:
+        _say(f"done; {root} is removed (`reprohub demo --workdir DIR` keeps the project, cache and bundle)")
     return 0 if first == second == bundled == third == 0 else 1
 
 
