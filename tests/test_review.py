@@ -135,6 +135,36 @@ def _workflow_steps() -> list[str]:
     return [line.split("- run: ", 1)[1].split("  #", 1)[0].strip() for line in block.splitlines() if "- run: " in line]
 
 
+def _install_as_the_workflow_does(steps: list[str], tmp_path) -> "Path":
+    """Run the workflow's install steps into a new virtualenv, as a fresh runner does: torch as written but from
+    this machine's wheels (PyPI's CPU wheel here; the step names PyTorch's index, which is out of reach), and
+    reprohub as written, its pinned git URL pointing at a clone of this checkout with the tag made there (the
+    runner would clone the project's repository).  Returns the venv's bin folder."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch_step, reprohub_step = steps
+    match = re.search(r"git\+(https://github\.com/reprohub/reprohub)@(v[\w.]+)", reprohub_step)
+    assert match, f"the install step pins a tag of the project's repository: {reprohub_step}"
+    clone = tmp_path / "reprohub-src"
+    subprocess.run(["git", "clone", "-q", str(Path(__file__).parent.parent), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "tag", "-f", match.group(2)], check=True, capture_output=True)
+    venv = tmp_path / "runner-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = f"{venv}/bin/python -m pip install -q"
+    for step in (torch_step.split(" --index-url")[0], reprohub_step.replace(match.group(1), "file://localhost" + str(clone))):
+        done = subprocess.run(step.replace("pip install", pip, 1), shell=True, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, step + "\n" + done.stdout[-2000:] + done.stderr[-2000:]
+    where = subprocess.run([f"{venv}/bin/python", "-c", "import reprohub; print(reprohub.__file__)"],
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(venv)), where  # the installed copy, not this checkout
+    return venv / "bin"
+
+
+@pytest.mark.slow
 def test_the_readme_ci_workflow_runs(pytester, server, tiny_repo, weights_url, monkeypatch, tmp_path):
     """The workflow's steps as shell commands: a fresh runner (an empty ~/.cache/torch/hub), then a runner
     whose cache was restored, with the origin down."""
@@ -149,6 +179,7 @@ def test_the_readme_ci_workflow_runs(pytester, server, tiny_repo, weights_url, m
     home = tmp_path / "runner-home"  # actions/cache's path is ~/.cache/torch/hub
     env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
     env.update(HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
+    env["PATH"] = str(_install_as_the_workflow_does(installs, tmp_path)) + os.pathsep + env["PATH"]
 
     def job() -> list[subprocess.CompletedProcess]:
         return [subprocess.run(step, shell=True, cwd=pytester.path, env=env, capture_output=True, text=True,
