@@ -106,11 +106,19 @@ def test_an_accept_drops_the_weights_the_old_commit_used_and_says_so(pytester, s
     pytester.makepyfile(test_model=TEST_MODEL)
     run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
     repo.commit({"hubconf.py": HUBCONF_WEIGHTS.format(url=v2)}, "new upstream weights")
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    run_locked(pytester, "--hub-refresh").assert_outcomes(failed=1)  # what the reviewer sees first
+    text = summary.read_text()
+    assert "`pytest --hub-lock hub.lock --hub-accept`" in text and str(pytester.path) not in text
+    assert text.index("| test | golden |") < text.index("<details>")  # the table, then the terminal's lines folded
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
     accepted = run_locked(pytester, "--hub-accept")
     accepted.assert_outcomes(passed=1)
     accepted.stdout.fnmatch_lines([f"  accept: dropped artifact {v1} (what acme/weights:main's old commit downloaded;"
                                    " its new commit does not)"])
     assert "unused artifact" not in accepted.stdout.str()
+    assert f", artifacts [{v1}] -> [{v2}]" in accepted.stdout.str()  # a list as its items, not a tuple's repr
     assert set(Lockfile.read(pytester.path / "hub.lock").artifacts) == {v2}
     checked = run_locked(pytester)
     checked.assert_outcomes(passed=1)

@@ -78,7 +78,7 @@ def _cell(text: Any) -> str:
 def markdown(records: Mapping[str, dict], summary: list[str], fix: str) -> str:
     """The session as Markdown for ``$GITHUB_STEP_SUMMARY``: the counts, one table row per leaf that moved,
     the environment fields that differ, and the command that accepts the change."""
-    lines = ["## reprohub", "", *(f"- {_cell(line.strip())}" for line in summary if line.strip()), ""]
+    lines = ["## reprohub", ""]
     if records:
         lines += ["| test | golden | outcome | leaf | max abs | max rel | beyond tolerance |",
                   "|---|---|---|---|---|---|---|"]
@@ -92,6 +92,9 @@ def markdown(records: Mapping[str, dict], summary: list[str], fix: str) -> str:
             lines += ["", "Environment fields that differ from the recording: " + "; ".join(map(_cell, moved))]
         if any(r["outcome"] == "failed" for r in records.values()):
             lines += ["", f"If the change is intended: `{_cell(fix)}`"]
+        lines.append("")
+    shown = [f"- {_cell(line.strip())}" for line in summary if line.strip()]  # the terminal's lines, folded
+    lines += ["<details><summary>The session's summary</summary>", "", *shown, "", "</details>"] if records else shown
     return "\n".join(lines) + "\n"
 
 

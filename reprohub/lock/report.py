@@ -95,8 +95,19 @@ def _change_line(session: LockSession, change) -> str:
         if change.table == "requests":
             note = f": HTTP {change.new['status']}, {change.new['size']} bytes"
         return f"  new {SINGULAR[change.table]} {change.key}{note}{asked}"
-    diff = ", ".join(f"{k} {change.old[k]} -> {change.new[k]}" for k in change.new if change.old.get(k) != change.new[k])
+    diff = ", ".join(f"{k} {_shown(change.old.get(k))} -> {_shown(change.new[k])}" for k in change.new
+                     if change.old.get(k) != change.new[k])
     return f"  changed {SINGULAR[change.table]} {change.key}: {diff}{asked}"
+
+
+def _shown(value) -> str:
+    """A lock value as a reviewer reads it: a list as its items, not a Python tuple's repr.
+
+    Example:
+        >>> _shown(("https://h/v1.pt",)), _shown(()), _shown(3)
+        ('[https://h/v1.pt]', '[]', '3')
+    """
+    return f"[{', '.join(map(str, value))}]" if isinstance(value, (list, tuple)) else str(value)
 
 
 def _asked_at(session: LockSession, change) -> str:
@@ -141,10 +152,10 @@ def _lock_line(session: LockSession, written: bool | None, update: bool, refresh
                outcomes: dict[str, str], write_error: str | None = None) -> str:
     if not update:
         mode = ("refresh mode only reports; --hub-accept writes the new commits" if refresh else "check mode")
-        return f"lock {session.lock_path}: not modified ({mode})"
+        return f"lock {session.shown_path}: not modified ({mode})"
     if written is None:
         failed = sum(1 for o in outcomes.values() if o == "failed")
         why = (write_error or (f"{failed} test{'s' if failed != 1 else ''} failed" + (" after refresh" if refresh else "")
                                if failed else "golden conflicts"))
-        return f"lock {session.lock_path}: NOT written, {why} (a lock is only written from a green run)"
-    return f"lock {session.lock_path}: {'written' if written else 'unchanged'}"
+        return f"lock {session.shown_path}: NOT written, {why} (a lock is only written from a green run)"
+    return f"lock {session.shown_path}: {'written' if written else 'unchanged'}"

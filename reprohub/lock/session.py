@@ -222,7 +222,25 @@ class LockSession:
             self.fenced.setdefault(test, []).append(what)
 
     def record_hint(self) -> str:
-        return f"record it: pytest --hub-lock {self.lock_path} --hub-update (then review the diff of the lock)"
+        return f"record it: pytest --hub-lock {self.shown_path} --hub-update (then review the diff of the lock)"
+
+    @property
+    def shown_path(self) -> str:
+        """The lock's path as a fix command shows it: relative to where pytest runs when it lies below (a runner's
+        absolute path cannot be pasted on a laptop), quoted for a shell.
+
+        Example:
+            >>> import os; LockSession(Lockfile(), os.path.join(os.getcwd(), "tests", "hub.lock")).shown_path
+            'tests/hub.lock'
+        """
+        import os
+        import shlex
+
+        try:
+            relative = os.path.relpath(self.lock_path)
+        except ValueError:  # another drive (Windows)
+            relative = self.lock_path
+        return shlex.quote(self.lock_path if relative.startswith("..") else relative)
 
     # -- observation ----------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 from pathlib import Path
 
 import pytest
@@ -100,7 +99,7 @@ class HubPlugin(LockWriting, SummaryHooks):
                            variant=bool(self.config.getoption("hub_variant")))
 
     def accept_command(self) -> str:
-        lock = f" --hub-lock {shlex.quote(str(self.lock_path))}" if self.lock_path else ""
+        lock = f" --hub-lock {self.session.shown_path}" if self.session is not None else ""
         return f"pytest{lock} {'--hub-accept' if self.refresh else '--hub-update'}"
 
     # -- hooks ------------------------------------------------------------------------------------
