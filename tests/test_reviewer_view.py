@@ -168,3 +168,36 @@ def test_the_demo_without_a_workdir_removes_its_temporary_folder(monkeypatch):
     assert run.run_demo() == 0
     (root, existed, kept), = seen
     assert existed and not kept and not root.exists()
+
+
+CONV_TEST = '''
+import torch
+
+
+def test_conv(hub, golden):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+    with torch.no_grad():
+        conv.weight[1] += {shift}  # the new upstream weights: channel 1 moved
+        golden.check(conv(torch.rand(1, 3, 8, 8)), key="conv/out")
+'''
+
+
+def test_a_re_recorded_golden_s_plain_git_diff_shows_how_much_and_which_slice_moved(pytester):
+    import difflib
+
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_conv=CONV_TEST.format(shift=0.0))
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
+    companion = pytester.path / "goldens" / "conv" / "out.golden.txt"
+    before = companion.read_text().splitlines()
+    pytester.makepyfile(test_conv=CONV_TEST.format(shift=0.001))
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
+    after = companion.read_text().splitlines()
+    added = [line[1:] for line in difflib.unified_diff(before, after, lineterm="", n=0)
+             if line.startswith("+") and not line.startswith("+++")]
+    moved = next(line for line in added if line.startswith("moved out:"))
+    assert moved.startswith("moved out: 64 of 192 elements, max abs ") and " at [0, 1, " in moved
+    assert moved.endswith("; slices [0, 1]")
+    changed_slices = [line.split(":")[0].strip() for line in added if line.startswith("  slice")]
+    assert changed_slices == ["slice out[0, 1]"]  # the one channel that moved, named by its full index

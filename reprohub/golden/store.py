@@ -83,6 +83,14 @@ def _tolerance_of(output: Any, rtol: float | None, atol: float | None,
     return effective_tolerance(dtype, (rtol, atol), floor)
 
 
+def _leaves_of(path: Path) -> "dict | None":
+    """The leaves of the golden at ``path`` (``None``: none there, or damaged)."""
+    try:
+        return load_golden(path).leaves if path.is_file() else None
+    except GoldenFileError:
+        return None
+
+
 def _floor(*floors: "tuple[float, float] | None") -> "tuple[float, float] | None":
     """The loosest of the tolerance floors that apply (cross-device, cross-environment), or None."""
     given = [f for f in floors if f is not None]
@@ -250,8 +258,9 @@ class GoldenStore:
     def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str) -> str:
         self._own_root()  # before the first byte is written
         path.parent.mkdir(parents=True, exist_ok=True)
+        previous = _leaves_of(path) if outcome == "updated" else None
         data = save_golden(path, output, meta)
-        write_companion(path)  # the text a hosted diff shows
+        write_companion(path, previous)  # the text a hosted diff shows, with how it moved from the last recording
         # the digest of the bytes this test produced, not of the file as found after the write: another
         # xdist worker may have replaced it meanwhile, and its conflict must show (lock/session.py)
         self._pin(lock_key, path, hashlib.sha256(data).hexdigest(), json.loads(meta["environment"]))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import GoldenFileError
 from ..fetch.fsutil import atomic_write_bytes
@@ -52,20 +52,61 @@ def companion_path(golden: "str | Path") -> Path:
     return golden.with_name(golden.name.removesuffix(".safetensors") + ".golden.txt")
 
 
-def write_companion(golden: "str | Path") -> Path:
-    """Write (atomically) the text companion of ``golden``: :func:`show_lines` with small leaves' values.
+def write_companion(golden: "str | Path", previous: "Mapping[str, Any] | None" = None) -> Path:
+    """Write (atomically) the text companion of ``golden``: :func:`show_lines` with small leaves' values and
+    larger leaves' slices; with ``previous`` (the leaves it replaces), first how each leaf moved from them.
 
     Example:
         >>> import torch
         >>> from reprohub.golden.engine import save_golden
         >>> _ = save_golden(tmp + "/c.safetensors", {"y": torch.tensor([0.1, 2.0])}, {})
-        >>> print(write_companion(tmp + "/c.safetensors").read_text().splitlines()[-1])
+        >>> print(write_companion(tmp + "/c.safetensors", {"out.y": torch.tensor([0.1, 1.0])}).read_text())
+        # reprohub golden c.safetensors: written by --hub-update, review with the golden
+        # how it moved from the previous recording (git diff --word-diff shows the numbers that changed):
+        moved out.y: 1 of 2 elements, max abs 1 at [1], max rel 1 at [1]
         leaf out.y: float32 [2] min 0.1 max 2 mean 1.05 std 1.3435 bytes:93fc7b7cae0a values 0.100000001 2
+        <BLANKLINE>
     """
     path = companion_path(golden)
-    text = f"# reprohub golden {Path(golden).name}: written by --hub-update, review with the golden\n"
-    atomic_write_bytes(path, (text + "\n".join(show_lines(golden, values=True)) + "\n").encode("utf-8"))
+    lines = [f"# reprohub golden {Path(golden).name}: written by --hub-update, review with the golden"]
+    moved = moved_lines(previous, load_golden(golden).leaves) if previous is not None else []
+    if moved:
+        lines += ["# how it moved from the previous recording (git diff --word-diff shows the numbers that "
+                  "changed):", *moved]
+    atomic_write_bytes(path, ("\n".join(lines + show_lines(golden, values=True)) + "\n").encode("utf-8"))
     return path
+
+
+def moved_lines(before: "Mapping[str, Any]", after: "Mapping[str, Any]") -> list[str]:
+    """How each leaf of ``after`` moved from ``before``: elements that changed, the greatest absolute and
+    relative change with their full index, and the slices along the leading dimensions that changed (a change
+    confined to channel 1 of a ``[1, 3, 8, 8]`` output is ``slices [0, 1]``)."""
+    import torch
+
+    lines = []
+    for key, new in after.items():
+        old = before.get(key)
+        if not (isinstance(new, torch.Tensor) and isinstance(old, torch.Tensor)):
+            if old != new and not isinstance(new, torch.Tensor):
+                lines.append(f"moved {key}: {old!r} -> {new!r}")
+            continue
+        if old.shape != new.shape or old.dtype != new.dtype:
+            lines.append(f"moved {key}: {_head(old)} -> {_head(new)}")
+            continue
+        a, b = old.detach().cpu().to(torch.float64), new.detach().cpu().to(torch.float64)
+        changed = ~((a == b) | (torch.isnan(a) & torch.isnan(b)))
+        if not bool(changed.any()):
+            continue
+        diff = torch.nan_to_num((b - a).abs(), nan=float("inf"))
+        rel = diff / a.abs().clamp_min(torch.finfo(torch.float64).tiny)
+        where = [f"{int(changed.sum())} of {new.numel()} elements"]
+        for name, values in (("abs", diff), ("rel", rel)):
+            flat = int(values.reshape(-1).argmax())
+            where.append(f"max {name} {_g(float(values.reshape(-1)[flat]))} at {_index(flat, new.shape)}")
+        moved = [index for index, part in _slices(changed) if bool(part.any())]
+        tail = f"; slices {', '.join(moved)}" if moved and len(moved) < len(_slices(changed)) else ""
+        lines.append(f"moved {key}: {', '.join(where)}{tail}")
+    return lines
 
 
 def show_lines(path: "str | Path", values: bool = False) -> list[str]:
@@ -79,8 +120,42 @@ def show_lines(path: "str | Path", values: bool = False) -> list[str]:
     except GoldenFileError as err:
         return [f"{DAMAGED}: {err.found}"]
     lines = [printable(f"meta {key}: {_meta_value(key, value)}") for key, value in sorted(golden.metadata.items())]
-    lines += [f"leaf {key}: {_describe(leaf)}{_values(leaf) if values else ''}" for key, leaf in golden.leaves.items()]
+    for key, leaf in golden.leaves.items():
+        lines.append(f"leaf {key}: {_describe(leaf)}{_values(leaf) if values else ''}")
+        if values and not _values(leaf):  # a larger leaf: a line per slice, so a diff names the one that moved
+            lines += [f"  slice {key}{index}: {_describe(part).split(' ', 2)[2]}" for index, part in _slices(leaf)]
     return lines
+
+
+MAX_SLICES = 64
+
+
+def _slices(leaf: Any) -> "list[tuple[str, Any]]":
+    """A tensor's slices along its leading dimensions, named by their index (``[0, 1]``): rows of a matrix,
+    the channels of an image batch (the last two dimensions kept whole); none past ``MAX_SLICES`` or for one."""
+    import torch
+
+    if not isinstance(leaf, torch.Tensor) or leaf.dim() < 2:
+        return []
+    lead = leaf.shape[:1] if leaf.dim() == 2 else leaf.shape[:-2]
+    count = int(torch.tensor(lead).prod())
+    if not 1 < count <= MAX_SLICES:
+        return []
+    flat = leaf.reshape(count, -1)
+    return [(_index(n, lead), flat[n]) for n in range(count)]
+
+
+def _index(flat: int, shape: Any) -> str:
+    """The full index of element ``flat`` of a tensor of ``shape``, as ``[0, 1, 3, 4]``."""
+    index = []
+    for size in reversed(list(shape)):
+        index.append(flat % size if size else 0)
+        flat //= size if size else 1
+    return f"[{', '.join(map(str, reversed(index)))}]"
+
+
+def _head(leaf: Any) -> str:
+    return f"{str(leaf.dtype).removeprefix('torch.')} {list(leaf.shape)}"
 
 
 def _meta_value(key: str, value: str) -> str:
