@@ -83,7 +83,12 @@ def test_the_html_report_renders_its_pictures_offline_in_a_real_browser(project,
     failed.stdout.fnmatch_lines(["report: *report.html (1 goldens failed or changed)"])
     page = (project.path / "report.html").read_text()
     assert "<td>out.b</td><td>max abs 0.25" in page and "pair/out: failed" in page
-    assert page.count('src="data:image/svg+xml;base64,') == 2  # a histogram for b... and a heatmap for the image
+    # expected, obtained and difference, for b and for each of the image's 3 channels that moved
+    assert page.count('src="data:image/svg+xml;base64,') == 12
+    for name in ("out.b: expected", "out.b: obtained", "out.b: difference", "out.image[0, 2]: difference"):
+        assert f"<figcaption>{name}</figcaption>" in page
+    assert "<th>index</th><th>expected</th><th>obtained</th>" in page and "<td>[0, 0, 0, 6]</td>" in page
+    assert str(project.path) not in page  # no runner path: fix commands name the lock as given
     assert not re.search(r"(src|href)=\"(?!data:)", page)  # nothing but data: URLs
     with HubServer() as host:  # served over HTTP, so every request the page makes is seen
         url = host.add_file("report.html", page.encode())
@@ -94,26 +99,30 @@ def test_the_html_report_renders_its_pictures_offline_in_a_real_browser(project,
              f"--user-data-dir={profile}", "--virtual-time-budget=2000", "--dump-dom", url],
             capture_output=True, text=True, timeout=120)
         asked = [path for _, path, _ in host.requests]
-    assert "<title>reprohub report: 2 of 2 pictures drawn</title>" in shown.stdout, shown.stderr[-2000:]
+    assert "<title>reprohub report: 12 of 12 pictures drawn, 12 with content</title>" in shown.stdout, \
+        shown.stderr[-2000:]
     assert asked == ["/files/report.html"]  # the page itself, and nothing else
 
 
-def test_a_histogram_for_1_d_leaves_and_a_heatmap_for_images():
+def test_a_histogram_for_1_d_leaves_and_maps_of_the_moved_channel_for_images():
     import torch
 
-    from reprohub.golden.review import picture
+    from reprohub.golden.pictures import picture
 
     flat = picture(torch.ones(100) + torch.linspace(0, 1, 100), torch.ones(100))
     assert flat["kind"] == "histogram" and sum(flat["counts"]) == 100
     image = torch.zeros(2, 3, 200, 100)
     moved = image.clone()
     moved[1, 2, 150, 10] = 7.0
-    heat = picture(moved, image)
-    assert heat["kind"] == "heatmap" and len(heat["cells"]) == 48 and len(heat["cells"][0]) == 48
-    hot = [(r, c) for r, row in enumerate(heat["cells"]) for c, v in enumerate(row) if v == 7.0]
+    maps = picture(moved, image)
+    assert maps["kind"] == "maps" and [panel["index"] for panel in maps["panels"]] == ["[1, 2]"]  # the channel
+    heat = maps["panels"][0]["difference"]
+    assert len(heat) == 48 and len(heat[0]) == 48
+    hot = [(r, c) for r, row in enumerate(heat) for c, v in enumerate(row) if v == 7.0]
     # where it moved: row 150 of 200, column 10 of 100 (adaptive windows overlap by one), the rest untouched
     assert hot and {r for r, _ in hot} == {36} and {c for _, c in hot} <= {4, 5}
-    assert sum(v > 0 for row in heat["cells"] for v in row) == len(hot)
+    assert sum(v > 0 for row in heat for v in row) == len(hot)
+    assert maps["worst"] == [{"index": "[1, 2, 150, 10]", "expected": 0.0, "obtained": 7.0, "difference": 7.0}]
 
 
 MODEL_TEST = """

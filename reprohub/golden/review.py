@@ -1,11 +1,11 @@
 """Golden changes where review happens: the CI job's Markdown summary and a self-contained HTML report.
 
 When a golden fails or is re-recorded, :func:`review_record` keeps what a reviewer needs as plain
-data (so pytest-xdist workers can send it): the test, the outcome, the environment fields that moved
-and, per leaf that moved, its greatest absolute and relative difference, how many elements left the
-tolerance, and a small picture of *where* it moved: a heatmap of the absolute difference (at most
-``GRID`` x ``GRID`` cells, each the greatest difference it covers) for 2-D and image-like leaves, a
-histogram of the differences otherwise.
+data (so pytest-xdist workers can send it): the test, the outcome, the commit and input recorded, the
+environment fields that moved and, per leaf that moved, its greatest absolute and relative
+difference, how many elements left the tolerance, and pictures of *where* it moved
+(:mod:`reprohub.golden.pictures`: expected, obtained and difference maps for 2-D and image-like
+leaves, a histogram otherwise, and the greatest differences with their full index).
 
 :func:`markdown` renders the session for ``$GITHUB_STEP_SUMMARY``; :func:`html` renders a page
 whose pictures are inline SVG (``data:`` URLs) under a Content-Security-Policy that allows nothing
@@ -18,7 +18,7 @@ Example:
     >>> moved = torch.ones(4, 4); moved[1, 2] = 1.5
     >>> record = review_record("t.py::test_x", "failed", compare(moved, golden), {"out": moved}, golden, [])
     >>> record["leaves"][0]["summary"], record["leaves"][0]["picture"]["kind"]
-    ('max abs 0.5, max rel 0.5, 1 of 16 elements beyond rtol 1.3e-06 / atol 1e-05', 'heatmap')
+    ('max abs 0.5, max rel 0.5, 1 of 16 elements beyond rtol 1.3e-06 / atol 1e-05', 'maps')
     >>> "| t.py::test_x | k | failed | out | 0.5 |" in markdown({"k": record}, [], "pytest --hub-update")
     True
 """
@@ -29,8 +29,8 @@ import base64
 import html as _html
 from typing import Any, Mapping
 
-GRID = 48
-BINS = 20
+from .pictures import histogram_svg, picture, svg
+
 
 
 def review_record(test: str, outcome: str, comparison: Any, obtained: Mapping[str, Any], golden: Any,
@@ -45,26 +45,8 @@ def review_record(test: str, outcome: str, comparison: Any, obtained: Mapping[st
             leaf["picture"] = picture(got, want)
         leaves.append(leaf)
     return {"test": test, "outcome": outcome, "environment": list(environment),
-            "summary": f"{len(comparison.diffs)} of {comparison.compared} leaves changed", "leaves": leaves}
-
-
-def picture(obtained: Any, expected: Any) -> dict:
-    """Where ``obtained`` moved from ``expected``: a heatmap of ``|difference|`` for 2-D and image-like leaves
-    (leading dimensions folded by their greatest value), else a histogram of the differences."""
-    import torch
-
-    diff = (obtained.detach().cpu().to(torch.float64) - expected.cpu().to(torch.float64)).abs()
-    diff = torch.nan_to_num(diff, nan=float("inf")).clamp_max(torch.finfo(torch.float64).max)
-    if diff.dim() >= 2 and min(diff.shape[-2:]) > 1:
-        grid = diff.reshape(-1, *diff.shape[-2:]).amax(dim=0)
-        rows, cols = min(GRID, grid.shape[0]), min(GRID, grid.shape[1])
-        cells = torch.nn.functional.adaptive_max_pool2d(grid[None, None], (rows, cols))[0, 0]
-        return {"kind": "heatmap", "shape": list(diff.shape), "cells": [[float(v) for v in row] for row in cells]}
-    signed = (obtained.detach().cpu().to(torch.float64) - expected.cpu().to(torch.float64)).reshape(-1)
-    signed = signed[torch.isfinite(signed)]
-    low, high = (float(signed.min()), float(signed.max())) if signed.numel() else (0.0, 0.0)
-    counts = torch.histc(signed, bins=BINS, min=low, max=high if high > low else low + 1.0) if signed.numel() else []
-    return {"kind": "histogram", "low": low, "high": high, "counts": [int(c) for c in counts]}
+            "summary": f"{len(comparison.diffs)} of {comparison.compared} leaves changed", "leaves": leaves,
+            "commit": golden.metadata.get("commit", ""), "input": golden.metadata.get("input", "")}
 
 
 # -- Markdown ---------------------------------------------------------------------------------------------
@@ -111,34 +93,51 @@ _PAGE = """<!DOCTYPE html>
 <title>reprohub report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.failed{{color:#b00}}figure{{display:inline-block;margin:.5em}}
+.maps{{white-space:nowrap}}table.worst td{{font-family:monospace;text-align:right}}
 </style></head><body>
 <h1>reprohub report</h1>
 <ul>{summary}</ul>
 {goldens}
 <script>window.addEventListener("load", function () {{
-  var pictures = document.images, drawn = 0;
-  for (var i = 0; i < pictures.length; i++) {{ if (pictures[i].complete && pictures[i].naturalWidth > 0) drawn++; }}
-  document.title = "reprohub report: " + drawn + " of " + pictures.length + " pictures drawn";
+  var pictures = document.images, drawn = 0, filled = 0;
+  for (var i = 0; i < pictures.length; i++) {{
+    var image = pictures[i];
+    if (!(image.complete && image.naturalWidth > 0)) continue;
+    drawn++;
+    try {{  /* what the picture shows: more than its frame and background (a blank panel has 2 colours or fewer) */
+      var canvas = document.createElement("canvas");
+      canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+      var context = canvas.getContext("2d"); context.drawImage(image, 0, 0);
+      var pixels = context.getImageData(0, 0, canvas.width, canvas.height).data, colours = {{}}, count = 0;
+      for (var p = 0; p < pixels.length && count < 8; p += 4) {{
+        var c = pixels[p] + "," + pixels[p + 1] + "," + pixels[p + 2];
+        if (!colours[c]) {{ colours[c] = 1; count++; }}
+      }}
+      if (count >= 8) filled++;
+    }} catch (e) {{}}
+  }}
+  document.title = "reprohub report: " + drawn + " of " + pictures.length + " pictures drawn, " + filled + " with content";
 }});</script>
 </body></html>
 """
 
 
 def html(records: Mapping[str, dict], summary: list[str], fix: str) -> str:
-    """A self-contained page: the same table as :func:`markdown` per golden, with its pictures inline."""
+    """A self-contained page: per golden its commit, input and environment, per leaf that moved how it moved,
+    the expected, obtained and difference maps side by side (a row per moved channel) with colour bars, and
+    its greatest differences with their full index."""
     esc = _html.escape
     parts = []
     for key, record in sorted(records.items()):
         rows = "".join(f"<tr><td>{esc(leaf['key'])}</td><td>{esc(leaf['summary'])}</td></tr>" for leaf in record["leaves"])
-        figures = "".join(
-            f"<figure><img alt=\"{esc(leaf['key'])}: {leaf['picture']['kind']}\" src=\"{_svg_url(leaf['picture'])}\">"
-            f"<figcaption>{esc(leaf['key'])}: {leaf['picture']['kind']} of the difference</figcaption></figure>"
-            for leaf in record["leaves"] if "picture" in leaf)
         moved = "".join(f"<li>{esc(field)}</li>" for field in record["environment"])
+        about = "".join(f"<li>{name}: <code>{esc(str(record.get(field) or '(not recorded)'))}</code></li>"
+                        for name, field in (("commit", "commit"), ("input", "input")))
         parts.append(f"<section><h2 class=\"{esc(record['outcome'])}\">{esc(key)}: {esc(record['outcome'])}</h2>"
-                     f"<p>{esc(record['test'])}: {esc(record['summary'])}</p>"
+                     f"<p>{esc(record['test'])}: {esc(record['summary'])}</p><ul>{about}</ul>"
                      f"{'<p>Environment fields that differ:</p><ul>' + moved + '</ul>' if moved else ''}"
-                     f"<table><tr><th>leaf</th><th>how it moved</th></tr>{rows}</table>{figures}</section>")
+                     f"<table><tr><th>leaf</th><th>how it moved</th></tr>{rows}</table>"
+                     + "".join(_leaf_html(leaf) for leaf in record["leaves"] if "picture" in leaf) + "</section>")
     if any(r["outcome"] == "failed" for r in records.values()):
         parts.append(f"<p>If the change is intended: <code>{esc(fix)}</code></p>")
     body = "".join(parts) or "<p>No golden failed or changed.</p>"
@@ -146,32 +145,28 @@ def html(records: Mapping[str, dict], summary: list[str], fix: str) -> str:
                         goldens=body)
 
 
-def _svg_url(picture: dict) -> str:
-    svg = _heatmap(picture) if picture["kind"] == "heatmap" else _histogram(picture)
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+def _leaf_html(leaf: dict) -> str:
+    esc, found = _html.escape, leaf["picture"]
+    html = f"<h3>{esc(leaf['key'])}</h3>"
+    if found["kind"] == "maps":
+        low, high = found["scale"]
+        for panel in found["panels"]:
+            where = f"{leaf['key']}{panel['index']}"
+            maps = [("expected", panel["expected"], low, high), ("obtained", panel["obtained"], low, high),
+                    ("difference", panel["difference"], 0.0, found["diff_max"])]
+            html += "<div class=\"maps\">" + "".join(
+                f"<figure><img alt=\"{esc(where)}: {name}\" src=\"{_data_url(svg(cells, lo, hi, f'{where} {name}', found['shape']))}\">"
+                f"<figcaption>{esc(where)}: {name}</figcaption></figure>" for name, cells, lo, hi in maps) + "</div>"
+    else:
+        html += (f"<figure><img alt=\"{esc(leaf['key'])}: histogram\" src=\"{_data_url(histogram_svg(found))}\">"
+                 f"<figcaption>{esc(leaf['key'])}: histogram of the differences</figcaption></figure>")
+    worst = "".join(f"<tr><td>{esc(w['index'])}</td><td>{w['expected']:.6g}</td><td>{w['obtained']:.6g}</td>"
+                    f"<td>{w['difference']:+.6g}</td></tr>" for w in found.get("worst", []))
+    if worst:
+        html += ("<table class=\"worst\"><tr><th>index</th><th>expected</th><th>obtained</th><th>difference</th></tr>"
+                 f"{worst}</table>")
+    return html
 
 
-def _heatmap(picture: dict) -> str:
-    cells = picture["cells"]
-    top = max((v for row in cells for v in row), default=0.0) or 1.0
-    size = max(4, 240 // max(len(cells), len(cells[0]) if cells else 1))
-    rects = "".join(f'<rect x="{c * size}" y="{r * size}" width="{size}" height="{size}" fill="{_color(v / top)}"/>'
-                    for r, row in enumerate(cells) for c, v in enumerate(row))
-    width, height = size * (len(cells[0]) if cells else 1), size * len(cells)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 16}">{rects}'
-            f'<text x="0" y="{height + 12}" font-size="11">|difference|, max {top:.3g}</text></svg>')
-
-
-def _histogram(picture: dict) -> str:
-    counts = picture["counts"] or [0]
-    top = max(counts) or 1
-    bars = "".join(f'<rect x="{i * 12}" y="{100 - 100 * n / top:.1f}" width="11" height="{100 * n / top:.1f}" '
-                   f'fill="#3366cc"/>' for i, n in enumerate(counts))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{12 * len(counts)}" height="116">{bars}'
-            f'<text x="0" y="112" font-size="11">{picture["low"]:.3g} .. {picture["high"]:.3g}</text></svg>')
-
-
-def _color(fraction: float) -> str:
-    """White (no difference) to dark red (the greatest)."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    return f"rgb(255,{int(255 * (1 - fraction))},{int(255 * (1 - fraction) ** 2)})"
+def _data_url(image: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(image.encode()).decode()
