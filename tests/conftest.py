@@ -17,7 +17,7 @@ import pytest
 from reprohub import Hub
 from reprohub.fetch.download import DownloadPolicy
 from reprohub.testing.gitrepo import GitRepo
-from reprohub.testing.server import HubServer
+from reprohub.testing.server import HubServer, QuietHTTPServer
 
 FAST_POLICY = DownloadPolicy(connect_timeout=5, read_timeout=10, retries=3, backoff=0.01, max_backoff=0.05)
 
@@ -156,9 +156,7 @@ def run_locked(project, *args):
 @contextlib.contextmanager
 def serving(handler: type, path: str = "/release.json"):
     """A one-handler HTTP host on 127.0.0.1 for a host's habit HubServer lacks (gzip, ETags); yields ``path``'s URL."""
-    from http.server import ThreadingHTTPServer
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}{path}"

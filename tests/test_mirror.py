@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from reprohub.lock.lockfile import Lockfile
 from reprohub.lock.mirror import artifact_item, tree_item
 from reprohub.lock.session import LockSession
 
-from reprohub.testing.server import Fault
+from reprohub.testing.server import Fault, QuietHTTPServer
 
 from .conftest import FAST_POLICY
 
@@ -46,7 +46,7 @@ class StaticServer:
                     return
                 super().do_GET()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 

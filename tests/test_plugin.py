@@ -160,7 +160,7 @@ def test_refresh_reports_moved_branch_and_changed_goldens(project, tiny_repo):
                                     "*Fix: if the change is intended: pytest --hub-lock *hub.lock --hub-accept*"])
     assert (project.path / "hub.lock").read_bytes() == locked
     report_only = run(project, "--hub-refresh")  # the counters and words agree with what happened
-    report_only.stdout.fnmatch_lines(["goldens: 0 checked, 0 recorded, 1 changed, 0 not reached",
+    report_only.stdout.fnmatch_lines(["goldens: 0 checked, 0 recorded, 1 changed, 0 unused",
                                       "refresh goldens changed: acme/tiny/tiny_mlp/test_tiny.test_tiny",
                                       "lock *: not modified (refresh mode only reports; --hub-accept writes*"])
     assert "(check mode)" not in report_only.stdout.str()

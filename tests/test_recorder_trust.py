@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -20,7 +20,7 @@ from reprohub.errors import LocalDiskError, LockMismatchError
 from reprohub.lock.lockfile import Lockfile, RequestPin
 from reprohub.lock.session import LockSession
 from reprohub.runtime.network import answering
-from reprohub.testing.server import Fault, HubServer
+from reprohub.testing.server import Fault, HubServer, QuietHTTPServer
 
 from .conftest import run_locked, serving
 from .test_hermetic import answerer_for, recorded_lock
@@ -185,7 +185,7 @@ class SigningHost:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"

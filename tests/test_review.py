@@ -144,7 +144,7 @@ def _workflow_steps() -> list[str]:
     return [line.split("- run: ", 1)[1].split("  #", 1)[0].strip() for line in block.splitlines() if "- run: " in line]
 
 
-def _install_as_the_workflow_does(steps: list[str], tmp_path) -> "Path":
+def _install_as_the_workflow_does(steps: list[str], tmp_path):
     """Run the workflow's install steps into a new virtualenv, as a fresh runner does: torch as written but from
     this machine's wheels (PyPI's CPU wheel here; the step names PyTorch's index, which is out of reach), and
     reprohub as written, its pinned git URL pointing at a clone of this checkout with the tag made there (the

@@ -201,3 +201,28 @@ def test_a_re_recorded_golden_s_plain_git_diff_shows_how_much_and_which_slice_mo
     assert moved.endswith("; slices [0, 1]")
     changed_slices = [line.split(":")[0].strip() for line in added if line.startswith("  slice")]
     assert changed_slices == ["slice out[0, 1]"]  # the one channel that moved, named by its full index
+
+
+def test_counters_say_a_repo_that_could_not_load_failed_and_a_changed_golden_once(tiny_project, tiny_repo, server,
+                                                                                  monkeypatch):
+    run_locked(tiny_project, "--hub-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    lock = Lockfile.read(tiny_project.path / "hub.lock")
+    import dataclasses
+
+    pin = lock.repos["acme/tiny:main"]
+    lock.repos["acme/tiny:main"] = dataclasses.replace(pin, commit="0" * 40)  # a commit the host does not have
+    lock.write(tiny_project.path / "hub.lock")
+    result = run_locked(tiny_project)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["repos: 0 checked, 1 failed, 0 recorded, 0 changed, 0 unused"])
+
+
+def test_a_re_recorded_golden_is_one_line_of_the_summary(pytester):
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_conv=CONV_TEST.format(shift=0.0))
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
+    pytester.makepyfile(test_conv=CONV_TEST.format(shift=0.001))
+    updated = run_locked(pytester, "--hub-update")
+    assert [line for line in updated.outlines if "golden conv/out" in line] == [
+        next(line for line in updated.outlines if line.startswith("  updated golden conv/out: "))]

@@ -8,7 +8,7 @@ import os
 import ssl
 import subprocess
 import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 
 import pytest
 import torch
@@ -17,6 +17,7 @@ import reprohub
 from reprohub import Hub
 from reprohub.errors import CacheWriteError, DownloadError, SettingError
 from reprohub.fetch.download import Downloader, DownloadPolicy
+from reprohub.testing.server import QuietHTTPServer
 
 from .conftest import FAST_POLICY
 
@@ -112,7 +113,7 @@ def tls_server(tmp_path):
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "w.bin").write_bytes(b"over tls")
     handler = lambda *a: SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"))  # noqa: E731
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)

@@ -44,15 +44,19 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         changed = [c.key for c in changes if c.table == table and c.old is not None]
         checking = table == "goldens" and not (refresh or update)  # while recording, a moved golden is changed
         failed_here = sorted(set(session.failed_goldens) & seen) if checking else []
+        if table == "repos":  # asked for, but its load never got as far as the files: not checked
+            failed_here = sorted(seen - set(session.recorded.repos))
         if table == "goldens" and refresh:  # an output that moved is a changed golden, recorded or not
             changed += sorted(set(session.failed_goldens) - set(changed))
         checked = len(seen - {c.key for c in new} - set(changed) - set(failed_here))
         not_used = ("unused not counted (part of the suite ran)" if deselected or selection else
-                    f"{len(unused[table])} not reached" if failed else f"{len(unused[table])} unused")
+                    f"{len(unused[table])} not reached" if failed and unused[table] else f"{len(unused[table])} unused")
         failures = f", {len(failed_here)} failed" if failed_here else ""
         lines.append(f"{table}: {checked} checked{failures}, {len(new)} recorded, {len(changed)} changed, {not_used}")
-    for table in TABLES:
-        lines += capped([_change_line(session, c) for c in changes if c.table == table],
+    reviewed = {key for key, review in session.reviews.items() if review["outcome"] in ("updated", "accepted")}
+    for table in TABLES:  # a re-recorded golden is told once, by how it moved (below), not by its digests
+        lines += capped([_change_line(session, c) for c in changes if c.table == table
+                         and not (table == "goldens" and c.old is not None and c.key in reviewed)],
                         f"new or changed {table} (the lock's diff shows them all)")
     if refresh:
         lines.extend(_refresh_lines(session, outcomes, layout))

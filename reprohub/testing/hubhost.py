@@ -27,7 +27,9 @@ import os
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from .server import QuietHTTPServer
 
 COMMIT = "a" * 40
 
@@ -43,8 +45,8 @@ class HubLookalike:
         self.requests: list[tuple[str, str, str]] = []
         self._issued: dict[str, float] = {}  # signature -> when it expires
         self._lock = threading.Lock()
-        self._hub = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("hub"))
-        self._cdn = ThreadingHTTPServer(("127.0.0.2", 0), self._handler("cdn"))  # another host, as a CDN is
+        self._hub = QuietHTTPServer(("127.0.0.1", 0), self._handler("hub"))
+        self._cdn = QuietHTTPServer(("127.0.0.2", 0), self._handler("cdn"))  # another host, as a CDN is
         self.url = f"http://127.0.0.1:{self._hub.server_address[1]}"
         self.cdn_url = f"http://127.0.0.2:{self._cdn.server_address[1]}"
 

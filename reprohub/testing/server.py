@@ -39,6 +39,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -51,6 +52,18 @@ from .gitrepo import compare_refs, git_output, ref_page, rev_parse
 
 log = logging.getLogger("reprohub.server")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that takes a client hanging up mid-answer (what fault tests do on purpose) in
+    silence, instead of printing socketserver's traceback into the test output; other errors are logged."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.warning("the test host failed answering %s", client_address, exc_info=True)
 
 
 @dataclass
@@ -109,7 +122,7 @@ class HubServer:
             raise ValueError("HubServer only listens on loopback")
         self.state = _State()
         handler = type("Handler", (_Handler,), {"state": self.state})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd = QuietHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self.scheme = "https" if tls is not None else "http"
         if tls is not None:
