@@ -30,9 +30,11 @@ entry and whole tables, which this reader ignores with one warning (and drops wh
 lock).  Of the current or an older minor, an unknown field or table is an error (a typo must not
 pass silently).  Version 2.0 writes tree digests as ``v2:<hex>`` (:mod:`reprohub.fetch.tree`);
 1.x locks, whose bare-hex digests are version 1, are still read and verified.  Version 2.1 adds a
-repo's ``artifacts`` (what its entrypoints download, so a locked cold load starts them early); a lock
-that has none is still written as 2.0, byte for byte as before, and a 2.0 reader ignores the lists.  Version 2.2
-adds ``[requests]``: what repo and test code fetched themselves (:mod:`reprohub.lock.hermetic`).  A malformed entry
+repo's ``artifacts`` (what its entrypoints download, so a locked cold load starts them early), and 2.2
+``[requests]``: what repo and test code fetched themselves (:mod:`reprohub.lock.hermetic`).  A lock is
+always written with this reprohub's version, whatever it holds: the line changes once, when this version
+first writes a lock, never when a lock first holds a request (which read as a format change in review);
+an older 2.x reader reads it, warning once and ignoring what it does not know.  A malformed entry
 is refused with the line it stands on.  Reading is linear in the size of the lock: its TOML is parsed once
 (where an entry stands is looked up only for one that is refused).
 
@@ -235,7 +237,7 @@ class Lockfile:
 
     def dumps(self) -> str:
         """The lock as deterministic TOML text."""
-        doc: dict = {"version": f"{SCHEMA_MAJOR}.{self._minor_needed()}"}
+        doc: dict = {"version": f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"}
         for table, (kind, key_field) in TABLES.items():
             entries = getattr(self, table)
             defaults = {f.name: f.default for f in fields(kind) if f.default is not MISSING}
@@ -245,13 +247,6 @@ class Lockfile:
                                     if k != key_field and not (k in defaults and v == defaults[k])}
                               for key in sorted(entries)}
         return HEADER + tomli_w.dumps(doc)
-
-    def _minor_needed(self) -> int:
-        """The oldest minor version that holds everything in this lock: a lock that uses nothing newer
-        keeps ``version = "2.0"``, its bytes, and every 2.0 reader."""
-        if self.requests:
-            return 2
-        return 1 if any(pin.artifacts for pin in self.repos.values()) else 0
 
     def write(self, path: "str | Path", base: "Lockfile | None" = None) -> bool:
         """Write atomically under the writer's lock; return whether the bytes changed.
