@@ -154,9 +154,24 @@ def run_locked(project, *args):
 
 
 @contextlib.contextmanager
-def serving(handler: type, path: str = "/release.json"):
-    """A one-handler HTTP host on 127.0.0.1 for a host's habit HubServer lacks (gzip, ETags); yields ``path``'s URL."""
-    httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
+def serving(answer, path: str = "/release.json"):
+    """A one-route HTTP host on 127.0.0.1 for a host's habit HubServer lacks (gzip, ETags): ``answer(headers)``
+    gives each GET's ``(status, headers, body)``; yields ``path``'s URL."""
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, headers, body = answer(self.headers)
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}{path}"

@@ -111,9 +111,8 @@ def saved(obj, **kwargs) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def tls_host(tmp_path, monkeypatch):
-    """A host over HTTPS whose certificate a test CA signed; reprohub trusts that CA (SSL_CERT_FILE), as a
+def trusted_tls_context(tmp_path, monkeypatch) -> ssl.SSLContext:
+    """A server TLS context whose certificate a test CA signed, that CA trusted for this test (SSL_CERT_FILE), as a
     machine's store trusts GitHub's."""
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -122,7 +121,13 @@ def tls_host(tmp_path, monkeypatch):
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "test-ca.pem"))
-    with HubServer(tls=context) as host:
+    return context
+
+
+@pytest.fixture
+def tls_host(tmp_path, monkeypatch):
+    """A host over HTTPS, trusted as GitHub's is (:func:`trusted_tls_context`)."""
+    with HubServer(tls=trusted_tls_context(tmp_path, monkeypatch)) as host:
         yield host
 
 
@@ -613,25 +618,14 @@ def test_an_async_httpx_client_is_answered_too(server, tmp_path):
 def gzip_host():
     """A host that compresses what it sends when the client accepts gzip (as GitHub's API does)."""
     import gzip
-    from http.server import BaseHTTPRequestHandler
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b'{"assets": ["' + b"w" * 5000 + b'"]}'
-            zipped = "gzip" in self.headers.get("Accept-Encoding", "")
-            body = gzip.compress(body, mtime=0) if zipped else body
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            if zipped:
-                self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(headers):
+        body = b'{"assets": ["' + b"w" * 5000 + b'"]}'
+        if "gzip" not in headers.get("Accept-Encoding", ""):
+            return 200, {"Content-Type": "application/json"}, body
+        return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, gzip.compress(body, mtime=0)
 
-        def log_message(self, *args):
-            pass
-
-    with serving(Handler) as url:
+    with serving(answer) as url:
         yield url
 
 

@@ -23,7 +23,7 @@ from reprohub.runtime.network import answering
 from reprohub.testing.server import Fault, HubServer, QuietHTTPServer
 
 from .conftest import run_locked, serving
-from .test_hermetic import answerer_for, recorded_lock
+from .test_hermetic import answerer_for, recorded_lock, trusted_tls_context
 
 
 def paths_asked(host: HubServer) -> list[str]:
@@ -199,17 +199,7 @@ class SigningHost:
 @pytest.fixture
 def signing_host(tmp_path, monkeypatch):
     """Over TLS, with a certificate a test CA signed (trusted through SSL_CERT_FILE, as a machine trusts GitHub's)."""
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca.cert_pem.write_to_path(str(tmp_path / "test-ca.pem"))
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "test-ca.pem"))
+    context = trusted_tls_context(tmp_path, monkeypatch)
     host = SigningHost({"w.bin": b"weights" * 20000, "labels.json": b'{"labels": ["cat", "dog"]}'}, tls=context)
     yield host
     host.close()
@@ -323,25 +313,12 @@ def test_two_workers_with_different_answers_to_one_request_are_a_named_conflict(
 @pytest.fixture
 def etag_host():
     """A host that honours If-None-Match, as GitHub's API and the Hugging Face Hub do."""
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.headers.get("If-None-Match") == '"v1"':
-                self.send_response(304)
-                self.send_header("ETag", '"v1"')
-                self.end_headers()
-                return
-            body = b'{"tag": "v1"}'
-            self.send_response(200)
-            self.send_header("ETag", '"v1"')
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(headers):
+        if headers.get("If-None-Match") == '"v1"':
+            return 304, {"ETag": '"v1"'}, b""
+        return 200, {"ETag": '"v1"', "Content-Type": "application/json"}, b'{"tag": "v1"}'
 
-        def log_message(self, *args):
-            pass
-
-    with serving(Handler) as url:
+    with serving(answer) as url:
         yield url
 
 

@@ -46,7 +46,7 @@ def picture(obtained: Any, expected: Any) -> dict:
         lead = diff.shape[:-2]
         values = torch.cat([flat[0][moved].reshape(-1), flat[1][moved].reshape(-1)])
         values = values[torch.isfinite(values)]
-        panels = [{"index": _index(n, lead) if lead else "", "expected": _cells(flat[0][n], "avg"),
+        panels = [{"index": full_index(n, lead) if lead else "", "expected": _cells(flat[0][n], "avg"),
                    "obtained": _cells(flat[1][n], "avg"), "difference": _cells(flat[2][n], "max")}
                   for n in sorted(moved)]
         return {"kind": "maps", "shape": list(diff.shape), "panels": panels, "worst": worst,
@@ -75,11 +75,12 @@ def _worst(got: Any, want: Any, diff: Any) -> list[dict]:
 
     # the greatest first; among equal ones the first by index (stable), so the same difference lists the same rows
     top = torch.sort(diff.reshape(-1), descending=True, stable=True).indices[:count].tolist() if count else []
-    return [{"index": _index(i, diff.shape), "expected": float(want.reshape(-1)[i]), "obtained": float(got.reshape(-1)[i]),
+    return [{"index": full_index(i, diff.shape), "expected": float(want.reshape(-1)[i]), "obtained": float(got.reshape(-1)[i]),
              "difference": float(got.reshape(-1)[i] - want.reshape(-1)[i])} for i in top if float(diff.reshape(-1)[i]) > 0]
 
 
-def _index(flat: int, shape: Any) -> str:
+def full_index(flat: int, shape: Any) -> str:
+    """The full index of element ``flat`` of a tensor of ``shape``: ``[0, 1, 3, 4]``."""
     index = []
     for size in reversed(list(shape)):
         index.append(flat % size if size else 0)

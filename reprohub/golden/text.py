@@ -37,6 +37,7 @@ from ..errors import GoldenFileError
 from ..fetch.fsutil import atomic_write_bytes
 from ..redact import printable
 from .engine import compare_leaves, load_golden
+from .pictures import full_index
 from .trace import decode
 
 
@@ -102,7 +103,7 @@ def moved_lines(before: "Mapping[str, Any]", after: "Mapping[str, Any]") -> list
         where = [f"{int(changed.sum())} of {new.numel()} elements"]
         for name, values in (("abs", diff), ("rel", rel)):
             flat = int(values.reshape(-1).argmax())
-            where.append(f"max {name} {_g(float(values.reshape(-1)[flat]))} at {_index(flat, new.shape)}")
+            where.append(f"max {name} {_g(float(values.reshape(-1)[flat]))} at {full_index(flat, new.shape)}")
         moved = [index for index, part in _slices(changed) if bool(part.any())]
         tail = f"; slices {', '.join(moved)}" if moved and len(moved) < len(_slices(changed)) else ""
         lines.append(f"moved {key}: {', '.join(where)}{tail}")
@@ -142,16 +143,7 @@ def _slices(leaf: Any) -> "list[tuple[str, Any]]":
     if not 1 < count <= MAX_SLICES:
         return []
     flat = leaf.reshape(count, -1)
-    return [(_index(n, lead), flat[n]) for n in range(count)]
-
-
-def _index(flat: int, shape: Any) -> str:
-    """The full index of element ``flat`` of a tensor of ``shape``, as ``[0, 1, 3, 4]``."""
-    index = []
-    for size in reversed(list(shape)):
-        index.append(flat % size if size else 0)
-        flat //= size if size else 1
-    return f"[{', '.join(map(str, reversed(index)))}]"
+    return [(full_index(n, lead), flat[n]) for n in range(count)]
 
 
 def _head(leaf: Any) -> str:
