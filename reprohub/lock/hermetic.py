@@ -34,8 +34,11 @@ or through a hop of its own -- and pins that host's bytes, is refused before tha
 
 **Pinned by content, not by URL.**  A redirect's target is pinned without signing parameters (a CDN
 signs it anew on every request), and the body is fetched from the target the origin sends *now*: a
-signature that expired is no change; another host, or other bytes, is.  A request whose fetch failed while recording (a test
-that passed without it) is pinned as unreachable and fails the same way in a check, without a request.
+signature that expired is no change; another host, or other bytes, is.
+
+**Failures.**  A request whose fetch failed while recording (a test that passed without it) is pinned as
+unreachable and fails the same way in a check, without a request.  A write that fails on this machine (a
+full disk) is no answer of the host's: it fails the recording as a local failure and is never pinned.
 
 **Answers that change on every request.**  GitHub's release JSON carries download counts: fetched
 again, its digest would differ on every fresh machine.  So bodies of at most :data:`BESIDE_MAX`
@@ -85,10 +88,9 @@ from .session import LockSession
 
 MAX_HOPS = 10  # redirects re-checked back from one fetch (clients stop at 20-30)
 ANSWERED_METHODS = ("GET", "HEAD")
-# request headers reprohub does not pass on when it fetches for the client: the connection's own, and a
-# range (the whole body is pinned and served)
-# range (the whole body is pinned and served) and a condition (the whole answer is pinned; the client's condition
-# is answered from the pin: a developer's warm client cache must not pin "304, 0 bytes")
+# request headers reprohub does not pass on when it fetches for the client: the connection's own, a range (the
+# whole body is pinned and served) and a condition (the whole answer is pinned and the client's condition answered
+# from it, runtime/replies: a developer's warm client cache must not pin "304, 0 bytes")
 NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "content-length", "transfer-encoding", "te",
                            "upgrade", "range", "if-range", "proxy-connection", "if-none-match", "if-modified-since",
                            "if-match", "if-unmodified-since"})
