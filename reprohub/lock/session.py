@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 from urllib.parse import urlsplit
 
 from .. import settings
+from ..runtime.threads import starting_test
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
 from .lockfile import TABLES, ArtifactPin, EnvironmentPin, GoldenPin, Lockfile, RepoPin, RequestPin, UnreachablePin
@@ -64,33 +64,6 @@ def _host_port(url: str) -> "tuple[str, int | None]":
         return parts.hostname or "", parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     except ValueError:  # a port that is no number
         return "", None
-
-
-THREAD_TEST = "_reprohub_test"  # on a thread: the test that started it (attribute_threads)
-_thread_start = threading.Thread.start
-
-
-def attribute_threads(current_test: "Callable[[], str | None] | None") -> None:
-    """While ``current_test`` is set, each thread started is stamped with the test that started it (directly or
-    through threads of its own), so what it asks later -- during another test, after its own ended -- is
-    attributed to that test; ``None`` stops stamping.
-
-    Example:
-        >>> attribute_threads(lambda: "test_a.py::test_a")
-        >>> t = threading.Thread(target=lambda: None); t.start(); t.join(); attribute_threads(None)
-        >>> getattr(t, THREAD_TEST)
-        'test_a.py::test_a'
-    """
-    if current_test is None:
-        threading.Thread.start = _thread_start
-        return
-
-    def start(thread: threading.Thread) -> None:
-        if getattr(thread, THREAD_TEST, None) is None:
-            setattr(thread, THREAD_TEST, getattr(threading.current_thread(), THREAD_TEST, None) or current_test())
-        _thread_start(thread)
-
-    threading.Thread.start = start
 
 
 def _answer_of(pin: RequestPin) -> tuple:
@@ -217,7 +190,7 @@ class LockSession:
         stamped by :func:`attribute_threads`), else the current one -- which then fails even if repo code caught
         the exception.  One no test can take (between tests, after the last, from a thread whose test ended) is
         left in ``fenced`` and fails the session."""
-        test = getattr(threading.current_thread(), THREAD_TEST, None) or self.current_test or ""
+        test = starting_test() or self.current_test or ""
         with self._lock:
             self.fenced.setdefault(test, []).append(what)
 

@@ -18,7 +18,8 @@ from ..runtime.intercept import routed
 from ..lock.beside import prune_beside, write_beside
 from ..lock.hermetic import RequestAnswerer
 from ..lock.lockfile import Lockfile
-from ..lock.session import LockSession, attribute_threads
+from ..lock.session import LockSession
+from ..runtime.threads import attribute_threads
 from .finish import LockWriting
 from .reports import SummaryHooks, fail_for, redact_report, short_report
 
@@ -159,7 +160,7 @@ class HubPlugin(LockWriting, SummaryHooks):
             except ReprohubError as err:
                 raise pytest.UsageError(str(err)) from None
         if self.hermetic:
-            self.http_only = network.http_only_clients()
+            self.http_only = fence.http_only_clients()
             self._answering = network.answering(self.answerer)
             self._answering.__enter__()
             attribute_threads(lambda: self.session.current_test)

@@ -33,6 +33,7 @@ import socket
 import sys
 import threading
 
+from .. import settings
 from .callsite import caller
 from .network import current
 
@@ -148,3 +149,15 @@ def _is_loopback(host) -> bool:
         return False
 
 
+def http_only_clients() -> "list[str]":
+    """Make the clients that can download through native sockets (which no patch and no audit hook sees) use
+    HTTP, which is answered: huggingface_hub's Xet transfers (``HF_HUB_DISABLE_XET``, read by huggingface_hub
+    at each download; set for an already imported copy too).  Returns what it changed, for the session header."""
+    changed = []
+    if settings.set_default(settings.HF_HUB_DISABLE_XET, "1"):
+        changed.append("HF_HUB_DISABLE_XET=1 (huggingface_hub downloads over HTTP, which reprohub pins; hf_xet's "
+                       "native transfers would escape it)")
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and settings.read_flag(settings.HF_HUB_DISABLE_XET):
+        constants.HF_HUB_DISABLE_XET = True
+    return changed

@@ -46,13 +46,11 @@ import importlib
 import importlib.util
 import io
 import socket
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
-from .. import settings
 from ..errors import HashMismatchError
 from ..fetch.transport import is_own_request, own_requests
 from .callsite import caller
@@ -411,17 +409,3 @@ def _async_pool_patch(response_type: type) -> Callable:
             return _httpcore_response(response_type, reply, method, _Chunks(reply, method != "HEAD"))
         return handle_async_request
     return patch
-
-
-def http_only_clients() -> "list[str]":
-    """Make the clients that can download through native sockets (which no patch and no audit hook sees) use
-    HTTP, which is answered: huggingface_hub's Xet transfers (``HF_HUB_DISABLE_XET``, read by huggingface_hub
-    at each download; set for an already imported copy too).  Returns what it changed, for the session header."""
-    changed = []
-    if settings.set_default(settings.HF_HUB_DISABLE_XET, "1"):
-        changed.append("HF_HUB_DISABLE_XET=1 (huggingface_hub downloads over HTTP, which reprohub pins; hf_xet's "
-                       "native transfers would escape it)")
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None and settings.read_flag(settings.HF_HUB_DISABLE_XET):
-        constants.HF_HUB_DISABLE_XET = True
-    return changed
