@@ -219,3 +219,25 @@ def test_a_symlinked_checkpoints_folder_keeps_working(tmp_path, server):
     url = server.add_file("w.bin", b"weights")
     got = Hub(hub_dir=tmp_path / "hub", github_api_url=server.api_url).fetch_artifact(url, progress=False)
     assert got.path.read_bytes() == b"weights" and bigger_disk in got.path.resolve().parents
+
+
+def test_a_download_beside_many_files_never_lists_their_folder(server, tmp_path, monkeypatch):
+    """Its cost must not grow with what sits beside it (benchmarks/crowded.py measures it): the partial is looked
+    up by name; the folder is listed only where an interrupted download left one."""
+    import os as _os
+
+    url = server.add_file("w.bin", b"w" * 1000)
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for n in range(50):
+        (folder / f"img-{n}.jpg").write_bytes(b"")
+    listed = []
+    real = _os.scandir
+    monkeypatch.setattr(_os, "scandir", lambda path=".": listed.append(str(path)) or real(path))
+    hub = Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY)
+    hub.download_url_to_file(url, str(folder / "w.bin"), progress=False)
+    assert str(folder) not in listed and (folder / "w.bin").read_bytes() == b"w" * 1000
+    (folder / ".w.bin.incomplete").write_bytes(b"w" * 10)  # a killed download's partial: now it looks around
+    (folder / "w.bin").unlink()
+    hub.download_url_to_file(url, str(folder / "w.bin"), progress=False)
+    assert str(folder) in listed and not (folder / ".w.bin.incomplete").exists()

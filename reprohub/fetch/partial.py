@@ -62,7 +62,12 @@ class Partial:
     def open(self) -> "tuple[BinaryIO, hashlib._Hash, str | None]":
         """The file to write (at its end), the hash of what it holds, and the validator to resume with."""
         if self.resumable:
-            leftovers = remove_dead_private_partials(self.dst)  # one listing: a cold cache asks no more
+            # two lookups by name, never a listing of the folder: a download into a folder of 10,000 files costs
+            # what one into an empty folder does.  Only where an interrupted download left its partial (a
+            # process died) are the dead processes' private partials looked for too.
+            leftovers = {p.name for p in (self.path, self.record) if os.path.lexists(p)}
+            if leftovers:
+                remove_dead_private_partials(self.dst)
             state = (read_record(self.record, RECORD_FIELDS) or {}) if self.record.name in leftovers else {}
             if self._resumable(state):
                 out = open(os.open(self.path, os.O_RDWR | _NOFOLLOW), "r+b")
