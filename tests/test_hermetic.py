@@ -508,7 +508,7 @@ def test_a_header_value_a_lock_accepts_is_served_as_that_one_header_and_no_other
     import tomli_w
 
     from reprohub.errors import LockfileError
-    from reprohub.runtime.network import Reply, _status_and_headers
+    from reprohub.runtime.replies import Reply, status_and_headers
 
     entry = {"status": 200, "sha256": "0" * 64, "size": 0, "headers": {"etag": value}}
     try:
@@ -516,7 +516,7 @@ def test_a_header_value_a_lock_accepts_is_served_as_that_one_header_and_no_other
     except LockfileError:
         return  # refused: nothing is served
     pin = lock.requests["GET https://h.example/a"]
-    head = _status_and_headers(Reply(pin.status, tuple(pin.headers.items()), None), "GET")
+    head = status_and_headers(Reply(pin.status, tuple(pin.headers.items()), None), "GET")
     parsed = http.client.parse_headers(io.BytesIO(head.split(b"\r\n", 1)[1]))
     assert sorted(parsed.keys()) == ["connection", "content-length", "etag"]
     assert parsed["etag"].strip() == value.encode("latin-1", "replace").decode("latin-1").strip()

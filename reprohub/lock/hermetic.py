@@ -78,7 +78,7 @@ from ..errors import DownloadError, HashMismatchError, LocalDiskError, LockMisma
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import canonical_url
 from ..redact import printable
-from ..runtime.network import CHUNK, Reply, Request
+from ..runtime.replies import CHUNK, Reply, Request
 from ..runtime.replies import not_modified, ranged
 from .entries import RESPONSE_HEADERS
 from .lockfile import Lockfile, RequestPin, request_key

@@ -40,54 +40,19 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import importlib
 import importlib.util
 import io
 import socket
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
-from ..errors import HashMismatchError
 from ..fetch.transport import is_own_request, own_requests
 from .callsite import caller
+from .replies import CHUNK, Reply, ReplyBody, ReplyChunks, Request, reply_headers, status_and_headers
 
-CHUNK = 1 << 16
 HTTPCORES = ("httpcore", "httpcore2")  # httpx's transport and httpx2's: the same pool interface
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request repo or test code made: ``headers`` with lower-case names; ``caller`` the ``file:line``
-    of the repo or test code that made it (empty where none is on the stack: a library's own thread)."""
-
-    method: str
-    url: str
-    headers: dict
-    caller: str = ""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The answer: status, headers (lower-case names; the length is added here), and the body's file
-    (``None``: empty), whose bytes must hash to ``sha256`` (checked as they are read); ``evictable``: the
-    file is a cache copy, removed when its bytes turn out wrong (the next request fetches it anew)."""
-
-    status: int
-    headers: tuple
-    body: "Path | None"
-    sha256: str | None = None
-    size: int = 0
-    url: str = ""
-    evictable: bool = False
-    offset: int = 0  # a range of the body: ``size`` bytes from here (the whole body was verified before)
-
-    @property
-    def reason(self) -> str:
-        return http.client.responses.get(self.status, "")
 
 
 class Answerer(Protocol):
@@ -229,7 +194,7 @@ class _Exchange:
             port = f":{self._port}" if self._port and self._port != default else ""
             url = f"{self._scheme}://{host}{port}{target}"
         reply = self._answerer.answer(Request(method, url, headers, caller()))
-        return _Body(reply, head=_status_and_headers(reply, method), with_body=method != "HEAD")
+        return ReplyBody(reply, head=status_and_headers(reply, method), with_body=method != "HEAD")
 
     def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
         if self._answer is None:
@@ -275,74 +240,6 @@ def _parse_head(head: bytes) -> tuple[str, str, dict]:
     return method.upper(), target, headers
 
 
-def _status_and_headers(reply: Reply, method: str) -> bytes:
-    lines = [f"HTTP/1.1 {reply.status} {reply.reason}"]
-    lines += [f"{name}: {value}" for name, value in _reply_headers(reply, method)]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-
-
-def _reply_headers(reply: Reply, method: str) -> list[tuple[str, str]]:
-    """The headers a client is given: the reply's, the body's length (a HEAD keeps the recorded one), and
-    ``Connection: close``."""
-    kept = [(n, v) for n, v in reply.headers if n not in ("content-length", "transfer-encoding", "connection")
-            or (n == "content-length" and method == "HEAD")]
-    if method != "HEAD":
-        kept.append(("content-length", str(reply.size)))
-    return kept + [("connection", "close")]
-
-
-class _Body(io.RawIOBase):
-    """The bytes a client reads: the status line and headers, then the body's ``size`` bytes, hashed as they
-    go; the last one read checks the digest."""
-
-    def __init__(self, reply: Reply, head: bytes = b"", with_body: bool = True) -> None:
-        self._head = memoryview(head)
-        self._reply = reply
-        self._left = reply.size if with_body and reply.body is not None else 0
-        self._file = open(reply.body, "rb") if self._left else None
-        if self._file is not None and reply.offset:
-            self._file.seek(reply.offset)
-        self._hash = hashlib.sha256() if self._file is not None and reply.sha256 else None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        if self._file is None:
-            return 0
-        view = memoryview(buffer)[:self._left]
-        n = self._file.readinto(view)
-        if self._hash is not None:
-            self._hash.update(view[:n])
-        self._left -= n
-        if n == 0 or self._left == 0:
-            self._finish()
-        return n
-
-    def _finish(self) -> None:
-        self._file.close()
-        self._file = None
-        if self._hash is not None and (self._left or self._hash.hexdigest() != self._reply.sha256):
-            found = "fewer bytes" if self._left else f"sha256 {self._hash.hexdigest()}"
-            if self._reply.evictable:
-                self._reply.body.unlink(missing_ok=True)
-            fix = ("it was damaged since it was written, and is removed: run again to fetch it anew"
-                   if self._reply.evictable else "the file was damaged since it was written; restore it")
-            raise HashMismatchError(f"the pinned body of {self._reply.url} (sha256 {self._reply.sha256})",
-                                    f"{found} in {self._reply.body}", fix)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        super().close()
-
-
 # -- httpcore (httpx) -------------------------------------------------------------------------------
 
 
@@ -359,30 +256,9 @@ def _httpcore_reply(request) -> "tuple[Reply, str] | None":
 
 
 def _httpcore_response(response_type: type, reply: Reply, method: str, content):
-    headers = [(n.encode("latin-1"), v.encode("latin-1", "replace")) for n, v in _reply_headers(reply, method)]
+    headers = [(n.encode("latin-1"), v.encode("latin-1", "replace")) for n, v in reply_headers(reply, method)]
     return response_type(reply.status, headers=headers, content=content,
                          extensions={"http_version": b"HTTP/1.1", "reason_phrase": reply.reason.encode()})
-
-
-class _Chunks:
-    """A reply's body as the byte chunks httpcore hands on (sync and async)."""
-
-    def __init__(self, reply: Reply, with_body: bool) -> None:
-        self._body = _Body(reply, with_body=with_body)
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self._body.read(CHUNK):
-            yield chunk
-
-    async def __aiter__(self):
-        for chunk in self:
-            yield chunk
-
-    def close(self) -> None:
-        self._body.close()
-
-    async def aclose(self) -> None:
-        self.close()
 
 
 def _pool_patch(response_type: type) -> Callable:
@@ -393,7 +269,7 @@ def _pool_patch(response_type: type) -> Callable:
                 with own_requests():
                     return original(self, request)
             reply, method = answered
-            return _httpcore_response(response_type, reply, method, _Chunks(reply, method != "HEAD"))
+            return _httpcore_response(response_type, reply, method, ReplyChunks(reply, method != "HEAD"))
         return handle_request
     return patch
 
@@ -406,6 +282,6 @@ def _async_pool_patch(response_type: type) -> Callable:
                 with own_requests():
                     return await original(self, request)
             reply, method = answered
-            return _httpcore_response(response_type, reply, method, _Chunks(reply, method != "HEAD"))
+            return _httpcore_response(response_type, reply, method, ReplyChunks(reply, method != "HEAD"))
         return handle_async_request
     return patch
