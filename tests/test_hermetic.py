@@ -664,3 +664,34 @@ def test_a_test_s_own_server_named_unpinned_is_asked_directly_on_any_port(pytest
             run_locked(pytester, *mode).assert_outcomes(passed=1)
             assert [path for _, path, _ in own.requests] == ["/files/ping"]
     assert Lockfile.read(pytester.path / "hub.lock").requests == {}
+
+
+def test_a_refused_connection_names_the_name_its_code_just_resolved_and_only_that_one():
+    """The audit hook's own path: a lookup (allowed while recording) and then a connection to the address it gave;
+    a later connection in the same thread, with no lookup before it, names no stale name."""
+    from reprohub.runtime import fence
+    from reprohub.runtime.network import answering
+
+    class Recording:
+        refused: list = []
+
+        def answer(self, request):
+            raise AssertionError("no HTTP here")
+
+        def refuse(self, what, caller):
+            self.refused.append(what)
+
+        def answers(self, host, port):
+            return True
+
+        def lookup(self, name, caller):
+            pass  # recording: lookups allowed
+
+    answerer = Recording()
+    with answering(answerer), socket.socket() as sock:
+        fence._audit("socket.getaddrinfo", ("weights.example", 443, 0, 0, 0))
+        fence._audit("socket.connect", (sock, ("192.0.2.7", 443)))
+        fence._audit("socket.connect", (sock, ("192.0.2.8", 443)))
+    assert answerer.refused == [
+        "a connection to 192.0.2.7:443 (weights.example) (a raw socket or a client reprohub does not answer)",
+        "a connection to 192.0.2.8:443 (a raw socket or a client reprohub does not answer)"]

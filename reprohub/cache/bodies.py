@@ -26,13 +26,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
-from pathlib import Path
-from typing import Iterable
-
 import logging
+import os
 import threading
+from pathlib import Path
+from typing import Iterable, Iterator
 
 from ..errors import LocalDiskError
 from ..fetch.download import Downloaded, RESUME_RECORD_MIN, progress_bar
@@ -137,18 +137,14 @@ def adopt(got: Downloaded) -> Path:
     return got.path
 
 
-class _local_writes:
+@contextlib.contextmanager
+def _local_writes(folder: Path) -> Iterator[None]:
     """Turn an ``OSError`` of a write on this machine into a :class:`LocalDiskError` (not the host's failure)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if isinstance(error, OSError) and not isinstance(error, LocalDiskError):
-            raise LocalDiskError(f"room to write a request body into {self.folder}",
-                                 f"{type(error).__name__}: {error}",
-                                 "free space on this machine's disk (or point TORCH_HOME elsewhere) and record "
-                                 "again; nothing was recorded") from error
+    try:
+        yield
+    except LocalDiskError:
+        raise
+    except OSError as error:
+        raise LocalDiskError(f"room to write a request body into {folder}", f"{type(error).__name__}: {error}",
+                             "free space on this machine's disk (or point TORCH_HOME elsewhere) and record "
+                             "again; nothing was recorded") from error

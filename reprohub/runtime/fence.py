@@ -14,6 +14,10 @@ An audit hook cannot be removed, so it is added once and costs a set lookup per 
 is set (the benchmark ``benchmarks/hermetic.py`` measures it).
 
 Example:
+    >>> import socket
+    >>> with socket.socket() as sock:
+    ...     network_use("socket.connect", (sock, ("93.184.216.34", 443)), name="example.org")
+    'a connection to 93.184.216.34:443 (example.org) (a raw socket or a client reprohub does not answer)'
     >>> network_use("subprocess.Popen", ("/usr/bin/curl", ["curl", "-sSL", "https://x/w.pt"], None, None))
     'the subprocess `curl -sSL https://x/w.pt`'
     >>> network_use("subprocess.Popen", ("git", ["git", "-C", "/src/fetch", "describe", "--tags"], None, None)) is None
@@ -68,10 +72,11 @@ def _audit(event: str, args: tuple) -> None:
         if is_name(name) and not _is_loopback(name):
             answerer.lookup(name, caller())
         return
-    what = network_use(event, args)
+    name = getattr(_looked_up, "name", "") if event in _SENDS else ""
+    _looked_up.name = ""  # a name is told with the one send that follows its lookup, never a later one
+    what = network_use(event, args, name)
     if what:
-        name = getattr(_looked_up, "name", "")
-        answerer.refuse(what.replace(" (a raw", f" ({name}: a raw", 1) if is_name(name) else what, caller())
+        answerer.refuse(what, caller())
 
 
 def is_name(host: str) -> bool:
@@ -88,15 +93,17 @@ def is_name(host: str) -> bool:
     return False
 
 
-def network_use(event: str, args: tuple) -> "str | None":
+def network_use(event: str, args: tuple, name: str = "") -> "str | None":
     """What of an audited event would reach the network: a connection to another machine, or a
-    subprocess that downloads (``curl``, ``wget``, ``git fetch``...); ``None`` for anything else."""
+    subprocess that downloads (``curl``, ``wget``, ``git fetch``...); ``None`` for anything else.
+    ``name``: the name the code resolved just before (shown beside the address it connects to)."""
     if event in _SENDS:
         sock, address = args
         if address is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or _is_loopback(address[0]):
             return None  # sendmsg on a connected socket: its connect was watched
         kind = "a connection to" if event == "socket.connect" else "a datagram to"
-        return f"{kind} {address[0]}:{address[1]} (a raw socket or a client reprohub does not answer)"
+        named = f" ({name})" if is_name(name) else ""
+        return f"{kind} {address[0]}:{address[1]}{named} (a raw socket or a client reprohub does not answer)"
     for command in _commands(args[0] if event == "os.system" else args[1]):
         name = os.path.basename(command[0])
         if name in NETWORK_TOOLS or (name == "git" and _git_subcommand(command[1:]) in GIT_NETWORK):
