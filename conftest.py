@@ -28,7 +28,7 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
                  "REPROHUB_MIRROR", "REPROHUB_ARCHIVE_URL"):
         monkeypatch.delenv(name, raising=False)
     import reprohub
-    from reprohub.fetch.transport import forget_dead_hosts
+    from reprohub.fetch.hosts import forget_dead_hosts
 
     reprohub.set_dir(None)
     forget_dead_hosts()  # a port a stopped server had may be a new server's in the next test

@@ -27,16 +27,18 @@ import cases  # noqa: E402
 import ci_suite  # noqa: E402
 import crowded  # noqa: E402
 import hermetic  # noqa: E402
+import imports  # noqa: E402
 import locked_cold  # noqa: E402
 import peers  # noqa: E402
 from harness import table  # noqa: E402
 
 FULL = dict(download=[1, 64, 256, 1024], extract=[("small", 300, 5), ("large", 2000, 200)], width=2500,
             load_widths=[350, 2500],
-            workers=8, golden=1024, rounds=5, ci_tests=200, latencies=[20, 0], budget=3.0, crowded=10000, small_files=20)
+            workers=8, golden=1024, rounds=5, ci_tests=200, latencies=[20, 0], budget=3.0, crowded=10000, small_files=20,
+            processes=15)
 QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, load_widths=[350], workers=3, golden=32,
-             rounds=2, ci_tests=10, latencies=[20], budget=0.0, crowded=200, small_files=3)
-CASES = ("download", "crowded", "peers", "extract", "load", "workers", "golden", "ci", "hermetic", "locked")
+             rounds=2, ci_tests=10, latencies=[20], budget=0.0, crowded=200, small_files=3, processes=2)
+CASES = ("download", "crowded", "peers", "imports", "extract", "load", "workers", "golden", "ci", "hermetic", "locked")
 
 
 def results_folder(out: str | None, quick: bool) -> Path:
@@ -64,6 +66,7 @@ def main(argv=None) -> int:
              + cases.download_breakdown(work, plan["download"][0], plan["rounds"], plan["budget"])),
             ("crowded", lambda: crowded.crowded(work / "crowded", plan["crowded"], plan["rounds"], plan["budget"])),
             ("peers", lambda: peers.peers(work / "peers", plan["rounds"], plan["budget"], plan["small_files"])),
+            ("imports", lambda: imports.fresh_processes(work / "imports", plan["processes"])),
             ("extract", lambda: cases.extraction(work, plan["extract"], plan["rounds"])),
             ("load", lambda: cases.cold_warm(work, plan["load_widths"], plan["rounds"], plan["budget"])
              + cases.cold_breakdown(work, plan["load_widths"][0], plan["rounds"], plan["budget"])),

@@ -130,7 +130,7 @@ class Hub(ArtifactMethods):
         self.origin = origin and not self.offline
         self.downloader = Downloader(session=session, policy=policy, offline=not self.origin)
         mirror_policy = dataclasses.replace(self.downloader.policy, retries=min(2, self.downloader.policy.retries))
-        mirror_downloader = Downloader(session=self.downloader.session, policy=mirror_policy, offline=self.offline)
+        mirror_downloader = self.downloader.sibling(mirror_policy, offline=self.offline)
         self.mirrors = MirrorSet.parse(settings.read(settings.MIRROR) if mirrors is None else mirrors,
                                        mirror_downloader)
         self.store = ArtifactStore(self.downloader)

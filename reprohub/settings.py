@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import dataclass
 
 from .errors import SettingError
@@ -114,7 +113,10 @@ def ca_bundle() -> str | None:
 
 def proxies_or_netrc() -> bool:
     """Whether a proxy variable or a netrc file is configured: then requests must look at the
-    environment for every URL (which proxy, which credentials); otherwise it has nothing to find."""
+    environment for every URL (which proxy, which credentials); otherwise it has nothing to find.  Asked when the
+    first session is made: urllib.request is imported then, not with reprohub."""
+    import urllib.request
+
     if urllib.request.getproxies_environment():
         return True
     netrc = read(NETRC)

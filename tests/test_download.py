@@ -203,7 +203,7 @@ def test_guard_a_socket_closed_before_content_length_is_an_incomplete_read():
 
 
 def test_guard_b_a_reader_that_stops_early_is_resumed_not_trusted(server, tmp_path, monkeypatch):
-    from reprohub.fetch import download
+    from reprohub.fetch import transport
 
     cut = 1 << 20
 
@@ -218,7 +218,7 @@ def test_guard_b_a_reader_that_stops_early_is_resumed_not_trusted(server, tmp_pa
             return n
         return read
 
-    monkeypatch.setattr(download, "reader_of", silently_short)
+    monkeypatch.setattr(transport, "reader_of", silently_short)
     got = downloader().fetch(server.add_file("w.bin", BODY), tmp_path / "w", progress=False)
     assert got.sha256 == DIGEST and got.size == len(BODY)
     assert sum("Range" in h for _, p, h in server.requests if p == "/files/w.bin") == len(BODY) // cut

@@ -16,7 +16,7 @@ import torch
 from reprohub import Hub
 from reprohub.cli import EXIT_OK, main
 from reprohub.errors import UntrustedRepoError
-from reprohub.fetch import transport
+from reprohub.fetch import hosts
 from reprohub.fetch.download import Downloader, DownloadPolicy
 from reprohub.lock.lockfile import EnvironmentPin, GoldenPin, Lockfile
 from reprohub.lock.session import LockSession
@@ -269,23 +269,23 @@ def test_a_prefetch_s_failure_marks_no_host_and_a_load_s_is_remembered_only_for_
         url = f"http://127.0.0.1:{gone.getsockname()[1]}/w.pt"
         slept = []
         downloader = Downloader(policy=FAST_POLICY, sleep=slept.append)
-        with transport.failures_not_remembered(), pytest.raises(ConnectionError, match="refused the connection 1 time"):
+        with hosts.failures_not_remembered(), pytest.raises(ConnectionError, match="refused the connection 1 time"):
             downloader.fetch_into(url, io.BytesIO())
         assert slept == []  # a prefetch does not wait for the host: the load will
-        transport.check_alive(url)  # nothing remembered
+        hosts.check_alive(url)  # nothing remembered
         with pytest.raises(ConnectionError, match="refused the connection 4 times"):
             downloader.fetch_into(url, io.BytesIO())
-        assert slept == list(transport.REFUSED_WAITS)
+        assert slept == list(hosts.REFUSED_WAITS)
         with pytest.raises(ConnectionError, match="earlier in this process; not asked again for [45] s"):
-            transport.check_alive(url)
+            hosts.check_alive(url)
         now = time.monotonic()
-        monkeypatch.setattr(time, "monotonic", lambda: now + transport.DEAD_FOR + 0.1)
-        transport.check_alive(url)  # remembered for a while, not for the session
+        monkeypatch.setattr(time, "monotonic", lambda: now + hosts.DEAD_FOR + 0.1)
+        hosts.check_alive(url)  # remembered for a while, not for the session
         with pytest.raises(ConnectionError, match="refused"):
             downloader.fetch_into(url, io.BytesIO())  # gone again: remembered twice as long
-        monkeypatch.setattr(time, "monotonic", lambda: now + 2 * transport.DEAD_FOR + 0.2)
+        monkeypatch.setattr(time, "monotonic", lambda: now + 2 * hosts.DEAD_FOR + 0.2)
         with pytest.raises(ConnectionError, match="earlier in this process"):
-            transport.check_alive(url)
+            hosts.check_alive(url)
 
 
 def test_a_transient_resolver_error_is_retried_not_taken_for_a_missing_name(server, monkeypatch):
@@ -303,7 +303,7 @@ def test_a_transient_resolver_error_is_retried_not_taken_for_a_missing_name(serv
     buf = io.BytesIO()
     Downloader(policy=FAST_POLICY).fetch_into(url, buf)
     assert buf.getvalue() == b"weights" and len(asked) >= 2
-    transport.check_alive(url)  # and nothing remembered
+    hosts.check_alive(url)  # and nothing remembered
 
 
 # -- 6. smaller holes ----------------------------------------------------------------------------------

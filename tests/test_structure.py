@@ -2,6 +2,7 @@
 every environment variable declared once and documented, and the README's map matching the folders."""
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -221,3 +222,33 @@ def test_python_dash_m_reprohub_is_the_command_and_stays_torch_free():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "lock" in proc.stdout and "fetch" in proc.stdout
+
+
+HTTP_STACK = ("requests", "urllib3", "urllib.request", "http.client")
+
+
+def test_the_http_stack_is_imported_at_the_first_request_not_with_reprohub(server, tmp_path):
+    """``import reprohub`` and a warm ``load_state_dict_from_url`` import no HTTP module; the cold one does
+    (issue 41, goal 4: ``python benchmarks/run.py --only imports``)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    weights = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(2)}, weights)
+    url = server.add_file("w.pt", weights.read_bytes())
+    script = ("import sys, reprohub\n"
+              f"stack = {HTTP_STACK!r}\n"
+              "print([m for m in stack if m in sys.modules])\n"
+              "state = reprohub.load_state_dict_from_url(sys.argv[1], progress=False)\n"
+              "assert float(state['w'].sum()) == 2.0\n"
+              "print([m for m in stack if m in sys.modules])\n")
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "home")}
+    runs = [subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, timeout=120, env=env)
+            for _ in ("cold", "warm")]
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    (cold_import, cold_load), (warm_import, warm_load) = [run.stdout.splitlines() for run in runs]
+    assert cold_import == warm_import == "[]"
+    assert "'requests'" not in warm_load and "'urllib3'" not in warm_load  # (torch itself imports urllib.request)
+    assert "'requests'" in cold_load  # the first request imported it, and it worked

@@ -46,7 +46,7 @@ from typing import Callable, Iterable
 
 from .. import settings
 from ..fetch.download import Downloaded
-from ..fetch.transport import failures_not_remembered
+from ..fetch.hosts import failures_not_remembered
 from .store import ArtifactStore
 
 log = logging.getLogger("reprohub")

@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
 import random
@@ -36,22 +35,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping
-
-import requests
-import urllib3
+from typing import TYPE_CHECKING, BinaryIO, Callable, Mapping
 
 from .. import settings
 from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, OfflineError, ReprohubError,
                       TruncatedDownloadError)
 from .fsutil import fsync_dir, writable
 from .partial import Partial
-from .pump import BUFFER, NETWORK_ERRORS, pump_body, pump_inline
-from .transport import (NOT_RETRYABLE, REFUSED_WAITS, Restart, RetryableStatus, check_alive, expected_total, finished,
-                        host_of, new_session, open_body, reader_of, remember_dead, remembering, revived, status_error,
-                        unreachable_error, unreachable_kind, unusable_url, validator_of)
+from .hosts import (REFUSED_WAITS, Restart, RetryableStatus, check_alive, host_of, remember_dead, remembering, revived,
+                    status_error, unreachable_error)
+from .pump import BUFFER, pump_body, pump_inline
 from .urls import is_file_url, local_path
 from ..redact import redact_exception
+
+if TYPE_CHECKING:  # requests is imported at the first request (.transport), not with reprohub
+    import requests
 
 log = logging.getLogger("reprohub")
 RESUME_RECORD_MIN = 8 << 20  # bodies above this size record how to resume them if the process is killed
@@ -111,10 +109,34 @@ class Downloader:
         offline: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.session = session or new_session()
+        self._session = session
+        self._session_of: Downloader | None = None  # a sibling's: the session is shared, made at the first request
         self.policy = policy or DownloadPolicy.from_env()
         self.offline = offline
         self._sleep = sleep
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session, made at the first request: a load from a warm cache never imports ``requests``."""
+        if self._session is None:
+            if self._session_of is not None:
+                return self._session_of.session
+            from .transport import new_session
+
+            self._session = new_session()
+        return self._session
+
+    def sibling(self, policy: DownloadPolicy, offline: bool) -> "Downloader":
+        """A downloader with another policy that shares this one's session (and its pooled connections).
+
+        Example:
+            >>> first = Downloader()
+            >>> first.sibling(DownloadPolicy(retries=1), offline=False).session is first.session
+            True
+        """
+        other = Downloader(self._session, policy, offline, self._sleep)
+        other._session_of = self
+        return other
 
     def fetch(
         self,
@@ -223,6 +245,10 @@ class Downloader:
             >>> Downloader().request("HEAD", weights_url).status_code
             200
         """
+        from requests import RequestException
+
+        from .transport import NOT_RETRYABLE, unreachable_kind, unusable_url
+
         refused = 0
         for attempt in range(self.policy.retries + 1):
             check_alive(url)
@@ -231,7 +257,7 @@ class Downloader:
                                                 stream=stream, allow_redirects=allow_redirects)
             except NOT_RETRYABLE as err:
                 raise unusable_url(url, err) from None
-            except requests.RequestException as err:
+            except RequestException as err:
                 problem = f"{type(err).__name__}: {err}"
                 if unreachable_kind(err):
                     refused = self._after_unreachable(url, err, refused)
@@ -248,6 +274,11 @@ class Downloader:
 
     def _transfer(self, url: str, out, progress: bool, headers: dict[str, str], hasher,
                   validator: str | None, learned: Callable[[str | None], None], sync: bool = True) -> tuple[str, int]:
+        from requests import TooManyRedirects
+
+        from .transport import (NETWORK_ERRORS, NOT_RETRYABLE, expected_total, finished, open_body, reader_of,
+                                unreachable_kind, unusable_url, validator_of)
+
         failures = restarts = refused = 0
         bar = progress_bar(url, progress)
         try:
@@ -286,7 +317,7 @@ class Downloader:
                     raise
                 except NOT_RETRYABLE as err:
                     raise unusable_url(url, err) from None
-                except requests.TooManyRedirects as err:  # a loop or a misconfigured host: no retry mends it
+                except TooManyRedirects as err:  # a loop or a misconfigured host: no retry mends it
                     raise DownloadError(f"a body from {url}", f"{err}", "see where it leads (`curl -sIL URL`) and "
                                         "fix the URL or the server's redirects") from None
                 except NETWORK_ERRORS as err:
@@ -310,6 +341,8 @@ class Downloader:
         after a few quick tries (``REFUSED_WAITS``, ~1.75 s: a host restarting is waited for); either is then
         remembered for a few seconds (see transport.check_alive).  A prefetch gives up at the first such
         failure and marks nothing: the load's own request is the one that waits for the host."""
+        from .transport import unreachable_kind
+
         kind = unreachable_kind(err)
         if kind == "name" or not remembering() or refused >= min(len(REFUSED_WAITS), self.policy.retries):
             problem = (f"{host_of(url)} does not resolve" if kind == "name"
@@ -396,9 +429,9 @@ def _check_digest(url: str, digest: str, expected: str | None, prefix: str | Non
 
 
 def _final_error(url: str, err: BaseException, got: int) -> DownloadError:
-    truncations = (_ShortBody, http.client.IncompleteRead, urllib3.exceptions.ProtocolError,
-                   requests.exceptions.ChunkedEncodingError)
-    cls = TruncatedDownloadError if isinstance(err, truncations) else DownloadError
+    from .transport import TRUNCATIONS
+
+    cls = TruncatedDownloadError if isinstance(err, (_ShortBody, *TRUNCATIONS)) else DownloadError
     redact_exception(err)  # the chained cause a traceback prints shows no signed query either
     return cls(
         f"the complete body of {url}",

@@ -37,7 +37,7 @@ from typing import BinaryIO
 from . import durability
 from .fsutil import atomic_write_json, read_record, remove_tree, temp_path_beside
 from .locks import is_held, lock_path
-from .transport import is_strong
+from .hosts import is_strong
 
 log = logging.getLogger("reprohub")
 SUFFIX = ".incomplete"

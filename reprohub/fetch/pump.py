@@ -28,14 +28,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import queue
 import threading
 from typing import Callable, Iterator
-
-import requests
-import urllib3
 
 BUFFER = 1 << 20  # buffers of large bodies: they stay in the CPU caches between the write and the hash
 BUFFERS = 8
@@ -44,13 +40,6 @@ _flush_data = getattr(os, "fdatasync", os.fsync)  # macOS and Windows have no fd
 INLINE_BUFFER = 256 << 10  # bodies up to this size are pumped in one thread, bodies up to SMALL_BODY in
 SMALL_BODY = 8 << 20  # buffers of this size, small enough that the socket keeps receiving meanwhile
 KEEP_UP_TO, KEEP_COUNT = INLINE_BUFFER, 6  # buffers kept between bodies (see _buffers)
-NETWORK_ERRORS = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 def pump_inline(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int,
@@ -296,7 +285,9 @@ def _write_in_slices(out, view: memoryview) -> None:
 
 
 def _read_full(read_into: Callable[[memoryview], int], view: memoryview) -> tuple[int, BaseException | None]:
-    """Fill ``view`` until EOF; on a network error return what arrived, and the error."""
+    """Fill ``view`` until EOF; on an error return what arrived, and the error (raised once those bytes are
+    written and hashed: they did arrive, and a resume continues after them).  Any ``Exception``: the reader is
+    a socket, a file or a pipe, and the caller decides which errors are worth a retry."""
     got = 0
     try:
         while got < len(view):
@@ -304,6 +295,6 @@ def _read_full(read_into: Callable[[memoryview], int], view: memoryview) -> tupl
             if not n:
                 break
             got += n
-    except NETWORK_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 -- returned, and raised by the caller
         return got, err
     return got, None

@@ -1,22 +1,19 @@
-"""The HTTP side of a transfer: the session, opening a (ranged) body, reading it, statuses and their errors.
+"""The HTTP side of a transfer: the session, opening a (ranged) body, reading it, and what its errors mean.
 
-:mod:`reprohub.fetch.download` drives transfers with these; nothing here retries or writes files.
+:mod:`reprohub.fetch.download` drives transfers with these; nothing here retries or writes files.  This
+is the only module of the download path that imports ``requests``, and it is imported at the first
+request, not with ``reprohub`` (the rules that need no HTTP stack are in :mod:`reprohub.fetch.hosts`).
 
 Example:
-    >>> parse_retry_after("7"), parse_retry_after(None)
-    (7.0, None)
+    >>> unreachable_kind(requests.ConnectionError(ConnectionRefusedError(111, "Connection refused")))
+    'refused'
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import http.client
 import socket
-import threading
-import time
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 from typing import Callable, Iterator, Mapping
 
 import requests
@@ -24,16 +21,15 @@ import requests.adapters
 import urllib3
 
 from .. import settings
-from ..errors import DownloadError, HTTPStatusError
+from ..errors import DownloadError
+from .hosts import RETRYABLE_STATUS, Restart, RetryableStatus, is_strong, own_requests, parse_retry_after, \
+    status_error
 
-
-class Restart(Exception):
-    """The server refused our Range request (416, or another range): ask again from byte 0."""
-
-
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 NOT_RETRYABLE = (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                  requests.exceptions.InvalidHeader, requests.exceptions.URLRequired)
+NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError,
+                  TimeoutError)
+TRUNCATIONS = (http.client.IncompleteRead, urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)
 
 
 def new_session() -> requests.Session:
@@ -54,30 +50,6 @@ def new_session() -> requests.Session:
     return session
 
 
-_own = threading.local()
-
-
-def is_own_request() -> bool:
-    """Whether this thread is inside :func:`own_requests` (a connection reprohub itself makes)."""
-    return getattr(_own, "depth", 0) > 0
-
-
-@contextlib.contextmanager
-def own_requests() -> Iterator[None]:
-    """Within the block, on this thread, connections and subprocesses are reprohub's own: the hermetic layer
-    (:mod:`reprohub.runtime.network`), which answers the requests of repo and test code, lets them through.
-
-    Example:
-        >>> with own_requests():
-        ...     is_own_request()
-        True
-    """
-    _own.depth = getattr(_own, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _own.depth -= 1
-
 
 class _OwnAdapter(requests.adapters.HTTPAdapter):
     """requests' adapter, marking every request it sends as reprohub's own (a session from :func:`new_session`)."""
@@ -85,34 +57,6 @@ class _OwnAdapter(requests.adapters.HTTPAdapter):
     def send(self, request, *args, **kwargs):
         with own_requests():
             return super().send(request, *args, **kwargs)
-
-
-# Hosts found unreachable (a name that does not resolve, or refused connections through ~1.75 s of
-# retries): a later request to one fails at once with the same error, as a dead mirror is skipped,
-# instead of each load spending its retries on a host that is gone.  Only for a while: the first
-# failure is remembered for DEAD_FOR seconds, each renewed one twice as long (at most DEAD_FOR_MAX), and
-# a host that answers is forgotten -- a host that restarted, or a blip, does not stay dead for a long
-# session.  A prefetch never marks a host (its failure is only logged, the load asks again), and a
-# transient resolver error (EAI_AGAIN) is an ordinary network error, retried with backoff.
-DEAD_FOR, DEAD_FOR_MAX = 5.0, 60.0
-REFUSED_WAITS = (0.25, 0.5, 1.0)  # a refused connection is asked again after these: a host restarting is waited for
-
-
-@dataclass
-class _Dead:
-    problem: str
-    until: float
-    strikes: int
-
-
-_dead_hosts: dict[str, _Dead] = {}
-_dead_lock = threading.Lock()
-_quiet = threading.local()  # set on a prefetch thread: its failures mark no host
-
-
-def host_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def unreachable_kind(err: BaseException) -> str | None:
@@ -154,82 +98,6 @@ def _resolver_busy(err: BaseException) -> bool:
             or "temporary failure in name resolution" in str(err).lower())
 
 
-def remembering() -> bool:
-    """Whether a failure on this thread may mark a host or mirror as gone (not on a prefetch thread)."""
-    return not getattr(_quiet, "on", False)
-
-
-def remember_dead(url: str, problem: str) -> None:
-    """Fail requests to ``url``'s host at once for a while (longer each time it is found gone again); not on a
-    prefetch thread."""
-    if not remembering():
-        return
-    with _dead_lock:
-        host = host_of(url)
-        strikes = _dead_hosts[host].strikes + 1 if host in _dead_hosts else 1
-        wait = min(DEAD_FOR_MAX, DEAD_FOR * 2 ** (strikes - 1))
-        _dead_hosts[host] = _Dead(problem, time.monotonic() + wait, strikes)
-
-
-def revived(url: str) -> None:
-    """``url``'s host answered: forget that it was gone."""
-    if _dead_hosts:  # the usual case, no host ever gone: no lock, no parsing
-        with _dead_lock:
-            _dead_hosts.pop(host_of(url), None)
-
-
-@contextlib.contextmanager
-def failures_not_remembered() -> Iterator[None]:
-    """Within the block, on this thread, an unreachable host is not remembered (a prefetch: its failure is
-    left to the load's own request, which must ask the host again)."""
-    before = getattr(_quiet, "on", False)
-    _quiet.on = True
-    try:
-        yield
-    finally:
-        _quiet.on = before
-
-
-def forget_dead_hosts() -> None:
-    """Forget every host remembered as unreachable (tests; a long-lived process whose network came back)."""
-    with _dead_lock:
-        _dead_hosts.clear()
-
-
-def check_alive(url: str) -> None:
-    """Raise at once if ``url``'s host was found unreachable a short while ago (see ``DEAD_FOR``)."""
-    if not _dead_hosts:
-        return
-    dead = _dead_hosts.get(host_of(url))
-    if dead is not None and time.monotonic() < dead.until:
-        left = dead.until - time.monotonic()
-        raise unreachable_error(url, f"{dead.problem} (earlier in this process; not asked again for {left:.0f} s)")
-
-
-def unreachable_error(url: str, problem: str) -> DownloadError:
-    return DownloadError(f"an answer from {url}", problem,
-                         "check the host name and the network; if the origin is gone for good, a bundle brings "
-                         "back what a lock pins (REPROHUB_MIRROR=<bundle>; `reprohub bundle` writes one)")
-
-
-class RetryableStatus(Exception):
-    """A status worth retrying (408, 429, 5xx), with the wait the server asked for."""
-
-    def __init__(self, code: int, reason: str, retry_after: float | None, headers: Mapping[str, str]) -> None:
-        super().__init__(code)
-        self.code, self.reason, self.retry_after, self.headers = code, reason, retry_after, headers
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
-
-
 def expected_total(response: requests.Response, offset: int) -> int | None:
     length = response.headers.get("Content-Length")
     if length is None or not length.isdigit():
@@ -268,16 +136,6 @@ def reader_of(response: requests.Response) -> Callable[[memoryview], int]:
     return raw.readinto
 
 
-def status_error(url: str, code: int, reason: str, headers: Mapping[str, str] | None = None) -> HTTPStatusError:
-    fix = {
-        401: "the host needs credentials: set GITHUB_TOKEN or check the URL",
-        403: "access denied or rate-limited: set GITHUB_TOKEN or wait",
-        404: "check the URL; the file may have moved or been deleted",
-    }.get(code, "check the URL and the server; retry later if the server is failing")
-    return HTTPStatusError(f"HTTP 200 from {url}", f"HTTP {code} {reason}".strip(), fix, status=code, url=url,
-                           reason=reason, headers=dict(headers or {}))
-
-
 def unusable_url(url: str, err: BaseException) -> DownloadError:
     """A URL no retry can fix (no scheme, bad host, bad header): an error at once."""
     return DownloadError(f"a URL requests can fetch ({url!r})", f"{type(err).__name__}: {err}",
@@ -287,11 +145,6 @@ def unusable_url(url: str, err: BaseException) -> DownloadError:
 def validator_of(response: requests.Response) -> str | None:
     """The server's name for this version of the body: its ``ETag``, else its ``Last-Modified``."""
     return response.headers.get("ETag") or response.headers.get("Last-Modified")
-
-
-def is_strong(validator: str | None) -> bool:
-    """Whether a validator can vouch that a resumed body continues the same bytes (a weak ``W/`` ETag cannot)."""
-    return bool(validator) and not validator.startswith("W/")
 
 
 def _nothing_to_merge(session: requests.Session) -> bool:

@@ -53,8 +53,6 @@ import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import tomli_w
-
 from ..cache.layout import CacheLayout, get_dir
 from ..errors import LockfileError
 from ..fetch.fsutil import atomic_write_bytes
@@ -246,6 +244,8 @@ class Lockfile:
                                     for k, v in sorted(asdict(entries[key]).items())
                                     if k != key_field and not (k in defaults and v == defaults[k])}
                               for key in sorted(entries)}
+        import tomli_w  # a writer's module: reading a lock (every load) does not import it
+
         return HEADER + tomli_w.dumps(doc)
 
     def write(self, path: "str | Path", base: "Lockfile | None" = None) -> bool:
@@ -360,6 +360,8 @@ def _conflict_marker(text: str) -> int:
 
 
 def _toml_key(key: str) -> str:
+    import tomli_w
+
     return tomli_w.dumps({key: 0}).split(" = ")[0]
 
 

@@ -41,7 +41,7 @@ from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import is_file_url, local_path
 from ..fetch.fsutil import SpillFile
-from ..fetch.transport import DEAD_FOR, remembering
+from ..fetch.hosts import DEAD_FOR, remembering
 
 INDEX = "reprohub-bundle.json"  # written last by ``reprohub bundle``: a folder without it holds no bundle
 log = logging.getLogger("reprohub")

@@ -16,7 +16,7 @@ reaches the network; the answerer (:mod:`reprohub.lock.hermetic`: record, replay
 
 An answer's body is a file, hashed as the client reads it: bytes other than the pinned ones end the
 read with :class:`~reprohub.errors.HashMismatchError`.  reprohub's own requests
-(:func:`~reprohub.fetch.transport.own_requests`) pass untouched.  What no client patch sees -- a raw
+(:func:`~reprohub.fetch.hosts.own_requests`) pass untouched.  What no client patch sees -- a raw
 socket, another client (aiohttp, pycurl), a subprocess -- :mod:`reprohub.runtime.fence` shows the answerer.
 
 Example:
@@ -48,7 +48,7 @@ import socket
 import threading
 from typing import Callable, Iterator, Protocol
 
-from ..fetch.transport import is_own_request, own_requests
+from ..fetch.hosts import is_own_request, own_requests
 from .callsite import caller
 from .replies import CHUNK, Reply, ReplyBody, ReplyChunks, Request, reply_headers, status_and_headers
 

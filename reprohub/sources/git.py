@@ -21,7 +21,7 @@ from ..errors import OfflineError, SourceError
 from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.fsutil import temp_path_beside
 from ..fetch.locks import file_lock
-from ..fetch.transport import own_requests
+from ..fetch.hosts import own_requests
 from ..refs import RepoRef
 
 log = logging.getLogger("reprohub")

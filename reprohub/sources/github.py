@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import requests
 
 from ..cache.layout import DEFAULT_GITHUB_API, source_key
 from .. import settings
@@ -32,6 +31,9 @@ from ..fetch.download import Downloader
 from ..fetch.urls import check_url
 from ..fetch.fsutil import SpillFile
 from ..refs import RepoRef, is_full_commit
+
+if TYPE_CHECKING:  # requests is imported at the first request, not with reprohub
+    import requests
 
 log = logging.getLogger("reprohub")
 CONTENT_KEY = "github"
