@@ -30,15 +30,16 @@ import hermetic  # noqa: E402
 import imports  # noqa: E402
 import locked_cold  # noqa: E402
 import peers  # noqa: E402
+import traced  # noqa: E402
 from harness import table  # noqa: E402
 
 FULL = dict(download=[1, 64, 256, 1024], extract=[("small", 300, 5), ("large", 2000, 200)], width=2500,
             load_widths=[350, 2500],
             workers=8, golden=1024, rounds=5, ci_tests=200, latencies=[20, 0], budget=3.0, crowded=10000, small_files=20,
-            processes=15)
+            processes=15, image=160)
 QUICK = dict(download=[1, 8], extract=[("small", 300, 5)], width=400, load_widths=[350], workers=3, golden=32,
-             rounds=2, ci_tests=10, latencies=[20], budget=0.0, crowded=200, small_files=3, processes=2)
-CASES = ("download", "crowded", "peers", "imports", "extract", "load", "workers", "golden", "ci", "hermetic", "locked")
+             rounds=2, ci_tests=10, latencies=[20], budget=0.0, crowded=200, small_files=3, processes=2, image=32)
+CASES = ("download", "crowded", "peers", "imports", "extract", "load", "workers", "golden", "ci", "hermetic", "locked", "traced")
 
 
 def results_folder(out: str | None, quick: bool) -> Path:
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
             ("golden", lambda: cases.golden(plan["golden"], max(1, plan["rounds"] - 2))),
             ("ci", lambda: ci_suite.ci_suite(work, plan["ci_tests"], max(1, plan["rounds"] - 2))),
             ("hermetic", lambda: hermetic.hermetic_suite(work / "hermetic", plan["ci_tests"], max(1, plan["rounds"] - 2))),
+            ("traced", lambda: traced.traced_cost(work / "traced", max(1, plan["rounds"] - 2), plan["image"])),
             ("locked", lambda: locked_cold.locked_cold(work, plan["latencies"], plan["rounds"] + 2, plan["budget"])),
         ]
         for name, step in steps:

@@ -150,9 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     json_option(p)
 
     p = command("golden", repos.golden, "goldens as reviewable text: show FILE... (one line per leaf: dtype, shape, "
-                "statistics, a digest; works as a git textconv), diff OLD NEW (the golden engine's report)")
-    p.add_argument("action", choices=("show", "diff"))
-    p.add_argument("files", nargs="+", metavar="FILE", help="golden .safetensors files (diff: exactly two)")
+                "statistics, a digest; works as a git textconv), diff OLD NEW (the golden engine's report), trace "
+                "FILE (the module calls a traced golden kept: what went in and out of each)")
+    p.add_argument("action", choices=("show", "diff", "trace"))
+    p.add_argument("files", nargs="+", metavar="FILE", help="golden .safetensors files (diff: exactly two; trace: one)")
     json_option(p)
     p.add_argument("--textconv", action="store_true", help="for git's textconv: exit 0 for a file that is no "
                    "golden too (its text says so), so a diff still shows")

@@ -94,6 +94,8 @@ def golden(args) -> int:
     missing = [path for path in args.files if not Path(path).is_file()]
     if missing:
         return fail(f"error: no such golden file: {', '.join(missing)}", EXIT_USAGE)
+    if args.action == "trace":
+        return _golden_trace(args)
     if args.action == "show":
         shown = {path: show_lines(path) for path in args.files}
         damaged = [path for path, lines in shown.items() if lines[0].startswith(DAMAGED)]
@@ -108,3 +110,32 @@ def golden(args) -> int:
             *(report.split("\n") if report else [f"{args.files[1]} matches {args.files[0]} (within the per-dtype "
                                                     "tolerances)"]))
     return EXIT_MISMATCH if report else EXIT_OK
+
+
+def _golden_trace(args) -> int:
+    """``reprohub golden trace FILE``: the kept calls of a traced golden, checked against the digest it names."""
+    from ..errors import GoldenFileError
+    from ..golden.calls import load_calls, tensor_leaves
+    from ..golden.engine import load_golden
+    from ..golden.text import calls_text
+
+    if len(args.files) != 1:
+        return fail(f"error: golden trace takes one golden file; found {len(args.files)}", EXIT_USAGE)
+    path = Path(args.files[0])
+    try:
+        digest = load_golden(path).metadata.get("calls_sha256")
+        if not digest:
+            return fail(f"error: {path} kept no module calls: record it inside `with golden.trace(model):`",
+                        EXIT_MISMATCH)
+        record = load_calls(path, digest)
+    except GoldenFileError as err:
+        return fail(f"error: {err}", EXIT_MISMATCH)
+    def described(packed) -> dict:  # (this module's `list` is the command)
+        return {place.lstrip(".") or "out": [str(t.dtype).removeprefix("torch."), [int(n) for n in t.shape]]
+                for place, t in tensor_leaves(packed, record.tensors).items()}
+
+    calls = [{"index": c.index, "module": c.module, "class": c.cls, "call": c.number, "training": c.training,
+              "inputs": described(c.inputs), "output": described(c.output)} for c in record.calls]
+    emit(args, {"file": str(path), "machine": record.machine, "kept": len(record.calls), "total": record.total,
+                "calls": calls}, *calls_text(record).rstrip("\n").split("\n"))
+    return EXIT_OK

@@ -44,7 +44,7 @@ class GoldenChecker:
         self.nodeid = nodeid
         self.inputs: list[str] = []
         self._used: dict[str, int] = {}
-        self._trace: list[dict] | None = None
+        self._trace = None  # the Tracer of the last golden.trace block, for the next check
 
     def input(self, *shape: int, dtype=None, seed: int = 0, kind: str = "randn", device=None, low: int = 0,
               high: int = 10):
@@ -97,13 +97,17 @@ class GoldenChecker:
 
             with golden.trace(model):
                 out = model(golden.input(1, 3, 32, 32))
-            golden.check(out)   # fails with "first module that moved: 4 (Linear): ..."
+            golden.check(out)   # fails with "origin: 2 (Linear)", where the change starts, and a table
+
+        The calls' inputs and outputs are kept beside the golden (``<key>+calls.safetensors``, within
+        ``REPROHUB_TRACE_BUDGET_MIB``): on a failure each module is run again on its recorded input, so the
+        report names the module whose own output changed (:mod:`reprohub.golden.attribution`).
         """
         from .trace import Tracer
 
         with Tracer(model) as tracer:
             yield tracer
-        self._trace = tracer.entries
+        self._trace = tracer
 
     def _metadata(self) -> dict[str, str]:
         repo, load = self.hub.last_repo, self.hub.last_load

@@ -110,8 +110,9 @@ class Golden:
     path: Path | None = None
 
 
-def save_golden(path: "str | Path", output: Any, metadata: Mapping[str, str] | None = None) -> bytes:
-    """Write ``output`` to a safetensors file atomically; return the bytes written."""
+def save_golden(path: "str | Path", output: Any, metadata: Mapping[str, str] | None = None,
+                durable: bool = True) -> bytes:
+    """Write ``output`` to a safetensors file atomically (flushed unless ``durable=False``); return the bytes."""
     import torch
     from safetensors.torch import save
 
@@ -126,7 +127,7 @@ def save_golden(path: "str | Path", output: Any, metadata: Mapping[str, str] | N
     # One metadata entry holding sorted JSON: safetensors writes a map's entries in no fixed order,
     # and a golden's bytes (pinned in hub.lock) must not change when its content does not.
     data = save(tensors, metadata={METADATA_KEY: json.dumps({"meta": meta, "structure": structure}, sort_keys=True)})
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, durable)
     return data
 
 

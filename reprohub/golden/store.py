@@ -38,8 +38,10 @@ from ..lock.lockfile import EnvironmentPin, GoldenPin, Lockfile
 from .environment import capture, differences, environment_id
 from .numerics import machine_class
 from .review import review_record
-from .text import companion_path, write_companion
-from .trace import decode, encode, first_moved
+from .text import companion_path, write_calls_text, write_companion
+from .attribution import Attribution, attribute
+from .calls import calls_path, load_calls, save_calls, text_path as calls_text_path
+from .trace import Tracer, decode, encode, first_moved
 from ..lock.session import LockSession
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@=-]*(/[A-Za-z0-9_][A-Za-z0-9_.@=-]*)*")
@@ -142,6 +144,8 @@ class GoldenStore:
                 continue  # gone already, or still pinned under another key
             path.unlink()
             companion_path(path).unlink(missing_ok=True)
+            calls_path(path).unlink(missing_ok=True)
+            calls_text_path(path).unlink(missing_ok=True)
             deleted.append(f"pruned golden {key}: deleted {pin.file}")
         return deleted
 
@@ -171,13 +175,15 @@ class GoldenStore:
               atol: float | None = None, tolerances: Mapping[str, tuple[float, float]] | None = None,
               equal_nan: bool = False, obtained_dir: "str | Path | Callable[[], Path] | None" = None,
               dependencies: "list[str] | tuple[str, ...]" = (), imports: "Iterable[str]" = (),
-              trace: "list[dict] | None" = None) -> str:
+              trace: "Tracer | list[dict] | None" = None) -> str:
         """Compare ``output`` with golden ``key``; returns "matched", "recorded" or "updated".
 
         On a failure the obtained values are saved as ``<key>.obtained.safetensors`` in ``obtained_dir``
         (the pytest fixture passes a callable giving the test's ``tmp_path``, which pytest rotates, made only
         when a file is written), else beside the golden.  A pinned golden's digest is computed once per
-        process while its file's size and mtime stay the same.
+        process while its file's size and mtime stay the same.  ``trace``: the :class:`~reprohub.golden.trace.Tracer`
+        of a ``golden.trace`` block (or its fingerprints alone): recorded with the golden, and on a failure the
+        report says where the change starts (:mod:`reprohub.golden.attribution`).
 
         Raises:
             GoldenMissingError: no golden and not updating (the message names the obtained file).
@@ -188,13 +194,15 @@ class GoldenStore:
         env = capture(dependencies, device, self.versions, imports)
         own, path, lock_key, variant = self._choose(key, device, machine_class(env))
         meta = {**metadata, "device": device, "environment": json.dumps(env, sort_keys=True)}
-        if trace:
-            meta["trace"] = encode(trace)
+        tracer = trace if isinstance(trace, Tracer) else None
+        entries = tracer.entries if tracer is not None else trace
+        if entries:
+            meta["trace"] = encode(entries)
         if self.session is not None:
             self.session.touch("goldens", lock_key)
         if not path.exists():
             if self.writes:
-                return self._record(own, lock_key, output, meta, "recorded")
+                return self._record(own, lock_key, output, meta, "recorded", tracer)
             raise GoldenMissingError(f"a golden for {key!r} at {own}", "no such file",
                                      f"record it with `{self.accept_command}`; the obtained values were written "
                                      f"to {self._obtained(own, key, output, meta, obtained_dir)}")
@@ -203,7 +211,7 @@ class GoldenStore:
             golden = load_golden(path)
         except GoldenFileError:
             if self.writes:  # --hub-update replaces a damaged golden instead of leaving it in place
-                return self._record(own, lock_key, output, meta, "updated")
+                return self._record(own, lock_key, output, meta, "updated", tracer)
             raise
         recorded_env = _recorded_environment(golden)
         moved = differences(recorded_env, env) if "environment" in golden.metadata else []
@@ -224,10 +232,15 @@ class GoldenStore:
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
-        attribution = first_moved(decode(golden.metadata.get("trace")), trace or [],
+        attribution = first_moved(decode(golden.metadata.get("trace")), entries or [],
                                   *_tolerance_of(output, rtol, atol, floor))
         if attribution:
             report = f"{report}\n{attribution}"
+        origin = self._origin(path, golden.metadata, tracer, machine_class(env))
+        if origin is not None:
+            report = f"{report}\n{origin.text()}"
+            if self.session is not None:
+                self.session.notes[lock_key] = f"origin: {origin.origin}"
         if fallback:
             report = f"{fallback}\n{report}"
         if moved:  # above the values: did the model change, or the stack?
@@ -244,7 +257,7 @@ class GoldenStore:
         if self.writes:
             if self.accept and self.session is not None:
                 self.session.accepted[lock_key] = "; ".join(line.strip() for line in report.splitlines()[1:4])
-            return self._record(own, lock_key, output, meta, "updated")
+            return self._record(own, lock_key, output, meta, "updated", tracer)
         raise GoldenMismatchError(f"outputs matching golden {key!r}",
                                   f"differences:\n{report}\nThe obtained values were written to "
                                   f"{self._obtained(own, key, output, meta, obtained_dir)}",
@@ -255,10 +268,30 @@ class GoldenStore:
         request: a prune would delete, and a recording write, files outside the project)."""
         return inside_project(self.root.parent, self.root, f"the golden folder {self.root.name}/")
 
-    def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str) -> str:
+    @staticmethod
+    def _origin(path: Path, metadata: Mapping[str, str], tracer: "Tracer | None", machine: str) -> "Attribution | None":
+        """Where the change starts, when the golden kept its calls and this check traced the model; a record
+        that cannot be used is said in one line (attribution is a hint: it never decides the verdict)."""
+        if tracer is None or not metadata.get("calls_sha256"):
+            return None
+        try:
+            record = load_calls(path, metadata["calls_sha256"])
+        except GoldenFileError as err:
+            return Attribution("not attributed", f"{err.expected}: {err.found}")
+        return attribute(record, tracer.model, tracer.calls, machine)
+
+    def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str,
+                tracer: "Tracer | None" = None) -> str:
         self._own_root()  # before the first byte is written
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = _leaves_of(path) if outcome == "updated" else None
+        if tracer is not None:  # the record first: the golden names its digest, and the lock pins the golden
+            digest, record = save_calls(path, tracer.calls, machine_class(json.loads(meta["environment"])))
+            write_calls_text(path, record)
+            meta = {**meta, "calls_sha256": digest}
+        else:  # an untraced recording leaves no stale record
+            calls_path(path).unlink(missing_ok=True)
+            calls_text_path(path).unlink(missing_ok=True)
         data = save_golden(path, output, meta)
         write_companion(path, previous)  # the text a hosted diff shows, with how it moved from the last recording
         # the digest of the bytes this test produced, not of the file as found after the write: another

@@ -36,6 +36,7 @@ from typing import Any, Mapping
 from ..errors import GoldenFileError
 from ..fetch.fsutil import atomic_write_bytes
 from ..redact import printable
+from .calls import CallRecord, tensor_leaves, text_path as calls_text_path
 from .engine import compare_leaves, load_golden
 from .pictures import full_index
 from .trace import decode
@@ -207,3 +208,37 @@ def _values(leaf: Any) -> str:
 
 def _g(value: float) -> str:
     return f"{value + 0.0:.6g}"  # + 0.0: -0.0 reads as 0
+
+
+def calls_text(record: CallRecord) -> str:
+    """One line per kept call, for review: ``#0003 2 (Linear) in args[0] float32 [1, 4] ... -> out float32 ...``."""
+    lines = [f"# module calls kept with this golden: {len(record.calls)} of {record.total} "
+             f"(budget {record.budget >> 20} MiB; REPROHUB_TRACE_BUDGET_MIB), recorded on {record.machine}"]
+    for call in record.calls:
+        ins = tensor_leaves(call.inputs, record.tensors)
+        outs = tensor_leaves(call.output, record.tensors)
+        first_in = next(iter(ins.items()), None)
+        first_out = next(iter(outs.items()), None)
+        shown_in = f"{first_in[0].lstrip('.')} {_brief(first_in[1])}" if first_in else "no tensor"
+        shown_out = f"{_brief(first_out[1])}" if first_out else "no tensor"
+        mode = "train" if call.training else "eval"
+        lines.append(f"#{call.index:04d} {call.label} ({call.cls}, {mode}) in {shown_in} -> out {shown_out}")
+    return "\n".join(lines) + "\n"
+
+
+def _brief(tensor: Any) -> str:
+    """``float32 [1, 64, 80, 80] mean 0.0123 absmax 4.56``: enough to see in a diff that a call's tensor moved,
+    at a fraction of :func:`_describe`'s cost (no float64 copy, no digest: the record's digest is pinned)."""
+    import torch
+
+    head = f"{str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}"
+    if not tensor.numel() or tensor.is_complex() or tensor.dtype == torch.bool:
+        return head
+    values = tensor if tensor.is_floating_point() and tensor.dtype != torch.float16 else tensor.float()
+    values = values.float() if values.dtype == torch.bfloat16 else values
+    return f"{head} mean {_g(float(values.mean()))} absmax {_g(float(values.abs().max()))}"
+
+
+def write_calls_text(golden: Path, record: CallRecord) -> None:
+    """Write ``<key>+calls.txt`` beside ``golden`` (unflushed, as the record it describes)."""
+    atomic_write_bytes(calls_text_path(golden), calls_text(record).encode(), durable=False)

@@ -35,11 +35,15 @@ TRUNCATED = "(trace cut)"
 
 
 class Tracer:
-    """Forward hooks on every submodule of ``model`` while the block runs; ``entries`` is what they saw."""
+    """Forward hooks on every submodule of ``model`` while the block runs; ``entries`` is what they saw, and
+    ``calls`` the copies of each call's inputs and outputs (:mod:`reprohub.golden.calls`)."""
 
     def __init__(self, model: Any) -> None:
+        from .calls import CallCapture, budget_bytes
+
         self.model = model
         self.entries: list[dict] = []
+        self.calls = CallCapture(budget_bytes())
         self._handles: list = []
 
     def __enter__(self) -> "Tracer":
@@ -47,6 +51,7 @@ class Tracer:
 
         if not isinstance(self.model, torch.nn.Module):
             raise TypeError(f"golden.trace takes a torch.nn.Module, not {type(self.model).__name__}")
+        self._handles.extend(self.calls.attach(self.model))
         for name, module in self.model.named_modules():
             self._handles.append(module.register_forward_hook(self._hook(name or "(model)")))
         return self

@@ -1,0 +1,279 @@
+"""What each traced module call received and returned, kept beside a traced golden so that a failure can
+say where a change *starts* (:mod:`reprohub.golden.attribution`), not only where it first shows.
+
+While ``golden.trace(model)`` is active, a forward pre-hook copies every submodule call's arguments
+(tensors, nested tuples/lists/dicts of them, and plain values; anything else is kept as its text and
+makes the call not replayable) and a forward hook copies its output.  A tensor that a call receives as
+it was returned by an earlier one (the same object, unmodified: ``_version`` unchanged) is stored once
+and referenced, so a chain of layers costs about one copy of each activation, and a container's
+arguments and output are mostly its children's.  A ``ReLU(inplace=True)`` changes the tensor it gets,
+so its output is a new copy.
+
+**Budget.** At most ``REPROHUB_TRACE_BUDGET_MIB`` MiB of tensors (default 64) are kept per golden: calls
+are kept in call order while they fit; a call whose new tensors would not fit is dropped (it is not
+attributed) and the record says how many were kept.  Early calls are the valuable ones: a change that
+starts there is what a reviewer must find.
+
+**On disk.** Beside ``<key>.safetensors``: ``<key>+calls.safetensors`` (the tensors, and the calls as
+sorted JSON in its metadata: byte-identical for identical calls) and ``<key>+calls.txt`` (one line per
+call: the module, its class and what went in and out, for review in any diff).  ``+`` never occurs in a
+golden key, so the names cannot collide with a golden's.  The golden's metadata holds the record's
+sha256 (``calls_sha256``), and the golden's own digest is pinned in ``hub.lock``: the lock covers the
+record too, and a record that does not match is never used.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+    >>> capture = CallCapture(budget_bytes=1 << 20)
+    >>> hooks = capture.attach(net)
+    >>> _ = net(torch.ones(1, 3))
+    >>> capture.detach(hooks)
+    >>> [(c.label, c.cls) for c in capture.calls]
+    [('(model)', 'Sequential'), ('0', 'Linear'), ('1', 'ReLU')]
+    >>> len(capture.tensors)   # the input, Linear's output (ReLU's input), ReLU's output
+    3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import settings
+from ..errors import GoldenFileError
+from ..redact import printable
+
+DEFAULT_BUDGET_MIB = 64
+SUFFIX = "+calls.safetensors"
+
+
+class NotReplayable(Exception):
+    """A call's arguments hold something that was kept only as text."""
+
+
+@dataclass
+class Call:
+    """One module call: which module (its qualified name, ``(model)`` for the root), its class, which call of
+    that module it was, the call it ran inside, the mode it ran in, and what went in and came out (packed:
+    tensors by name)."""
+
+    index: int
+    module: str
+    cls: str
+    number: int
+    parent: "int | None"
+    training: bool
+    inputs: Any = None
+    output: Any = None
+    kept: bool = True
+
+    @property
+    def label(self) -> str:
+        """``2`` for a module's first call, ``2#2`` for its second."""
+        return self.module if self.number == 1 else f"{self.module}#{self.number}"
+
+
+def budget_bytes() -> int:
+    """The per-golden budget for kept tensors, from ``REPROHUB_TRACE_BUDGET_MIB`` (default 64 MiB)."""
+    return int(settings.read_number(settings.TRACE_BUDGET, DEFAULT_BUDGET_MIB) * (1 << 20))
+
+
+class CallCapture:
+    """Copies of every module call's inputs and outputs within ``budget_bytes`` (see the module docstring)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.calls: list[Call] = []
+        self.tensors: dict[str, Any] = {}
+        self.size = 0
+        self._seen: dict[tuple[int, int], str] = {}
+        self._alive: list[Any] = []  # the originals, so that an id is not reused while the trace runs
+        self._stack: list[int] = []
+        self._numbers: Counter = Counter()
+
+    def attach(self, model: Any) -> list:
+        """Hook every submodule of ``model``; returns the handles for :meth:`detach`."""
+        handles = []
+        for name, module in model.named_modules():
+            label = name or "(model)"
+            handles.append(module.register_forward_pre_hook(self._before(label), with_kwargs=True))
+            handles.append(module.register_forward_hook(self._after()))
+        return handles
+
+    @staticmethod
+    def detach(handles: list) -> None:
+        for handle in handles:
+            handle.remove()
+
+    def _before(self, name: str):
+        def hook(module, args, kwargs):
+            self._numbers[name] += 1
+            call = Call(len(self.calls), name, type(module).__name__, self._numbers[name],
+                        self._stack[-1] if self._stack else None, module.training)
+            self.calls.append(call)
+            self._stack.append(call.index)
+            call.inputs = self._keep(call, {"args": list(args), "kwargs": dict(kwargs)})
+        return hook
+
+    def _after(self):
+        def hook(module, args, output):
+            call = self.calls[self._stack.pop()]
+            call.output = self._keep(call, output)
+        return hook
+
+    def _keep(self, call: Call, value: Any) -> Any:
+        """``value`` packed, its new tensors copied, when the call is still kept and they fit the budget."""
+        if not call.kept:
+            return None
+        new = self._new_bytes(value, set())
+        if self.size + new > self.budget:
+            call.kept = False
+            return None
+        self.size += new
+        return self._pack(value)
+
+    def _new_bytes(self, value: Any, counted: set) -> int:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            key = (id(value), value._version)
+            if key in self._seen or key in counted:
+                return 0
+            counted.add(key)
+            return value.numel() * value.element_size()
+        if isinstance(value, (list, tuple)):
+            return sum(self._new_bytes(item, counted) for item in value)
+        if isinstance(value, dict):
+            return sum(self._new_bytes(item, counted) for item in value.values())
+        return 0
+
+    def _pack(self, value: Any) -> Any:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            key = (id(value), value._version)
+            if key not in self._seen:
+                name = f"t{len(self.tensors):05d}"
+                self.tensors[name] = value.detach().clone(memory_format=torch.contiguous_format)
+                self._seen[key] = name
+                self._alive.append(value)
+            return {"t": self._seen[key]}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return {"v": value}
+        if isinstance(value, (list, tuple)):
+            return {"seq": [self._pack(item) for item in value], "tuple": isinstance(value, tuple)}
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return {"map": {k: self._pack(v) for k, v in value.items()}}
+        return {"repr": printable(repr(value))[:80], "type": type(value).__name__}
+
+    def kept(self) -> list[Call]:
+        return [call for call in self.calls if call.kept]
+
+
+def unpack(packed: Any, tensors: dict[str, Any], device: Any = None) -> Any:
+    """The value ``packed`` stands for, each tensor a fresh contiguous copy (on ``device`` when given): MKL's
+    result for a Linear depends on its input's alignment, and a tensor read from a file may sit anywhere."""
+    import torch
+
+    if "t" in packed:
+        tensor = tensors[packed["t"]]
+        tensor = tensor.to(device) if device is not None else tensor
+        return tensor.clone(memory_format=torch.contiguous_format)
+    if "v" in packed:
+        return packed["v"]
+    if "seq" in packed:
+        items = [unpack(item, tensors, device) for item in packed["seq"]]
+        return tuple(items) if packed["tuple"] else items
+    if "map" in packed:
+        return {k: unpack(v, tensors, device) for k, v in packed["map"].items()}
+    raise NotReplayable(f"{packed.get('type')} {packed.get('repr')}")
+
+
+def tensor_leaves(packed: Any, tensors: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """The tensors in ``packed`` by their place (``args[0]``, ``[1]``, ``.logits``); no copies."""
+    if packed is None:
+        return {}
+    if "t" in packed:
+        return {path: tensors[packed["t"]]}
+    if "seq" in packed:
+        return {k: v for i, item in enumerate(packed["seq"]) for k, v in tensor_leaves(item, tensors, f"{path}[{i}]").items()}
+    if "map" in packed:
+        return {k: v for key, item in packed["map"].items() for k, v in tensor_leaves(item, tensors, f"{path}.{key}").items()}
+    return {}
+
+
+def calls_path(golden: Path) -> Path:
+    """``<key>+calls.safetensors`` beside ``<key>.safetensors``."""
+    return golden.with_name(golden.name.removesuffix(".safetensors") + SUFFIX)
+
+
+def text_path(golden: Path) -> Path:
+    return golden.with_name(golden.name.removesuffix(".safetensors") + "+calls.txt")
+
+
+@dataclass
+class CallRecord:
+    """A stored record: the kept calls, their tensors (on the CPU), the machine class it was recorded on and how
+    many calls the trace saw."""
+
+    calls: list[Call]
+    tensors: dict[str, Any]
+    machine: str
+    total: int
+    budget: int
+
+
+def save_calls(golden: Path, capture: CallCapture, machine: str) -> "tuple[str, CallRecord]":
+    """Write the record of ``capture`` beside ``golden``; return its sha256 and what it holds (for its text
+    companion, :func:`reprohub.golden.text.write_calls_text`)."""
+    from .engine import save_golden
+
+    kept = capture.kept()
+    used = {name for call in kept for part in (call.inputs, call.output)
+            for name in _names(part)}
+    tensors = {name: capture.tensors[name].cpu() for name in sorted(used)}
+    meta = {"calls": json.dumps([asdict(call) for call in kept], sort_keys=True), "machine": machine,
+            "total": str(len(capture.calls)), "budget": str(capture.budget)}
+    # unflushed: after a power loss a torn record fails its digest and is "not attributed" -- a hint, never a verdict
+    data = save_golden(calls_path(golden), tensors, meta, durable=False)
+    return hashlib.sha256(data).hexdigest(), CallRecord(kept, tensors, machine, len(capture.calls), capture.budget)
+
+
+def _names(packed: Any) -> list[str]:
+    if packed is None:
+        return []
+    if "t" in packed:
+        return [packed["t"]]
+    if "seq" in packed:
+        return [n for item in packed["seq"] for n in _names(item)]
+    if "map" in packed:
+        return [n for item in packed["map"].values() for n in _names(item)]
+    return []
+
+
+def load_calls(golden: Path, sha256: str) -> CallRecord:
+    """The record beside ``golden``, checked against the digest its golden names.
+
+    Raises:
+        GoldenFileError: no record, a damaged one, or one whose bytes are not those the golden pins.
+    """
+    from .engine import load_golden
+    from ..fetch.fsutil import sha256_file
+
+    path = calls_path(golden)
+    if not path.is_file():
+        raise GoldenFileError(f"the call record {path.name}", "no such file", "re-record the golden with its trace")
+    found = sha256_file(path)
+    if found != sha256:
+        raise GoldenFileError(f"the call record {path.name} with sha256 {sha256} (named by its golden)",
+                              f"sha256 {found}", "restore it from version control, or re-record the golden")
+    stored = load_golden(path)
+    meta = stored.metadata
+    calls = [Call(**entry) for entry in json.loads(meta["calls"])]
+    tensors = {key.removeprefix("out."): value for key, value in stored.leaves.items()}
+    return CallRecord(calls, tensors, meta.get("machine", ""), int(meta.get("total", len(calls))),
+                      int(meta.get("budget", 0)))
