@@ -95,3 +95,17 @@ def suite_main(doc: str, suite: "Callable[[Path, int, int], list[Row]]", argv=No
     with tempfile.TemporaryDirectory(prefix="reprohub-bench-") as tmp:
         print(table(suite(Path(tmp), args.tests, args.rounds)))
     return 0
+
+
+def print_rows_in_temp(prefix: str, make_rows: "Callable[[Path], list[Row]]") -> int:
+    """The end of a single-case benchmark's ``main``: ``make_rows`` in a fresh temporary folder (removed after),
+    the rows printed as a table; exit status 0."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        print(table(make_rows(work)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0

@@ -18,15 +18,13 @@ import argparse
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Row, table  # noqa: E402
+from harness import Row, print_rows_in_temp  # noqa: E402
 
 CHILD = """
 import json, sys, time
@@ -89,12 +87,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="reprohub-imports-"))
-    try:
-        print(table(fresh_processes(work, args.rounds)))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return print_rows_in_temp("reprohub-imports-", lambda work: fresh_processes(work, args.rounds))
 
 
 if __name__ == "__main__":

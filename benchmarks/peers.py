@@ -21,12 +21,11 @@ import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Row, interleave, table  # noqa: E402
+from harness import Row, interleave, print_rows_in_temp  # noqa: E402
 
 KiB = 1 << 10
 
@@ -99,12 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per contender, at least")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="reprohub-peers-"))
-    try:
-        print(table(peers(work, args.rounds, args.budget)))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return print_rows_in_temp("reprohub-peers-", lambda work: peers(work, args.rounds, args.budget))
 
 
 if __name__ == "__main__":

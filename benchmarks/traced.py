@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Row, interleave, table  # noqa: E402
+from harness import Row, interleave, print_rows_in_temp  # noqa: E402
 
 
 def resnet18_like():
@@ -96,12 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=160, help="image side (default 160)")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="reprohub-traced-"))
-    try:
-        print(table(traced_cost(work, args.rounds, args.size)))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return print_rows_in_temp("reprohub-traced-", lambda work: traced_cost(work, args.rounds, args.size))
 
 
 if __name__ == "__main__":
