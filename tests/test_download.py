@@ -227,7 +227,7 @@ def test_guard_b_a_reader_that_stops_early_is_resumed_not_trusted(server, tmp_pa
 def test_guard_c_what_a_failed_transfer_is_called():
     import http.client
 
-    from reprohub.fetch.download import _final_error
+    from reprohub.fetch.outcomes import final_error as _final_error
 
     assert isinstance(_final_error("u", http.client.IncompleteRead(b""), 10), TruncatedDownloadError)
     reset = _final_error("u", ConnectionResetError("reset"), 0)

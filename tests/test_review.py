@@ -285,7 +285,7 @@ def test_a_resumed_download_s_speed_counts_only_the_bytes_of_this_run():
 
     from tqdm import tqdm
 
-    from reprohub.fetch.download import _start_bar
+    from reprohub.fetch.progress import start_bar as _start_bar
 
     bar = tqdm(total=None, unit="B", file=io.StringIO(), smoothing=0)
     _start_bar(bar, 100 << 20, 90 << 20)  # 90 MiB were already there

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import LocalDiskError
-from ..fetch.download import Downloaded, RESUME_RECORD_MIN, progress_bar
+from ..fetch.download import Downloaded, RESUME_RECORD_MIN
+from ..fetch.progress import progress_bar
 from ..fetch.fsutil import atomic_write_bytes, sha256_file, temp_path_beside
 from ..fetch.urls import canonical_url
 from .layout import CacheLayout

@@ -31,22 +31,21 @@ import hashlib
 import logging
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Mapping
 
 from .. import settings
-from ..errors import (DownloadError, HashMismatchError, HTTPStatusError, OfflineError, ReprohubError,
-                      TruncatedDownloadError)
+from ..errors import (DownloadError, HTTPStatusError, OfflineError, ReprohubError)
 from .fsutil import fsync_dir, writable
 from .partial import Partial
 from .hosts import (REFUSED_WAITS, Restart, RetryableStatus, check_alive, host_of, remember_dead, remembering, revived,
                     status_error, unreachable_error)
+from .outcomes import ShortBody, check_digest, count_restart, final_error
+from .progress import progress_bar, start_bar
 from .pump import BUFFER, pump_body, pump_inline
 from .urls import is_file_url, local_path
-from ..redact import redact_exception
 
 if TYPE_CHECKING:  # requests is imported at the first request (.transport), not with reprohub
     import requests
@@ -86,10 +85,6 @@ class DownloadPolicy:
         """Defaults, overridden by ``REPROHUB_TIMEOUT`` and ``REPROHUB_RETRIES``."""
         return cls(read_timeout=settings.read_number(settings.TIMEOUT, cls.read_timeout),
                    retries=int(settings.read_number(settings.RETRIES, cls.retries)))
-
-
-class _ShortBody(Exception):
-    """The body ended before Content-Length bytes: resume (retryable)."""
 
 
 class Downloader:
@@ -186,7 +181,7 @@ class Downloader:
                 out.flush()
                 if sync:
                     os.fsync(out.fileno())
-            _check_digest(url, digest, expected_sha256, hash_prefix)
+            check_digest(url, digest, expected_sha256, hash_prefix)
             partial.finish()
             if sync:
                 fsync_dir(dst.parent)
@@ -289,7 +284,7 @@ class Downloader:
                     response = open_body(self.session, url, offset, validator, headers, self._timeout)
                     revived(url)
                     if response.status_code == 200 and offset:  # Range ignored: take this body from byte 0
-                        restarts = _count_restart(url, restarts, self.policy.retries, offset)
+                        restarts = count_restart(url, restarts, self.policy.retries, offset)
                         out.seek(0)
                         out.truncate()
                         hasher, offset = hashlib.sha256(), 0
@@ -301,17 +296,17 @@ class Downloader:
                         if remaining is None or remaining > RESUME_RECORD_MIN:  # smaller: cheaper to fetch again
                             learned(validator)                                  # than to record how to resume
                         if bar is not None:
-                            _start_bar(bar, total, offset)
+                            start_bar(bar, total, offset)
                         pump_body(reader_of(response), out, hasher, bar, remaining, self.policy.chunk_size, sync)
                     if total is not None and out.tell() < total:
-                        raise _ShortBody(f"{out.tell()} of {total} bytes before the body ended")
+                        raise ShortBody(f"{out.tell()} of {total} bytes before the body ended")
                     return hasher.hexdigest(), out.tell()
                 except Restart:
-                    restarts = _count_restart(url, restarts, self.policy.retries, offset)
+                    restarts = count_restart(url, restarts, self.policy.retries, offset)
                     out.seek(0)
                     out.truncate()
                     hasher = hashlib.sha256()
-                except _ShortBody as err:
+                except ShortBody as err:
                     failures = self._after_interruption(url, err, out.tell(), offset, failures)
                 except ReprohubError:
                     raise
@@ -356,7 +351,7 @@ class Downloader:
         """Count a failed attempt (progress resets the count), wait, or give up."""
         failures = 0 if got > offset else failures + 1
         if failures > self.policy.retries:
-            raise _final_error(url, err, got) from err
+            raise final_error(url, err, got) from err
         wait = self._backoff(failures)
         log.warning("download of %s interrupted at %d bytes (%s); retrying in %.2fs", url, got, err, wait)
         self._sleep(wait)
@@ -381,60 +376,3 @@ def _copy_local(url: str, out) -> tuple[str, int]:
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
         raise DownloadError(f"a file at {url}", f"{type(err).__name__}: {path}", "check the path", status=404) from err
     return hasher.hexdigest(), out.tell()
-
-
-def _count_restart(url: str, restarts: int, limit: int, offset: int) -> int:
-    """One more start from byte 0 (a server that ignores or refuses Range); bounded, so it cannot loop."""
-    if restarts >= limit:
-        raise TruncatedDownloadError(f"the complete body of {url}", f"a server that cut the body at {offset} "
-                                     f"bytes and ignored Range requests {restarts + 1} times",
-                                     "the server cannot resume this file; try again later (nothing was cached)")
-    log.info("%s could not resume at byte %d; downloading from the start", url, offset)
-    return restarts + 1
-
-
-def progress_bar(url: str, progress: bool):
-    """A tqdm bar on stderr for a download of ``url`` (``None`` without ``progress``); it stays when done."""
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    name = os.path.basename(url.split("?", 1)[0]) or url
-    # the finished bar stays on screen, as torch.hub's does
-    return tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=name[:40], file=sys.stderr, leave=True)
-
-
-def _start_bar(bar, total: int | None, offset: int) -> None:
-    """Show ``offset`` bytes as already there (a resume) without counting them in the speed: tqdm's rate is
-    (n - initial) over the time, and its smoothed rate counts from ``last_print_n``."""
-    bar.reset(total=total)
-    bar.n = bar.initial = bar.last_print_n = offset
-    bar.refresh()
-
-
-def _check_digest(url: str, digest: str, expected: str | None, prefix: str | None) -> None:
-    if expected is not None and digest != expected.lower().removeprefix("sha256:"):
-        raise HashMismatchError(
-            f"sha256 {expected} for {url}",
-            f"sha256 {digest}",
-            "the file changed upstream or was corrupted in transit; if the change is intended, "
-            "update the pinned digest (`pytest --hub-update` or `reprohub lock`)",
-        )
-    if prefix is not None and not digest.startswith(prefix):
-        raise HashMismatchError(
-            f'a sha256 starting with "{prefix}" for {url} (invalid hash value)',
-            f'"{digest}"',
-            "the file changed upstream or was corrupted; check the URL and the hash in its name",
-        )
-
-
-def _final_error(url: str, err: BaseException, got: int) -> DownloadError:
-    from .transport import TRUNCATIONS
-
-    cls = TruncatedDownloadError if isinstance(err, (_ShortBody, *TRUNCATIONS)) else DownloadError
-    redact_exception(err)  # the chained cause a traceback prints shows no signed query either
-    return cls(
-        f"the complete body of {url}",
-        f"{type(err).__name__} after {got} bytes: {err}",
-        "the connection keeps failing; check the network or the server and try again (nothing was cached)",
-    )
