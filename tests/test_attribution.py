@@ -200,3 +200,28 @@ def test_the_cli_shows_the_kept_calls(tmp_path, capsys):
     listed = json.loads(capsys.readouterr().out)
     assert [c["module"] for c in listed["calls"]] == ["(model)", "0", "1", "2", "3", "4"]
     assert listed["kept"] == listed["total"] == 6
+
+
+def test_a_failing_check_runs_the_calls_again_without_moving_running_statistics(tmp_path):
+    """A check that does not record copies only the test's own calls; a failure runs them again under a full
+    trace for its report, and a train-mode BatchNorm's running statistics stay as the test's forward left them."""
+    def net():
+        torch.manual_seed(5)
+        return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)).train()
+
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(6))
+    _check(tmp_path, net(), x, update=True)
+    changed = net()
+    with torch.no_grad():
+        changed[2].bias.add_(1e-2)
+    store = GoldenStore(tmp_path / "g", tmp_path)
+    checker = GoldenChecker(store, _NoHub(), tmp_path / "obtained")
+    with checker.trace(changed), torch.no_grad():
+        out = changed(x)
+    assert checker._trace.calls.entry_only and len(checker._trace.calls.calls) == 1  # only the test's call
+    after_forward = changed[1].running_mean.clone()
+    with pytest.raises(pytest.fail.Exception) as failure:
+        checker.check(out, key="net/traced")
+    assert "origin: 2 (Linear)" in str(failure.value)
+    assert "first module that moved: 2 (Linear)" in str(failure.value)  # the fingerprints, from the replay
+    assert torch.equal(changed[1].running_mean, after_forward)

@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .calls import Call, CallCapture, CallRecord, NotReplayable, tensor_leaves, unpack
+from .calls import Call, CallCapture, CallRecord, NotReplayable, buffers_kept, recorded_mode, tensor_leaves, unpack
 
 MAX_ROWS = 16
 STANDS_OUT = 10.0  # on another machine class, one call is named only when it adds ten times the next
@@ -94,9 +94,11 @@ class Attribution:
 
 
 def attribute(record: CallRecord, model: Any, current: "CallCapture | None", machine: str) -> Attribution:
-    """Measure every kept call of ``record`` on ``model`` and name where the change starts (module docstring)."""
+    """Measure every kept call of ``record`` on ``model`` and name where the change starts (module docstring).
+    ``current``: every call of this run (``None``: inherited errors unknown, shown as ``-``)."""
     now = {(c.module, c.number): c for c in current.calls} if current is not None else {}
-    rows = [_measure(call, record, model, now.get((call.module, call.number)), current) for call in record.calls]
+    with buffers_kept(model):
+        rows = [_measure(call, record, model, now.get((call.module, call.number)), current) for call in record.calls]
     _mark_containers(rows)
     adders = [row for row in rows if row.verdict == "adds"]
     result = _origin(rows, adders, record.machine, machine)
@@ -139,7 +141,7 @@ def _measure(call: Call, record: CallRecord, model: Any, now: "Call | None", cur
         row.inherited, row.inherited_rel = _difference(got_in, tensor_leaves(call.inputs, record.tensors))
     try:
         module = model if call.module == "(model)" else model.get_submodule(call.module)
-        with torch.no_grad(), _mode(module, call.training):
+        with torch.no_grad(), recorded_mode(module, call.training):
             inputs = unpack(call.inputs, record.tensors, _device_of(module))
             output = module(*inputs["args"], **inputs["kwargs"])
     except (NotReplayable, AttributeError, TypeError, RuntimeError) as err:
@@ -219,22 +221,6 @@ def _device_of(module: Any):
     for tensor in [*module.parameters(), *module.buffers()]:
         return tensor.device
     return None
-
-
-class _mode:
-    """Every submodule in the recorded train/eval mode inside the block, as it was before after it."""
-
-    def __init__(self, module: Any, training: bool) -> None:
-        self.module, self.training = module, training
-        self.before: list = []
-
-    def __enter__(self) -> None:
-        self.before = [(m, m.training) for m in self.module.modules()]
-        self.module.train(self.training)
-
-    def __exit__(self, *exc) -> None:
-        for m, mode in self.before:
-            m.training = mode
 
 
 def _error(value: "float | None", relative: "float | None") -> str:

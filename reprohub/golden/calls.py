@@ -36,12 +36,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .. import settings
 from ..errors import GoldenFileError
@@ -83,10 +84,16 @@ def budget_bytes() -> int:
 
 
 class CallCapture:
-    """Copies of every module call's inputs and outputs within ``budget_bytes`` (see the module docstring)."""
+    """Copies of every module call's inputs and outputs within ``budget_bytes`` (see the module docstring).
 
-    def __init__(self, budget_bytes: int) -> None:
+    ``entry_only``: keep only the calls the test made itself (no traced call around them), and only their
+    inputs -- what a check that is not recording needs: on a failure those calls are run once more under a
+    full capture (:func:`reprohub.golden.attribution.replayed`), so a passing check copies no activation.
+    """
+
+    def __init__(self, budget_bytes: int, entry_only: bool = False) -> None:
         self.budget = budget_bytes
+        self.entry_only = entry_only
         self.calls: list[Call] = []
         self.tensors: dict[str, Any] = {}
         self.size = 0
@@ -111,6 +118,9 @@ class CallCapture:
 
     def _before(self, name: str):
         def hook(module, args, kwargs):
+            if self.entry_only and self._stack:
+                self._stack.append(-1)  # inside an entry call: nothing kept
+                return
             self._numbers[name] += 1
             call = Call(len(self.calls), name, type(module).__name__, self._numbers[name],
                         self._stack[-1] if self._stack else None, module.training)
@@ -121,8 +131,9 @@ class CallCapture:
 
     def _after(self):
         def hook(module, args, output):
-            call = self.calls[self._stack.pop()]
-            call.output = self._keep(call, output)
+            index = self._stack.pop()
+            if index >= 0 and not self.entry_only:
+                self.calls[index].output = self._keep(self.calls[index], output)
         return hook
 
     def _keep(self, call: Call, value: Any) -> Any:
@@ -193,6 +204,37 @@ def unpack(packed: Any, tensors: dict[str, Any], device: Any = None) -> Any:
     raise NotReplayable(f"{packed.get('type')} {packed.get('repr')}")
 
 
+@contextlib.contextmanager
+def buffers_kept(model: Any) -> Iterator[None]:
+    """Run ``model`` again inside the block without a trace of it after: its buffers (BatchNorm's running
+    statistics and batch count in train mode) are put back as they were."""
+    import torch
+
+    saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, before in saved:
+                buffer.copy_(before)
+
+
+class recorded_mode:
+    """Every submodule in the recorded train/eval mode inside the block, as it was before after it."""
+
+    def __init__(self, module: Any, training: bool) -> None:
+        self.module, self.training = module, training
+        self.before: list = []
+
+    def __enter__(self) -> None:
+        self.before = [(m, m.training) for m in self.module.modules()]
+        self.module.train(self.training)
+
+    def __exit__(self, *exc) -> None:
+        for m, mode in self.before:
+            m.training = mode
+
+
 def tensor_leaves(packed: Any, tensors: dict[str, Any], path: str = "") -> dict[str, Any]:
     """The tensors in ``packed`` by their place (``args[0]``, ``[1]``, ``.logits``); no copies."""
     if packed is None:
@@ -236,7 +278,8 @@ def save_calls(golden: Path, capture: CallCapture, machine: str) -> "tuple[str, 
     used = {name for call in kept for part in (call.inputs, call.output)
             for name in _names(part)}
     tensors = {name: capture.tensors[name].cpu() for name in sorted(used)}
-    meta = {"calls": json.dumps([asdict(call) for call in kept], sort_keys=True), "machine": machine,
+    # vars(), not asdict(): the packed values are plain JSON already, and asdict deep-copies every one
+    meta = {"calls": json.dumps([vars(call) for call in kept], sort_keys=True), "machine": machine,
             "total": str(len(capture.calls)), "budget": str(capture.budget)}
     # unflushed: after a power loss a torn record fails its digest and is "not attributed" -- a hint, never a verdict
     data = save_golden(calls_path(golden), tensors, meta, durable=False)

@@ -105,7 +105,7 @@ class GoldenChecker:
         """
         from .trace import Tracer
 
-        with Tracer(model) as tracer:
+        with Tracer(model, recording=getattr(self.store, "writes", True)) as tracer:
             yield tracer
         self._trace = tracer
 

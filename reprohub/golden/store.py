@@ -99,6 +99,19 @@ def _floor(*floors: "tuple[float, float] | None") -> "tuple[float, float] | None
     return (max(f[0] for f in given), max(f[1] for f in given)) if given else None
 
 
+def _replayed(tracer: "Tracer | None") -> "tuple[Tracer | None, str]":
+    """A failed check's tracer with every call's fingerprint and copies (run again where the check kept only the
+    test's own calls), or ``None`` and why it could not run."""
+    if tracer is None:
+        return None, ""
+    from .calls import NotReplayable
+
+    try:
+        return tracer.replay(), ""
+    except (NotReplayable, AttributeError, TypeError, RuntimeError) as err:
+        return None, f"{type(err).__name__}: {str(err)[:80]}"
+
+
 def device_of(output: Any) -> str:
     """The device type of the first tensor in ``output`` (``"cpu"`` when there is none)."""
     import torch
@@ -232,11 +245,12 @@ class GoldenStore:
         if self.session is not None:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
-        attribution = first_moved(decode(golden.metadata.get("trace")), entries or [],
+        tracer, replay_error = _replayed(tracer)
+        attribution = first_moved(decode(golden.metadata.get("trace")), tracer.entries if tracer else entries or [],
                                   *_tolerance_of(output, rtol, atol, floor))
         if attribution:
             report = f"{report}\n{attribution}"
-        origin = self._origin(path, golden.metadata, tracer, machine_class(env))
+        origin = self._origin(path, golden.metadata, tracer, machine_class(env), replay_error)
         if origin is not None:
             report = f"{report}\n{origin.text()}"
             if self.session is not None:
@@ -269,11 +283,14 @@ class GoldenStore:
         return inside_project(self.root.parent, self.root, f"the golden folder {self.root.name}/")
 
     @staticmethod
-    def _origin(path: Path, metadata: Mapping[str, str], tracer: "Tracer | None", machine: str) -> "Attribution | None":
+    def _origin(path: Path, metadata: Mapping[str, str], tracer: "Tracer | None", machine: str,
+                replay_error: str = "") -> "Attribution | None":
         """Where the change starts, when the golden kept its calls and this check traced the model; a record
         that cannot be used is said in one line (attribution is a hint: it never decides the verdict)."""
-        if tracer is None or not metadata.get("calls_sha256"):
+        if (tracer is None and not replay_error) or not metadata.get("calls_sha256"):
             return None
+        if replay_error:
+            return Attribution("not attributed", f"the traced calls could not be run again: {replay_error}")
         try:
             record = load_calls(path, metadata["calls_sha256"])
         except GoldenFileError as err:

@@ -236,7 +236,9 @@ def _brief(tensor: Any) -> str:
         return head
     values = tensor if tensor.is_floating_point() and tensor.dtype != torch.float16 else tensor.float()
     values = values.float() if values.dtype == torch.bfloat16 else values
-    return f"{head} mean {_g(float(values.mean()))} absmax {_g(float(values.abs().max()))}"
+    low, high = torch.aminmax(values)
+    mean, absmax = torch.stack([values.mean(), torch.maximum(-low, high)]).tolist()
+    return f"{head} mean {_g(mean)} absmax {_g(absmax)}"
 
 
 def write_calls_text(golden: Path, record: CallRecord) -> None:
