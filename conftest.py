@@ -5,10 +5,16 @@ import hashlib
 import os
 
 import pytest
+import requests  # noqa: F401 -- see below
 from _pytest.doctest import DoctestItem
 from hypothesis import settings
 
 pytest_plugins = ["pytester"]
+
+# reprohub imports requests at its first request, not with reprohub.  pytester's in-process runs drop every
+# module first imported during the run; a requests first imported inside one would be dropped while reprohub
+# (and its patches of requests' classes) kept the old one, and the next run's `import requests` would mix two
+# copies ("You can only merge into CookieJar").  Imported here, it is there before any run, as in a real process.
 
 # Shared 2-core CI machines stall now and then: judge properties by their outcomes, not by time.
 # Locally the properties explore (new examples each run, failures kept in .hypothesis/ and replayed);

@@ -207,6 +207,10 @@ class LockfileError(ReprohubError, ValueError):
     """``hub.lock`` is malformed, of an unknown schema, or hand-broken."""
 
 
+class BisectError(ReprohubError, RuntimeError):
+    """``reprohub bisect`` could not run the tests it was given (pytest's usage error, no tests collected)."""
+
+
 class LockMismatchError(ReprohubError, AssertionError):
     """Something used differs from, or is missing in, ``hub.lock``."""
 

@@ -28,7 +28,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from ..errors import HashMismatchError, LockMismatchError, RefError, ReprohubError, SettingError, UntrustedRepoError
+from ..errors import BisectError, HashMismatchError, LockMismatchError, RefError, ReprohubError, SettingError, UntrustedRepoError
 from ..settings import VERSION
 from . import locks, repos, tools
 from .common import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, GLOBAL, fail, json_option, plural, repo_code_failed  # noqa: F401
@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (RefError, SettingError) as err:  # what was typed can never work: a usage error
+        return fail(f"error: {err}", EXIT_USAGE)
+    except BisectError as err:  # the tests it was given could not run: what was typed
         return fail(f"error: {err}", EXIT_USAGE)
     except (HashMismatchError, LockMismatchError) as err:  # content differs from what is pinned
         return fail(f"error: {err}", EXIT_MISMATCH)
@@ -147,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
                 "requirement lines that rebuild the stack (`pip install -r /dev/stdin`)")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
     p.add_argument("--requirements", action="store_true", help="print pip requirement lines instead")
+    json_option(p)
+
+    p = command("bisect", locks.bisect, "which one pinned component (weights, a repo's commit, a request body) turns "
+                "tests from passing to failing between two locks: each swapped from --good into --bad, the tests run "
+                "once per swap (exit 0: a cause named; 1: none single; 2: usage)")
+    p.add_argument("--good", required=True, metavar="LOCK_OR_BUNDLE", help="the lock (or bundle folder) that passes")
+    p.add_argument("--bad", required=True, metavar="LOCK_OR_BUNDLE", help="the lock (or bundle folder) that fails; "
+                   "its goldens are used in every run")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
+                   help="what to run: the arguments after -- go to pytest as they are")
     json_option(p)
 
     p = command("golden", repos.golden, "goldens as reviewable text: show FILE... (one line per leaf: dtype, shape, "

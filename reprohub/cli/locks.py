@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ReprohubError
-from .common import EXIT_MISMATCH, EXIT_OK, emit, make_hub, plural, say
+from ..errors import LockfileError, ReprohubError
+from .common import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, emit, fail, make_hub, plural, say
 
 
 def lock(args) -> int:
@@ -105,3 +105,30 @@ def read_existing_lock(path: str):
         raise ReprohubError(f"a lockfile at {path}", "no such file", "create one with `reprohub lock SPEC` "
                             "or `pytest --hub-lock hub.lock --hub-update`")
     return Lockfile.read(path)
+
+
+def bisect(args) -> int:
+    """``reprohub bisect --good A --bad B -- PYTEST_ARGS`` (:mod:`reprohub.lock.bisect`)."""
+    from ..lock.bisect import bisect as run_bisection, pytest_runner, read_side
+
+    pytest_args = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    if not pytest_args:
+        return fail("error: bisect needs the tests to run after --, e.g. `reprohub bisect --good old.lock --bad "
+                    "hub.lock -- tests/test_model.py`", EXIT_USAGE)
+    bad_path = Path(args.bad)
+    if bad_path.is_dir():
+        return fail("error: --bad must be a lock file (its goldens and hub-responses/ are the ones tested); a bundle "
+                    "can be --good", EXIT_USAGE)
+    try:
+        bad = read_side(bad_path)
+        good = read_side(args.good, bad.lock)
+    except LockfileError as err:
+        return fail(f"error: {err}", EXIT_USAGE)
+    say_now = (lambda line: None) if args.json else say
+    run = pytest_runner(bad_path, pytest_args, [good.bundle] if good.bundle else [], say_now)
+    outcome = run_bisection(good, bad, run, say_now)
+    cause = outcome.cause
+    emit(args, {"cause": None if cause is None else {"table": cause.table, "key": cause.key, "label": cause.label},
+                "runs": [{"ran": what, "passed": passed} for what, passed in outcome.runs],
+                "verdict": outcome.verdict}, outcome.verdict)
+    return outcome.exit_code
