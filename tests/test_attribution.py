@@ -225,3 +225,38 @@ def test_a_failing_check_runs_the_calls_again_without_moving_running_statistics(
     assert "origin: 2 (Linear)" in str(failure.value)
     assert "first module that moved: 2 (Linear)" in str(failure.value)  # the fingerprints, from the replay
     assert torch.equal(changed[1].running_mean, after_forward)
+
+
+TRACED_TEST = """
+import os
+import torch
+
+def test_mlp(golden):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        net[2].bias.add_(float(os.environ.get("BIAS_BUG", "0")))
+        with golden.trace(net):
+            out = net(golden.input(2, 8))
+    golden.check(out, key="mlp/out")
+"""
+
+
+def test_the_origin_reaches_the_summary_the_html_report_and_the_job_summary(pytester, monkeypatch, tmp_path):
+    from tests.conftest import run_locked
+
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_traced=TRACED_TEST)
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
+    assert (pytester.path / "goldens" / "mlp" / "out+calls.safetensors").is_file()
+    assert (pytester.path / "goldens" / "mlp" / "out+calls.txt").read_text().count("\n#") == 4  # (model), 0, 1, 2
+    monkeypatch.setenv("BIAS_BUG", "1e-3")
+    summary = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    failed = run_locked(pytester, "--hub-report", "report.html")
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(["*origin: 2 (Linear)*", "*golden mlp/out: origin: 2 (Linear)*"])
+    page = (pytester.path / "report.html").read_text()
+    assert "<h3>origin: 2 (Linear)</h3>" in page
+    assert page.count('title="local: ') == 4 and 'title="local: 0"' not in page.split("<td>2</td>")[1][:400]
+    assert "- mlp/out: origin: 2 (Linear)" in summary.read_text()

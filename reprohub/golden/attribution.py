@@ -62,8 +62,10 @@ class Row:
     index: int = 0
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("label", "cls", "local", "local_rel", "inherited", "inherited_rel",
-                                              "verdict")}
+        """JSON-safe: an infinite error (a shape that changed) is the string ``"inf"``."""
+        return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
+                for k, v in ((k, getattr(self, k)) for k in ("label", "cls", "local", "local_rel", "inherited",
+                                                             "inherited_rel", "verdict"))}
 
 
 @dataclass
@@ -75,6 +77,11 @@ class Attribution:
     rows: list[Row] = field(default_factory=list)
     kept: int = 0
     total: int = 0
+
+    def as_dict(self) -> dict:
+        """JSON-able: for the ``--hub-report`` page (a bar per call) and the job summary."""
+        return {"origin": self.origin, "why": self.why, "kept": self.kept, "total": self.total,
+                "rows": [row.as_dict() for row in self.rows]}
 
     def text(self) -> str:
         """The report: ``origin: ...`` first, then why, then a table of the calls worth reading."""

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import math
 import html as _html
 from typing import Any, Mapping
 
@@ -69,6 +70,11 @@ def markdown(records: Mapping[str, dict], summary: list[str], fix: str) -> str:
                 beyond = leaf["summary"].rpartition(", ")[2] if leaf.get("picture") else leaf["summary"]
                 lines.append(f"| {_cell(record['test'])} | {_cell(key)} | {record['outcome']} | {_cell(leaf['key'])} "
                              f"| {_number(leaf['max_abs'])} | {_number(leaf['max_rel'])} | {_cell(beyond)} |")
+        origins = [f"- {_cell(key)}: origin: {_cell(record['attribution']['origin'])} "
+                   f"({_cell(record['attribution']['why'])})" for key, record in sorted(records.items())
+                   if record.get("attribution")]
+        if origins:
+            lines += ["", "Where each change starts (each module run again on its recorded input):", *origins]
         moved = sorted({field for record in records.values() for field in record["environment"]})
         if moved:
             lines += ["", "Environment fields that differ from the recording: " + "; ".join(map(_cell, moved))]
@@ -137,12 +143,40 @@ def html(records: Mapping[str, dict], summary: list[str], fix: str) -> str:
                      f"<p>{esc(record['test'])}: {esc(record['summary'])}</p><ul>{about}</ul>"
                      f"{'<p>Environment fields that differ:</p><ul>' + moved + '</ul>' if moved else ''}"
                      f"<table><tr><th>leaf</th><th>how it moved</th></tr>{rows}</table>"
+                     + _attribution_html(record.get("attribution"))
                      + "".join(_leaf_html(leaf) for leaf in record["leaves"] if "picture" in leaf) + "</section>")
     if any(r["outcome"] == "failed" for r in records.values()):
         parts.append(f"<p>If the change is intended: <code>{esc(fix)}</code></p>")
     body = "".join(parts) or "<p>No golden failed or changed.</p>"
     return _PAGE.format(summary="".join(f"<li>{esc(line.strip())}</li>" for line in summary if line.strip()),
                         goldens=body)
+
+
+def _attribution_html(found: "dict | None") -> str:
+    """Where the change starts: the origin, why, and a bar per module call -- the error it adds itself (local)
+    against the error it was handed (inherited), relative to its own recorded tensors, on a log scale from
+    1e-12 to 1."""
+    if not found:
+        return ""
+    esc = _html.escape
+    rows = "".join(
+        f"<tr><td>{esc(row['label'])}</td><td>{esc(row['cls'])}</td><td>{esc(row['verdict'])}</td>"
+        f"<td>{_bar(row.get('local_rel'), '#b00', 'local')}{_bar(row.get('inherited_rel'), '#888', 'inherited')}</td></tr>"
+        for row in found["rows"])
+    return (f"<h3>origin: {esc(found['origin'])}</h3><p>{esc(found['why'])}</p>"
+            "<table class=\"origin\"><tr><th>module</th><th>class</th><th>verdict</th>"
+            f"<th>local (red) and inherited (grey) error, relative, 1e-12 to 1</th></tr>{rows}</table>")
+
+
+def _bar(relative: "float | None", colour: str, name: str) -> str:
+    if relative is None:
+        return f"<div title=\"{name}: not measured\">-</div>"
+    if isinstance(relative, str) or not math.isfinite(relative):  # "inf": a shape that changed
+        width = 100.0
+    else:
+        width = 0.0 if relative <= 0 else min(100.0, max(1.0, (math.log10(relative) + 12) / 12 * 100))
+    return (f"<div title=\"{name}: {relative:.3g}\" style=\"background:{colour};height:.5em;width:{width:.0f}%;"
+            f"margin:.1em 0\"></div>")
 
 
 def _leaf_html(leaf: dict) -> str:

@@ -268,6 +268,8 @@ class GoldenStore:
             outcome = ("accepted" if self.accept else "updated") if self.writes else "failed"
             self.session.reviews[lock_key] = review_record(self.session.current_test or "", outcome, result,
                                                            flatten(output), golden, moved)
+            if origin is not None:
+                self.session.reviews[lock_key]["attribution"] = origin.as_dict()
         if self.writes:
             if self.accept and self.session is not None:
                 self.session.accepted[lock_key] = "; ".join(line.strip() for line in report.splitlines()[1:4])
