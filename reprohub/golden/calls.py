@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -272,29 +271,30 @@ class CallRecord:
 def save_calls(golden: Path, capture: CallCapture, machine: str) -> "tuple[str, CallRecord]":
     """Write the record of ``capture`` beside ``golden``; return its sha256 and what it holds (for its text
     companion, :func:`reprohub.golden.text.write_calls_text`)."""
-    from .engine import save_golden
+    from .engine import stream_golden
 
     kept = capture.kept()
     used = {name for call in kept for part in (call.inputs, call.output)
-            for name in _names(part)}
+            for name in tensor_names(part)}
     tensors = {name: capture.tensors[name].cpu() for name in sorted(used)}
     # vars(), not asdict(): the packed values are plain JSON already, and asdict deep-copies every one
     meta = {"calls": json.dumps([vars(call) for call in kept], sort_keys=True), "machine": machine,
             "total": str(len(capture.calls)), "budget": str(capture.budget)}
     # unflushed: after a power loss a torn record fails its digest and is "not attributed" -- a hint, never a verdict
-    data = save_golden(calls_path(golden), tensors, meta, durable=False)
-    return hashlib.sha256(data).hexdigest(), CallRecord(kept, tensors, machine, len(capture.calls), capture.budget)
+    digest = stream_golden(calls_path(golden), tensors, meta, durable=False)
+    return digest, CallRecord(kept, tensors, machine, len(capture.calls), capture.budget)
 
 
-def _names(packed: Any) -> list[str]:
+def tensor_names(packed: Any) -> list[str]:
+    """The names of the stored tensors in ``packed``, in order."""
     if packed is None:
         return []
     if "t" in packed:
         return [packed["t"]]
     if "seq" in packed:
-        return [n for item in packed["seq"] for n in _names(item)]
+        return [n for item in packed["seq"] for n in tensor_names(item)]
     if "map" in packed:
-        return [n for item in packed["map"].values() for n in _names(item)]
+        return [n for item in packed["map"].values() for n in tensor_names(item)]
     return []
 
 

@@ -36,7 +36,7 @@ from typing import Any, Mapping
 from ..errors import GoldenFileError
 from ..fetch.fsutil import atomic_write_bytes
 from ..redact import printable
-from .calls import CallRecord, tensor_leaves, text_path as calls_text_path
+from .calls import CallRecord, tensor_leaves, tensor_names, text_path as calls_text_path
 from .engine import compare_leaves, load_golden
 from .pictures import full_index
 from .trace import decode
@@ -214,13 +214,21 @@ def calls_text(record: CallRecord) -> str:
     """One line per kept call, for review: ``#0003 2 (Linear) in args[0] float32 [1, 4] ... -> out float32 ...``."""
     lines = [f"# module calls kept with this golden: {len(record.calls)} of {record.total} "
              f"(budget {record.budget >> 20} MiB; REPROHUB_TRACE_BUDGET_MIB), recorded on {record.machine}"]
+    made_by: dict[str, int] = {}  # a tensor's name -> the call that returned it first
     for call in record.calls:
         ins = tensor_leaves(call.inputs, record.tensors)
-        outs = tensor_leaves(call.output, record.tensors)
         first_in = next(iter(ins.items()), None)
-        first_out = next(iter(outs.items()), None)
-        shown_in = f"{first_in[0].lstrip('.')} {_brief(first_in[1])}" if first_in else "no tensor"
-        shown_out = f"{_brief(first_out[1])}" if first_out else "no tensor"
+        source = made_by.get(next(iter(tensor_names(call.inputs)), ""))
+        if first_in is None:
+            shown_in = "no tensor"
+        elif source is not None:  # handed on unchanged: where it came from, its numbers are on that line
+            shown_in = f"{first_in[0].lstrip('.')} {_head(first_in[1])} <- #{source:04d}"
+        else:
+            shown_in = f"{first_in[0].lstrip('.')} {_brief(first_in[1])}"
+        first_out = next(iter(tensor_leaves(call.output, record.tensors).values()), None)
+        shown_out = _brief(first_out) if first_out is not None else "no tensor"
+        for name in tensor_names(call.output):
+            made_by.setdefault(name, call.index)
         mode = "train" if call.training else "eval"
         lines.append(f"#{call.index:04d} {call.label} ({call.cls}, {mode}) in {shown_in} -> out {shown_out}")
     return "\n".join(lines) + "\n"
@@ -231,7 +239,7 @@ def _brief(tensor: Any) -> str:
     at a fraction of :func:`_describe`'s cost (no float64 copy, no digest: the record's digest is pinned)."""
     import torch
 
-    head = f"{str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}"
+    head = _head(tensor)
     if not tensor.numel() or tensor.is_complex() or tensor.dtype == torch.bool:
         return head
     values = tensor if tensor.is_floating_point() and tensor.dtype != torch.float16 else tensor.float()
