@@ -260,3 +260,23 @@ def test_the_origin_reaches_the_summary_the_html_report_and_the_job_summary(pyte
     assert "<h3>origin: 2 (Linear)</h3>" in page
     assert page.count('title="local: ') == 4 and 'title="local: 0"' not in page.split("<td>2</td>")[1][:400]
     assert "- mlp/out: origin: 2 (Linear)" in summary.read_text()
+
+
+@pytest.mark.slow
+def test_records_are_byte_identical_across_xdist_workers(pytester):
+    """Two traced tests recorded with -n 2 (each on its own worker) and again in one process: the same bytes."""
+    import shutil
+
+    from tests.conftest import run_locked
+
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    second = TRACED_TEST.replace("def test_mlp", "def test_mlp_again").replace('"mlp/out"', '"mlp/again"')
+    pytester.makepyfile(test_traced=TRACED_TEST + second)
+    run_locked(pytester, "--hub-update", "-n", "2").assert_outcomes(passed=2)
+    folder = pytester.path / "goldens" / "mlp"
+    with_xdist = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    assert {"out+calls.safetensors", "again+calls.safetensors", "out+calls.txt"} <= set(with_xdist)
+    shutil.rmtree(pytester.path / "goldens")
+    (pytester.path / "hub.lock").unlink()
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=2)
+    assert {p.name: p.read_bytes() for p in sorted(folder.iterdir())} == with_xdist
