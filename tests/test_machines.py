@@ -142,16 +142,25 @@ def test_a_change_early_in_the_model_is_named_there(tmp_path):
         _checked(GoldenStore(tmp_path / "g", tmp_path), changed, x)
 
 
-def test_a_trace_stays_bounded_and_reads_as_one_line_in_golden_show(tmp_path, capsys):
+def test_a_trace_stays_bounded_and_reads_as_one_line_in_golden_show(tmp_path, capsys, monkeypatch):
     from reprohub.golden import trace
 
     deep = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(trace.MAX_CALLS + 50)])
     with trace.Tracer(deep) as tracer, torch.no_grad():
         deep(torch.ones(1, 8))
-    assert len(tracer.entries) == trace.MAX_CALLS + 1 and tracer.entries[-1] == {"module": trace.TRUNCATED}
-    assert all(len(e.get("values", [])) <= trace.SAMPLE for e in tracer.entries)
+    found = tracer.fingerprints()
+    assert len(found) == trace.MAX_CALLS + 1 and found[-1] == {"module": trace.TRUNCATED}
+    assert all(len(e.get("values", [])) <= trace.SAMPLE for e in found)
+    # every call kept in the call record: the fingerprints are not stored twice
     _checked(GoldenStore(tmp_path / "g", tmp_path, update=True), _convnet(), torch.ones(1, 3, 8, 8))
     assert main(["golden", "show", str(tmp_path / "g" / "convnet" / "traced.safetensors")]) == EXIT_OK
+    shown = capsys.readouterr().out.splitlines()
+    assert not [line for line in shown if line.startswith("meta trace")]
+    assert [line for line in shown if line.startswith("meta calls_sha256: ")]
+    # a record over its budget keeps fewer calls: then the golden holds the fingerprints, shown as one line
+    monkeypatch.setenv("REPROHUB_TRACE_BUDGET_MIB", "0")
+    _checked(GoldenStore(tmp_path / "small", tmp_path, update=True), _convnet(), torch.ones(1, 3, 8, 8))
+    assert main(["golden", "show", str(tmp_path / "small" / "convnet" / "traced.safetensors")]) == EXIT_OK
     shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("meta trace")]
     assert shown == ["meta trace: 6 module calls, 0 (Conv2d) to (model) (Sequential)"]
 

@@ -70,6 +70,7 @@ class Call:
     inputs: Any = None
     output: Any = None
     kept: bool = True
+    done: int = -1  # the order calls finished in (a container after its children): what fingerprints follow
 
     @property
     def label(self) -> str:
@@ -100,6 +101,8 @@ class CallCapture:
         self._alive: list[Any] = []  # the originals, so that an id is not reused while the trace runs
         self._stack: list[int] = []
         self._numbers: Counter = Counter()
+        self.finished = 0
+        self.last: "Call | None" = None  # the call that finished last (the fingerprint hook runs right after)
 
     def attach(self, model: Any) -> list:
         """Hook every submodule of ``model``; returns the handles for :meth:`detach`."""
@@ -132,7 +135,9 @@ class CallCapture:
         def hook(module, args, output):
             index = self._stack.pop()
             if index >= 0 and not self.entry_only:
-                self.calls[index].output = self._keep(self.calls[index], output)
+                call = self.last = self.calls[index]
+                call.output = self._keep(call, output)
+                call.done, self.finished = self.finished, self.finished + 1
         return hook
 
     def _keep(self, call: Call, value: Any) -> Any:
@@ -182,6 +187,10 @@ class CallCapture:
 
     def kept(self) -> list[Call]:
         return [call for call in self.calls if call.kept]
+
+    def complete(self) -> bool:
+        """Whether every call was kept (then its record holds every output the fingerprints would describe)."""
+        return all(call.kept for call in self.calls)
 
 
 def unpack(packed: Any, tensors: dict[str, Any], device: Any = None) -> Any:

@@ -40,8 +40,8 @@ from .numerics import machine_class
 from .review import review_record
 from .text import companion_path, write_calls_text, write_companion
 from .attribution import Attribution, attribute
-from .calls import calls_path, load_calls, save_calls, text_path as calls_text_path
-from .trace import Tracer, decode, encode, first_moved
+from .calls import CallRecord, calls_path, load_calls, save_calls, text_path as calls_text_path
+from .trace import Tracer, decode, encode, fingerprints_of, first_moved
 from ..lock.session import LockSession
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@=-]*(/[A-Za-z0-9_][A-Za-z0-9_.@=-]*)*")
@@ -208,9 +208,10 @@ class GoldenStore:
         own, path, lock_key, variant = self._choose(key, device, machine_class(env))
         meta = {**metadata, "device": device, "environment": json.dumps(env, sort_keys=True)}
         tracer = trace if isinstance(trace, Tracer) else None
-        entries = tracer.entries if tracer is not None else trace
-        if entries:
-            meta["trace"] = encode(entries)
+        if tracer is None and trace:
+            meta["trace"] = encode(trace)
+        elif tracer is not None and tracer.recording and not tracer.calls.complete():
+            meta["trace"] = encode(tracer.fingerprints())  # where the call record does not hold every output
         if self.session is not None:
             self.session.touch("goldens", lock_key)
         if not path.exists():
@@ -246,11 +247,18 @@ class GoldenStore:
             self.session.failed_goldens.add(lock_key)
         report = result.message(str(path), golden.metadata.get("commit", ""))
         tracer, replay_error = _replayed(tracer)
-        attribution = first_moved(decode(golden.metadata.get("trace")), tracer.entries if tracer else entries or [],
-                                  *_tolerance_of(output, rtol, atol, floor))
+        record, unusable = self._calls_of(path, golden.metadata) if tracer is not None else (None, "")
+        recorded = decode(golden.metadata.get("trace")) or (fingerprints_of(record) if record is not None else [])
+        current = tracer.fingerprints() if tracer is not None else trace if isinstance(trace, list) else []
+        attribution = first_moved(recorded, current, *_tolerance_of(output, rtol, atol, floor))
         if attribution:
             report = f"{report}\n{attribution}"
-        origin = self._origin(path, golden.metadata, tracer, machine_class(env), replay_error)
+        origin = None
+        if replay_error or unusable:
+            origin = Attribution("not attributed", replay_error and f"the traced calls could not be run again: "
+                                 f"{replay_error}" or unusable)
+        elif record is not None:
+            origin = attribute(record, tracer.model, tracer.calls, machine_class(env))
         if origin is not None:
             report = f"{report}\n{origin.text()}"
             if self.session is not None:
@@ -285,19 +293,15 @@ class GoldenStore:
         return inside_project(self.root.parent, self.root, f"the golden folder {self.root.name}/")
 
     @staticmethod
-    def _origin(path: Path, metadata: Mapping[str, str], tracer: "Tracer | None", machine: str,
-                replay_error: str = "") -> "Attribution | None":
-        """Where the change starts, when the golden kept its calls and this check traced the model; a record
-        that cannot be used is said in one line (attribution is a hint: it never decides the verdict)."""
-        if (tracer is None and not replay_error) or not metadata.get("calls_sha256"):
-            return None
-        if replay_error:
-            return Attribution("not attributed", f"the traced calls could not be run again: {replay_error}")
+    def _calls_of(path: Path, metadata: Mapping[str, str]) -> "tuple[CallRecord | None, str]":
+        """The call record a golden names (``None`` when it names none), or why it cannot be used: attribution is
+        a hint, and a record that does not match is said in one line, never trusted."""
+        if not metadata.get("calls_sha256"):
+            return None, ""
         try:
-            record = load_calls(path, metadata["calls_sha256"])
+            return load_calls(path, metadata["calls_sha256"]), ""
         except GoldenFileError as err:
-            return Attribution("not attributed", f"{err.expected}: {err.found}")
-        return attribute(record, tracer.model, tracer.calls, machine)
+            return None, f"{err.expected}: {err.found}"
 
     def _record(self, path: Path, lock_key: str, output: Any, meta: Mapping[str, str], outcome: str,
                 tracer: "Tracer | None" = None) -> str:

@@ -3,7 +3,9 @@
 ``with golden.trace(model): out = model(x)`` puts a forward hook on every submodule; each call
 records the output's shape, dtype, summary statistics (min, max, mean, std) and ``SAMPLE`` values
 taken at evenly spaced positions.  The next ``golden.check(out)`` stores the list with the golden
-(its ``trace`` metadata, so the lock's digest covers it).  When that check fails, :func:`first_moved`
+(its ``trace`` metadata, so the lock's digest covers it) -- unless the golden's call record
+(:mod:`reprohub.golden.calls`) kept every call's output: then the fingerprints are computed from the
+record when a check fails, and not stored twice.  When that check fails, :func:`first_moved`
 walks both lists in order and names the earliest module whose output left the tolerance, with its
 difference, and the modules before it that still matched: a changed kernel, BLAS or weight shows
 *where* it entered instead of only at the output.  At most ``MAX_CALLS`` calls are kept (a big model's
@@ -20,7 +22,7 @@ Example:
     ...     net[2].weight += 0.01
     >>> with Tracer(net) as after:
     ...     _ = net(x)
-    >>> print(first_moved(before.entries, after.entries, rtol=1e-5, atol=1e-6).splitlines()[0])
+    >>> print(first_moved(before.fingerprints(), after.fingerprints(), rtol=1e-5, atol=1e-6).splitlines()[0])
     first module that moved: 2 (Linear): greatest difference 0.0... (tolerance atol 1e-06 + rtol 1e-05 x |expected|)
 """
 
@@ -98,9 +100,38 @@ class Tracer:
             if len(self.entries) == MAX_CALLS:
                 self.entries.append({"module": TRUNCATED})
                 return
-            for suffix, tensor in _tensors(output):
-                self.entries.append({"module": name + suffix, "class": type(module).__name__, **fingerprint(tensor)})
+            kept = self.calls.last
+            if kept is not None and kept.kept and kept.output is not None:
+                self.entries.append((name, type(module).__name__, kept))  # its copy is fingerprinted if ever needed
+                return
+            self.entries.extend(_fingerprints(name, type(module).__name__, output))
         return record
+
+    def fingerprints(self) -> list[dict]:
+        """Every call's fingerprints, those of kept calls computed now from their copies (a recording whose calls
+        were all kept stores none: its call record holds more, :func:`fingerprints_of`)."""
+        from .calls import unpack
+
+        found: list[dict] = []
+        for entry in self.entries:
+            if isinstance(entry, tuple):
+                name, cls, call = entry
+                found.extend(_fingerprints(name, cls, unpack(call.output, self.calls.tensors)))
+            else:
+                found.append(entry)
+        return found
+
+
+def fingerprints_of(record: Any) -> list[dict]:
+    """The fingerprints of a call record's outputs, in the order the calls finished, as :class:`Tracer` takes them."""
+    from .calls import unpack
+
+    return [found for call in sorted(record.calls, key=lambda c: c.done) if call.output is not None
+            for found in _fingerprints(call.module, call.cls, unpack(call.output, record.tensors))][:MAX_CALLS]
+
+
+def _fingerprints(name: str, cls: str, output: Any) -> list[dict]:
+    return [{"module": name + suffix, "class": cls, **fingerprint(tensor)} for suffix, tensor in _tensors(output)]
 
 
 def _tensors(output: Any, suffix: str = "") -> list:
