@@ -38,7 +38,7 @@ from .cache.prefetch import Prefetcher
 from .cache.store import ArtifactStore
 from .errors import DownloadError, OfflineError, SourceError, pinned_hint
 from .fetch import durability
-from .fetch.archive import tree_digest
+from .fetch.treefiles import tree_digest
 from .fetch.tree import TreeDigests
 from .fetch.download import Downloader, DownloadPolicy
 from .fetch.fsutil import SpillFile, atomic_write_json, read_record

@@ -6,7 +6,8 @@ import zipfile
 
 import pytest
 
-from reprohub.fetch.archive import extract_into_place, extract_zip, tree_digest, write_tree_zip
+from reprohub.fetch.archive import extract_into_place, extract_zip
+from reprohub.fetch.treefiles import tree_digest, write_tree_zip
 from reprohub.errors import ArchiveError
 
 

@@ -136,7 +136,7 @@ def test_tampered_repo_zip_is_refused_and_nothing_is_extracted_into_the_cache(lo
     other = tmp_path / "evil"
     (other / "tinynet").mkdir(parents=True)
     (other / "hubconf.py").write_text("def tiny_mlp(**kw):\n    raise SystemExit('evil code ran')\n")
-    from reprohub.fetch.archive import write_tree_zip
+    from reprohub.fetch.treefiles import write_tree_zip
 
     write_tree_zip(other, locked["bundle"] / tree_item(pin.tree_sha256))
     hub = cold_hub(tmp_path, "fresh", str(locked["bundle"]), locked)

@@ -8,7 +8,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reprohub.errors import ArchiveError
-from reprohub.fetch.archive import extract_zip, tree_digest, write_tree_zip, zip_tree_digest
+from reprohub.fetch.archive import extract_zip, zip_tree_digest
+from reprohub.fetch.treefiles import tree_digest, write_tree_zip
 from reprohub.fetch.tree import TreeDigests, digest_v1, digest_v2, is_tree_path
 
 EVIL = hashlib.sha256(b"import os; os.system('evil')\n").hexdigest()

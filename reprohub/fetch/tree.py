@@ -4,7 +4,7 @@
 relative path, except anything inside a ``__pycache__`` folder: Python writes those into cached
 repos on import, and a committed one is never extracted (a stale or planted ``.pyc`` would otherwise
 run instead of its source).  Empty folders are not part of a tree.  :func:`is_tree_path` is the
-rule; extraction, :func:`reprohub.fetch.archive.tree_digest`, ``reprohub verify`` and
+rule; extraction, :func:`reprohub.fetch.treefiles.tree_digest`, ``reprohub verify`` and
 ``reprohub bundle`` all apply it.
 
 **The tree digest** names exactly one tree.  Version 2 (written as ``v2:<hex>``) is the sha256 of

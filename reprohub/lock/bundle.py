@@ -13,7 +13,7 @@ Nothing needs a reprohub server to read it: a folder, a ``file://`` URL,
 (:mod:`reprohub.lock.mirror` reads it).  The index is for people and for
 ``reprohub verify --bundle``; loaders find files by digest alone.  A bundle is
 deterministic: the same lock gives byte-identical files (repo zips are written
-by :func:`~reprohub.fetch.archive.write_tree_zip`, uncompressed, with fixed
+by :func:`~reprohub.fetch.treefiles.write_tree_zip`, uncompressed, with fixed
 metadata).  Goldens are files of the project and are not copied.
 
 Every file is checked against the lock *before* any is written: each repo's cached tree is
@@ -42,7 +42,8 @@ from typing import Callable
 from ..cache.layout import tree_paths
 from ..errors import HashMismatchError, LockfileError, ReprohubError
 from ..fetch import tree
-from ..fetch.archive import tree_digest, write_tree_zip, zip_tree_digest
+from ..fetch.archive import zip_tree_digest
+from ..fetch.treefiles import tree_digest, write_tree_zip
 from ..fetch.download import Downloader
 from ..fetch.fsutil import atomic_write_bytes, sha256_file
 from .lockfile import ArtifactPin, Lockfile, RepoPin, RequestPin

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fetch.archive import extra_files, tree_digest
+from ..fetch.treefiles import extra_files, tree_digest
 from ..fetch.fsutil import sha256_file
 from .bundle import check_bundle
 from .beside import response_body_at_hand
