@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from .cache.layout import check_file_name, file_name_from_url
 from .cache.prefetch import Prefetch
+from .cache.shared import shared_artifact
 from .cache.store import adopt_torch_hub_file, cached_digest, write_sidecar
 from .errors import DownloadError, ReprohubError, pinned_hint
 from .fetch.download import Downloaded
@@ -135,9 +136,13 @@ class ArtifactMethods:
         self.prefetcher.wait(path)
         match = HASH_REGEX.search(name) if check_hash else None
         expected = self._pinned_sha256(url)
-        with self._noting_failure(url, pinned=expected is not None):
-            got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=match.group(1) if match else None,
-                                    progress=progress, prefill=self._mirror_prefill(expected, progress))
+        prefix = match.group(1) if match else None
+        got = shared_artifact(self.shared, self.layout, path, url, expected, prefix) \
+            if own_place and self.shared and not path.exists() else None
+        if got is None:
+            with self._noting_failure(url, pinned=expected is not None):
+                got = self.store.ensure(url, path, expected_sha256=expected, hash_prefix=prefix, progress=progress,
+                                        prefill=self._mirror_prefill(expected, progress))
         fetched_by = self._fetching_for[-1] if own_place and self._fetching_for else None
         self.recorder.add_artifact(ArtifactUse(canonical_url(url), got.sha256, got.size, fetched_by))
         return got
@@ -145,8 +150,10 @@ class ArtifactMethods:
     def _prefetch_pinned(self, spec: str) -> None:
         """Start the pinned downloads the lock says ``spec``'s entrypoints make (a cold locked repo)."""
         pinned = self.pins.prefetch_for(spec) if self.pins is not None else []
-        self.prefetcher.start(Prefetch(url, self._cache_place(url, check_file_name(file_name_from_url(url))),
-                                       sha256, self._mirror_prefill(sha256, False)) for url, sha256 in pinned)
+        places = [(url, sha256, self._cache_place(url, check_file_name(file_name_from_url(url)))) for url, sha256 in pinned]
+        self.prefetcher.start(Prefetch(url, place, sha256, self._mirror_prefill(sha256, False))
+                              for url, sha256, place in places  # what a shared cache holds is not fetched again
+                              if not (self.shared and shared_artifact(self.shared, self.layout, place, url, sha256, None)))
 
     def _cache_place(self, url: str, name: str) -> Path:
         """The cache's own place for ``url`` (a file torch.hub downloaded there first is adopted)."""

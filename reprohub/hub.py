@@ -33,6 +33,7 @@ from typing import Any
 
 from . import settings
 from .artifacts import ArtifactMethods
+from .cache.shared import shared_layouts, shared_tree
 from .cache.layout import CacheLayout, get_dir
 from .cache.prefetch import Prefetcher
 from .cache.store import ArtifactStore
@@ -133,6 +134,7 @@ class Hub(ArtifactMethods):
         mirror_downloader = self.downloader.sibling(mirror_policy, offline=self.offline)
         self.mirrors = MirrorSet.parse(settings.read(settings.MIRROR) if mirrors is None else mirrors,
                                        mirror_downloader)
+        self.shared = shared_layouts()  # read-only hub dirs, after this one and before mirrors (REPROHUB_SHARED_CACHE)
         self.store = ArtifactStore(self.downloader)
         self.prefetcher = Prefetcher(self.store)  # a locked cold load's pinned downloads, started early
         self.github = GitHubSource(github_api_url, token, self.downloader)
@@ -270,8 +272,10 @@ class Hub(ArtifactMethods):
                 check_not_forked(self.layout, src, repo, commit)
             path = self.layout.repo_dir(src.content_key, repo, commit)
             tree = self.pins.pinned_tree_sha256(src.url, spec) if pinned is not None else None
-            digests = self._materialize(src, repo, commit, path, tree, verify=force_reload, archive=archive,
-                                        on_cold=(lambda: self._prefetch_pinned(spec)) if pinned else None)
+            found = self._shared_tree(src, repo, commit, tree) if self.shared and not force_reload else None
+            path, digests = found or (path, self._materialize(
+                src, repo, commit, path, tree, verify=force_reload, archive=archive,
+                on_cold=(lambda: self._prefetch_pinned(spec)) if pinned else None))
         finally:
             if archive is not None:
                 archive.close()
@@ -316,6 +320,12 @@ class Hub(ArtifactMethods):
             self._lock_hosts[host] = GitHubSource(check_url(host, f"the host of {spec} in the lock"), token="",
                                                   downloader=self.downloader)
         return self._lock_hosts[host]
+
+    def _shared_tree(self, src, repo: RepoRef, commit: str, pinned_tree: "str | None"):
+        """``(path, digests)`` of the commit's tree in a shared cache, where this cache has none of its own."""
+        if read_record(self.layout.repo_manifest(src.content_key, repo, commit)):
+            return None
+        return shared_tree(self.shared, src.content_key, repo, commit, pinned_tree, _damaged)
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
                      verify: bool = False, archive: SpillFile | None = None, on_cold=None) -> TreeDigests:

@@ -58,6 +58,7 @@ NVIDIA_TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 HF_HUB_DISABLE_XET = "HF_HUB_DISABLE_XET"
 TRACE_BUDGET = "REPROHUB_TRACE_BUDGET_MIB"
+SHARED_CACHE = "REPROHUB_SHARED_CACHE"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -90,6 +91,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(NVIDIA_TF32_OVERRIDE, "NVIDIA's: 0 turns TF32 off in every library; recorded"),
     Variable(GITHUB_STEP_SUMMARY, "GitHub Actions': the job summary file; the pytest plugin appends a Markdown "
                                   "summary of golden failures and changes to it"),
+    Variable(SHARED_CACHE, "read-only hub dirs (separated by the path separator, : on Linux) consulted in order "
+                           "after your own cache and before mirrors and the origin; never written into"),
     Variable(TRACE_BUDGET, "MiB of module inputs and outputs a traced golden keeps for attribution (default 64)"),
     Variable(HF_HUB_DISABLE_XET, "huggingface_hub's: a locked run sets it to 1 unless set, so downloads go over "
                                  "HTTP, which reprohub pins (Xet's native sockets escape every patch)"),

@@ -104,7 +104,8 @@ def _trust_all(monkeypatch):
 
 @pytest.fixture
 def read_only_folder(tmp_path):
-    """Make a folder holding ``files`` ({relative path: bytes}) that really cannot be written.
+    """Make a folder holding ``files`` ({relative path: bytes}, or a folder copied with its modes, times and
+    links) that really cannot be written.
 
     As a normal user, permissions do it; as root (CI here), permissions do not stop writes, so the
     folder is a tmpfs remounted read-only (EROFS), as a shared cache on a read-only volume would be.
@@ -121,6 +122,11 @@ def read_only_folder(tmp_path):
         if as_root:
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], check=True)
             mounted.append(folder)
+        if isinstance(files, Path):
+            import shutil
+
+            shutil.copytree(files, folder, symlinks=True, dirs_exist_ok=True)
+            files = {}
         for rel, data in files.items():
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             (folder / rel).write_bytes(data)
@@ -128,7 +134,8 @@ def read_only_folder(tmp_path):
             subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         else:
             for path in sorted(folder.rglob("*"), reverse=True):
-                path.chmod(0o555 if path.is_dir() else 0o444)
+                if not path.is_symlink():
+                    path.chmod(0o555 if path.is_dir() else 0o444)
             folder.chmod(0o555)
         return folder
 

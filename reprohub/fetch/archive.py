@@ -280,7 +280,7 @@ def _write_shard(zf: zipfile.ZipFile, dest: str, shard: list[_Member], flush: bo
         digest = hashlib.sha256()
 
         def write_one() -> None:
-            fd = os.open(f"{dest}/{m.rel}", flags, 0o755 if m.kind == "x" else 0o644)
+            fd = os.open(f"{dest}/{m.rel}", flags, 0o777 if m.kind == "x" else 0o666)  # minus the umask
             with zf.open(m.info) as src, open(fd, "wb", buffering=0) as out:
                 while n := src.readinto(buf):
                     chunk = view[:n]

@@ -169,10 +169,20 @@ def inside_project(project: "str | os.PathLike[str]", path: "str | os.PathLike[s
 
 
 def make_temp_dir_beside(path: "str | os.PathLike[str]") -> Path:
-    """A fresh temporary folder next to ``path`` (for build-then-rename)."""
+    """A fresh temporary folder next to ``path`` (for build-then-rename), with the modes the umask gives any
+    folder: ``mkdtemp`` makes it 0700, and renamed into a shared cache it would shut the group out."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".incomplete", dir=path.parent))
+    made = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".incomplete", dir=path.parent))
+    os.chmod(made, 0o777 & ~current_umask())
+    return made
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: POSIX has no other way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: "str | os.PathLike[str]") -> str:

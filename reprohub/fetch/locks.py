@@ -109,7 +109,7 @@ class _Lock:
             self._portable = FileLock(str(path), is_singleton=False)
             return
         self._portable = None
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)  # group members wait on it too
 
     def try_acquire(self) -> bool:
         if self._portable is not None:

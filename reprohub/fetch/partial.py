@@ -78,7 +78,7 @@ class Partial:
             if leftovers & {self.path.name, self.record.name}:
                 self.discard()
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | (0 if self.resumable else os.O_EXCL)
-        return open(os.open(self.path, flags, 0o644), "w+b"), hashlib.sha256(), None
+        return open(os.open(self.path, flags, 0o666), "w+b"), hashlib.sha256(), None  # the umask decides the mode
 
     def _resumable(self, state: dict) -> bool:
         """A partial worth continuing: a real file, of this URL, with a strong validator, written in this boot."""
