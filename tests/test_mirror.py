@@ -1,6 +1,7 @@
 """Bundles and mirrors: everything a lock pins comes back from a static copy, verified, with no origin."""
 
 import functools
+import json
 import subprocess
 import sys
 import textwrap
@@ -28,23 +29,30 @@ class StaticServer:
 
     def __init__(self, folder: Path, html_for_everything: bool = False) -> None:
         self.paths: list[str] = []
+        self.gets: list[str] = []  # the paths whose body was asked for (a GET, not a HEAD)
         outer = self
 
         class Handler(SimpleHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):
+            def do_GET(self, head: bool = False):
                 outer.paths.append(self.path)
+                if not head:
+                    outer.gets.append(self.path)
                 if html_for_everything:  # a captive portal or a misconfigured bucket: 200 and a web page
                     body = b"<html><body>Sign in to continue</body></html>"
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
-                    self.wfile.write(body)
+                    if not head:
+                        self.wfile.write(body)
                     return
-                super().do_GET()
+                super().do_HEAD() if head else super().do_GET()
+
+            def do_HEAD(self):
+                self.do_GET(head=True)
 
         self.httpd = QuietHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -251,3 +259,47 @@ def test_four_nodes_with_their_own_caches_behind_one_mirror_never_touch_the_orig
     assert {float(out) for out, _ in results} == {float(locked["expected"].sum())}
     assert len(server.requests) == before
     assert len(mirror.paths) == 8  # each node: one repo zip and one artifact
+
+
+# -- reprohub mirror check ------------------------------------------------------------------------------
+
+def _mirror_check(capsys, location, lock, *extra) -> "tuple[int, dict]":
+    code = main(["mirror", "check", str(location), "--lock", str(lock), "--json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_mirror_check_passes_a_complete_bundle_and_names_what_a_partial_one_lacks(locked, capsys):
+    code, found = _mirror_check(capsys, locked["bundle"], locked["lock"])
+    assert code == EXIT_OK and found["complete"] and found["checked"] == 2 and found["problems"] == []
+    lock = Lockfile.read(locked["lock"])
+    (art,) = lock.artifacts.values()
+    blob = locked["bundle"] / artifact_item(art.sha256)
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 1
+    blob.write_bytes(bytes(data))  # the right size, the wrong bytes: only --deep sees it
+    assert _mirror_check(capsys, locked["bundle"], locked["lock"])[0] == EXIT_OK
+    code, found = _mirror_check(capsys, locked["bundle"], locked["lock"], "--deep")
+    assert code == 1 and found["problems"] == [f"{artifact_item(art.sha256)} (weights {art.url}): its bytes do not "
+                                               "have the pinned digest"]
+    blob.unlink()
+    code, found = _mirror_check(capsys, locked["bundle"], locked["lock"])
+    assert code == 1 and found["problems"] == [f"{artifact_item(art.sha256)} (weights {art.url}): missing"]
+
+
+def test_mirror_check_over_http_sizes_by_head_and_says_whether_range_is_served(locked, static, capsys):
+    host = static(locked["bundle"])
+    code, found = _mirror_check(capsys, host.url, locked["lock"])
+    assert code == EXIT_OK and found["complete"] and found["ranges"] is False  # http.server ignores Range
+    assert len(host.gets) == 1 and "/artifacts/" in host.gets[0]  # HEADs, and one GET of bytes=0-0 for Range
+    code, found = _mirror_check(capsys, host.url, locked["lock"], "--deep")
+    assert code == EXIT_OK
+    main(["mirror", "check", host.url, "--lock", str(locked["lock"])])
+    assert "does not serve Range (an interrupted download starts over)" in capsys.readouterr().out
+
+
+def test_mirror_check_catches_a_host_that_answers_200_with_html_for_everything(locked, static, capsys):
+    host = static(locked["bundle"], html_for_everything=True)
+    code, found = _mirror_check(capsys, host.url, locked["lock"])
+    assert code == 1 and not found["complete"]
+    assert any("an HTML page, not the file" in problem for problem in found["problems"])
+    assert any("answers 200 for a file no bundle holds" in note for note in found["notes"])

@@ -151,6 +151,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--requirements", action="store_true", help="print pip requirement lines instead")
     json_option(p)
 
+    p = command("mirror", locks.mirror_check, "check a mirror before relying on it: `mirror check LOCATION` (a bundle "
+                "folder or an http(s):// bundle) says whether every file the lock pins is there with its size (HEAD, "
+                "no download; --deep re-hashes) and whether the host serves Range; exit 0 only when complete")
+    p.add_argument("action", choices=("check",))
+    p.add_argument("location", help="a bundle folder, file:// or http(s):// URL")
+    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    p.add_argument("--deep", action="store_true", help="download and re-hash every file instead of checking sizes")
+    json_option(p)
+
     p = command("bisect", locks.bisect, "which one pinned component (weights, a repo's commit, a request body) turns "
                 "tests from passing to failing between two locks: each swapped from --good into --bad, the tests run "
                 "once per swap (exit 0: a cause named; 1: none single; 2: usage)")

@@ -132,3 +132,14 @@ def bisect(args) -> int:
                 "runs": [{"ran": what, "passed": passed} for what, passed in outcome.runs],
                 "verdict": outcome.verdict}, outcome.verdict)
     return outcome.exit_code
+
+
+def mirror_check(args) -> int:
+    """``reprohub mirror check LOCATION --lock hub.lock [--deep]`` (:mod:`reprohub.lock.mirrorcheck`)."""
+    from ..lock.mirrorcheck import check_mirror, lines
+
+    lock = read_existing_lock(args.lock)
+    report = check_mirror(args.location, lock, deep=args.deep)
+    emit(args, {"location": report.location, "complete": report.complete, "checked": report.checked,
+                "problems": report.problems, "notes": report.notes, "ranges": report.ranges}, *lines(report))
+    return EXIT_OK if report.complete else EXIT_MISMATCH
