@@ -117,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("bundle", locks.bundle, "write everything a lockfile pins into a static, content-addressed folder "
                 "that any file or web server can serve as a mirror")
-    p.add_argument("folder", metavar="DIR", help="the bundle folder (created; existing intact files are kept)")
+    p.add_argument("folder", metavar="DIR_OR_OCI", help="the bundle folder (created; existing intact files are kept), "
+                   "or oci://HOST/NAME:TAG to push it to an OCI registry (blobs already there are not uploaded)")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
     json_option(p)
 
@@ -152,10 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     json_option(p)
 
     p = command("mirror", locks.mirror_check, "check a mirror before relying on it: `mirror check LOCATION` (a bundle "
-                "folder or an http(s):// bundle) says whether every file the lock pins is there with its size (HEAD, "
+                "folder, an http(s):// or an oci:// bundle) says whether every file the lock pins is there with its size (HEAD, "
                 "no download; --deep re-hashes) and whether the host serves Range; exit 0 only when complete")
     p.add_argument("action", choices=("check",))
-    p.add_argument("location", help="a bundle folder, file:// or http(s):// URL")
+    p.add_argument("location", help="a bundle folder, file://, http(s):// or oci://HOST/NAME:TAG")
     p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
     p.add_argument("--deep", action="store_true", help="download and re-hash every file instead of checking sizes")
     json_option(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LockfileError, ReprohubError
+from ..lock.oci import is_oci
 from .common import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, emit, fail, make_hub, plural, say
 
 
@@ -70,13 +71,37 @@ def bundle(args) -> int:
     from ..lock.beside import response_body_for_bundle
 
     locked = _LockedHub(args.lock)
-    report = write_bundle(locked.lock, Path(args.folder), lambda spec, pin: locked.resolve(spec).path,
-                          lambda url, pin: locked.hub.fetch_artifact(url).path,
-                          lambda pin: response_body_for_bundle(pin, locked.hub.layout, args.lock))
+
+    def write(folder: Path):
+        return write_bundle(locked.lock, folder, lambda spec, pin: locked.resolve(spec).path,
+                            lambda url, pin: locked.hub.fetch_artifact(url).path,
+                            lambda pin: response_body_for_bundle(pin, locked.hub.layout, args.lock))
+
+    if is_oci(args.folder):
+        return _push(args, write, locked.hub.downloader)
+    report = write(Path(args.folder))
     emit(args, {"folder": args.folder, "written": list(report.written), "kept": list(report.kept)},
             *(f"wrote {item}" for item in report.written),
             f"{args.folder}: {len(report.written)} files written, {len(report.kept)} already there and intact; "
             f"serve it with any static server and set REPROHUB_MIRROR to its location")
+    return EXIT_OK
+
+
+def _push(args, write, downloader) -> int:
+    """``reprohub bundle --lock hub.lock oci://HOST/NAME:TAG``: the bundle written to a temporary folder (every
+    file checked against the lock as for a folder), then pushed blob by blob (:mod:`reprohub.lock.oci`)."""
+    import tempfile
+
+    from ..lock.oci import parse_reference, push_bundle
+
+    target = parse_reference(args.folder)
+    with tempfile.TemporaryDirectory(prefix="reprohub-oci-bundle-") as tmp:
+        write(Path(tmp))
+        uploaded, present = push_bundle(Path(tmp), target, downloader)
+    emit(args, {"target": args.folder, "uploaded": uploaded, "present": present},
+            *(f"uploaded {item}" for item in uploaded),
+            f"{args.folder}: {len(uploaded)} blobs uploaded, {len(present)} already in the registry; set "
+            f"REPROHUB_MIRROR={args.folder} to read it")
     return EXIT_OK
 
 

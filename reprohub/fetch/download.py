@@ -232,9 +232,10 @@ class Downloader:
         return self.request("GET", url, headers)
 
     def request(self, method: str, url: str, headers: "Mapping[str, str | None] | None" = None, *,
-                stream: bool = False, allow_redirects: bool = True) -> requests.Response:
+                stream: bool = False, allow_redirects: bool = True, body: "bytes | None" = None) -> requests.Response:
         """:meth:`get` for any method; ``stream`` leaves the body to read, ``allow_redirects=False`` returns a
-        redirect as it is (a header set to ``None`` is not sent, not even the session's default).
+        redirect as it is (a header set to ``None`` is not sent, not even the session's default); ``body``: the
+        bytes a PUT or POST sends.
 
         Example:
             >>> Downloader().request("HEAD", weights_url).status_code
@@ -249,7 +250,7 @@ class Downloader:
             check_alive(url)
             try:
                 response = self.session.request(method, url, headers=dict(headers or {}), timeout=self._timeout,
-                                                stream=stream, allow_redirects=allow_redirects)
+                                                stream=stream, allow_redirects=allow_redirects, data=body)
             except NOT_RETRYABLE as err:
                 raise unusable_url(url, err) from None
             except RequestException as err:

@@ -42,6 +42,7 @@ from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import is_file_url, local_path
 from ..fetch.fsutil import SpillFile
 from ..fetch.hosts import DEAD_FOR, remembering
+from .oci import OciBundle, is_oci, parse_reference
 
 INDEX = "reprohub-bundle.json"  # written last by ``reprohub bundle``: a folder without it holds no bundle
 log = logging.getLogger("reprohub")
@@ -76,14 +77,14 @@ def location_url(location: str) -> str:
     """A mirror location as a base URL: paths become ``file://`` URLs, URLs are kept.
 
     Raises:
-        SettingError: a scheme other than file, http or https.
+        SettingError: a scheme other than file, http, https or oci.
     """
     location = location.strip()
     scheme = location.split("://", 1)[0].lower() if "://" in location else ""
-    if scheme in ("http", "https", "file"):
+    if scheme in ("http", "https", "file", "oci"):
         return location.rstrip("/")
     if scheme:
-        raise SettingError("a mirror as a path, file://, http:// or https:// URL", repr(location),
+        raise SettingError("a mirror as a path, file://, http://, https:// or oci:// URL", repr(location),
                            "fix REPROHUB_MIRROR (or hub_mirror / --hub-mirror)")
     return Path(os.path.abspath(os.path.expanduser(location))).as_uri()
 
@@ -112,6 +113,7 @@ class MirrorSet:
         self.bases = [_checked(location_url(b)) for b in bases if b.strip()]
         self.downloader = downloader or Downloader()
         self._dead: dict[str, float] = {}  # base -> until when it is skipped (a failed mirror, for a while)
+        self._oci: dict[str, OciBundle] = {}  # oci:// base -> its manifest's files (read once)
         self._warned: set[str] = set()
 
     @classmethod
@@ -186,8 +188,10 @@ class MirrorSet:
         for base in self.bases:
             if time.monotonic() < self._dead.get(base, 0.0) or (self.downloader.offline and not is_file_url(base)):
                 continue
-            url = f"{base}/{item}"
             try:
+                url = self._item_url(base, item)
+                if url is None:
+                    continue  # an OCI bundle whose manifest names no such file
                 return get(url)
             except HashMismatchError as err:
                 raise MirrorError(f"{err.expected} from the mirror {base}", err.found,
@@ -203,6 +207,15 @@ class MirrorSet:
                     log.warning("mirror %s failed (%s); not asking it again for %.0f s", base, err.found, DEAD_FOR)
                     self._dead[base] = time.monotonic() + DEAD_FOR
         return None
+
+
+    def _item_url(self, base: str, item: str) -> "str | None":
+        """Where ``base`` serves the bundle file ``item``: beside it, or (``oci://``) the blob its manifest names."""
+        if not is_oci(base):
+            return f"{base}/{item}"
+        if base not in self._oci:
+            self._oci[base] = OciBundle(parse_reference(base), self.downloader)
+        return self._oci[base].blob_url(item)
 
 
 def _check_tree(result: ExtractResult, expected: str) -> None:

@@ -1,6 +1,6 @@
 """``reprohub mirror check LOCATION --lock hub.lock``: is a mirror complete for a lock, before a fleet relies on it?
 
-For a bundle folder (a path or ``file://``) or an ``http(s)://`` bundle: every file the lock's pins need is
+For a bundle folder (a path or ``file://``), an ``http(s)://`` bundle or an ``oci://`` one: every file the lock's pins need is
 there with the right size -- a ``stat`` or a ``HEAD``, never a download -- and, with ``--deep``, has the right
 bytes (artifacts and request bodies re-hashed, repo zips' tree digests recomputed).  Over HTTP it also says
 whether the host serves ``Range`` (a resumable download) and catches a host that answers 200 for everything
@@ -25,6 +25,7 @@ from ..fetch.fsutil import sha256_file
 from ..fetch.urls import local_path
 from .lockfile import Lockfile
 from .mirror import INDEX, artifact_item, location_url, tree_item
+from .oci import OciBundle, is_oci, parse_reference
 
 NOWHERE = "artifacts/sha256/" + "0" * 64  # no bundle holds the file of an all-zero digest
 
@@ -80,7 +81,12 @@ def check_mirror(location: str, lock: Lockfile, deep: bool = False, downloader=N
     else:
         from ..fetch.download import Downloader
 
-        _check_http(base, items, deep, downloader or Downloader(), report)
+        downloader = downloader or Downloader()
+        if is_oci(base):  # a bundle path is the blob the manifest names
+            bundle = OciBundle(parse_reference(base), downloader)
+            _check_http(base, items, deep, downloader, report, bundle.blob_url)
+        else:
+            _check_http(base, items, deep, downloader, report, lambda path: f"{base}/{path}")
     report.checked = len(items)
     return report
 
@@ -111,16 +117,17 @@ def _check_bytes(path: Path, item: Item, report: MirrorReport) -> None:
         report.problems.append(f"{item.path} ({item.what}): its bytes do not have the pinned digest")
 
 
-def _check_http(base: str, items: list[Item], deep: bool, downloader, report: MirrorReport) -> None:
-    index = _head(downloader, f"{base}/{INDEX}")
+def _check_http(base: str, items: list[Item], deep: bool, downloader, report: MirrorReport, url_of) -> None:
+    """``url_of(bundle path)``: where the host serves it (``None``: an OCI manifest that names no such file)."""
+    index = _head(downloader, url_of(INDEX))
     if index[0] != 200:
         report.problems.append(f"{INDEX}: HTTP {index[0]} (no bundle index at {base})")
-    nowhere = _head(downloader, f"{base}/{NOWHERE}")
+    nowhere = _head(downloader, url_of(NOWHERE))
     if nowhere[0] == 200:
         report.notes.append(f"the host answers 200 for a file no bundle holds ({NOWHERE[:30]}...): a catch-all "
                             f"page{' (' + nowhere[2] + ')' if nowhere[2] else ''}, so only sizes and digests tell")
     for item in items:
-        status, size, kind = _head(downloader, f"{base}/{item.path}")
+        status, size, kind = _head(downloader, url_of(item.path))
         if status != 200:
             report.problems.append(f"{item.path} ({item.what}): HTTP {status}")
         elif item.size is not None and size is not None and size != item.size:
@@ -129,20 +136,22 @@ def _check_http(base: str, items: list[Item], deep: bool, downloader, report: Mi
         elif deep:
             with tempfile.TemporaryDirectory(prefix="reprohub-mirror-check-") as tmp:
                 try:
-                    downloader.fetch(f"{base}/{item.path}", Path(tmp) / "item", progress=False)
+                    downloader.fetch(url_of(item.path), Path(tmp) / "item", progress=False)
                 except DownloadError as err:
                     report.problems.append(f"{item.path} ({item.what}): {err.found}")
                     continue
                 _check_bytes(Path(tmp) / "item", item, report)
-    probe = next((item for item in items if item.size), None)
+    probe = next((item for item in items if item.size and url_of(item.path)), None)
     if probe is not None:
-        response = downloader.request("GET", f"{base}/{probe.path}", {"Range": "bytes=0-0"}, stream=True)
+        response = downloader.request("GET", url_of(probe.path), {"Range": "bytes=0-0"}, stream=True)
         report.ranges = response.status_code == 206
         response.close()
 
 
-def _head(downloader, url: str) -> "tuple[int, int | None, str]":
-    """(status, Content-Length, Content-Type) of a HEAD, redirects followed."""
+def _head(downloader, url: "str | None") -> "tuple[int, int | None, str]":
+    """(status, Content-Length, Content-Type) of a HEAD, redirects followed (404 for a file an OCI manifest lacks)."""
+    if url is None:
+        return 404, None, ""
     response = downloader.request("HEAD", url)
     length = response.headers.get("Content-Length")
     return (response.status_code, int(length) if length and length.isdigit() else None,

@@ -1,0 +1,149 @@
+"""Bundles in an OCI registry (GHCR, ECR, GAR, Harbor, Artifactory, Docker Hub, Debian's ``docker-registry``):
+``reprohub bundle --lock hub.lock oci://HOST/NAME:TAG`` pushes, ``REPROHUB_MIRROR=oci://HOST/NAME:TAG`` reads.
+
+A registry addresses blobs by ``sha256:<hex>`` of their bytes -- exactly what a lock pins -- and checks the
+digest of every push.  A bundle becomes one blob per file of the bundle folder (:mod:`reprohub.lock.bundle`):
+each artifact and request body is a blob whose digest *is* its lock sha256, each repo tree the blob of its
+deterministic zip, and the index a blob too; an OCI image manifest (artifact type
+``application/vnd.reprohub.bundle.v1+json``, ORAS's conventions) lists them, each layer annotated with its
+path in the bundle (``org.opencontainers.image.title``, so ``oras pull`` writes the same folder) and what it
+stands for.  Pushing asks ``HEAD`` for each blob first: an unchanged lock uploads nothing.
+
+Reading, the manifest is fetched once per process and a bundle path is mapped to its blob; the blob is then
+downloaded, streamed and verified as any download (``Range`` resume where the registry answers 206).
+
+This first cut speaks to registries that answer anonymous requests (a loopback registry, a public
+repository); plain HTTP is used only for ``127.0.0.1``/``localhost``/``[::1]``, https everywhere else.
+
+Example:
+    >>> parse_reference("oci://127.0.0.1:5000/team/hub-bundle:v1")
+    OciReference(registry='http://127.0.0.1:5000', name='team/hub-bundle', reference='v1')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DownloadError, SettingError
+
+ARTIFACT_TYPE = "application/vnd.reprohub.bundle.v1+json"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+TITLE = "org.opencontainers.image.title"
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+_REFERENCE = re.compile(r"oci://(?P<host>[A-Za-z0-9.\-\[\]:]+)/(?P<name>[a-z0-9]+(?:[._\-/][a-z0-9]+)*)"
+                        r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._\-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+@dataclass(frozen=True)
+class OciReference:
+    """A registry base URL, a repository name and a tag or ``sha256:`` manifest digest."""
+
+    registry: str
+    name: str
+    reference: str
+
+    def url(self, kind: str, ref: str) -> str:
+        """``<registry>/v2/<name>/<kind>/<ref>`` (kind: ``blobs`` or ``manifests``)."""
+        return f"{self.registry}/v2/{self.name}/{kind}/{ref}"
+
+
+def is_oci(location: str) -> bool:
+    return location.strip().lower().startswith("oci://")
+
+
+def parse_reference(location: str) -> OciReference:
+    """``oci://HOST[:PORT]/NAME[:TAG|@sha256:HEX]`` (tag ``latest`` when none).
+
+    Raises:
+        SettingError: not such a reference.
+    """
+    found = _REFERENCE.match(location.strip())
+    if not found:
+        raise SettingError("an OCI reference like oci://ghcr.io/acme/hub-bundle:v1 (or @sha256:<manifest digest>)",
+                           repr(location), "fix the bundle target or REPROHUB_MIRROR")
+    host = found["host"]
+    scheme = "http" if host.rsplit(":", 1)[0] in LOOPBACK or host.startswith("[::1]") else "https"
+    return OciReference(f"{scheme}://{host}", found["name"], found["digest"] or found["tag"] or "latest")
+
+
+def push_bundle(folder: Path, target: OciReference, downloader) -> "tuple[list[str], list[str]]":
+    """Push every file of the bundle ``folder`` as a blob and a manifest naming them under ``target``'s tag;
+    returns (uploaded, already there) as bundle paths."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    uploaded, present, layers = [], [], []
+    for path in files:
+        rel = path.relative_to(folder).as_posix()
+        digest, size = _sha256_of(path), path.stat().st_size
+        if _has_blob(target, digest, downloader):
+            present.append(rel)
+        else:
+            _upload(target, digest, path.read_bytes(), downloader)
+            uploaded.append(rel)
+        layers.append({"mediaType": "application/octet-stream", "digest": digest, "size": size,
+                       "annotations": {TITLE: rel}})
+    if not _has_blob(target, "sha256:" + hashlib.sha256(EMPTY).hexdigest(), downloader):
+        _upload(target, "sha256:" + hashlib.sha256(EMPTY).hexdigest(), EMPTY, downloader)
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": ARTIFACT_TYPE,
+                "config": {"mediaType": EMPTY_TYPE, "digest": "sha256:" + hashlib.sha256(EMPTY).hexdigest(),
+                           "size": len(EMPTY)},
+                "layers": layers, "annotations": {"org.opencontainers.image.description": "a reprohub bundle"}}
+    body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    response = downloader.request("PUT", target.url("manifests", target.reference),
+                                  {"Content-Type": MANIFEST_TYPE}, body=body)
+    _expect(response, (201,), f"the manifest of {target.name}:{target.reference}")
+    return uploaded, present
+
+
+class OciBundle:
+    """A pushed bundle read as a mirror: bundle paths mapped to blob URLs through its manifest (fetched once)."""
+
+    def __init__(self, reference: OciReference, downloader) -> None:
+        self.reference, self.downloader = reference, downloader
+        self._blobs: "dict[str, str] | None" = None
+
+    def blob_url(self, item: str) -> "str | None":
+        """The blob URL holding the bundle path ``item``; ``None`` when the bundle has no such file."""
+        if self._blobs is None:
+            response = self.downloader.request("GET", self.reference.url("manifests", self.reference.reference),
+                                               {"Accept": MANIFEST_TYPE})
+            _expect(response, (200,), f"the manifest of {self.reference.name}:{self.reference.reference}")
+            layers = response.json().get("layers", [])
+            self._blobs = {layer.get("annotations", {}).get(TITLE, ""): layer["digest"] for layer in layers}
+        digest = self._blobs.get(item)
+        return self.reference.url("blobs", digest) if digest else None
+
+
+def _sha256_of(path: Path) -> str:
+    from ..fetch.fsutil import sha256_file
+
+    return "sha256:" + sha256_file(path)
+
+
+def _has_blob(target: OciReference, digest: str, downloader) -> bool:
+    return downloader.request("HEAD", target.url("blobs", digest)).status_code == 200
+
+
+def _upload(target: OciReference, digest: str, data: bytes, downloader) -> None:
+    """A monolithic upload: POST for a session, PUT the bytes with their digest (the registry checks it)."""
+    started = downloader.request("POST", f"{target.registry}/v2/{target.name}/blobs/uploads/")
+    _expect(started, (202,), f"an upload session on {target.registry}")
+    location = started.headers["Location"]
+    if location.startswith("/"):
+        location = target.registry + location
+    joiner = "&" if "?" in location else "?"
+    done = downloader.request("PUT", f"{location}{joiner}digest={digest}",
+                              {"Content-Type": "application/octet-stream"}, body=data)
+    _expect(done, (201,), f"the blob {digest}")
+
+
+def _expect(response, statuses: tuple, what: str) -> None:
+    if response.status_code not in statuses:
+        raise DownloadError(f"{what} accepted (HTTP {'/'.join(map(str, statuses))})",
+                            f"HTTP {response.status_code} {response.reason or ''}: {response.text[:200]}".strip(),
+                            "check the registry reference and that it accepts anonymous pushes")
