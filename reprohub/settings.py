@@ -59,6 +59,10 @@ GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 HF_HUB_DISABLE_XET = "HF_HUB_DISABLE_XET"
 TRACE_BUDGET = "REPROHUB_TRACE_BUDGET_MIB"
 SHARED_CACHE = "REPROHUB_SHARED_CACHE"
+OCI_USERNAME = "REPROHUB_OCI_USERNAME"
+OCI_PASSWORD = "REPROHUB_OCI_PASSWORD"
+OCI_TOKEN = "REPROHUB_OCI_TOKEN"
+DOCKER_CONFIG = "DOCKER_CONFIG"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -93,6 +97,12 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
                                   "summary of golden failures and changes to it"),
     Variable(SHARED_CACHE, "read-only hub dirs (separated by the path separator, : on Linux) consulted in order "
                            "after your own cache and before mirrors and the origin; never written into"),
+    Variable(OCI_USERNAME, "user name for OCI registries (oci:// mirrors and bundle pushes), with REPROHUB_OCI_PASSWORD"),
+    Variable(OCI_PASSWORD, "password or access token for OCI registries; sent only to the registry and its token "
+                           "service, never logged"),
+    Variable(OCI_TOKEN, "a bearer token for OCI registries, sent as it is (instead of a user name and password)"),
+    Variable(DOCKER_CONFIG, "Docker's: the folder of config.json, whose auths entries log in to OCI registries "
+                            "(default ~/.docker)"),
     Variable(TRACE_BUDGET, "MiB of module inputs and outputs a traced golden keeps for attribution (default 64)"),
     Variable(HF_HUB_DISABLE_XET, "huggingface_hub's: a locked run sets it to 1 unless set, so downloads go over "
                                  "HTTP, which reprohub pins (Xet's native sockets escape every patch)"),

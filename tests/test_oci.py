@@ -14,7 +14,7 @@ import requests
 import torch
 
 from reprohub.cli import EXIT_OK, main
-from reprohub.errors import MirrorError
+from reprohub.errors import AuthError, MirrorError
 from reprohub.lock.lockfile import Lockfile
 from reprohub.lock.mirror import artifact_item
 from reprohub.lock.oci import parse_reference
@@ -24,9 +24,9 @@ from .test_mirror import cold_hub, load_output, locked  # noqa: F401 -- locked: 
 REGISTRY = shutil.which("docker-registry") or shutil.which("registry")
 
 
-@pytest.fixture
-def registry(tmp_path):
-    """``docker-registry serve`` on a free 127.0.0.1 port, storing in a temporary folder; its ``oci://`` base."""
+def _serve_registry(tmp_path, auth: str = ""):
+    """``docker-registry serve`` on a free 127.0.0.1 port, storing in a temporary folder (``auth``: its YAML
+    ``auth:`` section); yields its ``oci://`` base."""
     if REGISTRY is None:
         pytest.skip("no docker-registry here (Debian: apt-get install docker-registry; .ci/run installs it)")
     with socket.socket() as probe:
@@ -34,13 +34,14 @@ def registry(tmp_path):
         port = probe.getsockname()[1]
     config = tmp_path / "registry.yml"
     config.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
-                      f"{tmp_path / 'registry-data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
+                      f"{tmp_path / 'registry-data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+                      + auth)
     process = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code in (200, 401):
                     break
             except requests.ConnectionError:
                 pass
@@ -51,6 +52,44 @@ def registry(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    yield from _serve_registry(tmp_path)
+
+
+@pytest.fixture
+def private_registry(tmp_path):
+    """The registry behind a password (its htpasswd auth: bcrypt, as ``htpasswd -B`` writes it)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    (tmp_path / "htpasswd").write_text(f"ci:{hashed}\n")
+    yield from _serve_registry(tmp_path, f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path / 'htpasswd'}\n")
+
+
+def test_a_private_registry_works_with_credentials_from_the_environment_and_says_what_to_set_without(
+        locked, private_registry, tmp_path, monkeypatch, capsys):  # noqa: F811
+    target = f"{private_registry}/team/private:v1"
+    assert main(["bundle", "--lock", str(locked["lock"]), target]) == 3
+    err = capsys.readouterr().err
+    assert "access to the OCI registry" in err and "REPROHUB_OCI_USERNAME" in err
+    monkeypatch.setenv("REPROHUB_OCI_USERNAME", "ci")
+    monkeypatch.setenv("REPROHUB_OCI_PASSWORD", "s3cret")
+    assert main(["bundle", "--lock", str(locked["lock"]), target]) == EXIT_OK
+    out = capsys.readouterr()
+    assert "s3cret" not in out.out + out.err
+    hub = cold_hub(tmp_path, "fresh", target, locked, origin=False)
+    assert torch.equal(load_output(hub), locked["expected"])
+    monkeypatch.setenv("REPROHUB_OCI_PASSWORD", "wrong")
+    with pytest.raises(AuthError, match="refused the credentials|asked for"):
+        cold_hub(tmp_path, "again", target, locked, origin=False).fetch_artifact(
+            next(iter(Lockfile.read(locked["lock"]).artifacts)), progress=False)
 
 
 def test_a_pushed_lock_serves_a_cold_load_with_the_origin_gone_and_a_second_push_uploads_nothing(
@@ -93,3 +132,82 @@ def test_a_blob_whose_bytes_differ_from_the_pin_is_refused(locked, registry, tmp
     hub = cold_hub(tmp_path, "fresh", f"{registry}/team/tampered:v1", locked)
     with pytest.raises(MirrorError, match="from the mirror oci://"):
         hub.fetch_artifact(art.url, progress=False)
+
+
+class BearerFront:
+    """A token service and a front that takes only its tokens, before the real registry: the flow of GHCR, Docker
+    Hub and Harbor (401 ``WWW-Authenticate: Bearer realm=...,service=...,scope=...``, then a token for the scope)."""
+
+    def __init__(self, registry: str) -> None:
+        import base64
+        import threading
+        from http.server import BaseHTTPRequestHandler
+
+        from reprohub.testing.server import QuietHTTPServer
+
+        front, upstream = self, registry.replace("oci://", "http://")
+        self.token_requests: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status: int, headers: dict, body: bytes = b"") -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/token"):
+                    front.token_requests.append(self.path)
+                    good = "Basic " + base64.b64encode(b"ci:s3cret").decode()
+                    if self.headers.get("Authorization") != good:
+                        return self._answer(401, {})
+                    return self._answer(200, {"Content-Type": "application/json"}, b'{"token": "tok-123"}')
+                if self.headers.get("Authorization") != "Bearer tok-123":
+                    challenge = (f'Bearer realm="{front.url}/token",service="test-registry",'
+                                 f'scope="repository:team/behind:pull,push"')
+                    return self._answer(401, {"WWW-Authenticate": challenge})
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "host")}
+                answer = requests.request(self.command, upstream + self.path, headers=headers, data=body,
+                                          allow_redirects=False, timeout=30)
+                relayed = {k: v.replace(upstream, front.url) for k, v in answer.headers.items()
+                           if k.lower() not in ("content-length", "transfer-encoding", "connection")}
+                return self._answer(answer.status_code, relayed, answer.content)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _any
+
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_registry_behind_the_bearer_token_flow_takes_a_token_for_the_credentials(
+        locked, registry, tmp_path, monkeypatch, capsys):  # noqa: F811
+    front = BearerFront(registry)
+    try:
+        target = f"oci://{front.url.removeprefix('http://')}/team/behind:v1"
+        assert main(["bundle", "--lock", str(locked["lock"]), target]) == 3
+        assert "its token service" in capsys.readouterr().err and len(front.token_requests) == 1
+        monkeypatch.setenv("REPROHUB_OCI_USERNAME", "ci")
+        monkeypatch.setenv("REPROHUB_OCI_PASSWORD", "s3cret")
+        assert main(["bundle", "--lock", str(locked["lock"]), target]) == EXIT_OK
+        from urllib.parse import parse_qs, urlsplit
+
+        asked = parse_qs(urlsplit(front.token_requests[-1]).query)  # the scope the challenge named, as it named it
+        assert asked == {"service": ["test-registry"], "scope": ["repository:team/behind:pull,push"]}
+        hub = cold_hub(tmp_path, "fresh", target, locked, origin=False)
+        assert torch.equal(load_output(hub), locked["expected"])
+    finally:
+        front.stop()

@@ -153,8 +153,8 @@ class MirrorSet:
             MirrorError: a mirror served bytes with another digest (``dst`` is untouched).
         """
         item = artifact_item(sha256)
-        return self._first(item, lambda url: self.downloader.fetch(url, dst, expected_sha256=sha256,
-                                                                   progress=progress, sync=sync))
+        return self._first(item, lambda url, headers: self.downloader.fetch(
+            url, dst, expected_sha256=sha256, progress=progress, sync=sync, headers=headers))
 
     def fetch_tree(self, tree_sha256: str, dest: Path, progress: bool = False) -> ExtractResult | None:
         """Extract the repo tree with this digest into ``dest`` (renamed into place only if it verifies); None if no mirror has it.
@@ -171,10 +171,10 @@ class MirrorSet:
                             "(pytest --hub-lock hub.lock --hub-update) to pin version-2 digests.", tree_sha256[:12])
             return None
 
-        def fetch_and_extract(url: str) -> ExtractResult:
+        def fetch_and_extract(url: str, headers: dict) -> ExtractResult:
             with SpillFile(dest) as archive:  # read once and extracted: in memory unless large
                 archive.source = f"the bundle zip {url}"
-                self.downloader.fetch_into(url, archive, progress=progress)
+                self.downloader.fetch_into(url, archive, progress=progress, headers=headers)
                 try:
                     return extract_into_place(archive, dest, strip_top=False,
                                               check=lambda result: _check_tree(result, tree_sha256))
@@ -184,7 +184,7 @@ class MirrorSet:
 
         return self._first(item, fetch_and_extract)
 
-    def _first(self, item: str, get: Callable[[str], object]):
+    def _first(self, item: str, get: Callable[[str, dict], object]):
         for base in self.bases:
             if time.monotonic() < self._dead.get(base, 0.0) or (self.downloader.offline and not is_file_url(base)):
                 continue
@@ -192,7 +192,7 @@ class MirrorSet:
                 url = self._item_url(base, item)
                 if url is None:
                     continue  # an OCI bundle whose manifest names no such file
-                return get(url)
+                return get(url, self._oci[base].auth.headers() if base in self._oci else {})
             except HashMismatchError as err:
                 raise MirrorError(f"{err.expected} from the mirror {base}", err.found,
                                   "the mirror's copy is damaged or was tampered with: rebuild the bundle with "
