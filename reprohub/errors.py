@@ -100,6 +100,10 @@ class CacheWriteError(ReprohubError, PermissionError):
     """The cache (hub dir or model_dir) cannot be written: read-only or not ours."""
 
 
+class LockUnsupportedError(ReprohubError, OSError):
+    """The filesystem of the hub dir takes no ``flock`` (a Lustre mount with ``noflock``, some FUSE filesystems)."""
+
+
 class LockTimeoutError(ReprohubError, TimeoutError):
     """Another process held a cache lock longer than ``REPROHUB_LOCK_TIMEOUT``."""
 

@@ -94,3 +94,21 @@ def test_cache_files_and_folders_follow_the_umask(tmp_path, server, tiny_repo, w
         mode = stat.S_IMODE(path.stat().st_mode)
         assert bool(mode & stat.S_IWGRP) == group_writes, (path, oct(mode))
         assert mode & stat.S_IRGRP, (path, oct(mode))
+
+
+def test_a_filesystem_that_refuses_flock_is_named_with_the_mount_option(tmp_path, monkeypatch):
+    """A Lustre mount with noflock answers ENOSYS: an error that says so, never a lock silently not taken."""
+    import errno
+    import fcntl
+
+    from reprohub.errors import LockUnsupportedError
+    from reprohub.fetch import locks
+
+    def refuse(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.raises(LockUnsupportedError, match="Lustre: -o flock") as err:
+        with locks.file_lock(tmp_path / "w.pt.lock", "writing w.pt"):
+            pass
+    assert "w.pt.lock" in err.value.expected
