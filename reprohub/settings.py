@@ -62,6 +62,7 @@ SHARED_CACHE = "REPROHUB_SHARED_CACHE"
 OCI_USERNAME = "REPROHUB_OCI_USERNAME"
 OCI_PASSWORD = "REPROHUB_OCI_PASSWORD"
 OCI_TOKEN = "REPROHUB_OCI_TOKEN"
+OCI_INSECURE = "REPROHUB_OCI_INSECURE"
 DOCKER_CONFIG = "DOCKER_CONFIG"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
@@ -101,6 +102,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(OCI_PASSWORD, "password or access token for OCI registries; sent only to the registry and its token "
                            "service, never logged"),
     Variable(OCI_TOKEN, "a bearer token for OCI registries, sent as it is (instead of a user name and password)"),
+    Variable(OCI_INSECURE, "registry hosts (host or host:port, separated by commas) spoken to over plain HTTP; "
+                           "127.0.0.1 and localhost always are"),
     Variable(DOCKER_CONFIG, "Docker's: the folder of config.json, whose auths entries log in to OCI registries "
                             "(default ~/.docker)"),
     Variable(TRACE_BUDGET, "MiB of module inputs and outputs a traced golden keeps for attribution (default 64)"),

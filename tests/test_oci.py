@@ -211,3 +211,29 @@ def test_a_registry_behind_the_bearer_token_flow_takes_a_token_for_the_credentia
         assert torch.equal(load_output(hub), locked["expected"])
     finally:
         front.stop()
+
+
+@pytest.mark.slow
+def test_a_locked_test_passes_from_a_fresh_cache_with_the_registry_as_mirror_and_the_origin_stopped(
+        pytester, server, tiny_repo, weights_url, registry, monkeypatch, tmp_path):
+    """The issue's run: record, push, stop the origin, then `pytest --hub-lock` on a fresh machine reads the
+    registry, by tag and by the manifest's digest."""
+    from .conftest import run_locked
+    from .test_plugin import TEST_TINY
+
+    monkeypatch.setenv("REPROHUB_GITHUB_API_URL", server.api_url)
+    pytester.makefile(".ini", pytest="[pytest]\nhub_golden_dir = goldens\n")
+    pytester.makepyfile(test_tiny=TEST_TINY)
+    monkeypatch.chdir(pytester.path)
+    run_locked(pytester, "--hub-update").assert_outcomes(passed=1)
+    target = f"{registry}/team/ci-bundle:main"
+    assert main(["bundle", "--lock", "hub.lock", target]) == EXIT_OK
+    ref = parse_reference(target)
+    answer = requests.head(ref.url("manifests", "main"), timeout=5,
+                           headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    by_digest = f"{registry}/team/ci-bundle@{answer.headers['Docker-Content-Digest']}"
+    server.stop()
+    for mirror, home in ((target, "node-a"), (by_digest, "node-b")):
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / home))
+        monkeypatch.setenv("REPROHUB_MIRROR", mirror)
+        run_locked(pytester).assert_outcomes(passed=1)

@@ -18,7 +18,7 @@ service=...,scope=...`` asks the realm for a token (with the credentials, where 
 ``REPROHUB_OCI_USERNAME``/``REPROHUB_OCI_PASSWORD``, or from Docker's ``config.json`` ``auths`` entry for the
 registry -- never from a lock, never written to output or records.  A registry that refuses them (or asks
 and none are set) is an :class:`~reprohub.errors.AuthError` naming what to set.  Plain HTTP is used only for
-``127.0.0.1``/``localhost``/``[::1]``, https everywhere else.
+``127.0.0.1``/``localhost``/``[::1]`` and the hosts ``REPROHUB_OCI_INSECURE`` names, https everywhere else.
 
 Example:
     >>> parse_reference("oci://127.0.0.1:5000/team/hub-bundle:v1")
@@ -77,7 +77,10 @@ def parse_reference(location: str) -> OciReference:
         raise SettingError("an OCI reference like oci://ghcr.io/acme/hub-bundle:v1 (or @sha256:<manifest digest>)",
                            repr(location), "fix the bundle target or REPROHUB_MIRROR")
     host = found["host"]
-    scheme = "http" if host.rsplit(":", 1)[0] in LOOPBACK or host.startswith("[::1]") else "https"
+    insecure = {name.strip() for name in (settings.read(settings.OCI_INSECURE) or "").split(",") if name.strip()}
+    plain = host.rsplit(":", 1)[0] in LOOPBACK or host.startswith("[::1]") or host in insecure \
+        or host.rsplit(":", 1)[0] in insecure
+    scheme = "http" if plain else "https"
     return OciReference(f"{scheme}://{host}", found["name"], found["digest"] or found["tag"] or "latest")
 
 
