@@ -237,3 +237,15 @@ def test_a_locked_test_passes_from_a_fresh_cache_with_the_registry_as_mirror_and
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / home))
         monkeypatch.setenv("REPROHUB_MIRROR", mirror)
         run_locked(pytester).assert_outcomes(passed=1)
+
+
+def test_docker_s_config_json_logs_in_where_the_environment_names_no_credentials(
+        locked, private_registry, tmp_path, monkeypatch):  # noqa: F811
+    import base64
+
+    host = private_registry.removeprefix("oci://")
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text(json.dumps(
+        {"auths": {host: {"auth": base64.b64encode(b"ci:s3cret").decode()}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    assert main(["bundle", "--lock", str(locked["lock"]), f"{private_registry}/team/from-docker:v1"]) == EXIT_OK

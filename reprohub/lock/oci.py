@@ -20,6 +20,11 @@ registry -- never from a lock, never written to output or records.  A registry t
 and none are set) is an :class:`~reprohub.errors.AuthError` naming what to set.  Plain HTTP is used only for
 ``127.0.0.1``/``localhost``/``[::1]`` and the hosts ``REPROHUB_OCI_INSECURE`` names, https everywhere else.
 
+Why not oras-py: the protocol used here is small (HEAD, a monolithic upload, a manifest PUT and GET), and a blob
+must come through reprohub's own downloader -- hashed while it streams, resumed with ``Range``, retried, fenced
+from the hermetic recorder -- which a library's own pull would bypass; ``oras`` (the CLI) reads what this
+writes, by its layer titles.
+
 Example:
     >>> parse_reference("oci://127.0.0.1:5000/team/hub-bundle:v1")
     OciReference(registry='http://127.0.0.1:5000', name='team/hub-bundle', reference='v1')
