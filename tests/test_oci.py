@@ -249,3 +249,17 @@ def test_docker_s_config_json_logs_in_where_the_environment_names_no_credentials
         {"auths": {host: {"auth": base64.b64encode(b"ci:s3cret").decode()}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     assert main(["bundle", "--lock", str(locked["lock"]), f"{private_registry}/team/from-docker:v1"]) == EXIT_OK
+
+
+def test_oras_pulls_a_pushed_bundle_back_as_the_bundle_folder(locked, registry, tmp_path):  # noqa: F811
+    """ORAS's conventions: an oras client lists the layers by title and pulls the same files, byte for byte."""
+    import oras.client as oras_client  # in the test extras
+    target = f"{registry}/team/for-oras:v1"
+    assert main(["bundle", "--lock", str(locked["lock"]), target]) == EXIT_OK
+    client = oras_client.OrasClient(hostname=registry.removeprefix("oci://"), insecure=True)
+    pulled = client.pull(target=target.removeprefix("oci://"), outdir=str(tmp_path / "pulled"))
+    files = sorted(p.relative_to(tmp_path / "pulled").as_posix() for p in (tmp_path / "pulled").rglob("*")
+                   if p.is_file())
+    written = sorted(p.relative_to(locked["bundle"]).as_posix() for p in locked["bundle"].rglob("*") if p.is_file())
+    assert files == written and len(pulled) == len(written)
+    assert all((tmp_path / "pulled" / f).read_bytes() == (locked["bundle"] / f).read_bytes() for f in files)
