@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from ..errors import BisectError, HashMismatchError, LockMismatchError, RefError, ReprohubError, SettingError, UntrustedRepoError
 from ..settings import VERSION
 from . import locks, repos, tools
-from .common import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, GLOBAL, fail, json_option, plural, repo_code_failed  # noqa: F401
+from .common import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, GLOBAL, fail, json_option, lock_option, plural, repo_code_failed  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true", help="trust these repos (as trust_repo=True)")
 
     p = command("fetch", locks.fetch, "download everything a lockfile pins into the cache (for offline runs)")
-    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    lock_option(p)
     json_option(p)
     p.add_argument("--from", dest="source", metavar="BUNDLE", default=None,
                    help="fill the cache from this bundle (folder, file:// or http(s):// URL) only; "
@@ -119,11 +119,11 @@ def _parser() -> argparse.ArgumentParser:
                 "that any file or web server can serve as a mirror")
     p.add_argument("folder", metavar="DIR_OR_OCI", help="the bundle folder (created; existing intact files are kept), "
                    "or oci://HOST/NAME:TAG to push it to an OCI registry (blobs already there are not uploaded)")
-    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    lock_option(p)
     json_option(p)
 
     p = command("verify", locks.verify, "re-hash the cache (and goldens) against a lockfile")
-    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    lock_option(p)
     p.add_argument("--bundle", metavar="DIR", default=None,
                    help="check this bundle folder instead of the cache (goldens are still checked)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -148,16 +148,16 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("env", repos.env, "show the environment(s) a lock's goldens were recorded in; --requirements: as pip "
                 "requirement lines that rebuild the stack (`pip install -r /dev/stdin`)")
-    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    lock_option(p)
     p.add_argument("--requirements", action="store_true", help="print pip requirement lines instead")
     json_option(p)
 
     p = command("mirror", locks.mirror_check, "check a mirror before relying on it: `mirror check LOCATION` (a bundle "
-                "folder, an http(s):// or an oci:// bundle) says whether every file the lock pins is there with its size (HEAD, "
-                "no download; --deep re-hashes) and whether the host serves Range; exit 0 only when complete")
+                "folder, an http(s):// or an oci:// bundle) says whether every file the lock pins is there with its "
+                "size (HEAD, no download; --deep re-hashes) and whether the host serves Range; exit 0 only when complete")
     p.add_argument("action", choices=("check",))
     p.add_argument("location", help="a bundle folder, file://, http(s):// or oci://HOST/NAME:TAG")
-    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+    lock_option(p)
     p.add_argument("--deep", action="store_true", help="download and re-hash every file instead of checking sizes")
     json_option(p)
 

@@ -51,6 +51,10 @@ def json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
 
+def lock_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock", default="hub.lock", help="lockfile (default: hub.lock)")
+
+
 def emit(args, data: Any, *lines: str) -> None:
     """The command's result: ``data`` as JSON with ``--json``, else ``lines`` for people."""
     if args.json:
