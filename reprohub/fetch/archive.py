@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ArchiveError
-from . import durability
+from . import durability, gittree
 from .fsutil import SpillFile, fsync_dir, make_temp_dir_beside, remove_tree
 from .tree import TreeDigests, is_tree_path
 
@@ -61,6 +61,8 @@ class ExtractResult:
     bytes: int
     top_folder: str
     paths: tuple[str, ...] = ()
+    git_tree: str = ""  # the git tree id, where the archive's maker vouched for it (Software Heritage, git)
+    git_blockers: tuple[str, ...] = ()  # why the files may not be the commit's tree (fetch/gittree.py)
 
     @property
     def tree_sha256(self) -> str:
@@ -98,7 +100,7 @@ def extract_zip(
     """
     dest = Path(dest)
     with open_zip(zip_path) as zf:
-        members, top = _plan(zf.infolist(), strip_top, max_files, max_bytes, str(zip_path))
+        members, top, omitted = _plan(zf.infolist(), strip_top, max_files, max_bytes, str(zip_path))
         _make_folders(dest, members, str(zip_path))
         files = [m for m in members if m.kind in "-x"]
         digests = _write_files(zf, zip_path, dest, files, threads, flush)
@@ -113,7 +115,14 @@ def extract_zip(
         bytes=sum(m.info.file_size for m in files),
         top_folder=top,
         paths=tuple(sorted(digests)),
+        git_blockers=tuple(gittree.blockers(dest, digests, empty_folders(kinds), omitted)),
     )
+
+
+def empty_folders(kinds: "dict[str, str]") -> list[str]:
+    """The folder members with nothing inside: in an archive of a git commit, submodules."""
+    parents = {rel.rpartition("/")[0] for rel in kinds}
+    return [rel for rel, kind in kinds.items() if kind == "d" and rel not in parents]
 
 
 def open_zip(source: "str | os.PathLike[str] | SpillFile") -> zipfile.ZipFile:
@@ -163,12 +172,14 @@ def extract_into_place(
     zip_path: "str | os.PathLike[str] | SpillFile",
     final_dir: "str | os.PathLike[str]",
     check: "Callable[[ExtractResult], None] | None" = None,
+    extract: "Callable[..., ExtractResult] | None" = None,
     **kwargs,
 ) -> ExtractResult:
     """Extract into a temporary folder beside ``final_dir``, then rename it into place.
 
     A crash leaves only a ``.incomplete`` folder, never a half-filled ``final_dir``.
-    ``check`` sees the result before the rename; if it raises, nothing is put in place.
+    ``check`` sees the result before the rename; if it raises, nothing is put in place.  ``extract``: the
+    extractor (default :func:`extract_zip`; :func:`reprohub.fetch.tararchive.extract_tar` for tarballs).
     Nothing is flushed where this boot's id vouches for the tree (the caller's manifest carries it and
     a later boot re-hashes the tree, :mod:`reprohub.fetch.durability`); without one, every file and
     the rename are flushed.
@@ -177,7 +188,7 @@ def extract_into_place(
     tmp = make_temp_dir_beside(final_dir)
     flush = durability.boot_id() is None
     try:
-        result = extract_zip(zip_path, tmp, flush=flush, **kwargs)
+        result = (extract or extract_zip)(zip_path, tmp, flush=flush, **kwargs)
         if check is not None:
             check(result)
         if os.path.lexists(final_dir):  # an old tree, or a link planted in its place (removed, not followed)
@@ -198,10 +209,12 @@ def _plan(infos: list[zipfile.ZipInfo], strip_top: bool, max_files: int, max_byt
         raise ArchiveError(f"at most {max_bytes} uncompressed bytes", f"{declared} in {name}",
                            "raise max_bytes if you trust it")
     top = _top_folder(infos, name) if strip_top else ""
-    members, seen = [], set()
+    members, seen, omitted = [], set(), []
     for info in infos:
         rel = _safe_relative(info.filename, top, name)
-        if not rel or not is_tree_path(rel):  # a committed __pycache__ is never extracted (fetch/tree.py)
+        if rel and not is_tree_path(rel):  # a committed __pycache__ is never extracted (fetch/tree.py)
+            omitted.append(rel)
+        if not rel or not is_tree_path(rel):
             continue
         kind = _kind(info)
         if rel in seen and kind != "d":
@@ -209,7 +222,7 @@ def _plan(infos: list[zipfile.ZipInfo], strip_top: bool, max_files: int, max_byt
                                "do not use this archive: which of the two is meant cannot be told")
         seen.add(rel)
         members.append(_Member(info, rel, kind))
-    return members, top
+    return members, top, omitted
 
 
 def _top_folder(infos: list[zipfile.ZipInfo], name: str) -> str:
@@ -334,7 +347,7 @@ def zip_tree_digest(zip_path: "str | os.PathLike[str]", strip_top: bool = False)
     """
     entries = {}
     with open_zip(zip_path) as zf:
-        members, _ = _plan(zf.infolist(), strip_top, MAX_FILES, MAX_BYTES, str(zip_path))
+        members, _, _ = _plan(zf.infolist(), strip_top, MAX_FILES, MAX_BYTES, str(zip_path))
         for m in members:
             if m.kind == "d":
                 continue
