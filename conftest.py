@@ -30,6 +30,7 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     """Point TORCH_HOME at a fresh folder and clear reprohub's environment switches."""
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("REPROHUB_SWH_URL", "off")  # no test asks the real archive; tests/test_archive_swh.py starts one
     for name in ("REPROHUB_OFFLINE", "REPROHUB_GITHUB_API_URL", "GITHUB_TOKEN", "REPROHUB_TRUST", "XDG_CACHE_HOME",
                  "REPROHUB_MIRROR", "REPROHUB_ARCHIVE_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -64,6 +64,10 @@ OCI_PASSWORD = "REPROHUB_OCI_PASSWORD"
 OCI_TOKEN = "REPROHUB_OCI_TOKEN"
 OCI_INSECURE = "REPROHUB_OCI_INSECURE"
 DOCKER_CONFIG = "DOCKER_CONFIG"
+SWH_URL = "REPROHUB_SWH_URL"
+SWH_TOKEN = "REPROHUB_SWH_TOKEN"
+SWH_TIMEOUT = "REPROHUB_SWH_TIMEOUT"
+SWH_POLL_MAX = "REPROHUB_SWH_POLL_MAX"
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable(TORCH_HOME, "the hub dir is $TORCH_HOME/hub (as torch.hub)"),
@@ -106,6 +110,14 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
                            "127.0.0.1 and localhost always are"),
     Variable(DOCKER_CONFIG, "Docker's: the folder of config.json, whose auths entries log in to OCI registries "
                             "(default ~/.docker)"),
+    Variable(SWH_URL, "Software Heritage's root, the last source of a pinned commit no cache, mirror or origin has "
+                      "(default https://archive.softwareheritage.org; off: never asked); never taken from a lock"),
+    Variable(SWH_TOKEN, "a bearer token for Software Heritage's API (a higher rate limit); sent to that host only, "
+                        "never logged or recorded"),
+    Variable(SWH_TIMEOUT, "seconds one fetch from Software Heritage may take, cooking and rate-limit waits included "
+                          "(default 1800)"),
+    Variable(SWH_POLL_MAX, "the longest wait, in seconds, between two polls of Software Heritage's vault "
+                           "(default 30; the first is 1)"),
     Variable(TRACE_BUDGET, "MiB of module inputs and outputs a traced golden keeps for attribution (default 64)"),
     Variable(HF_HUB_DISABLE_XET, "huggingface_hub's: a locked run sets it to 1 unless set, so downloads go over "
                                  "HTTP, which reprohub pins (Xet's native sockets escape every patch)"),

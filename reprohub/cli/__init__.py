@@ -1,4 +1,4 @@
-"""The ``reprohub`` command: lock, fetch, verify, list, help, cache, serve, demo.
+"""The ``reprohub`` command: lock, fetch, verify, list, help, cache, serve, demo, archive.
 
 Exit codes a CI script can rely on::
 
@@ -161,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deep", action="store_true", help="download and re-hash every file instead of checking sizes")
     json_option(p)
 
+    p = command("archive", locks.archive, "before publishing: ask Software Heritage whether every commit the lock pins "
+                "is archived (exit 0 when all are, 1 otherwise, each named); --save asks it to visit the origin of "
+                "each missing one; names the weights and request bodies only a bundle keeps")
+    lock_option(p)
+    p.add_argument("--save", action="store_true", help="ask the archive to save each missing repo (Save Code Now)")
+    json_option(p)
     p = command("bisect", locks.bisect, "which one pinned component (weights, a repo's commit, a request body) turns "
                 "tests from passing to failing between two locks: each swapped from --good into --bad, the tests run "
                 "once per swap (exit 0: a cause named; 1: none single; 2: usage)")

@@ -168,3 +168,21 @@ def mirror_check(args) -> int:
     emit(args, {"location": report.location, "complete": report.complete, "checked": report.checked,
                 "problems": report.problems, "notes": report.notes, "ranges": report.ranges}, *lines(report))
     return EXIT_OK if report.complete else EXIT_MISMATCH
+
+
+def archive(args) -> int:
+    """``reprohub archive --lock hub.lock [--save] [--json]`` (:mod:`reprohub.lock.archived`)."""
+    from ..errors import OfflineError
+    from ..lock.archived import check_archive, lines
+    from ..sources.swh import SoftwareHeritage, configured_url
+
+    lock = read_existing_lock(args.lock)
+    hub = make_hub()
+    if hub.offline:
+        raise OfflineError("Software Heritage's answer", "offline mode", "run this step online")
+    if configured_url() is None:
+        return fail("error: REPROHUB_SWH_URL=off: no archive to ask. Fix: unset it, or name the archive's root",
+                    EXIT_USAGE)
+    report = check_archive(lock, SoftwareHeritage(hub.downloader), save=args.save)
+    emit(args, report.as_json(), *lines(report, args.lock))
+    return EXIT_OK if report.complete else EXIT_MISMATCH

@@ -67,7 +67,7 @@ def env(args) -> int:
     from ..golden.environment import requirements
 
     lock = read_existing_lock(args.lock)
-    if not lock.environments:
+    if not lock.environments and (args.requirements or not lock.repos):
         return fail(f"error: {args.lock} records no environment (its goldens were recorded before reprohub "
                      "recorded them, or it has none); re-record with --hub-update", EXIT_ERROR)
     if args.requirements:
@@ -77,13 +77,17 @@ def env(args) -> int:
     recorded_in: dict[str, list[str]] = {}  # one pass over the goldens, not one per environment
     for key, golden in sorted(lock.goldens.items()):
         recorded_in.setdefault(golden.environment, []).append(key)
-    lines = []
+    lines = [f"repo {spec}: {pin.swhid}" + (f", {pin.swhid_dir} ({pin.git_tree})" if pin.swhid_dir else
+                                             f" (tree: {pin.git_tree or 'not recorded; re-record with --hub-update'})")
+             for spec, pin in sorted(lock.repos.items())]
     for env_id, pin in sorted(lock.environments.items()):
         goldens = recorded_in.get(env_id, [])
         lines.append(f"environment {env_id} ({plural(len(goldens), 'golden')}: {', '.join(goldens)})")
         width = max(len(k) for k in pin.values)
         lines += [f"  {key:<{width}}  {value}" for key, value in sorted(pin.values.items())]
-    emit(args, {"environments": {env_id: {"goldens": recorded_in.get(env_id, []), "values": pin.values}
+    emit(args, {"repos": {spec: {"swhid": pin.swhid, "swhid_dir": pin.swhid_dir, "git_tree": pin.git_tree}
+                          for spec, pin in lock.repos.items()},
+                "environments": {env_id: {"goldens": recorded_in.get(env_id, []), "values": pin.values}
                                     for env_id, pin in lock.environments.items()}}, *lines)
     return EXIT_OK
 

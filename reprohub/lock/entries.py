@@ -39,6 +39,7 @@ RESPONSE_HEADERS = ("accept-ranges", "content-disposition", "content-encoding", 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
+_SWHID_DIR = re.compile(r"swh:1:dir:[0-9a-f]{40}")
 _CHECKS = {"commit": _HEX40, "sha256": _HEX64}
 ANSWER_TABLES = ("requests", "unreachable")  # replayed to clients as answers: no control character at all
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -91,6 +92,8 @@ def entry(kind, key_field: str, key: str, data, table: str, newer: bool = False)
                        "restore the entry from version control, or re-record it with --hub-update")
     if table == "requests":
         _check_request(key, data)
+    if table == "repos":
+        _check_swhids(data)
     if table == "unreachable" and not isinstance(data["error"], str):
         raise BadEntry("error as text", repr(data["error"]), "re-record the entry")
     if "size" in data and (not isinstance(data["size"], int) or data["size"] < 0):
@@ -98,6 +101,19 @@ def entry(kind, key_field: str, key: str, data, table: str, newer: bool = False)
     if table in ANSWER_TABLES:
         _check_text(key, data)
     return kind(**{key_field: key, **data})
+
+
+def _check_swhids(data: dict) -> None:
+    """A repo's tree SWHID only with the way it is known (sources/swhid.py)."""
+    swhid_dir, how = data.get("swhid_dir", ""), data.get("git_tree", "")
+    known = how in ("computed", "git", "archive")
+    if not (isinstance(how, str) and (known or how == "" or (how.startswith("unknown: ") and not _CONTROL.search(how)))):
+        raise BadEntry("git_tree as computed, git, archive or 'unknown: <why>'", f"{how!r}",
+                       "restore the entry from version control or re-record it")
+    if (known or swhid_dir) and not (known and isinstance(swhid_dir, str) and _SWHID_DIR.fullmatch(swhid_dir)):
+        raise BadEntry("swhid_dir as swh:1:dir:<40 hex>, with git_tree saying how it is known",
+                       f"swhid_dir {swhid_dir!r}, git_tree {how!r}", "restore the entry from version control or "
+                       "re-record it")
 
 
 def _check_text(key: str, data: dict) -> None:

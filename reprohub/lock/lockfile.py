@@ -6,14 +6,16 @@ writing the same content twice gives the same bytes and a change shows up as a
 small diff.  Example::
 
     # hub.lock -- written by reprohub; review changes to it like code.
-    version = "2.1"
+    version = "2.3"
 
     [repos."acme/tiny:v1"]
     artifacts = [
         "https://example.org/tiny-weights.pt",
     ]
     commit = "1f0e3dad99908345f7439f8ffabdffc4f0b2d3a1"
+    git_tree = "computed"
     host = "https://api.github.com"
+    swhid_dir = "swh:1:dir:5b4a..."
     tree_sha256 = "v2:4c2b..."
 
     [artifacts."https://example.org/tiny-weights.pt"]
@@ -31,7 +33,8 @@ lock).  Of the current or an older minor, an unknown field or table is an error 
 pass silently).  Version 2.0 writes tree digests as ``v2:<hex>`` (:mod:`reprohub.fetch.tree`);
 1.x locks, whose bare-hex digests are version 1, are still read and verified.  Version 2.1 adds a
 repo's ``artifacts`` (what its entrypoints download, so a locked cold load starts them early), and 2.2
-``[requests]``: what repo and test code fetched themselves (:mod:`reprohub.lock.hermetic`).  A lock is
+``[requests]``: what repo and test code fetched themselves (:mod:`reprohub.lock.hermetic`), and 2.3 a
+repo's tree SWHID (``swhid_dir``, ``git_tree``).  A lock is
 always written with this reprohub's version, whatever it holds: the line changes once, when this version
 first writes a lock, never when a lock first holds a request (which read as a format change in review);
 an older 2.x reader reads it, warning once and ignoring what it does not know.  A malformed entry
@@ -64,7 +67,7 @@ try:  # tomli's wheels are compiled (mypyc): a lock of 100,000 entries parses in
 except ImportError:  # pragma: no cover -- the standard library's pure-Python parser, the same format
     import tomllib
 
-SCHEMA_MAJOR, SCHEMA_MINOR = 2, 2
+SCHEMA_MAJOR, SCHEMA_MINOR = 2, 3
 READABLE_MAJORS = (1, 2)  # 1.x: version-1 tree digests, still verified
 HEADER = "# hub.lock -- written by reprohub; review changes to it like code.\n"
 
@@ -76,6 +79,11 @@ class RepoPin:
     ``artifacts``: the URLs its entrypoints downloaded into the cache while recording (schema 2.1), so
     that a locked cold load can start them while the repo archive downloads (:mod:`reprohub.cache.prefetch`).
     Only a hint of what to fetch early: every byte is still checked against its ``[artifacts]`` pin.
+
+    ``swhid_dir``, ``git_tree`` (schema 2.3): the Software Heritage identifier of the commit's tree, for a
+    paper to cite and for the fallback to check the archive against, and how it is known (``computed``,
+    ``git``, ``archive``, or ``unknown: <why>``; :mod:`reprohub.sources.swhid`).  The commit's own,
+    ``swh:1:rev:<commit>``, is :attr:`swhid`: derived, never stored, so it cannot disagree with ``commit``.
     """
 
     spec: str
@@ -83,9 +91,16 @@ class RepoPin:
     commit: str
     tree_sha256: str
     artifacts: tuple[str, ...] = ()
+    swhid_dir: str = ""
+    git_tree: str = ""
 
     def __post_init__(self) -> None:  # one spelling whatever the source (TOML list, JSON from a worker)
         object.__setattr__(self, "artifacts", tuple(sorted(set(self.artifacts))))
+
+    @property
+    def swhid(self) -> str:
+        """The commit's Software Heritage identifier."""
+        return f"swh:1:rev:{self.commit}"
 
     def fetching(self, url: str) -> "RepoPin":
         """This pin with ``url`` among the artifacts its entrypoints download."""

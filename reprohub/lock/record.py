@@ -28,6 +28,8 @@ class RepoUse:
     commit: str
     tree_sha256: str
     legacy_tree_sha256: str | None = None
+    path: str = ""  # the extracted tree (where a recording lock computes its SWHID)
+    via: str = ""  # where the code came from when that was not the cache, a mirror or the origin
 
 
 @dataclass(frozen=True)

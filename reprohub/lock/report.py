@@ -58,6 +58,8 @@ def summary_lines(session: LockSession, outcomes: dict[str, str], deselected: in
         lines += capped([_change_line(session, c) for c in changes if c.table == table
                          and not (table == "goldens" and c.old is not None and c.key in reviewed)],
                         f"new or changed {table} (the lock's diff shows them all)")
+    lines += [f"{line} (its origin could not serve it; verified against the lock)"
+              for _, line in sorted(session.provenance.items())]
     if refresh:
         lines.extend(_refresh_lines(session, outcomes, layout))
     for key, note in sorted(session.notes.items()):

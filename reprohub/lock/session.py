@@ -66,6 +66,19 @@ def _host_port(url: str) -> "tuple[str, int | None]":
         return "", None
 
 
+def _cited(pin: RepoPin, path: str) -> RepoPin:
+    """``pin`` with its commit's SWHIDs (:mod:`reprohub.sources.swhid`); a tree id the lock already knows is not
+    replaced by an unknown one (a tree later fetched from a bundle cannot vouch for its id)."""
+    from ..sources.swhid import KNOWN_WAYS, tree_identity
+
+    if pin.git_tree in KNOWN_WAYS:
+        return pin
+    ident = tree_identity(path)
+    if pin.git_tree and ident.how not in KNOWN_WAYS:
+        return pin
+    return replace(pin, swhid_dir=ident.swhid_dir, git_tree=ident.how)
+
+
 def _answer_of(pin: RequestPin) -> tuple:
     return pin.status, pin.sha256, pin.size, sorted(pin.headers.items())
 
@@ -106,6 +119,7 @@ class LockSession:
     callers: dict[str, set[str]] = field(default_factory=dict)  # request key -> file:line of the code that made it
     fenced: dict[str, list[str]] = field(default_factory=dict)  # test -> the requests it was refused (hermetic.py)
     dropped: set[str] = field(default_factory=set)  # artifacts an accept dropped (no "unused" warning for them)
+    provenance: dict[str, str] = field(default_factory=dict)  # spec -> where its code came from, if not the usual
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- Pins ----------------------------------------------------------------------------------
@@ -230,6 +244,11 @@ class LockSession:
                 pin = locked
             elif same_tree and locked.commit == pin.commit:  # upgraded digest: what its code fetches stays known
                 pin = replace(pin, artifacts=locked.artifacts)
+            if not self._strict and use.path:
+                pin = _cited(pin, use.path)
+            if use.via:
+                with self._lock:
+                    self.provenance[use.spec] = f"{use.spec} at {use.commit[:12]} came from {use.via}"
             self._note("repos", use.spec, pin)
             if self._strict and locked is not None and not same_tree:
                 raise LockMismatchError(
@@ -353,6 +372,7 @@ class LockSession:
             "reviews": self.reviews,
             "callers": {k: sorted(v) for k, v in self.callers.items()},
             "fenced": self.fenced,  # what no test of the worker took: the session fails for it
+            "provenance": self.provenance,
         }
 
     def absorb(self, data: dict) -> None:
@@ -377,6 +397,7 @@ class LockSession:
             self.accepted.update(data["accepted"])
             self.notes.update(data.get("notes", {}))
             self.reviews.update(data.get("reviews", {}))
+            self.provenance.update(data.get("provenance", {}))
             for test, refused in data.get("fenced", {}).items():
                 self.fenced.setdefault(test, []).extend(refused)
             for key, callers in data.get("callers", {}).items():

@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import re
@@ -87,7 +89,8 @@ class GitSource:
         zip_path = temp_path_beside(dest, ".zip")
         try:
             self._git("archive", "--format=zip", "-o", str(zip_path), commit)
-            return extract_into_place(zip_path, dest, strip_top=False)
+            result = extract_into_place(zip_path, dest, strip_top=False)
+            return dataclasses.replace(result, git_tree=self._git("rev-parse", f"{commit}^{{tree}}"))  # git's own
         finally:
             zip_path.unlink(missing_ok=True)
 
