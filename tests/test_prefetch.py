@@ -79,11 +79,11 @@ def test_recording_names_what_each_repo_downloads_and_the_version_does_not_follo
                                                                                                two_files):
     _repo, a, b = two_files
     text = _record(tmp_path, server).read_text()
-    assert 'version = "2.2"' in text
+    assert 'version = "2.3"' in text
     assert f'artifacts = [\n    "{a}",\n    "{b}",\n]' in text  # reviewable: one URL a line, sorted
     lock = Lockfile.loads(text)
     lock.repos = {k: type(p)(p.spec, p.host, p.commit, p.tree_sha256) for k, p in lock.repos.items()}
-    assert 'version = "2.2"' in lock.dumps() and "artifacts = [" not in lock.dumps()  # one version line, once
+    assert 'version = "2.3"' in lock.dumps() and "artifacts = [" not in lock.dumps()  # one version line, once
 
 
 def test_a_locked_cold_load_asks_for_its_weights_before_the_archive_has_arrived(server, tmp_path, two_files):

@@ -173,7 +173,7 @@ def test_a_malformed_environment_table_is_named(tmp_path):
     with pytest.raises(LockfileError, match="values as a table of strings.*line 2"):
         Lockfile.loads(text)
     with pytest.warns(UserWarning):  # a newer minor may add fields to it: ignored
-        lock = Lockfile.loads('version = "2.3"\n[environments."abc"]\nvalues = {torch = "2.13.0"}\nfuture = 1\n')
+        lock = Lockfile.loads('version = "2.9"\n[environments."abc"]\nvalues = {torch = "2.13.0"}\nfuture = 1\n')
     assert lock.environments["abc"].values == {"torch": "2.13.0"}
 
 
