@@ -365,3 +365,38 @@ def test_an_update_adds_the_swhids_to_a_lock_written_before_and_a_check_leaves_i
     hub.recorder.listeners.append(update.observe)
     hub.resolve("acme/plain:v1", verbose=False)
     assert update.result().repos["acme/plain:v1"] == lock.repos["acme/plain:v1"]
+
+
+def test_a_pull_request_that_edits_only_the_cited_tree_fails_the_check(server, tmp_path):
+    from dataclasses import replace
+
+    from reprohub.errors import LockMismatchError
+
+    plain_repo(server, tmp_path)
+    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
+    forged = Lockfile({k: replace(p, swhid_dir=SWHID_DIR + "f" * 40) for k, p in lock.repos.items()})
+    hub = locked_hub(server, tmp_path, forged)
+    hub.recorder.listeners.append(hub.pins.observe)
+    with pytest.raises(LockMismatchError, match="swh:1:dir:f{40}, as the lock cites it"):
+        hub.resolve("acme/plain:v1", verbose=False)
+    honest = locked_hub(server, tmp_path, lock, "honest")
+    honest.recorder.listeners.append(honest.pins.observe)
+    honest.resolve("acme/plain:v1", verbose=False)  # the recorded citation checks
+
+
+def test_a_vault_that_fails_or_never_finishes_is_named(server, tmp_path, archive, monkeypatch):
+    repo = plain_repo(server, tmp_path)
+    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
+    server.stop()
+    archive.add_repo(repo.path)
+    archive.polls_to_done = 10 ** 6  # pending for ever
+    monkeypatch.setenv("REPROHUB_SWH_TIMEOUT", "0.3")
+    with pytest.raises(SourceError, match=r"the vault to cook swh:1:dir:\w+ within REPROHUB_SWH_TIMEOUT"):
+        locked_hub(server, tmp_path, lock).resolve("acme/plain:v1", verbose=False)
+    polls = [r for r in archive.requests() if r.startswith("GET /api/1/vault")]
+    assert 3 <= len(polls) < 100  # polled, backing off, not hammered
+    real = archive.route
+    archive.route = lambda method, path, body: ((200, {"status": "failed", "progress_message": "object too large"})
+                                                if "/vault/" in path else real(method, path, body))
+    with pytest.raises(SourceError, match="status 'failed': object too large"):
+        locked_hub(server, tmp_path, lock, "again").resolve("acme/plain:v1", verbose=False)

@@ -79,6 +79,18 @@ def _cited(pin: RepoPin, path: str) -> RepoPin:
     return replace(pin, swhid_dir=ident.swhid_dir, git_tree=ident.how)
 
 
+def _check_cited(spec: str, locked: RepoPin, path: str, hint: str) -> None:
+    """A check run: the tree SWHID a lock cites must be the tree's own, wherever its files can tell (a pull
+    request that edits only the citation is caught here, not by a reader of the paper)."""
+    from ..sources.swhid import KNOWN_WAYS, tree_identity
+
+    ident = tree_identity(path)
+    if ident.how in KNOWN_WAYS and ident.swhid_dir != locked.swhid_dir:
+        raise LockMismatchError(f"repo {spec} at {locked.commit} with tree {locked.swhid_dir}, as the lock cites it",
+                                f"{ident.swhid_dir} ({ident.how} from the files it pins)",
+                                f"if the lock was edited by hand, restore it from version control; else {hint}")
+
+
 def _answer_of(pin: RequestPin) -> tuple:
     return pin.status, pin.sha256, pin.size, sorted(pin.headers.items())
 
@@ -255,6 +267,8 @@ class LockSession:
                     f"repo {use.spec} at {locked.commit} with tree sha256 {locked.tree_sha256}",
                     f"tree sha256 {pin.tree_sha256} (the host served other files for the same commit)",
                     "do not trust this host; if the lock was edited by hand, restore it from version control")
+            if self._strict and same_tree and locked.swhid_dir and use.path:
+                _check_cited(use.spec, locked, use.path, self.record_hint())
         elif isinstance(use, ArtifactFailure):
             if self.update or self.refresh:
                 self._note("unreachable", use.url, UnreachablePin(use.url, use.error))
