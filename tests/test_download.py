@@ -418,3 +418,37 @@ def test_kept_buffers_never_carry_one_body_into_the_next(server, tmp_path):
         got = one.fetch(short_url, tmp_path / "short.bin", progress=False)
         assert (tmp_path / "short.bin").read_bytes() == b"\x55" * size_short
         assert got.sha256 == hashlib.sha256(b"\x55" * size_short).hexdigest() and got.size == size_short
+
+
+# -- the short road (fetch/direct.py) ---------------------------------------------------------------------
+
+
+def test_plain_downloads_keep_one_connection_alive_and_survive_the_server_closing_it(server, tmp_path):
+    import socket as socketlib
+
+    urls = [server.add_file(f"w{i}.bin", bytes([i]) * 5000) for i in range(4)]
+    d = downloader()
+    for i, url in enumerate(urls[:3]):
+        assert d.fetch(url, tmp_path / f"w{i}", progress=False).sha256 == hashlib.sha256(bytes([i]) * 5000).hexdigest()
+    assert server.connections == 1 and d.direct is not None  # three files, one connection, no requests pool
+    with server.state.lock:  # the server drops the idle connection, as hosts do after a keep-alive timeout
+        for sock in list(server.state.open_sockets):
+            sock.shutdown(socketlib.SHUT_RDWR)
+    assert d.fetch(urls[3], tmp_path / "w3", progress=False).size == 5000  # asked once more on a fresh one
+    assert server.connections == 2 and server.hits("/files/w3.bin") == 1  # the dead one carried nothing
+
+
+def test_a_proxy_or_a_callers_session_takes_requests_road(server, monkeypatch):
+    from reprohub.fetch.transport import new_session
+
+    assert Downloader().direct is not None
+    assert Downloader(session=new_session()).direct is None  # what a caller set up on its session is kept
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert Downloader().direct is None  # requests decides which proxy, per URL
+
+
+@responses.activate
+def test_a_responses_mock_sees_every_download(tmp_path):
+    responses.get("http://127.0.0.1:9/w.pt", body=BODY)  # port 9: nothing listens; only the mock answers
+    got = downloader().fetch("http://127.0.0.1:9/w.pt", tmp_path / "w.pt", progress=False)
+    assert got.sha256 == hashlib.sha256(BODY).hexdigest() and len(responses.calls) == 1

@@ -106,6 +106,7 @@ class Downloader:
     ) -> None:
         self._session = session
         self._session_of: Downloader | None = None  # a sibling's: the session is shared, made at the first request
+        self._direct = None  # made with the session, where it applies
         self.policy = policy or DownloadPolicy.from_env()
         self.offline = offline
         self._sleep = sleep
@@ -119,7 +120,19 @@ class Downloader:
             from .transport import new_session
 
             self._session = new_session()
+            if not self._session.trust_env:  # nothing for requests to add to a plain GET (fetch/direct.py)
+                from .direct import DirectRoad
+
+                self._direct = DirectRoad(self._session.verify)
         return self._session
+
+    @property
+    def direct(self):
+        """The short road for plain GETs (:mod:`reprohub.fetch.direct`), or ``None`` (a caller's session, proxies)."""
+        if self._session_of is not None:
+            return self._session_of.direct
+        self.session  # made with the session
+        return self._direct
 
     def sibling(self, policy: DownloadPolicy, offline: bool) -> "Downloader":
         """A downloader with another policy that shares this one's session (and its pooled connections).
@@ -282,7 +295,7 @@ class Downloader:
                 check_alive(url)
                 offset = out.tell()
                 try:
-                    response = open_body(self.session, url, offset, validator, headers, self._timeout)
+                    response = open_body(self.session, url, offset, validator, headers, self._timeout, self.direct)
                     revived(url)
                     if response.status_code == 200 and offset:  # Range ignored: take this body from byte 0
                         restarts = count_restart(url, restarts, self.policy.retries, offset)

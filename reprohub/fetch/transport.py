@@ -189,13 +189,15 @@ def stream_get(session: requests.Session, url: str, headers: Mapping[str, str],
 
 
 def open_body(session: requests.Session, url: str, offset: int, validator: str | None, headers: dict[str, str],
-              timeout: tuple[float, float]) -> requests.Response:
+              timeout: tuple[float, float], direct=None) -> requests.Response:
     """GET ``url``'s body from byte ``offset`` (``Range`` + ``If-Range`` on a resume), streamed.
 
     A body is continued only from the same representation: without a strong validator no ``Range``
     is sent (the server answers the whole body, and the caller starts over), and a 206 is accepted
     only when it starts at ``offset`` *and* carries the validator resumed with -- a server that
     ignores ``If-Range`` and answers 206 from a changed file would otherwise splice two versions.
+    ``direct``: the short road a plain GET from byte 0 takes (:mod:`reprohub.fetch.direct`), checked by the
+    same rules.
 
     Raises:
         Restart: the server refused the range, or answered a part of another version; ask again from byte 0.
@@ -206,7 +208,11 @@ def open_body(session: requests.Session, url: str, offset: int, validator: str |
     if offset and is_strong(validator):
         request_headers["Range"] = f"bytes={offset}-"
         request_headers["If-Range"] = validator
-    response = stream_get(session, url, request_headers, timeout)
+    response = None
+    if direct is not None and "Range" not in request_headers and direct.takes(url):  # fetch/direct.py
+        response = direct.get(url, {"Accept": "*/*", **request_headers}, timeout)
+    if response is None:
+        response = stream_get(session, url, request_headers, timeout)
     code = response.status_code
     if code == 416 and offset:
         response.close()
