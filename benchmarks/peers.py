@@ -28,10 +28,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import Row, interleave, print_rows_in_temp  # noqa: E402
 
 KiB = 1 << 10
+THREADS = 8
+
+
+def _each(threads: int):
+    """Call a function on every item: one after another, or from a pool of ``threads`` (made once per case)."""
+    if threads == 1:
+        return lambda call, items: [call(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(threads)
+    return lambda call, items: list(pool.map(call, items))
 
 
 def peers(work: Path, rounds: int, budget_s: float = 0.0, small_files: int = 20) -> list[Row]:
-    """Rows for one 1 MiB file and for ``small_files`` files of 200 KiB one after another."""
+    """Rows for one 1 MiB file and for ``small_files`` files of 200 KiB, one after another and from 8 threads."""
     import torch.hub
 
     import reprohub
@@ -44,27 +55,30 @@ def peers(work: Path, rounds: int, budget_s: float = 0.0, small_files: int = 20)
     rows = []
     with HubServer() as server, HubLookalike({"acme/files": {**one, **small}}, expiry=600) as hf_host:
         hf = _hf_download(hf_host.url)
-        for case, files in (("1 MiB, cold", one), (f"{small_files} x 200 KiB one after another, cold", small)):
+        cases = (("1 MiB, cold", one, 1), (f"{small_files} x 200 KiB one after another, cold", small, 1),
+                 (f"{small_files} x 200 KiB, {THREADS} threads, cold", small, THREADS))
+        for case, files, threads in cases:
             urls = {name: server.add_file(name, data) for name, data in files.items()}
             digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
             total = sum(len(data) for data in files.values())
             places = [work / p for p in ("reprohub", "torch", "pooch", "hf")]
+            each = _each(threads)
             contenders = {
-                "reprohub cache path": lambda: [hub.fetch_artifact(u, model_dir=str(places[0]), progress=False)
-                                                for u in urls.values()],
-                "torch.hub (hash_prefix)": lambda: [torch.hub.download_url_to_file(
-                    u, str(places[1] / n), digests[n][:10], progress=False) for n, u in urls.items()],
+                "reprohub cache path": lambda: each(lambda u: hub.fetch_artifact(u, model_dir=str(places[0]),
+                                                                                 progress=False), urls.values()),
+                "torch.hub (hash_prefix)": lambda: each(lambda n: torch.hub.download_url_to_file(
+                    urls[n], str(places[1] / n), digests[n][:10], progress=False), urls),
             }
             if importlib.util.find_spec("pooch") is not None:
                 import pooch
 
                 pooch.get_logger().setLevel("WARNING")  # a line per download otherwise
 
-                contenders["pooch (known_hash)"] = lambda: [pooch.retrieve(u, known_hash=f"sha256:{digests[n]}", fname=n,
-                                                                           path=places[2]) for n, u in urls.items()]
+                contenders["pooch (known_hash)"] = lambda: each(lambda n: pooch.retrieve(
+                    urls[n], known_hash=f"sha256:{digests[n]}", fname=n, path=places[2]), urls)
             if hf is not None:
-                contenders["huggingface_hub (no hash)"] = lambda: [hf(n, places[3]) for n in files]
-                contenders["huggingface_hub + sha256"] = lambda: [_sha256_of(hf(n, places[3])) for n in files]
+                contenders["huggingface_hub (no hash)"] = lambda: each(lambda n: hf(n, places[3]), files)
+                contenders["huggingface_hub + sha256"] = lambda: each(lambda n: _sha256_of(hf(n, places[3])), files)
             for place in places:
                 place.mkdir(parents=True, exist_ok=True)
             rows += interleave(case, contenders, rounds, total, baseline="torch.hub (hash_prefix)",

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from reprohub import Hub
-from reprohub.cache.store import sidecar_path
+from reprohub.cache.store import RECORD_ATTRIBUTE, sidecar_path
 from reprohub.errors import CheckpointError, MirrorError, SourceError
 from reprohub.fetch.download import Downloader
 from reprohub.lock.lockfile import Lockfile, RepoPin
@@ -302,6 +302,7 @@ def test_records_of_the_wrong_shape_count_as_missing(hub, tiny_repo, weights_url
                hub.layout.refs_file(hub.github.key, parse_ref("acme/tiny:v1"))]
     for record in records:
         record.write_text(garbage)
+    os.setxattr(art, RECORD_ATTRIBUTE, garbage.encode() if isinstance(garbage, str) else garbage)  # the record itself
     partial = art.with_name("." + art.name + ".incomplete")  # a resume record too
     partial.write_bytes(b"x")
     partial.with_name(partial.name + ".json").write_text(garbage)

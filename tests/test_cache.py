@@ -1,6 +1,7 @@
 """The artifact cache: keyed paths, sidecars, corruption, many processes, SIGKILL."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reprohub import Hub
-from reprohub.cache.store import cached_digest, sidecar_path
+from reprohub.cache.store import RECORD_ATTRIBUTE, cached_digest, read_file_record, sidecar_path
 from reprohub.errors import CacheCollisionError, HashMismatchError, OfflineError
 from reprohub.testing.server import Fault
 
@@ -60,12 +61,28 @@ def test_corrupt_cached_file_is_detected_and_fetched_again(server, hub):
     assert server.full_downloads("/files/w.bin") == 2
 
 
-def test_file_without_sidecar_is_rehashed_and_adopted(server, hub):
+def test_file_without_a_record_is_rehashed_and_adopted(server, hub):
     url = server.add_file("w.bin", BODY)
     path = hub.fetch_artifact(url, progress=False).path
-    sidecar_path(path).unlink()
+    os.removexattr(path, RECORD_ATTRIBUTE)
+    assert read_file_record(path) is None
     assert cached_digest(path, url).sha256 == DIGEST
-    assert sidecar_path(path).exists()
+    assert read_file_record(path)["sha256"] == DIGEST and not sidecar_path(path).exists()
+
+
+def test_where_files_keep_no_attributes_the_record_is_a_sidecar_file(server, hub, monkeypatch):
+    import errno
+
+    def unsupported(*args):
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", unsupported)  # an NFS or FUSE mount without user attributes
+    monkeypatch.setattr(os, "getxattr", unsupported)
+    url = server.add_file("w.bin", BODY)
+    path = hub.fetch_artifact(url, progress=False).path
+    assert json.loads(sidecar_path(path).read_text())["sha256"] == DIGEST
+    monkeypatch.setattr("reprohub.cache.store.sha256_file", lambda p: pytest.fail("a recorded file is not re-hashed"))
+    assert hub.fetch_artifact(url, progress=False).sha256 == DIGEST and server.hits("/files/w.bin") == 1
 
 
 def test_pinned_digest_mismatch_keeps_the_cached_file(server, hub):
@@ -184,8 +201,7 @@ def test_a_partial_of_another_url_or_without_a_validator_is_discarded(server, tm
     dead.write_bytes(b"old")
     assert hub.fetch_artifact(url, progress=False).path.read_bytes() == body
     assert not any("Range" in h for _, _, h in server.requests)
-    assert sorted(p.name for p in _files(target.parent)) == sorted([target.name, f"{target.name}.reprohub.json",
-                                                                     f"{target.name}.lock"])
+    assert sorted(p.name for p in _files(target.parent)) == sorted([target.name, f"{target.name}.lock"])
 
 
 def test_cache_prune_removes_stale_partials_and_keeps_live_ones(tmp_path, capsys, monkeypatch):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from reprohub.cache.store import sidecar_path
+from reprohub.cache.store import read_file_record
 from reprohub.fetch import durability
 from reprohub.fetch.fsutil import read_json
 from reprohub.refs import parse_ref
@@ -25,7 +25,7 @@ def test_an_unflushed_file_from_an_earlier_boot_is_rechecked_and_fetched_again(s
     monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(os.fstat(fd).st_size), real_fsync(fd))[1])
     got = hub.fetch_artifact(url, progress=False)
     assert len(body) not in fsynced  # the download itself was not flushed ...
-    assert read_json(sidecar_path(got.path))["boot_id"] == "boot-a"  # ... its record names the boot instead
+    assert read_file_record(got.path)["boot_id"] == "boot-a"  # ... its record names the boot instead
 
     damage_keeping_size_and_mtime(got.path)
     boot.id = "boot-b"  # the power came back
@@ -40,7 +40,7 @@ def test_an_intact_file_is_confirmed_once_and_then_trusted(server, hub, boot, mo
     got = hub.fetch_artifact(url, progress=False)
     boot.id = "boot-b"
     assert hub.fetch_artifact(url, progress=False).sha256 == got.sha256  # re-hashed once ...
-    assert "boot_id" not in read_json(sidecar_path(got.path))  # ... and confirmed durable
+    assert "boot_id" not in read_file_record(got.path)  # ... and confirmed durable
     monkeypatch.setattr(store, "sha256_file", lambda p: pytest.fail("a confirmed file is not hashed again"))
     boot.id = "boot-c"
     assert hub.fetch_artifact(url, progress=False).sha256 == got.sha256
@@ -76,7 +76,7 @@ def test_without_a_boot_id_every_download_is_flushed_as_before(server, hub, tiny
     try:
         body = os.urandom(1 << 20)
         got = hub.fetch_artifact(server.add_file("w.bin", body), progress=False)
-        assert len(body) in fsynced and "boot_id" not in read_json(sidecar_path(got.path))
+        assert len(body) in fsynced and "boot_id" not in read_file_record(got.path)
         fsynced.clear()
         hub.load("acme/tiny:v1", "version")
         model_py = (hub.last_repo.path / "tinynet" / "model.py").stat().st_size

@@ -88,7 +88,7 @@ def test_cache_files_and_folders_follow_the_umask(tmp_path, server, tiny_repo, w
     finally:
         os.umask(before)
     (weights,) = (filled / "checkpoints").rglob("tiny-weights.pt")
-    made = [weights, weights.with_name(weights.name + ".reprohub.json"), weights.with_name(weights.name + ".lock"),
+    made = [weights, weights.with_name(weights.name + ".lock"),
             repo.path, repo.path / "hubconf.py", repo.path.with_suffix(".lock")]
     for path in made:
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -13,7 +13,9 @@ Layout (every path below is built here, nowhere else)::
     <hub_dir>/
       trusted_list                               torch.hub's list of trusted repos
       checkpoints/<url-key>/<file>               load_state_dict_from_url's cache
-      checkpoints/<url-key>/<file>.reprohub.json sidecar: url, size, mtime, sha256
+      checkpoints/<url-key>/<file>               + its record (url, size, mtime, sha256): the extended
+                                                 attribute user.reprohub.record, or the sidecar
+                                                 <file>.reprohub.json where files keep no attributes
       reprohub/repos/<source>/<owner>/<repo>/<commit>/       an extracted commit
       reprohub/repos/<source>/<owner>/<repo>/<commit>.json   its digests
       reprohub/refs/<source>/<owner>/<repo>.json             ref -> commit memory

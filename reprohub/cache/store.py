@@ -1,8 +1,9 @@
 """A cache of downloaded artifacts that knows what it holds.
 
-Each cached file has a sidecar ``<file>.reprohub.json`` recording its URL,
-size, ``mtime_ns`` and sha256.  A cache hit whose size and mtime still match
-the sidecar costs one ``stat`` and no read; a file whose size or mtime changed
+Each cached file has a record of its URL, size, ``mtime_ns`` and sha256: an extended attribute of
+the file, or a sidecar ``<file>.reprohub.json`` where the filesystem keeps none (:func:`write_sidecar`).
+A cache hit whose size and mtime still match the record costs a ``stat`` and a
+``getxattr``, and no read of the file; a file whose size or mtime changed
 is re-hashed, and if its bytes no longer match it is fetched again -- a
 corrupt file is never silently loaded.  A cold miss takes a per-file lock, so N
 processes asking at once cause one download; correctness does not rest on the
@@ -14,13 +15,14 @@ Example:
     >>> got = store.ensure(weights_url, tmp + "/w.pt", progress=False)
     >>> store.ensure(weights_url, tmp + "/w.pt") == got      # a hit: one stat, no request
     True
-    >>> sidecar_path(got.path).name
-    'w.pt.reprohub.json'
+    >>> read_file_record(got.path)["sha256"] == got.sha256, sidecar_path(got.path).exists()
+    (True, False)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -30,12 +32,13 @@ from typing import Callable
 from ..errors import CacheCollisionError, OfflineError
 from ..fetch import durability
 from ..fetch.download import Downloaded, Downloader
-from ..fetch.fsutil import atomic_write_json, read_record, sha256_file, temp_path_beside
+from ..fetch.fsutil import atomic_write_json, checked_record, read_record, sha256_file, temp_path_beside
 from ..fetch.locks import file_lock, lock_path
 from ..fetch.urls import canonical_url, is_file_url
 from .layout import SIDECAR_FIELDS, SIDECAR_SUFFIX
 
 log = logging.getLogger("reprohub")
+RECORD_ATTRIBUTE = "user.reprohub.record"
 
 
 def sidecar_path(path: "str | os.PathLike[str]") -> Path:
@@ -45,8 +48,12 @@ def sidecar_path(path: "str | os.PathLike[str]") -> Path:
 
 
 def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
-    """Record ``got``'s URL, size, mtime and digest beside its file.
+    """Record ``got``'s URL, size, mtime and digest with its file.
 
+    The record is an extended attribute of the file itself (``user.reprohub.record``): one system call,
+    no second file to create and rename (about 0.15 ms a download on ext4 here), set and read atomically,
+    and gone with the file.  Where the filesystem keeps no user attributes (some NFS and FUSE mounts),
+    it is the sidecar file ``<file>.reprohub.json`` beside it, written atomically, as before.
     ``unflushed``: the file was renamed into place without an fsync, so the record carries this
     boot's id and the file is hashed once more in a later boot (:mod:`reprohub.fetch.durability`).
     Best effort: on a read-only folder (a shared, pre-filled model_dir) the record is skipped and the
@@ -54,12 +61,43 @@ def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
     """
     st = os.stat(got.path)
     record = {"url": got.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": got.sha256}
+    stamp = durability.stamp() if unflushed else {}
+    text = json.dumps({**record, **stamp}, sort_keys=True).encode()
     try:
-        stamp = durability.stamp() if unflushed else {}
+        os.setxattr(got.path, RECORD_ATTRIBUTE, text)
+        if not stamp:  # no boot id vouches for it: the record is flushed with the file's metadata
+            _flush(got.path)
+        sidecar_path(got.path).unlink(missing_ok=True)  # a record from before, or from another filesystem
+        return
+    except (OSError, AttributeError) as err:  # no user attributes here (or no os.setxattr): the sidecar
+        log.debug("no extended attribute on %s (%s); writing a sidecar", got.path, err)
+    try:
         # a stamped record is re-checked in a later boot anyway, so it needs no flush of its own either
         atomic_write_json(sidecar_path(got.path), {**record, **stamp}, durable=not stamp)
     except OSError as err:
         log.debug("no sidecar for %s (%s); it will be hashed again next time", got.path, err)
+
+
+def read_file_record(path: "str | os.PathLike[str]") -> dict | None:
+    """The record :func:`write_sidecar` kept for ``path`` (its attribute, else its sidecar), or ``None``.
+
+    Example:
+        >>> import tempfile, os; p = os.path.join(tempfile.mkdtemp(), "w.pt"); _ = open(p, "wb").write(b"x")
+        >>> write_sidecar(Downloaded("https://h/w.pt", p, "ab" * 32, 1)); read_file_record(p)["url"]
+        'https://h/w.pt'
+    """
+    try:
+        return checked_record(json.loads(os.getxattr(path, RECORD_ATTRIBUTE)), SIDECAR_FIELDS)
+    except (OSError, AttributeError, ValueError):
+        return read_record(sidecar_path(path), SIDECAR_FIELDS)
+
+
+def _flush(path: "str | os.PathLike[str]") -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Downloaded | None:
@@ -77,7 +115,7 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    record = read_record(sidecar_path(path), SIDECAR_FIELDS) or {}  # a damaged record: hashed again
+    record = read_file_record(path) or {}  # a damaged record: hashed again
     if url is not None and record.get("url") is not None and canonical_url(record["url"]) != canonical_url(url):
         raise CacheCollisionError(
             f"{path} to hold the download of {url}",

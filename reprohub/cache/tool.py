@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..fetch.fsutil import read_record, remove_tree
 from ..fetch.partial import is_stale
-from .layout import MANIFEST_FIELDS, SIDECAR_FIELDS, SIDECAR_SUFFIX, CacheLayout
+from .layout import MANIFEST_FIELDS, SIDECAR_SUFFIX, CacheLayout
+from .store import read_file_record, sidecar_path
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
@@ -32,12 +33,14 @@ def cached_repos(layout: CacheLayout) -> list[dict]:
 
 
 def cached_artifacts(layout: CacheLayout) -> list[dict]:
-    """Every cached artifact: its sidecar record plus ``path``."""
+    """Every cached artifact with a record (an attribute of the file, or a sidecar: cache/store.py), plus ``path``."""
     found = []
-    for sidecar in sorted(layout.checkpoints.glob(f"*/*{SIDECAR_SUFFIX}")):
-        data = read_record(sidecar, SIDECAR_FIELDS) or {}
-        data["path"] = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
-        found.append(data)
+    for path in sorted(layout.checkpoints.glob("*/*")):
+        if path.name.startswith(".") or path.name.endswith((SIDECAR_SUFFIX, ".lock")) or not path.is_file():
+            continue
+        record = read_file_record(path)
+        if record is not None or sidecar_path(path).exists():  # a damaged sidecar still names its file
+            found.append({**(record or {}), "path": path})
     return found
 
 

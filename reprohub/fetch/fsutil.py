@@ -128,7 +128,11 @@ def read_record(path: "str | os.PathLike[str]", types: "Mapping[str, type | tupl
         >>> read_record(p), read_record(p, {"url": str})
         ({'url': 5}, None)
     """
-    data = read_json(path)
+    return checked_record(read_json(path), types)
+
+
+def checked_record(data, types: "Mapping[str, type | tuple[type, ...]] | None" = None) -> dict | None:
+    """``data`` if it is a JSON object whose fields named in ``types`` have those types, else ``None``."""
     if not isinstance(data, dict):
         return None
     for name, kind in (types or {}).items():
