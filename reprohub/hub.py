@@ -37,7 +37,7 @@ from .cache.shared import shared_layouts, shared_tree
 from .cache.layout import CacheLayout, get_dir
 from .cache.prefetch import Prefetcher
 from .cache.store import ArtifactStore
-from .errors import AuthError, DownloadError, OfflineError, ReprohubError, SourceError, pinned_hint
+from .errors import AuthError, DownloadError, OfflineError, SourceError
 from .fetch import durability
 from .fetch.treefiles import tree_digest
 from .fetch.tree import TreeDigests
@@ -58,6 +58,7 @@ from .runtime.hubconf import (
 from .runtime.intercept import routed
 from .sources import GIT_PREFIX, GitHubSource, GitSource, git_spec_parts
 from .sources.resolution import check_not_forked, names_a_commit, resolve_commit
+from .sources.fallback import ArchiveFallback
 from .sources.swhid import FROM_BUNDLE, manifest_note
 from .sources.trust import check_trust
 
@@ -86,7 +87,7 @@ class ResolvedRepo:
         return self.digests.current
 
 
-class Hub(ArtifactMethods):
+class Hub(ArtifactMethods, ArchiveFallback):
     """Loader settings and the loader itself.
 
     Args:
@@ -366,7 +367,8 @@ class Hub(ArtifactMethods):
                 except (DownloadError, SourceError, AuthError) as err:
                     if not pinned_tree:
                         raise
-                    result = self._from_archive(src, repo, commit, path, pinned_tree, err)
+                    result = self.from_last_source(repo, commit, path, pinned_tree, err, self._bundle_beside_lock(),
+                                                   _interactive())
                     note = manifest_note(result, "archive")
             stamp = durability.stamp()  # with a boot id, neither the tree nor this record is flushed
             manifest = {"commit": commit, "host": src.url, **result.digests.record(),
@@ -375,38 +377,6 @@ class Hub(ArtifactMethods):
                         **stamp}
             atomic_write_json(manifest_path, manifest, durable=not stamp)
             return result.digests
-
-    def _from_archive(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str, failure: ReprohubError):
-        """A pinned commit the origin no longer serves, from Software Heritage (:mod:`reprohub.sources.swh`),
-        verified against the lock; else the origin's failure, with the archive's answer and the ways back."""
-        what = f"{repo.repo}@{commit}"
-        hint = lambda err: pinned_hint(err, what, repo=True, bundle=self._bundle_beside_lock())  # noqa: E731
-        if self.archive is None:
-            raise hint(failure)
-        log.warning("%s: the origin failed (%s); asking Software Heritage", what, failure.found)
-        try:
-            result = self.archive.materialize(commit, path, pinned_tree, self._pinned_swhid_dir(commit),
-                                              what=what, progress=_interactive())
-        except ReprohubError as err:
-            err.found = f"{err.found}; and the origin: {failure.found}"
-            raise hint(err) from failure
-        self.from_archive[commit] = f"Software Heritage ({self.archive.url}, swh:1:rev:{commit})"
-        return result
-
-    def _pinned_swhid_dir(self, commit: str) -> "str | None":
-        """The tree SWHID a lock records for ``commit``, which the archive's revision must agree with."""
-        lock = getattr(self.pins, "lock", None)
-        return next((p.swhid_dir for p in (lock.repos.values() if lock is not None else ())
-                     if p.commit == commit and p.swhid_dir), None)
-
-    @property
-    def archive(self):
-        """The Software Heritage client of the fallback (``None`` with ``REPROHUB_SWH_URL=off``), made at first use."""
-        if self._archive is False:
-            from .sources.swh import SoftwareHeritage, configured_url
-
-            self._archive = SoftwareHeritage(self.downloader) if configured_url() else None
-        return self._archive
 
     def _check_origin(self, what: str, local_ok: bool = False) -> None:
         """Raise :class:`OfflineError` when the origin may not be asked (offline, or ``origin=False``)."""
