@@ -400,3 +400,20 @@ def test_a_vault_that_fails_or_never_finishes_is_named(server, tmp_path, archive
                                                 if "/vault/" in path else real(method, path, body))
     with pytest.raises(SourceError, match="status 'failed': object too large"):
         locked_hub(server, tmp_path, lock, "again").resolve("acme/plain:v1", verbose=False)
+
+
+def test_an_offline_git_remote_whose_mirror_lacks_the_commit_never_asks_the_archive(server, tmp_path, archive):
+    repo = plain_repo(server, tmp_path)
+    spec = f"git+file://{repo.path}#v1"
+    session = LockSession(Lockfile(), "hub.lock", update=True)
+    recorder = Hub(hub_dir=tmp_path / "rec", pins=session)
+    recorder.recorder.listeners.append(session.observe)
+    recorder.resolve(spec, source="git", verbose=False)
+    archive.add_repo(repo.path)
+    import shutil
+
+    shutil.rmtree(repo.path)  # the remote is gone; offline, only the archive could have it, and it is not asked
+    offline = Hub(hub_dir=tmp_path / "off", offline=True, pins=LockSession(session.result(), "hub.lock"))
+    with pytest.raises((OfflineError, SourceError)):
+        offline.resolve(spec, source="git", verbose=False)
+    assert archive.log == []

@@ -42,7 +42,7 @@ class ArchiveFallback:
         """A pinned commit the origin no longer serves, from the archive, verified against the lock; else the
         origin's ``failure``, with the archive's answer and the ways back (``bundle``: one beside the lock)."""
         what = f"{repo.repo}@{commit}"
-        if self.archive is None:
+        if not self.origin or self.archive is None:  # offline (a Git mirror may still answer then): never asked
             raise pinned_hint(failure, what, repo=True, bundle=bundle)
         log.warning("%s: the origin failed (%s); asking Software Heritage", what, failure.found)
         try:

@@ -43,7 +43,7 @@ from typing import Callable, Iterable
 from urllib.parse import quote, urljoin, urlsplit
 
 from .. import settings
-from ..errors import AuthError, DownloadError, HashMismatchError, SourceError
+from ..errors import AuthError, DownloadError, HashMismatchError, OfflineError, SourceError
 from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloader
 from ..fetch.fsutil import SpillFile
@@ -198,6 +198,9 @@ class SoftwareHeritage:
     def _call(self, method: str, path: str, body=None):
         """One API request, waiting out the archive's rate limit where the timeout allows."""
         url = self.url + path
+        if self.downloader.offline:
+            raise OfflineError(f"an answer from Software Heritage ({self.url})", "offline mode",
+                               "run this step online, or use a bundle (REPROHUB_MIRROR=<bundle>)")
         for attempt in range(4):
             self._pause(self._wait_until - self._clock(), f"the rate limit of {self.url}", limit=True)
             headers = {"Accept": "application/json", **self._auth_for(url)}
