@@ -417,3 +417,15 @@ def test_an_offline_git_remote_whose_mirror_lacks_the_commit_never_asks_the_arch
     with pytest.raises((OfflineError, SourceError)):
         offline.resolve(spec, source="git", verbose=False)
     assert archive.log == []
+
+
+def test_an_exhausted_rate_limit_waits_for_its_reset_or_says_when(server, tmp_path, archive, monkeypatch):
+    repo = plain_repo(server, tmp_path)
+    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
+    server.stop()
+    archive.add_repo(repo.path)
+    archive.remaining = 1  # the first answer says X-RateLimit-Remaining: 0, reset in an hour
+    monkeypatch.setenv("REPROHUB_SWH_TIMEOUT", "600")
+    with pytest.raises(AuthError, match="the rate limit of http://127.0.0.1:\\d+ within REPROHUB_SWH_TIMEOUT"):
+        locked_hub(server, tmp_path, lock).resolve("acme/plain:v1", verbose=False)
+    assert len(archive.log) == 1  # the second request was not sent into an exhausted limit
