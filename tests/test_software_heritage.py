@@ -429,3 +429,13 @@ def test_an_exhausted_rate_limit_waits_for_its_reset_or_says_when(server, tmp_pa
     with pytest.raises(AuthError, match="the rate limit of http://127.0.0.1:\\d+ within REPROHUB_SWH_TIMEOUT"):
         locked_hub(server, tmp_path, lock).resolve("acme/plain:v1", verbose=False)
     assert len(archive.log) == 1  # the second request was not sent into an exhausted limit
+
+
+def test_a_tree_edited_or_cut_in_the_cache_is_never_cited(server, tmp_path):
+    plain_repo(server, tmp_path)
+    hub = Hub(hub_dir=tmp_path / "h", github_api_url=server.api_url)
+    path = hub.resolve("acme/plain:v1", verbose=False).path
+    (path / "plain/scale.py").write_text("FACTOR = 3\n")  # edited before the id was first computed
+    assert tree_identity(path).how.startswith("unknown: the extracted files changed")
+    (path / "plain/scale.py").unlink()
+    assert tree_identity(path).swhid_dir == ""

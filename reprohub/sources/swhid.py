@@ -36,6 +36,8 @@ from ..fetch.tree import TreeDigests
 log = logging.getLogger("reprohub")
 KNOWN_WAYS = ("computed", "git", "archive")
 COMPUTABLE = "computable"
+CHANGED = ("unknown: the extracted files changed since extraction (load with force_reload=True to extract them "
+           "again, then record)")
 FROM_BUNDLE = ("unknown: the tree came from a bundle, which keeps its files but not what the origin's archive "
                "left out")
 OLD_RECORD = ("unknown: extracted before reprohub noted what an archive leaves out; remove the commit's folder "
@@ -77,12 +79,16 @@ def tree_identity(repo_dir: "str | os.PathLike[str]") -> TreeIdentity:
         return TreeIdentity(SWHID_DIR + oid, way)
     if note != COMPUTABLE or not isinstance(record.get("paths"), list):
         return TreeIdentity("", OLD_RECORD)
-    found = folder_entries(repo_dir, record["paths"])
+    try:
+        found = folder_entries(repo_dir, record["paths"])
+    except OSError:  # a file of the tree removed or made unreadable since
+        found = None
+    if found is None:
+        return TreeIdentity("", CHANGED)
     digests = TreeDigests.of({rel: ({"100755": "x", "120000": "l"}.get(mode, "-"), sha)
                               for rel, (mode, _, sha) in found.items()})
     if digests.current != record.get("tree_sha256"):
-        return TreeIdentity("", "unknown: the extracted files changed since extraction (the tree is extracted "
-                                "again when it is next loaded)")
+        return TreeIdentity("", CHANGED)
     oid = tree_id({rel: (mode, blob) for rel, (mode, blob, _) in found.items()})
     _keep(manifest_path, record, f"computed:{oid}")
     return TreeIdentity(SWHID_DIR + oid, "computed")
