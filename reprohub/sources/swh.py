@@ -48,6 +48,7 @@ from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloader
 from ..fetch.fsutil import SpillFile
 from ..fetch.gittree import SWHID_DIR, SWHID_REV, is_git_id
+from ..fetch.hosts import parse_retry_after
 from ..fetch.tararchive import extract_tar
 from ..fetch.urls import check_url
 
@@ -103,7 +104,7 @@ class SoftwareHeritage:
                                                                                     DEFAULT_POLL_MAX)
         self._clock, self._sleep = clock, sleep or downloader._sleep
         self._wait_until = 0.0  # the archive said: no request before this (clock time)
-        self._deadline = float("inf")
+        self._deadline = clock() + self.timeout  # for known() and save(); each fallback starts its own
 
     def __repr__(self) -> str:  # never shows the token
         return f"SoftwareHeritage({self.url!r}, token={'set' if self._token else 'unset'})"
@@ -210,8 +211,6 @@ class SoftwareHeritage:
                                                body=None if body is None else json.dumps(body).encode())
             self._note_limit(response)
             if response.status_code == 429 and attempt < 3:
-                from ..fetch.hosts import parse_retry_after
-
                 wait = parse_retry_after(response.headers.get("Retry-After"))
                 self._wait_until = self._clock() + (wait if wait is not None else 60.0)
                 continue
