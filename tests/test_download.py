@@ -1,6 +1,7 @@
 """The downloader: digests in flight, faults, retries, resume; mocked and against a real server."""
 
 import hashlib
+import io
 import os
 
 import pytest
@@ -452,3 +453,12 @@ def test_a_responses_mock_sees_every_download(tmp_path):
     responses.get("http://127.0.0.1:9/w.pt", body=BODY)  # port 9: nothing listens; only the mock answers
     got = downloader().fetch("http://127.0.0.1:9/w.pt", tmp_path / "w.pt", progress=False)
     assert got.sha256 == hashlib.sha256(BODY).hexdigest() and len(responses.calls) == 1
+
+
+def test_an_offline_downloader_sends_no_request_of_any_kind(server):
+    url = server.add_file("w.bin", b"x")
+    offline = Downloader(offline=True)
+    for call in (lambda: offline.request("HEAD", url), lambda: offline.get(url), lambda: offline.fetch_into(url, io.BytesIO())):
+        with pytest.raises(OfflineError):
+            call()
+    assert server.hits() == 0

@@ -258,6 +258,7 @@ class Downloader:
 
         from .transport import NOT_RETRYABLE, unreachable_kind, unusable_url
 
+        self._check_online(url, False)  # offline means no traffic, whichever caller forgot to ask first
         refused = 0
         for attempt in range(self.policy.retries + 1):
             check_alive(url)
