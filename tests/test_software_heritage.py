@@ -66,6 +66,15 @@ def recorded(server, tmp_path, spec: str) -> tuple[Lockfile, object]:
     return session.result(), resolved
 
 
+def origin_gone(server, tmp_path, archive) -> tuple:
+    """acme/plain:v1 recorded from its origin, then the origin stopped and the commit archived: (repo, lock)."""
+    repo = plain_repo(server, tmp_path)
+    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
+    server.stop()
+    archive.add_repo(repo.path)
+    return repo, lock
+
+
 def locked_hub(server, tmp_path, lock: Lockfile, name: str = "reviewer") -> Hub:
     return Hub(hub_dir=tmp_path / name, github_api_url=server.api_url, pins=LockSession(lock, "hub.lock"),
                policy=FAST_POLICY)
@@ -168,10 +177,7 @@ def test_a_locked_test_passes_from_the_archive_with_the_origin_stopped_and_says_
 
 
 def test_a_tree_with_a_placeholder_is_refused_naming_the_file(server, tmp_path, archive):
-    repo = plain_repo(server, tmp_path)
-    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
-    server.stop()
-    archive.add_repo(repo.path)
+    repo, lock = origin_gone(server, tmp_path, archive)
     archive.withhold(repo.git("rev-parse", "v1^{tree}"), "plain/scale.py")
     hub = locked_hub(server, tmp_path, lock)
     with pytest.raises(SourceError) as info:
@@ -230,10 +236,7 @@ def test_offline_never_asks_the_archive(server, tmp_path, archive):
 
 
 def test_a_rate_limit_beyond_the_timeout_fails_at_once_saying_when(server, tmp_path, archive, monkeypatch):
-    repo = plain_repo(server, tmp_path)
-    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
-    server.stop()
-    archive.add_repo(repo.path)
+    repo, lock = origin_gone(server, tmp_path, archive)
     archive.limit_next("7200")  # two hours: more than REPROHUB_SWH_TIMEOUT
     monkeypatch.setenv("REPROHUB_SWH_TIMEOUT", "60")
     with pytest.raises(AuthError, match="REPROHUB_SWH_TOKEN for a higher rate limit"):
@@ -385,10 +388,7 @@ def test_a_pull_request_that_edits_only_the_cited_tree_fails_the_check(server, t
 
 
 def test_a_vault_that_fails_or_never_finishes_is_named(server, tmp_path, archive, monkeypatch):
-    repo = plain_repo(server, tmp_path)
-    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
-    server.stop()
-    archive.add_repo(repo.path)
+    repo, lock = origin_gone(server, tmp_path, archive)
     archive.polls_to_done = 10 ** 6  # pending for ever
     monkeypatch.setenv("REPROHUB_SWH_TIMEOUT", "0.3")
     with pytest.raises(SourceError, match=r"the vault to cook swh:1:dir:\w+ within REPROHUB_SWH_TIMEOUT"):
@@ -420,10 +420,7 @@ def test_an_offline_git_remote_whose_mirror_lacks_the_commit_never_asks_the_arch
 
 
 def test_an_exhausted_rate_limit_waits_for_its_reset_or_says_when(server, tmp_path, archive, monkeypatch):
-    repo = plain_repo(server, tmp_path)
-    lock, _ = recorded(server, tmp_path, "acme/plain:v1")
-    server.stop()
-    archive.add_repo(repo.path)
+    repo, lock = origin_gone(server, tmp_path, archive)
     archive.remaining = 1  # the first answer says X-RateLimit-Remaining: 0, reset in an hour
     monkeypatch.setenv("REPROHUB_SWH_TIMEOUT", "600")
     with pytest.raises(AuthError, match="the rate limit of http://127.0.0.1:\\d+ within REPROHUB_SWH_TIMEOUT"):
