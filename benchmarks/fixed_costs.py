@@ -5,7 +5,8 @@
 
 Prints medians of interleaved runs: an inter-process lock (reprohub's flock against filelock, when
 installed), one GET of a 2 MB file (requests, as reprohub sends it, against urllib, as torch.hub
-does), one GET of a 1-byte file (requests' ``session.get`` against reprohub's ``stream_get``), four 2 MiB
+does), one GET of a 1-byte file (requests' ``session.get`` against reprohub's ``stream_get`` and the short road of
+:mod:`reprohub.fetch.direct`), four 2 MiB
 downloads at once (hashed in their own threads against a helper thread each), creating an empty file on this disk, and page-cache writes of
 one large file in 64 KiB against 1 MiB pieces (what ``reprohub/fetch/pump.py`` chose).  Servers
 run on 127.0.0.1 only; data goes to a temporary folder (``$REPROHUB_BENCH_TMP``).
@@ -23,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from reprohub.fetch.direct import DirectRoad
 from reprohub.fetch.locks import file_lock
 from reprohub.fetch.transport import new_session, open_body, stream_get
 from reprohub.testing.server import HubServer
@@ -88,11 +90,21 @@ def headers(work: Path, rounds: int) -> None:
                        rounds), 1e-3, "ms")
 
         tiny = server.add_file("one-byte.bin", b"x")
+        road = DirectRoad(session.verify)
         report("one GET of a 1-byte file: the per-request cost (a kept connection either way)",
                medians({"session.get (requests' merging)": lambda: _read_all(
                             session.get(tiny, headers={"Accept-Encoding": "identity"}, stream=True, timeout=(10, 60))),
-                        "stream_get (reprohub's transport)": lambda: _read_all(stream_get(session, tiny, {}, (10, 60)))},
+                        "stream_get (reprohub's transport)": lambda: _read_all(stream_get(session, tiny, {}, (10, 60))),
+                        "http.client, kept alive (fetch/direct.py, a plain GET's road)": lambda: _read_direct(
+                            road.get(tiny, {"Accept-Encoding": "identity"}, (10, 60)))},
                        rounds * 4), 1e-3, "ms")
+
+
+def _read_direct(response) -> None:
+    buf = bytearray(1 << 16)
+    while response.readinto(buf):
+        pass
+    response.release_conn()
 
 
 def _read_all(response) -> None:

@@ -92,7 +92,11 @@ def test_the_computed_tree_id_is_gits_for_a_repo_with_an_executable_and_a_symlin
     assert os.path.islink(resolved.path / "README.link") and os.stat(resolved.path / "tools/run.sh").st_mode & 0o100
     text = lock.dumps()
     assert f'swhid_dir = "{pin.swhid_dir}"' in text and Lockfile.loads(text) == lock
-    assert tree_identity(resolved.path) == tree_identity(resolved.path)  # kept in the record: computed once
+    from reprohub.cache.layout import manifest_beside
+    from reprohub.fetch.fsutil import read_record
+
+    kept = read_record(manifest_beside(resolved.path))["git_tree"]  # computed once, then read from the record
+    assert kept == "computed:" + pin.swhid_dir.removeprefix(SWHID_DIR) and tree_identity(resolved.path).how == "computed"
 
 
 def test_env_shows_both_swhids_for_citation(server, tmp_path, capsys):

@@ -132,6 +132,7 @@ class LockSession:
     fenced: dict[str, list[str]] = field(default_factory=dict)  # test -> the requests it was refused (hermetic.py)
     dropped: set[str] = field(default_factory=set)  # artifacts an accept dropped (no "unused" warning for them)
     provenance: dict[str, str] = field(default_factory=dict)  # spec -> where its code came from, if not the usual
+    _cited: set = field(default_factory=set, repr=False)  # trees whose cited SWHID this check run verified
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- Pins ----------------------------------------------------------------------------------
@@ -267,8 +268,10 @@ class LockSession:
                     f"repo {use.spec} at {locked.commit} with tree sha256 {locked.tree_sha256}",
                     f"tree sha256 {pin.tree_sha256} (the host served other files for the same commit)",
                     "do not trust this host; if the lock was edited by hand, restore it from version control")
-            if self._strict and same_tree and locked.swhid_dir and use.path:
+            cited = (use.path, locked.swhid_dir) if locked is not None else None
+            if self._strict and same_tree and locked.swhid_dir and use.path and cited not in self._cited:
                 _check_cited(use.spec, locked, use.path, self.record_hint())
+                self._cited.add(cited)  # once a session: a suite loads one repo in hundreds of tests
         elif isinstance(use, ArtifactFailure):
             if self.update or self.refresh:
                 self._note("unreachable", use.url, UnreachablePin(use.url, use.error))
