@@ -266,7 +266,7 @@ class SoftwareHeritage:
 def _check_tree(result: ExtractResult, directory: str, pinned_tree: str, what: str) -> None:
     """Refuse a cooked tree that is not the revision's, or not the one the lock pins."""
     if result.git_tree != directory:
-        named = [b for b in result.git_blockers if "placeholder" in b or "submodule" in b]
+        named = result.git_blockers  # what the tarball's extractor saw: placeholder texts, submodules' folders
         raise SourceError(f"the files of {SWHID_DIR}{directory} for {what}",
                           ("; ".join(named) if named else f"a tree whose git id is {result.git_tree}")
                           + " (the archive does not hold every content of this tree)", BUNDLE_ADVICE)
