@@ -82,7 +82,7 @@ def test_same_machine_gives_exact_zeros_everywhere_but_the_changed_layer(tmp_pat
     with torch.no_grad():
         changed[4].bias.add_(1e-3)  # a bias bug in the last layer
     golden = load_golden(tmp_path / "g" / "net" / "traced.safetensors")
-    record = load_calls(tmp_path / "g" / "net" / "traced.safetensors", golden.metadata["calls_sha256"])
+    record = load_calls(tmp_path / "g" / "net" / "traced.safetensors", golden.metadata)
     result = attribute(record, changed, None, record.machine)
     assert result.origin == "4 (Linear)"
     local = {row.label: row.local for row in result.rows}
@@ -147,7 +147,7 @@ def test_records_stay_within_the_budget_and_are_byte_identical(tmp_path, monkeyp
     monkeypatch.setenv("REPROHUB_TRACE_BUDGET_MIB", str(200 / (1 << 20)))  # 200 bytes: the first calls only
     _check(tmp_path / "small", _mlp(), X, update=True)
     golden = tmp_path / "small" / "g" / "net" / "traced.safetensors"
-    record = load_calls(golden, load_golden(golden).metadata["calls_sha256"])
+    record = load_calls(golden, load_golden(golden).metadata)
     stored = sum(t.numel() * t.element_size() for t in record.tensors.values())
     assert stored <= 200 and 0 < len(record.calls) < record.total == 6
     changed = _mlp()
@@ -173,7 +173,7 @@ def test_an_edited_record_is_not_used(tmp_path):
 def test_another_machine_class_ranks_and_shows_three_when_none_stands_out(tmp_path):
     _check(tmp_path, _mlp(), X, update=True)
     golden = tmp_path / "g" / "net" / "traced.safetensors"
-    record = load_calls(golden, load_golden(golden).metadata["calls_sha256"])
+    record = load_calls(golden, load_golden(golden).metadata)
     drifted = CallRecord(record.calls, {name: (t * (1 + 3e-7) if t.is_floating_point() else t)
                                         for name, t in record.tensors.items()}, "cpu-avx512", record.total,
                          record.budget)  # every recorded output a few ulp away, as other kernels give

@@ -156,7 +156,7 @@ def test_a_trace_stays_bounded_and_reads_as_one_line_in_golden_show(tmp_path, ca
     assert main(["golden", "show", str(tmp_path / "g" / "convnet" / "traced.safetensors")]) == EXIT_OK
     shown = capsys.readouterr().out.splitlines()
     assert not [line for line in shown if line.startswith("meta trace")]
-    assert [line for line in shown if line.startswith("meta calls_sha256: ")]
+    assert [line for line in shown if line.startswith("meta calls_header_sha256: ")]
     # a record over its budget keeps fewer calls: then the golden holds the fingerprints, shown as one line
     monkeypatch.setenv("REPROHUB_TRACE_BUDGET_MIB", "0")
     _checked(GoldenStore(tmp_path / "small", tmp_path, update=True), _convnet(), torch.ones(1, 3, 8, 8))

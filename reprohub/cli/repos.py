@@ -119,7 +119,7 @@ def golden(args) -> int:
 def _golden_trace(args) -> int:
     """``reprohub golden trace FILE``: the kept calls of a traced golden, checked against the digest it names."""
     from ..errors import GoldenFileError
-    from ..golden.calls import load_calls, tensor_leaves
+    from ..golden.calls import load_calls, names_record, tensor_leaves
     from ..golden.engine import load_golden
     from ..golden.text import calls_text
 
@@ -127,11 +127,11 @@ def _golden_trace(args) -> int:
         return fail(f"error: golden trace takes one golden file; found {len(args.files)}", EXIT_USAGE)
     path = Path(args.files[0])
     try:
-        digest = load_golden(path).metadata.get("calls_sha256")
-        if not digest:
+        metadata = load_golden(path).metadata
+        if not names_record(metadata):
             return fail(f"error: {path} kept no module calls: record it inside `with golden.trace(model):`",
                         EXIT_MISMATCH)
-        record = load_calls(path, digest)
+        record = load_calls(path, metadata)
     except GoldenFileError as err:
         return fail(f"error: {err}", EXIT_MISMATCH)
     def described(packed) -> dict:  # (this module's `list` is the command)

@@ -18,8 +18,10 @@ starts there is what a reviewer must find.
 sorted JSON in its metadata: byte-identical for identical calls) and ``<key>+calls.txt`` (one line per
 call: the module, its class and what went in and out, for review in any diff).  ``+`` never occurs in a
 golden key, so the names cannot collide with a golden's.  The golden's metadata holds the record's
-sha256 (``calls_sha256``), and the golden's own digest is pinned in ``hub.lock``: the lock covers the
-record too, and a record that does not match is never used.
+digest (``calls_header_sha256``: the sha256 of its header, which names each tensor's sha256, written and
+checked by :mod:`reprohub.golden.streamed`; records written before hold ``calls_sha256``, the whole file's),
+and the golden's own digest is pinned in ``hub.lock``: the lock covers the record too, and a record that
+does not match is never used.
 
 Example:
     >>> import torch
@@ -38,17 +40,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from .. import settings
 from ..errors import GoldenFileError
 from ..redact import printable
+from .arena import Arena
 
 DEFAULT_BUDGET_MIB = 64
 SUFFIX = "+calls.safetensors"
+RECORD_DIGEST = "calls_header_sha256"  # in a golden's metadata: its record's header digest
+WHOLE_FILE_DIGEST = "calls_sha256"  # the same in goldens recorded before: the whole record file's sha256
 
 
 class NotReplayable(Exception):
@@ -78,6 +84,13 @@ class Call:
         return self.module if self.number == 1 else f"{self.module}#{self.number}"
 
 
+def _str_keys(mapping: dict) -> bool:
+    for key in mapping:  # a loop, not all(<generator>): this runs for every traced call
+        if not isinstance(key, str):
+            return False
+    return True
+
+
 def budget_bytes() -> int:
     """The per-golden budget for kept tensors, from ``REPROHUB_TRACE_BUDGET_MIB`` (default 64 MiB)."""
     return int(settings.read_number(settings.TRACE_BUDGET, DEFAULT_BUDGET_MIB) * (1 << 20))
@@ -91,18 +104,26 @@ class CallCapture:
     full capture (:func:`reprohub.golden.attribution.replayed`), so a passing check copies no activation.
     """
 
-    def __init__(self, budget_bytes: int, entry_only: bool = False) -> None:
+    def __init__(self, budget_bytes: int, entry_only: bool = False,
+                 on_output: "Callable[[str, Any, Any], None] | None" = None) -> None:
+        import torch
+
         self.budget = budget_bytes
         self.entry_only = entry_only
+        self.on_output = on_output  # called with (module name, module, output) after each kept-or-not call
         self.calls: list[Call] = []
         self.tensors: dict[str, Any] = {}
         self.size = 0
-        self._seen: dict[tuple[int, int], str] = {}
-        self._alive: list[Any] = []  # the originals, so that an id is not reused while the trace runs
+        self._tensor = torch.Tensor  # resolved once: the hooks run hundreds of times a forward pass
+        # id -> (a weak reference to the original, its version then, its name): held weakly, so that the forward
+        # pass frees its activations as untraced (holding them made it take fresh, page-faulting memory for every
+        # activation: 8 ms of a ResNet-18's 22), and the reference tells a reused id from the tensor itself
+        self._seen: dict[int, tuple[Any, int, str]] = {}
         self._stack: list[int] = []
         self._numbers: Counter = Counter()
         self.finished = 0
-        self.last: "Call | None" = None  # the call that finished last (the fingerprint hook runs right after)
+        self.last: "Call | None" = None  # the call that finished last
+        self._arena = Arena()
 
     def attach(self, model: Any) -> list:
         """Hook every submodule of ``model``; returns the handles for :meth:`detach`."""
@@ -110,79 +131,81 @@ class CallCapture:
         for name, module in model.named_modules():
             label = name or "(model)"
             handles.append(module.register_forward_pre_hook(self._before(label), with_kwargs=True))
-            handles.append(module.register_forward_hook(self._after()))
+            handles.append(module.register_forward_hook(self._after(label)))
         return handles
 
-    @staticmethod
-    def detach(handles: list) -> None:
+    def detach(self, handles: list) -> None:
+        """Remove ``handles``; the copies made stay valid (their memory is pooled for later traces only once they
+        are gone, :mod:`reprohub.golden.arena`)."""
         for handle in handles:
             handle.remove()
+        self._arena.close()
 
     def _before(self, name: str):
         def hook(module, args, kwargs):
-            if self.entry_only and self._stack:
-                self._stack.append(-1)  # inside an entry call: nothing kept
+            stack = self._stack
+            if self.entry_only and stack:
+                stack.append(-1)  # inside an entry call: nothing kept
                 return
             self._numbers[name] += 1
             call = Call(len(self.calls), name, type(module).__name__, self._numbers[name],
-                        self._stack[-1] if self._stack else None, module.training)
+                        stack[-1] if stack else None, module.training)
             self.calls.append(call)
-            self._stack.append(call.index)
-            call.inputs = self._keep(call, {"args": list(args), "kwargs": dict(kwargs)})
+            stack.append(call.index)
+            if not kwargs and len(args) == 1 and isinstance(args[0], self._tensor):  # most calls: packed directly
+                call.inputs = self._keep(call, args[0], as_arguments=True)
+            else:
+                call.inputs = self._keep(call, {"args": list(args), "kwargs": kwargs})
         return hook
 
-    def _after(self):
+    def _after(self, name: str):
         def hook(module, args, output):
             index = self._stack.pop()
-            if index >= 0 and not self.entry_only:
-                call = self.last = self.calls[index]
-                call.output = self._keep(call, output)
-                call.done, self.finished = self.finished, self.finished + 1
+            if index < 0 or self.entry_only:
+                return
+            call = self.last = self.calls[index]
+            call.output = self._keep(call, output)
+            call.done, self.finished = self.finished, self.finished + 1
+            if self.on_output is not None:
+                self.on_output(name, module, output)
         return hook
 
-    def _keep(self, call: Call, value: Any) -> Any:
-        """``value`` packed, its new tensors copied, when the call is still kept and they fit the budget."""
+    def _keep(self, call: Call, value: Any, as_arguments: bool = False) -> Any:
+        """``value`` packed, its new tensors copied, when the call is still kept and they fit the budget (a call
+        is kept whole or not at all); ``as_arguments``: ``value`` is a call's one positional argument."""
         if not call.kept:
             return None
-        new = self._new_bytes(value, set())
+        fresh: dict[tuple[int, int], tuple[str, Any]] = {}
+        packed = self._pack(value, fresh)
+        if as_arguments:  # as _pack({"args": [value], "kwargs": {}}) would have it
+            packed = {"map": {"args": {"seq": [packed], "tuple": False}, "kwargs": {"map": {}}}}
+        new = sum(tensor.numel() * tensor.element_size() for _, tensor in fresh.values())
         if self.size + new > self.budget:
             call.kept = False
             return None
         self.size += new
-        return self._pack(value)
+        for key, (name, tensor) in fresh.items():
+            self.tensors[name] = self._arena.copy(tensor)
+            self._seen[key[0]] = (weakref.ref(tensor), key[1], name)
+        return packed
 
-    def _new_bytes(self, value: Any, counted: set) -> int:
-        import torch
-
-        if isinstance(value, torch.Tensor):
+    def _pack(self, value: Any, fresh: dict) -> Any:
+        """``value`` as plain JSON, a tensor by the name it is (or will be, in ``fresh``) stored under."""
+        if isinstance(value, self._tensor):
             key = (id(value), value._version)
-            if key in self._seen or key in counted:
-                return 0
-            counted.add(key)
-            return value.numel() * value.element_size()
-        if isinstance(value, (list, tuple)):
-            return sum(self._new_bytes(item, counted) for item in value)
-        if isinstance(value, dict):
-            return sum(self._new_bytes(item, counted) for item in value.values())
-        return 0
-
-    def _pack(self, value: Any) -> Any:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            key = (id(value), value._version)
-            if key not in self._seen:
-                name = f"t{len(self.tensors):05d}"
-                self.tensors[name] = value.detach().clone(memory_format=torch.contiguous_format)
-                self._seen[key] = name
-                self._alive.append(value)
-            return {"t": self._seen[key]}
+            seen = self._seen.get(key[0])
+            name = seen[2] if seen is not None and seen[1] == key[1] and seen[0]() is value else None
+            if name is None:
+                if key not in fresh:
+                    fresh[key] = (f"t{len(self.tensors) + len(fresh):05d}", value)
+                name = fresh[key][0]
+            return {"t": name}
         if value is None or isinstance(value, (bool, int, float, str)):
             return {"v": value}
         if isinstance(value, (list, tuple)):
-            return {"seq": [self._pack(item) for item in value], "tuple": isinstance(value, tuple)}
-        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return {"map": {k: self._pack(v) for k, v in value.items()}}
+            return {"seq": [self._pack(item, fresh) for item in value], "tuple": isinstance(value, tuple)}
+        if isinstance(value, dict) and _str_keys(value):
+            return {"map": {k: self._pack(v, fresh) for k, v in value.items()}}
         return {"repr": printable(repr(value))[:80], "type": type(value).__name__}
 
     def kept(self) -> list[Call]:
@@ -277,21 +300,29 @@ class CallRecord:
     budget: int
 
 
-def save_calls(golden: Path, capture: CallCapture, machine: str) -> "tuple[str, CallRecord]":
-    """Write the record of ``capture`` beside ``golden``; return its sha256 and what it holds (for its text
-    companion, :func:`reprohub.golden.text.write_calls_text`)."""
-    from .engine import stream_golden
-
+def calls_record(capture: CallCapture, machine: str) -> CallRecord:
+    """What :func:`save_calls` writes of ``capture``: its kept calls and the tensors they name (on the CPU)."""
     kept = capture.kept()
-    used = {name for call in kept for part in (call.inputs, call.output)
-            for name in tensor_names(part)}
+    used = {name for call in kept for part in (call.inputs, call.output) for name in tensor_names(part)}
     tensors = {name: capture.tensors[name].cpu() for name in sorted(used)}
+    return CallRecord(kept, tensors, machine, len(capture.calls), capture.budget)
+
+
+def save_calls(golden: Path, record: CallRecord) -> str:
+    """Write ``record`` beside ``golden`` (:func:`calls_path`); return its digest, for the golden's metadata
+    under ``RECORD_DIGEST`` (:func:`reprohub.golden.streamed.write_parts`)."""
+    from .streamed import write_parts
+
     # vars(), not asdict(): the packed values are plain JSON already, and asdict deep-copies every one
-    meta = {"calls": json.dumps([vars(call) for call in kept], sort_keys=True), "machine": machine,
-            "total": str(len(capture.calls)), "budget": str(capture.budget)}
+    meta = {"calls": json.dumps([vars(call) for call in record.calls], sort_keys=True), "machine": record.machine,
+            "total": str(record.total), "budget": str(record.budget)}
     # unflushed: after a power loss a torn record fails its digest and is "not attributed" -- a hint, never a verdict
-    digest = stream_golden(calls_path(golden), tensors, meta, durable=False)
-    return digest, CallRecord(kept, tensors, machine, len(capture.calls), capture.budget)
+    return write_parts(calls_path(golden), record.tensors, meta, durable=False)
+
+
+def names_record(metadata: Mapping[str, str]) -> bool:
+    """Whether a golden with ``metadata`` names a call record."""
+    return bool(metadata.get(RECORD_DIGEST) or metadata.get(WHOLE_FILE_DIGEST))
 
 
 def tensor_names(packed: Any) -> list[str]:
@@ -307,22 +338,27 @@ def tensor_names(packed: Any) -> list[str]:
     return []
 
 
-def load_calls(golden: Path, sha256: str) -> CallRecord:
-    """The record beside ``golden``, checked against the digest its golden names.
+def load_calls(golden: Path, metadata: Mapping[str, str]) -> CallRecord:
+    """The record beside ``golden``, checked against the digest its golden's ``metadata`` names.
 
     Raises:
         GoldenFileError: no record, a damaged one, or one whose bytes are not those the golden pins.
     """
     from .engine import load_golden
+    from .streamed import check_parts
     from ..fetch.fsutil import sha256_file
 
     path = calls_path(golden)
+    if not names_record(metadata):
+        raise GoldenFileError(f"a golden that names its call record {path.name}", "a golden without a trace",
+                              "re-record the golden with its trace")
     if not path.is_file():
         raise GoldenFileError(f"the call record {path.name}", "no such file", "re-record the golden with its trace")
-    found = sha256_file(path)
-    if found != sha256:
-        raise GoldenFileError(f"the call record {path.name} with sha256 {sha256} (named by its golden)",
-                              f"sha256 {found}", "restore it from version control, or re-record the golden")
+    if metadata.get(RECORD_DIGEST):
+        check_parts(path, metadata[RECORD_DIGEST])
+    elif (found := sha256_file(path)) != metadata[WHOLE_FILE_DIGEST]:
+        raise GoldenFileError(f"the call record {path.name} with sha256 {metadata[WHOLE_FILE_DIGEST]} (named by its "
+                              "golden)", f"sha256 {found}", "restore it from version control, or re-record the golden")
     stored = load_golden(path)
     meta = stored.metadata
     calls = [Call(**entry) for entry in json.loads(meta["calls"])]

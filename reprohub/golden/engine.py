@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import GoldenFileError, GoldenMismatchError
-from ..fetch.fsutil import atomic_replace_with, atomic_write_bytes
+from ..fetch.fsutil import atomic_write_bytes
 from ..redact import printable
 from .values import mismatch
 
@@ -129,62 +129,6 @@ def save_golden(path: "str | Path", output: Any, metadata: Mapping[str, str] | N
     data = save(tensors, metadata={METADATA_KEY: json.dumps({"meta": meta, "structure": structure}, sort_keys=True)})
     atomic_write_bytes(path, data, durable)
     return data
-
-
-_DTYPE_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float8_e4m3fn": "F8_E4M3",
-                "float8_e5m2": "F8_E5M2", "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
-                "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL", "complex64": "C64"}
-
-
-def stream_golden(path: "str | Path", tensors: Mapping[str, Any], metadata: Mapping[str, str],
-                  durable: bool = True) -> str:
-    """:func:`save_golden` of a flat ``{name: tensor}`` (read back as leaves ``out.<name>``), streamed: the
-    safetensors header, then each tensor's bytes written and hashed straight from its memory, never gathered
-    into one buffer -- a 16 MiB record costs one pass, not a copy, a pass and a write.  Returns the sha256.
-
-    Example:
-        >>> import torch, tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "r.safetensors")
-        >>> digest = stream_golden(path, {"a": torch.ones(2)}, {"k": "v"})
-        >>> load_golden(path).leaves["out.a"].tolist(), len(digest)
-        ([1.0, 1.0], 64)
-    """
-    import hashlib
-    import threading
-
-    import torch
-
-    stored, structure, header, offset = [], [], {}, 0
-    for name in sorted(tensors):
-        tensor, entry = _storable(tensors[name])
-        key = f"out{_key_part(name)}"
-        structure.append({"key": key, "kind": "tensor", **entry})
-        size = tensor.numel() * tensor.element_size()
-        header[key] = {"dtype": _DTYPE_CODES[str(tensor.dtype).removeprefix("torch.")], "shape": list(tensor.shape),
-                       "data_offsets": [offset, offset + size]}
-        stored.append(tensor)
-        offset += size
-    meta = {k: str(v) for k, v in metadata.items()}
-    header["__metadata__"] = {METADATA_KEY: json.dumps({"meta": meta, "structure": structure}, sort_keys=True)}
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    chunks = [len(text).to_bytes(8, "little"), text,
-              *(memoryview(t.reshape(-1).view(torch.uint8).numpy()) for t in stored if t.numel())]
-    hasher = hashlib.sha256()
-
-    def write(tmp: Path) -> None:
-        # hashing and writing both let go of the GIL: the hash runs beside the writes, over the same memory
-        hashing = threading.Thread(target=lambda: [hasher.update(chunk) for chunk in chunks], daemon=True)
-        hashing.start()
-        try:
-            with open(tmp, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-        finally:
-            hashing.join()
-
-    atomic_replace_with(path, write, durable)
-    return hasher.hexdigest()
 
 
 def load_golden(path: "str | Path") -> Golden:

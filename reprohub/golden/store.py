@@ -32,15 +32,16 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..fetch.fsutil import inside_project, sha256_file
 from ..redact import printable
+from ..runtime.threads import beside
 from ..errors import GoldenFileError, GoldenMismatchError, GoldenMissingError, LockMismatchError
 from .engine import compare, effective_tolerance, flatten, load_golden, save_golden
 from ..lock.lockfile import EnvironmentPin, GoldenPin, Lockfile
 from .environment import capture, differences, environment_id
 from .numerics import machine_class
 from .review import review_record
-from .text import companion_path, write_calls_text, write_companion
+from .text import calls_text, companion_path, write_calls_text, write_companion
 from .attribution import Attribution, attribute
-from .calls import CallRecord, calls_path, load_calls, save_calls, text_path as calls_text_path
+from .calls import RECORD_DIGEST, CallRecord, calls_path, calls_record, load_calls, names_record, save_calls, text_path as calls_text_path
 from .trace import Tracer, decode, encode, fingerprints_of, first_moved
 from ..lock.session import LockSession
 
@@ -296,10 +297,10 @@ class GoldenStore:
     def _calls_of(path: Path, metadata: Mapping[str, str]) -> "tuple[CallRecord | None, str]":
         """The call record a golden names (``None`` when it names none), or why it cannot be used: attribution is
         a hint, and a record that does not match is said in one line, never trusted."""
-        if not metadata.get("calls_sha256"):
+        if not names_record(metadata):
             return None, ""
         try:
-            return load_calls(path, metadata["calls_sha256"]), ""
+            return load_calls(path, metadata), ""
         except GoldenFileError as err:
             return None, f"{err.expected}: {err.found}"
 
@@ -309,9 +310,12 @@ class GoldenStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = _leaves_of(path) if outcome == "updated" else None
         if tracer is not None:  # the record first: the golden names its digest, and the lock pins the golden
-            digest, record = save_calls(path, tracer.calls, machine_class(json.loads(meta["environment"])))
-            write_calls_text(path, record)
-            meta = {**meta, "calls_sha256": digest}
+            record = calls_record(tracer.calls, machine_class(json.loads(meta["environment"])))
+            text: list[str] = []
+            with beside(lambda: text.append(calls_text(record))):  # its numbers are computed while the hash runs
+                digest = save_calls(path, record)
+            write_calls_text(path, text[0])  # only once the record it describes is in place
+            meta = {**meta, RECORD_DIGEST: digest}
         else:  # an untraced recording leaves no stale record
             calls_path(path).unlink(missing_ok=True)
             calls_text_path(path).unlink(missing_ok=True)

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -215,6 +216,13 @@ def calls_text(record: CallRecord) -> str:
     lines = [f"# module calls kept with this golden: {len(record.calls)} of {record.total} "
              f"(budget {record.budget >> 20} MiB; REPROHUB_TRACE_BUDGET_MIB), recorded on {record.machine}"]
     made_by: dict[str, int] = {}  # a tensor's name -> the call that returned it first
+    briefs: dict[int, str] = {}  # a container returns its last child's tensor: its numbers are computed once
+
+    def brief(tensor: Any) -> str:
+        if id(tensor) not in briefs:
+            briefs[id(tensor)] = _brief(tensor)
+        return briefs[id(tensor)]
+
     for call in record.calls:
         ins = tensor_leaves(call.inputs, record.tensors)
         first_in = next(iter(ins.items()), None)
@@ -224,9 +232,9 @@ def calls_text(record: CallRecord) -> str:
         elif source is not None:  # handed on unchanged: where it came from, its numbers are on that line
             shown_in = f"{first_in[0].lstrip('.')} {_head(first_in[1])} <- #{source:04d}"
         else:
-            shown_in = f"{first_in[0].lstrip('.')} {_brief(first_in[1])}"
+            shown_in = f"{first_in[0].lstrip('.')} {brief(first_in[1])}"
         first_out = next(iter(tensor_leaves(call.output, record.tensors).values()), None)
-        shown_out = _brief(first_out) if first_out is not None else "no tensor"
+        shown_out = brief(first_out) if first_out is not None else "no tensor"
         for name in tensor_names(call.output):
             made_by.setdefault(name, call.index)
         mode = "train" if call.training else "eval"
@@ -245,10 +253,11 @@ def _brief(tensor: Any) -> str:
     values = tensor if tensor.is_floating_point() and tensor.dtype != torch.float16 else tensor.float()
     values = values.float() if values.dtype == torch.bfloat16 else values
     low, high = torch.aminmax(values)
-    mean, absmax = torch.stack([values.mean(), torch.maximum(-low, high)]).tolist()
+    mean, low, high = torch.stack([values.mean(), low, high]).tolist()
+    absmax = high if math.isnan(low) or -low <= high else -low  # NaN anywhere reads NaN, as aminmax does
     return f"{head} mean {_g(mean)} absmax {_g(absmax)}"
 
 
-def write_calls_text(golden: Path, record: CallRecord) -> None:
-    """Write ``<key>+calls.txt`` beside ``golden`` (unflushed, as the record it describes)."""
-    atomic_write_bytes(calls_text_path(golden), calls_text(record).encode(), durable=False)
+def write_calls_text(golden: Path, text: str) -> None:
+    """Write ``<key>+calls.txt`` (:func:`calls_text`) beside ``golden`` (unflushed, as the record it describes)."""
+    atomic_write_bytes(calls_text_path(golden), text.encode(), durable=False)

@@ -1,4 +1,5 @@
-"""Which test a thread belongs to: the one that started it, directly or through threads of its own.
+"""Threads: which test a thread belongs to (the one that started it, directly or through threads of its own),
+and work run beside a block (:func:`beside`).
 
 A locked session is fenced as a whole (:mod:`reprohub.lock.hermetic`), and a request a thread makes after
 its test ended -- during another test, after the last -- must be blamed on the test that started it, not on
@@ -15,8 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 THREAD_TEST = "_reprohub_test"  # on a thread: the test that started it
 _thread_start = threading.Thread.start
@@ -41,3 +43,34 @@ def attribute_threads(current_test: "Callable[[], str | None] | None") -> None:
 def starting_test() -> "str | None":
     """The test that started the current thread (``None``: a thread no test started, or stamping is off)."""
     return getattr(threading.current_thread(), THREAD_TEST, None)
+
+
+@contextlib.contextmanager
+def beside(work: Callable[[], Any]) -> Iterator[None]:
+    """Run ``work`` on its own thread while the block runs, and wait for it when the block ends; an exception
+    ``work`` raised is raised there (after one the block raised, which wins).  Worth it where both sides spend
+    their time outside the GIL (hashing, writing, torch kernels).
+
+    Example:
+        >>> done = []
+        >>> with beside(lambda: done.append("hashed")):
+        ...     done.append("written")
+        >>> sorted(done)
+        ['hashed', 'written']
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as err:  # handed to the waiting thread, raised there
+            failure.append(err)
+
+    thread = threading.Thread(target=run, name="reprohub-beside", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
