@@ -42,7 +42,7 @@ import contextlib
 import json
 import weakref
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -99,18 +99,23 @@ def budget_bytes() -> int:
 class CallCapture:
     """Copies of every module call's inputs and outputs within ``budget_bytes`` (see the module docstring).
 
-    ``entry_only``: keep only the calls the test made itself (no traced call around them), and only their
+    ``summarize``: take each copy's numbers for the record's text (:func:`reprohub.golden.text.summary`) as it is
+    made.  ``entry_only``: keep only the calls the test made itself (no traced call around them), and only their
     inputs -- what a check that is not recording needs: on a failure those calls are run once more under a
     full capture (:func:`reprohub.golden.attribution.replayed`), so a passing check copies no activation.
     """
 
     def __init__(self, budget_bytes: int, entry_only: bool = False,
-                 on_output: "Callable[[str, Any, Any], None] | None" = None) -> None:
+                 on_output: "Callable[[str, Any, Any], None] | None" = None, summarize: bool = False) -> None:
         import torch
 
         self.budget = budget_bytes
         self.entry_only = entry_only
         self.on_output = on_output  # called with (module name, module, output) after each kept-or-not call
+        self.summaries: dict[str, Any] = {}  # name -> the numbers its line in ``+calls.txt`` shows
+        self._summary = None
+        if summarize:  # recording: the text companion shows each tensor's numbers
+            self._summary = summary
         self.calls: list[Call] = []
         self.tensors: dict[str, Any] = {}
         self.size = 0
@@ -186,6 +191,8 @@ class CallCapture:
         self.size += new
         for key, (name, tensor) in fresh.items():
             self.tensors[name] = self._arena.copy(tensor)
+            if self._summary is not None:  # now, while the forward pass's threads are awake and the copy is cached
+                self.summaries[name] = self._summary(self.tensors[name])
             self._seen[key[0]] = (weakref.ref(tensor), key[1], name)
         return packed
 
@@ -214,6 +221,19 @@ class CallCapture:
     def complete(self) -> bool:
         """Whether every call was kept (then its record holds every output the fingerprints would describe)."""
         return all(call.kept for call in self.calls)
+
+
+def summary(tensor: Any) -> Any:
+    """``[mean, min, max]`` of ``tensor`` as one float tensor (not read back: on a GPU it stays queued), or ``None``
+    where the record's text shows none (empty, complex, bool).  Taken by the trace as each copy is made."""
+    import torch
+
+    if not tensor.numel() or tensor.is_complex() or tensor.dtype == torch.bool:
+        return None
+    values = tensor if tensor.is_floating_point() and tensor.dtype != torch.float16 else tensor.float()
+    values = values.float() if values.dtype == torch.bfloat16 else values
+    low, high = torch.aminmax(values)
+    return torch.stack([values.mean(), low, high])
 
 
 def unpack(packed: Any, tensors: dict[str, Any], device: Any = None) -> Any:
@@ -298,6 +318,7 @@ class CallRecord:
     machine: str
     total: int
     budget: int
+    summaries: dict[str, Any] = field(default_factory=dict)  # name -> its numbers for review, where taken
 
 
 def calls_record(capture: CallCapture, machine: str) -> CallRecord:
@@ -305,7 +326,8 @@ def calls_record(capture: CallCapture, machine: str) -> CallRecord:
     kept = capture.kept()
     used = {name for call in kept for part in (call.inputs, call.output) for name in tensor_names(part)}
     tensors = {name: capture.tensors[name].cpu() for name in sorted(used)}
-    return CallRecord(kept, tensors, machine, len(capture.calls), capture.budget)
+    summaries = {name: capture.summaries[name] for name in used if name in capture.summaries}
+    return CallRecord(kept, tensors, machine, len(capture.calls), capture.budget, summaries)
 
 
 def save_calls(golden: Path, record: CallRecord) -> str:

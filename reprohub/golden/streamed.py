@@ -1,11 +1,13 @@
-"""Call records written part by part: a safetensors file whose header names each tensor's sha256.
+"""Call records written part by part: a safetensors file whose header names each tensor's BLAKE3 digest.
 
 A traced golden keeps what every module call received and returned (:mod:`reprohub.golden.calls`): 16 MiB
-for a ResNet-18-sized model on a 160x160 image.  One sha256 over such a file runs on one core for its whole
-length (15 ms on this project's VM, at 1.1 GB/s), after the forward pass.  :func:`write_parts` instead
-hashes each tensor (a *part*) on its own, on two threads at once, while the calling thread writes the
-bytes; the header, written last into the space kept for it, lists every part's sha256 (the ``__metadata__``
-entry ``part_sha256``), and the record's digest is the sha256 of the header (the file's first ``8 + N`` bytes).
+for a ResNet-18-sized model on a 160x160 image.  One sha256 over such a file took 15 ms on this project's
+2-core VM, after the forward pass: half of what a traced recording added.  :func:`write_parts` hashes each
+tensor (a *part*) on its own with BLAKE3 (a cryptographic hash, 3.6 ms for those 16 MiB on one core here:
+``python benchmarks/traced.py`` measures the whole recording), on two threads at once, each writing its parts
+into place as it hashes them while the bytes are still in its cache; the header, written last into the space
+kept for it, lists every part's digest (the ``__metadata__`` entry ``part_blake3``), and the record's digest
+is the sha256 of the header (the file's first ``8 + N`` bytes).
 
 **As strong as one digest of the file.**  :func:`check_parts` checks the header against the digest the
 golden names, then each part against the header, and that the parts cover the data exactly: a byte changed,
@@ -40,7 +42,7 @@ from ..fetch.fsutil import atomic_replace_with
 from ..runtime.threads import beside
 from .engine import METADATA_KEY, _key_part, _storable
 
-PARTS_KEY = "part_sha256"
+PARTS_KEY = "part_blake3"
 MAX_HEADER = 100_000_000  # safetensors' own limit
 _PLACEHOLDER = "0" * 64
 
@@ -52,8 +54,9 @@ _DTYPE_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16"
 def write_parts(path: "str | Path", tensors: Mapping[str, Any], metadata: Mapping[str, str],
                 durable: bool = True) -> str:
     """Write ``{name: tensor}`` to ``path`` as a golden (read back as leaves ``out.<name>``) whose header names
-    each tensor's sha256; return the sha256 of the header (see the module docstring)."""
+    each tensor's BLAKE3 digest; return the sha256 of the header (see the module docstring)."""
     import torch
+    from blake3 import blake3
 
     parts, structure, entries, offset = [], [], {}, 0
     for name in sorted(tensors):
@@ -85,7 +88,7 @@ def write_parts(path: "str | Path", tensors: Mapping[str, Any], metadata: Mappin
         with open(tmp, "wb") as out:
             def hash_and_write(share: list) -> None:
                 for key, view, at in share:  # both let go of the GIL: the two shares run side by side
-                    digests[key] = hashlib.sha256(view).hexdigest()
+                    digests[key] = blake3(view).hexdigest()
                     _write_at(out.fileno(), view, at)  # while the hash left the bytes in the cache
 
             with beside(lambda: hash_and_write(first)):
@@ -125,6 +128,8 @@ def check_parts(path: "str | Path", header_sha256: str) -> None:
         GoldenFileError: the header, or a named part, is not what the digest names, or the data is longer or
             shorter than the parts (with what to do: restore the file, or re-record).
     """
+    from blake3 import blake3
+
     path = Path(path)
     with open(path, "rb") as source:
         prefix = source.read(8)
@@ -145,7 +150,7 @@ def check_parts(path: "str | Path", header_sha256: str) -> None:
         _refuse(path, header_sha256, f"{len(data)} bytes of data where the parts cover {end}")
     for key in sorted(entries):
         start, stop = entries[key]["data_offsets"]
-        if hashlib.sha256(data[start:stop]).hexdigest() != listed[key]:
+        if blake3(data[start:stop]).hexdigest() != listed[key]:
             _refuse(path, header_sha256, f"part {key} (bytes {start}-{stop}) with other bytes than its header names")
 
 

@@ -37,7 +37,7 @@ from typing import Any, Mapping
 from ..errors import GoldenFileError
 from ..fetch.fsutil import atomic_write_bytes
 from ..redact import printable
-from .calls import CallRecord, tensor_leaves, tensor_names, text_path as calls_text_path
+from .calls import CallRecord, summary, tensor_leaves, tensor_names, text_path as calls_text_path
 from .engine import compare_leaves, load_golden
 from .pictures import full_index
 from .trace import decode
@@ -216,46 +216,42 @@ def calls_text(record: CallRecord) -> str:
     lines = [f"# module calls kept with this golden: {len(record.calls)} of {record.total} "
              f"(budget {record.budget >> 20} MiB; REPROHUB_TRACE_BUDGET_MIB), recorded on {record.machine}"]
     made_by: dict[str, int] = {}  # a tensor's name -> the call that returned it first
-    briefs: dict[int, str] = {}  # a container returns its last child's tensor: its numbers are computed once
+    briefs: dict[str, str] = {}  # a container returns its last child's tensor: its line is made once
 
-    def brief(tensor: Any) -> str:
-        if id(tensor) not in briefs:
-            briefs[id(tensor)] = _brief(tensor)
-        return briefs[id(tensor)]
+    def brief(name: str) -> str:
+        if name not in briefs:
+            briefs[name] = _brief(record.tensors[name], record.summaries.get(name))
+        return briefs[name]
 
     for call in record.calls:
-        ins = tensor_leaves(call.inputs, record.tensors)
-        first_in = next(iter(ins.items()), None)
-        source = made_by.get(next(iter(tensor_names(call.inputs)), ""))
+        first_in = next(iter(tensor_leaves(call.inputs, record.tensors)), None)
+        in_name = next(iter(tensor_names(call.inputs)), "")
+        source = made_by.get(in_name)
         if first_in is None:
             shown_in = "no tensor"
         elif source is not None:  # handed on unchanged: where it came from, its numbers are on that line
-            shown_in = f"{first_in[0].lstrip('.')} {_head(first_in[1])} <- #{source:04d}"
+            shown_in = f"{first_in.lstrip('.')} {_head(record.tensors[in_name])} <- #{source:04d}"
         else:
-            shown_in = f"{first_in[0].lstrip('.')} {brief(first_in[1])}"
-        first_out = next(iter(tensor_leaves(call.output, record.tensors).values()), None)
-        shown_out = brief(first_out) if first_out is not None else "no tensor"
-        for name in tensor_names(call.output):
+            shown_in = f"{first_in.lstrip('.')} {brief(in_name)}"
+        out_names = tensor_names(call.output)
+        shown_out = brief(out_names[0]) if out_names else "no tensor"
+        for name in out_names:
             made_by.setdefault(name, call.index)
         mode = "train" if call.training else "eval"
         lines.append(f"#{call.index:04d} {call.label} ({call.cls}, {mode}) in {shown_in} -> out {shown_out}")
     return "\n".join(lines) + "\n"
 
 
-def _brief(tensor: Any) -> str:
+def _brief(tensor: Any, numbers: Any = None) -> str:
     """``float32 [1, 64, 80, 80] mean 0.0123 absmax 4.56``: enough to see in a diff that a call's tensor moved,
-    at a fraction of :func:`_describe`'s cost (no float64 copy, no digest: the record's digest is pinned)."""
-    import torch
-
-    head = _head(tensor)
-    if not tensor.numel() or tensor.is_complex() or tensor.dtype == torch.bool:
-        return head
-    values = tensor if tensor.is_floating_point() and tensor.dtype != torch.float16 else tensor.float()
-    values = values.float() if values.dtype == torch.bfloat16 else values
-    low, high = torch.aminmax(values)
-    mean, low, high = torch.stack([values.mean(), low, high]).tolist()
+    at a fraction of :func:`_describe`'s cost (no float64 copy, no digest: the record's digest is pinned).
+    ``numbers``: its :func:`~reprohub.golden.calls.summary`, where already taken."""
+    numbers = summary(tensor) if numbers is None else numbers
+    if numbers is None:
+        return _head(tensor)
+    mean, low, high = numbers.tolist()
     absmax = high if math.isnan(low) or -low <= high else -low  # NaN anywhere reads NaN, as aminmax does
-    return f"{head} mean {_g(mean)} absmax {_g(absmax)}"
+    return f"{_head(tensor)} mean {_g(mean)} absmax {_g(absmax)}"
 
 
 def write_calls_text(golden: Path, text: str) -> None:

@@ -54,7 +54,7 @@ class Tracer:
         # the fingerprints come from the capture's own hook: a second hook on every module costs a forward pass
         # of a ResNet-18 about 2 ms of Python
         self.calls = CallCapture(budget_bytes(), entry_only=not recording,
-                                 on_output=self._record if recording else None)
+                                 on_output=self._record if recording else None, summarize=recording)
         self._handles: list = []
 
     def __enter__(self) -> "Tracer":
