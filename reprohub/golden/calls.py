@@ -18,8 +18,9 @@ starts there is what a reviewer must find.
 sorted JSON in its metadata: byte-identical for identical calls) and ``<key>+calls.txt`` (one line per
 call: the module, its class and what went in and out, for review in any diff).  ``+`` never occurs in a
 golden key, so the names cannot collide with a golden's.  The golden's metadata holds the record's
-digest (``calls_header_sha256``: the sha256 of its header, which names each tensor's sha256, written and
-checked by :mod:`reprohub.golden.streamed`; records written before hold ``calls_sha256``, the whole file's),
+digest (``calls_header_sha256``: the sha256 of its header, which names each tensor's BLAKE3 digest,
+written and checked by :mod:`reprohub.golden.streamed`; records written before hold ``calls_sha256``, the
+whole file's),
 and the golden's own digest is pinned in ``hub.lock``: the lock covers the record too, and a record that
 does not match is never used.
 
