@@ -147,3 +147,17 @@ def test_beside_raises_what_its_thread_raised_and_waits_for_it():
     with pytest.raises(KeyError):  # the block's own error wins
         with beside(lambda: (_ for _ in ()).throw(ValueError("later"))):
             raise KeyError("block")
+
+
+def test_the_numbers_taken_during_the_trace_are_those_the_record_gives_back(tmp_path):
+    """The companion's numbers come from the copies as they were made; read back from the file they must be
+    the same text, as `reprohub golden trace` shows it."""
+    from reprohub.golden.calls import text_path
+    from reprohub.golden.text import calls_text
+
+    _check(tmp_path, _mlp(), X, update=True)
+    golden = tmp_path / "g" / "net" / "traced.safetensors"
+    record = load_calls(golden, load_golden(golden).metadata)
+    assert not record.summaries  # read back: nothing precomputed
+    assert text_path(golden).read_text() == calls_text(record)
+    assert "mean" in text_path(golden).read_text()

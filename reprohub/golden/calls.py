@@ -100,7 +100,7 @@ def budget_bytes() -> int:
 class CallCapture:
     """Copies of every module call's inputs and outputs within ``budget_bytes`` (see the module docstring).
 
-    ``summarize``: take each copy's numbers for the record's text (:func:`reprohub.golden.text.summary`) as it is
+    ``summarize``: take each copy's numbers for the record's text (:func:`summary`) as it is
     made.  ``entry_only``: keep only the calls the test made itself (no traced call around them), and only their
     inputs -- what a check that is not recording needs: on a failure those calls are run once more under a
     full capture (:func:`reprohub.golden.attribution.replayed`), so a passing check copies no activation.

@@ -312,7 +312,7 @@ class GoldenStore:
         if tracer is not None:  # the record first: the golden names its digest, and the lock pins the golden
             record = calls_record(tracer.calls, machine_class(json.loads(meta["environment"])))
             text: list[str] = []
-            with beside(lambda: text.append(calls_text(record))):  # its numbers are computed while the hash runs
+            with beside(lambda: text.append(calls_text(record))):  # formatted while the record is hashed and written
                 digest = save_calls(path, record)
             write_calls_text(path, text[0])  # only once the record it describes is in place
             meta = {**meta, RECORD_DIGEST: digest}
