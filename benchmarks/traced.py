@@ -3,7 +3,9 @@ module call's inputs and outputs kept, :mod:`reprohub.golden.calls`) against unt
 
 Each contender runs the forward pass and the golden step (record: write the golden, and the call record
 when traced; check: compare, and copy the calls in memory when traced).  Targets: a traced record within 2x
-the untraced one, a passing traced check within 1.2x.
+the untraced one, a passing traced check within 1.2x.  Then the stages of a traced record, each beside what
+it replaced (:func:`record_stages`): the forward pass under the capture (and its page faults), writing the
+call record, hashing its bytes.
 
     python benchmarks/traced.py --rounds 5
 """
@@ -87,6 +89,71 @@ def traced_cost(work: Path, rounds: int, size: int = 160) -> list[Row]:
                            rounds, baseline="untraced", before_each=fresh)
     record = work / "traced" / "resnet18" / "logits+calls.safetensors"
     rows[-1].extra["record_MiB"] = round(record.stat().st_size / (1 << 20), 1)
+    return rows + record_stages(work, model, x, rounds)
+
+
+def record_stages(work: Path, model, x, rounds: int) -> list[Row]:
+    """Where a traced record's time goes, stage by stage, each against what it replaced: the forward pass under
+    the capture (with the page faults it takes), writing the call record, and the hash itself."""
+    import hashlib
+    import resource
+    import threading
+
+    import torch
+    from blake3 import blake3
+
+    from reprohub.golden.calls import CallCapture, calls_record
+    from reprohub.golden.streamed import write_parts
+
+    def forward(capture: bool):
+        def run() -> None:
+            c = CallCapture(64 << 20, summarize=True) if capture else None
+            hooks = c.attach(model) if c else []
+            with torch.no_grad():
+                model(x)
+            if c:
+                c.detach(hooks)
+        return run
+
+    contenders = {"forward pass": forward(False), "forward pass under the capture": forward(True)}
+    rows = interleave("traced forward pass", contenders, rounds * 3, baseline="forward pass")
+    for row, run in zip(rows, contenders.values()):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            run()
+        row.extra["minor_page_faults"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5
+
+    capture = CallCapture(64 << 20)
+    hooks = capture.attach(model)
+    with torch.no_grad():
+        model(x)
+    capture.detach(hooks)
+    record = calls_record(capture, "bench")
+    views = [memoryview(t.reshape(-1).view(torch.uint8).numpy()) for t in record.tensors.values()]
+    size = sum(len(v) for v in views)
+
+    def one_sha256_beside_the_writes() -> None:  # how records were written before (one digest of the file)
+        hasher = hashlib.sha256()
+        thread = threading.Thread(target=lambda: [hasher.update(v) for v in views])
+        thread.start()
+        with open(work / "whole.bin", "wb") as out:
+            for view in views:
+                out.write(view)
+        thread.join()
+
+    def clear(_name: str) -> None:
+        for name in ("whole.bin", "parts.safetensors"):
+            (work / name).unlink(missing_ok=True)
+
+    rows += interleave(f"writing the call record ({size / (1 << 20):.1f} MiB)",
+                       {"one sha256 beside the writes": one_sha256_beside_the_writes,
+                        "write_parts (BLAKE3 parts, two threads)":
+                            lambda: write_parts(work / "parts.safetensors", record.tensors, {}, durable=False)},
+                       rounds * 3, size, baseline="one sha256 beside the writes", before_each=clear)
+    rows += interleave(f"hashing the record's bytes in one thread ({size / (1 << 20):.1f} MiB)",
+                       {"sha256": lambda: [hashlib.sha256(v).digest() for v in views],
+                        "blake3": lambda: [blake3(v).digest() for v in views]},
+                       rounds * 3, size, baseline="sha256")
     return rows
 
 
