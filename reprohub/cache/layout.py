@@ -21,6 +21,7 @@ Layout (every path below is built here, nowhere else)::
       reprohub/refs/<source>/<owner>/<repo>.json             ref -> commit memory
       reprohub/git/<remote-key>.git                          mirrors for source="git"
       reprohub/responses/sha256/<sha256>                     bodies of requests repo and test code made
+      reprohub/state/module-owners.json                      which distribution provides each module
 
 ``<url-key>`` is the first 32 hex digits of sha256(url), so two URLs with the
 same basename never share a file (torch.hub's ``checkpoints/<basename>`` does).
@@ -201,6 +202,11 @@ class CacheLayout:
     @property
     def internal(self) -> Path:
         return self.root / "reprohub"
+
+    @property
+    def module_owners(self) -> Path:
+        """The installed distributions' module map, kept between processes (:mod:`reprohub.golden.owners`)."""
+        return self.internal / "state" / "module-owners.json"
 
     def artifact_path(self, url: str, file_name: str | None = None) -> Path:
         """Where the artifact downloaded from ``url`` is cached."""

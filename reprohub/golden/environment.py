@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import platform
@@ -32,6 +31,7 @@ from importlib import metadata
 from typing import Iterable, Mapping
 
 from ..errors import LockfileError
+from .owners import module_owners
 from ..redact import printable
 from .numerics import numeric_stack
 
@@ -90,19 +90,13 @@ def capture(dependencies: Iterable[str] = (), device: str = "cpu",
 def imported_distributions(modules: Iterable[str]) -> list[str]:
     """The installed distributions that provide these top-level modules (``cv2`` -> ``opencv-python``);
     the standard library and modules of no distribution (the repo's own) are left out."""
-    owners = _module_owners()
+    owners = module_owners()
     found = set()
     for module in modules:
         top = module.partition(".")[0]
         if top and top not in sys.stdlib_module_names:
             found.update(owners.get(top, ()))
     return sorted(found)
-
-
-@functools.lru_cache(maxsize=1)
-def _module_owners() -> "dict[str, list[str]]":
-    """Top-level module -> distributions, read from the installed metadata once a process (tens of ms)."""
-    return metadata.packages_distributions()
 
 
 def _version(name: str) -> str:
