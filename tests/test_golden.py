@@ -274,6 +274,26 @@ def test_deterministic_mode_costs_no_inductor_import():
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
+def test_the_fixture_seeds_as_torch_manual_seed_and_seeds_every_device_where_an_accelerator_can_start(monkeypatch):
+    """Without an accelerator only the CPU generator is seeded (torch.manual_seed would queue seeds for
+    backends that cannot start, about 1 ms a test); with one, torch.manual_seed seeds them all."""
+    from reprohub.golden.checker import GoldenChecker
+
+    torch.manual_seed(0)
+    expected = torch.randn(4)
+    torch.manual_seed(123)
+    calls = []
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: (calls.append(seed), real(seed))[1])
+    with GoldenChecker(None, None).deterministic():
+        assert torch.equal(torch.randn(4), expected)
+    assert calls == ([0] if torch.accelerator.is_available() else [])
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    with GoldenChecker(None, None).deterministic():
+        assert torch.equal(torch.randn(4), expected)
+    assert calls[-1] == 0
+
+
 def test_a_passing_golden_check_makes_no_temporary_folder_and_hashes_a_pinned_file_once(tmp_path, monkeypatch):
     from reprohub.golden import store as store_module
     from reprohub.golden.checker import GoldenChecker
