@@ -5,7 +5,9 @@ pytest processes, three ways side by side (issue 20):
 * ``plugin``: the ``hub`` fixture, ``pytest --hub-lock hub.lock --hub-offline``;
 * ``plugin + goldens``: the same, each test also ``golden.check(model(golden.input(4, W)))``.
 
-Every run is a new ``python -m pytest`` process (imports included, as in CI); rounds are interleaved.
+Every run is a new ``python -m pytest`` process (imports included, as in CI); rounds are interleaved.  Each
+timed run also times every test in-process (``per_test_timer.py``): ``test_ms`` is the median test's whole
+protocol, start-up left out, and ``test_vs_torch_hub`` its ratio -- far steadier than whole processes here.
 
     python benchmarks/ci_suite.py --tests 200 --rounds 3
 """
@@ -13,6 +15,7 @@ Every run is a new ``python -m pytest`` process (imports included, as in CI); ro
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -67,11 +70,23 @@ def ci_suite(work: Path, tests: int, rounds: int, width: int = 350) -> list[Row]
         runs = {name: (lambda p=p: _pytest(*p)) for name, p in projects.items()}
         for run in runs.values():
             run()  # warm every cache (and the OS's page cache) once, untimed
+        for folder, env, _ in projects.values():  # timed runs also time each test alone (per_test_timer.py)
+            env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")])),
+                       PER_TEST_OUT=str(folder / "per-test.txt"))
         rows = interleave(f"CI suite, {tests} tests (warm cache)", runs, rounds, baseline="torch.hub")
     base = next(row for row in rows if row.baseline)
+    per_test = {name: _median_per_test(p[0] / "per-test.txt") for name, p in projects.items()}
     for row in rows:  # each process pays ~5 s of start-up (python, pytest, torch) alike: the difference is per test
         row.extra["ms_per_test_over_torch_hub"] = round((row.median - base.median) / tests * 1000, 2)
+        # in-process, start-up left out: far less noisy than the difference of whole-process times
+        row.extra["test_ms"] = round(per_test[row.contender] / 1000, 3)
+        row.extra["test_vs_torch_hub"] = round(per_test[row.contender] / per_test["torch.hub"], 2)
     return rows
+
+
+def _median_per_test(path: Path) -> float:
+    """The median over runs of each run's median test (microseconds)."""
+    return statistics.median(float(line) for line in path.read_text().split())
 
 
 def _project(folder: Path, variant: str, tests: int, width: int, server) -> tuple[Path, dict, list[str]]:
@@ -88,8 +103,9 @@ def _project(folder: Path, variant: str, tests: int, width: int, server) -> tupl
 
 
 def _pytest(folder: Path, env: dict, args: list[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=folder,
-                          env=env, capture_output=True, text=True)
+    timer = ["-p", "per_test_timer"] if "PER_TEST_OUT" in env else []
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *timer, *args],
+                          cwd=folder, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"pytest failed in {folder}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
 
