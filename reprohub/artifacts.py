@@ -29,7 +29,7 @@ from .errors import DownloadError, ReprohubError, pinned_hint
 from .fetch.download import Downloaded
 from .fetch.locks import file_lock, lock_path
 from .fetch.urls import canonical_url
-from .lock.bundle import INDEX as BUNDLE_INDEX
+from .lock.mirror import INDEX as BUNDLE_INDEX  # the constant only: lock.bundle is for `reprohub bundle`
 from .lock.record import ArtifactFailure, ArtifactUse
 
 BUNDLE_FOLDER = "hub-bundle"  # the folder name the README gives a bundle shipped beside hub.lock
