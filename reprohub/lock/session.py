@@ -24,71 +24,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field, replace
-from urllib.parse import urlsplit
 
 from .. import settings
 from ..runtime.threads import starting_test
 from ..errors import GoldenConflictError, LockMismatchError
 from ..fetch.tree import TreeDigests
+from .citations import check_cited, cited
+from .prefetch_hosts import prefetch_host_allowed
 from .lockfile import TABLES, ArtifactPin, EnvironmentPin, GoldenPin, Lockfile, RepoPin, RequestPin, UnreachablePin
 from .record import ArtifactFailure, ArtifactUse, RepoUse
-
-
-GITHUB_HOSTS = frozenset({"api.github.com", "github.com", "codeload.github.com", "objects.githubusercontent.com",
-                          "raw.githubusercontent.com", "release-assets.githubusercontent.com"})
-
-
-def prefetch_host_allowed(url: str, repo_host: str, extra: "str | None" = None) -> bool:
-    """Whether a pinned ``url`` of a repo hosted at ``repo_host`` may be fetched before its code asks for it:
-    on the repo's own host (GitHub's hosts, for a repo on GitHub), or a host ``extra`` names
-    (``REPROHUB_PREFETCH_HOSTS``: comma-separated names, ``*`` for any) -- set where the lock is not.
-
-    Example:
-        >>> prefetch_host_allowed("https://github.com/o/r/releases/download/v1/w.pt", "https://api.github.com")
-        True
-        >>> prefetch_host_allowed("http://attacker.example/x", "https://api.github.com")
-        False
-        >>> prefetch_host_allowed("https://download.pytorch.org/w.pth", "https://api.github.com", "download.pytorch.org")
-        True
-    """
-    (host, port), (own, own_port) = (_host_port(u) for u in (url, repo_host))
-    allowed = {name.strip().lower() for name in (extra or "").split(",") if name.strip()}
-    return bool(host) and ((host, port) == (own, own_port) or "*" in allowed or host in allowed
-                           or (own in GITHUB_HOSTS and host in GITHUB_HOSTS and port == 443))
-
-
-def _host_port(url: str) -> "tuple[str, int | None]":
-    """A URL's host name and port (the scheme's default where none is written): another port is another host."""
-    try:
-        parts = urlsplit(url)
-        return parts.hostname or "", parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:  # a port that is no number
-        return "", None
-
-
-def _cited(pin: RepoPin, path: str) -> RepoPin:
-    """``pin`` with its commit's SWHIDs (:mod:`reprohub.sources.swhid`); a tree id the lock already knows is not
-    replaced by an unknown one (a tree later fetched from a bundle cannot vouch for its id)."""
-    from ..sources.swhid import KNOWN_WAYS, tree_identity
-
-    if pin.git_tree in KNOWN_WAYS:
-        return pin
-    ident = tree_identity(path)
-    if pin.git_tree and ident.how not in KNOWN_WAYS:
-        return pin
-    return replace(pin, swhid_dir=ident.swhid_dir, git_tree=ident.how)
-
-
-def _check_cited(spec: str, locked: RepoPin, path: str, hint: str) -> None:
-    """A check run: the tree SWHID a lock cites must be the tree's own, wherever its files can tell (a pull
-    request that edits only the citation is caught here, not by a reader of the paper)."""
-    from ..sources.swhid import KNOWN_WAYS, tree_identity
-
-    ident = tree_identity(path)
-    if ident.how in KNOWN_WAYS and ident.swhid_dir != locked.swhid_dir:
-        raise LockMismatchError(f"repo {spec} at {locked.commit} with tree {locked.swhid_dir}, as the lock cites it",
-                                f"{ident.swhid_dir} ({ident.how} from the files it pins)",
-                                f"if the lock was edited by hand, restore it from version control; else {hint}")
 
 
 def _answer_of(pin: RequestPin) -> tuple:
@@ -258,7 +202,7 @@ class LockSession:
             elif same_tree and locked.commit == pin.commit:  # upgraded digest: what its code fetches stays known
                 pin = replace(pin, artifacts=locked.artifacts)
             if not self._strict and use.path:
-                pin = _cited(pin, use.path)
+                pin = cited(pin, use.path)
             if use.via:
                 with self._lock:
                     self.provenance[use.spec] = f"{use.spec} at {use.commit[:12]} came from {use.via}"
@@ -268,10 +212,10 @@ class LockSession:
                     f"repo {use.spec} at {locked.commit} with tree sha256 {locked.tree_sha256}",
                     f"tree sha256 {pin.tree_sha256} (the host served other files for the same commit)",
                     "do not trust this host; if the lock was edited by hand, restore it from version control")
-            cited = (use.path, locked.swhid_dir) if locked is not None else None
-            if self._strict and same_tree and locked.swhid_dir and use.path and cited not in self._cited:
-                _check_cited(use.spec, locked, use.path, self.record_hint())
-                self._cited.add(cited)  # once a session: a suite loads one repo in hundreds of tests
+            citation = (use.path, locked.swhid_dir) if locked is not None else None
+            if self._strict and same_tree and locked.swhid_dir and use.path and citation not in self._cited:
+                check_cited(use.spec, locked, use.path, self.record_hint())
+                self._cited.add(citation)  # once a session: a suite loads one repo in hundreds of tests
         elif isinstance(use, ArtifactFailure):
             if self.update or self.refresh:
                 self._note("unreachable", use.url, UnreachablePin(use.url, use.error))
