@@ -27,7 +27,7 @@ from .cache.shared import shared_artifact
 from .cache.store import adopt_torch_hub_file, cached_digest, write_sidecar
 from .errors import DownloadError, ReprohubError, pinned_hint
 from .fetch.download import Downloaded
-from .fetch.locks import file_lock, lock_path
+from .fetch.partial import claim
 from .fetch.urls import canonical_url
 from .lock.mirror import INDEX as BUNDLE_INDEX  # the constant only: lock.bundle is for `reprohub bundle`
 from .lock.record import ArtifactFailure, ArtifactUse
@@ -59,11 +59,11 @@ class ArtifactMethods:
         got = self._pinned_copy(url, expected, Path(dst), durable) if expected else None
         if got is None and expected and self.mirrors:
             got = self.mirrors.fetch_artifact(expected, Path(dst), progress, sync=durable)
-        if got is None:  # under a lock of the hub's (none beside dst), a Ctrl-C or kill is resumed by the next call
+        if got is None:  # under the partial's own lock: a Ctrl-C or kill is resumed by the next call
             with self._noting_failure(url, pinned=expected is not None), \
-                    file_lock(self.layout.destination_lock(dst), f"downloading {url} to {dst}"):
+                    claim(Path(os.path.expanduser(dst)), f"downloading {url} to {dst}") as held:
                 got = self.downloader.fetch(url, dst, hash_prefix=hash_prefix, progress=progress,
-                                            expected_sha256=expected, sync=durable, resumable=True)
+                                            expected_sha256=expected, sync=durable, resumable=True, claimed=held)
         fetched_by = self._fetching_for[-1] if self._fetching_for else None  # what a locked load prefetches
         if self.pins is not None:
             self._keep_in_cache(url, got)
@@ -80,7 +80,7 @@ class ArtifactMethods:
         except ReprohubError:  # a URL whose name cannot be a cache file, or a place another URL holds
             return
         if known is None or known.sha256 != got.sha256:
-            with file_lock(lock_path(place), f"caching {url}"):
+            with claim(place, f"caching {url}"):
                 copied = self.downloader.fetch(got.path.as_uri(), place, expected_sha256=got.sha256, progress=False,
                                                sync=False)
                 write_sidecar(Downloaded(canonical_url(url), copied.path, copied.sha256, copied.size), unflushed=True)

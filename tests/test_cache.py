@@ -138,6 +138,21 @@ def test_eight_processes_one_download(server, tmp_path):
     assert server.hits("/files/big.bin") == 1
 
 
+def test_eight_threads_one_download_and_nothing_left_beside_the_file(server, tmp_path):
+    """The partial file is the download's lock (no lock file): threads of one process exclude each other on it
+    as processes do, and the folder ends with the file alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = os.urandom(2 << 20)
+    url = server.add_file("w.bin", body)
+    server.inject("/files/w.bin", Fault("slow", after=256 << 10, delay=0.05))
+    hub = Hub(hub_dir=tmp_path / "hub", policy=FAST_POLICY)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: hub.fetch_artifact(url, progress=False), range(8)))
+    assert {g.sha256 for g in got} == {hashlib.sha256(body).hexdigest()} and server.hits("/files/w.bin") == 1
+    assert [p.name for p in got[0].path.parent.iterdir()] == ["w.bin"]
+
+
 LOADER = textwrap.dedent("""
     import sys, time, os
     import reprohub
@@ -201,7 +216,7 @@ def test_a_partial_of_another_url_or_without_a_validator_is_discarded(server, tm
     dead.write_bytes(b"old")
     assert hub.fetch_artifact(url, progress=False).path.read_bytes() == body
     assert not any("Range" in h for _, _, h in server.requests)
-    assert sorted(p.name for p in _files(target.parent)) == sorted([target.name, f"{target.name}.lock"])
+    assert [p.name for p in _files(target.parent)] == [target.name]  # the partial was the lock: no lock file stays
 
 
 def test_cache_prune_removes_stale_partials_and_keeps_live_ones(tmp_path, capsys, monkeypatch):

@@ -88,8 +88,8 @@ def test_cache_files_and_folders_follow_the_umask(tmp_path, server, tiny_repo, w
     finally:
         os.umask(before)
     (weights,) = (filled / "checkpoints").rglob("tiny-weights.pt")
-    made = [weights, weights.with_name(weights.name + ".lock"),
-            repo.path, repo.path / "hubconf.py", repo.path.with_suffix(".lock")]
+    made = [weights, repo.path, repo.path / "hubconf.py", repo.path.with_suffix(".lock")]  # the weights' lock was
+    assert not weights.with_name(weights.name + ".lock").exists()  # their partial, now the file itself
     for path in made:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert bool(mode & stat.S_IWGRP) == group_writes, (path, oct(mode))

@@ -213,12 +213,6 @@ class CacheLayout:
         name = check_file_name(file_name if file_name is not None else file_name_from_url(url))
         return ensure_inside(self.root, self.checkpoints / url_key(url) / name)
 
-    def destination_lock(self, dst: "str | os.PathLike[str]") -> Path:
-        """The lock of a download to a caller's own path (``download_url_to_file``), kept in the hub dir so
-        that nothing is left beside the caller's file."""
-        key = hashlib.sha256(os.fsencode(os.path.abspath(os.path.expanduser(os.fspath(dst))))).hexdigest()[:24]
-        return self.internal / "locks" / f"dst-{key}.lock"
-
     def response_body(self, sha256: str) -> Path:
         """The body of a request repo or test code made (:mod:`reprohub.lock.hermetic`), by its digest."""
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):

@@ -5,7 +5,7 @@ the file, or a sidecar ``<file>.reprohub.json`` where the filesystem keeps none 
 A cache hit whose size and mtime still match the record costs a ``stat`` and a
 ``getxattr``, and no read of the file; a file whose size or mtime changed
 is re-hashed, and if its bytes no longer match it is fetched again -- a
-corrupt file is never silently loaded.  A cold miss takes a per-file lock, so N
+corrupt file is never silently loaded.  A cold miss takes a per-file lock (the partial file itself), so N
 processes asking at once cause one download; correctness does not rest on the
 lock alone: downloads land by atomic rename, and a process that finds a
 complete file with a matching digest simply uses it.
@@ -33,7 +33,7 @@ from ..errors import CacheCollisionError, OfflineError
 from ..fetch import durability
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.fsutil import atomic_write_json, checked_record, read_record, sha256_file, temp_path_beside
-from ..fetch.locks import file_lock, lock_path
+from ..fetch.partial import claim
 from ..fetch.urls import canonical_url, is_file_url
 from .layout import SIDECAR_FIELDS, SIDECAR_SUFFIX
 
@@ -196,7 +196,7 @@ class ArtifactStore:
         hit = self._usable(path, url, expected_sha256, hash_prefix)
         if hit is not None:
             return hit
-        with file_lock(lock_path(path), f"downloading {url}"):
+        with claim(path, f"downloading {url}") as held:  # the partial file is the lock: no lock file to create
             hit = self._usable(path, url, expected_sha256, hash_prefix)
             if hit is not None:
                 return hit
@@ -212,7 +212,8 @@ class ArtifactStore:
                     )
                 log.info('Downloading: "%s" to %s', url, path)
                 got = self.downloader.fetch(url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix,
-                                            progress=progress, headers=headers, resumable=True, sync=not unflushed)
+                                            progress=progress, headers=headers, resumable=True, sync=not unflushed,
+                                            claimed=held)
             got = dataclasses.replace(got, url=canonical_url(url))  # the origin's URL, not a mirror's or a signature
             write_sidecar(got, unflushed=unflushed)
             return got
@@ -221,7 +222,7 @@ class ArtifactStore:
     def evict(path: "str | os.PathLike[str]") -> None:
         """Remove a cached file and its record (under its lock): it proved unusable, and must not stay trusted."""
         path = Path(path)
-        with file_lock(lock_path(path), f"evicting {path.name}"):
+        with claim(path, f"evicting {path.name}"):
             path.unlink(missing_ok=True)
             sidecar_path(path).unlink(missing_ok=True)
 

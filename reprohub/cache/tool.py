@@ -11,11 +11,12 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from ..fetch.fsutil import read_record, remove_tree
-from ..fetch.partial import is_stale
+from ..fetch.partial import is_stale, remove_unheld
 from .layout import MANIFEST_FIELDS, SIDECAR_SUFFIX, CacheLayout
 from .store import read_file_record, sidecar_path
 
@@ -48,7 +49,7 @@ def leftovers(layout: CacheLayout) -> list[Path]:
     """Partial files and folders of interrupted downloads and extractions whose writer is gone."""
     found = {p for pattern in ("*.incomplete", "*.incomplete.json", ".*.zip", ".*.tmp")
              for p in layout.root.rglob(pattern)}
-    return sorted(p for p in found if p.exists() and is_stale(p))
+    return sorted(p for p in found if os.path.lexists(p) and is_stale(p))
 
 
 def run(action: str, names: list[str], layout: CacheLayout,
@@ -75,13 +76,15 @@ def run(action: str, names: list[str], layout: CacheLayout,
                 missing.append(name)
                 print(f"no cached entry matches {name!r} (`reprohub cache ls` lists them)", file=sys.stderr)
         return EXIT_MISMATCH if missing else EXIT_OK
-    doomed = leftovers(layout)
+    doomed = [path for path in leftovers(layout) if remove_unheld(path)]  # each under its download's lock
     if keep is not None:
         commits, urls = keep
-        doomed += [r["path"] for r in cached_repos(layout) if r.get("commit") not in commits]
-        doomed += [a["path"] for a in cached_artifacts(layout) if a.get("url") not in urls]
+        unused = [r["path"] for r in cached_repos(layout) if r.get("commit") not in commits]
+        unused += [a["path"] for a in cached_artifacts(layout) if a.get("url") not in urls]
+        for path in unused:
+            _remove_entry(path)
+        doomed += unused
     for path in doomed:
-        _remove_entry(path)
         print(f"removed {path}")
     print(f"{len(doomed)} {'entry' if len(doomed) == 1 else 'entries'} removed from {layout.root}")
     return EXIT_OK

@@ -157,6 +157,7 @@ class Downloader:
         headers: Mapping[str, str] | None = None,
         resumable: bool = False,
         sync: bool = True,
+        claimed=None,
     ) -> Downloaded:
         """Download ``url`` to ``dst`` atomically and return its digest.
 
@@ -169,6 +170,8 @@ class Downloader:
                 that a later call resumes if this one is killed (:mod:`reprohub.fetch.partial`).
             sync: flush the bytes to disk before the rename.  ``False`` only where the caller records
                 the boot the file was written in (:mod:`reprohub.fetch.durability`).
+            claimed: what :func:`reprohub.fetch.partial.claim` on ``dst`` yielded, with ``resumable``: the
+                partial it holds open is written through, not opened again.
 
         Raises:
             HashMismatchError: the bytes arrived but have another digest; ``dst`` is untouched.
@@ -179,9 +182,10 @@ class Downloader:
         local = is_file_url(url)
         self._check_online(url, local)
         dst = Path(os.path.expanduser(os.fspath(dst)))
-        with writable(dst):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        partial = Partial(dst, url, resumable and not local)
+        if claimed is None:  # a claim made its partial, so the folder is there
+            with writable(dst):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+        partial = Partial(dst, url, resumable and not local, claimed)
         try:
             with writable(dst):
                 out, hasher, validator = partial.open()
@@ -304,7 +308,8 @@ class Downloader:
                         out.truncate()
                         hasher, offset = hashlib.sha256(), 0
                     total = expected_total(response, offset)
-                    with finished(response, lambda: out.tell() == total):
+                    ended = [offset]  # where the body ended in the file: one tell(), not one per question
+                    with finished(response, lambda: ended[0] == total):
                         if response.status_code == 200:  # a 206 continues the validator it was checked against
                             validator = validator_of(response)
                         remaining = None if total is None else total - offset
@@ -313,9 +318,10 @@ class Downloader:
                         if bar is not None:
                             start_bar(bar, total, offset)
                         pump_body(reader_of(response), out, hasher, bar, remaining, self.policy.chunk_size, sync)
-                    if total is not None and out.tell() < total:
-                        raise ShortBody(f"{out.tell()} of {total} bytes before the body ended")
-                    return hasher.hexdigest(), out.tell()
+                        ended[0] = out.tell()
+                    if total is not None and ended[0] < total:
+                        raise ShortBody(f"{ended[0]} of {total} bytes before the body ended")
+                    return hasher.hexdigest(), ended[0]
                 except Restart:
                     restarts = count_restart(url, restarts, self.policy.retries, offset)
                     out.seek(0)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
@@ -142,12 +143,17 @@ def checked_record(data, types: "Mapping[str, type | tuple[type, ...]] | None" =
 
 
 def remove_tree(path: "str | os.PathLike[str]") -> None:
-    """Remove a file or folder if it exists (never following a link out)."""
-    path = Path(path)
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.exists():
+    """Remove a file or folder if it exists (never following a link out, never opening a FIFO or device: anything
+    but a real folder is unlinked)."""
+    try:
+        is_folder = stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if is_folder:
         shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def inside_project(project: "str | os.PathLike[str]", path: "str | os.PathLike[str]", what: str) -> Path:

@@ -5,7 +5,9 @@ Two kinds of partial file:
 * **private** (``.<name>.<pid>.<hex>.incomplete``): unique to one call, removed when it ends; used
   where no lock guards the destination (``download_url_to_file``).
 * **resumable** (``.<name>.incomplete`` plus ``.<name>.incomplete.json``): used only while the
-  caller holds the destination's file lock, so one writer at a time owns the name.  The record
+  caller holds the destination's lock, so one writer at a time owns the name.  In the cache that lock
+  is the partial file itself (:func:`claim`, :func:`~reprohub.fetch.locks.held_file`): a download
+  creates one file, not a partial and a lock file, and leaves none behind.  The record
   holds the URL, the server's *strong* validator (``ETag`` or ``Last-Modified``) and the boot it
   was written in.  When a writer stops (``kill -9``, a crash, Ctrl-C), the next process to take the
   lock finds the partial, re-hashes its bytes, and asks for the rest with ``Range`` + ``If-Range``;
@@ -31,12 +33,13 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from . import durability
 from .fsutil import atomic_write_json, read_record, remove_tree, temp_path_beside
-from .locks import is_held, lock_path
+from .locks import held_file, is_held, lock_path
 from .hosts import is_strong
 
 log = logging.getLogger("reprohub")
@@ -51,34 +54,50 @@ class Partial:
 
     Args:
         resumable: the caller holds ``dst``'s lock, so a fixed, resumable name is safe.
+        held: the caller's :func:`claim` on ``dst``: the partial is already open, and written through it.
     """
 
-    def __init__(self, dst: Path, url: str, resumable: bool) -> None:
+    def __init__(self, dst: Path, url: str, resumable: bool, held=None) -> None:
         self.dst, self.url, self.resumable = dst, url, resumable
         self.path = dst.with_name(f".{dst.name}{SUFFIX}") if resumable else temp_path_beside(dst)
         self.record = self.path.with_name(self.path.name + ".json")
+        self._held = held if resumable else None
         self._validator: str | None = None
 
     def open(self) -> "tuple[BinaryIO, hashlib._Hash, str | None]":
         """The file to write (at its end), the hash of what it holds, and the validator to resume with."""
-        if self.resumable:
-            # two lookups by name, never a listing of the folder: a download into a folder of 10,000 files costs
-            # what one into an empty folder does.  Only where an interrupted download left its partial (a
-            # process died) are the dead processes' private partials looked for too.
-            leftovers = {p.name for p in (self.path, self.record) if os.path.lexists(p)}
-            if leftovers:
-                remove_dead_private_partials(self.dst)
-            state = (read_record(self.record, RECORD_FIELDS) or {}) if self.record.name in leftovers else {}
-            if self._resumable(state):
-                out = open(os.open(self.path, os.O_RDWR | _NOFOLLOW), "r+b")
-                hasher = _hash_of(out)
-                log.info("resuming %s at byte %d (left by an interrupted download)", self.url, out.tell())
-                self._validator = state["validator"]
-                return out, hasher, self._validator
-            if leftovers & {self.path.name, self.record.name}:
-                self.discard()
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | (0 if self.resumable else os.O_EXCL)
-        return open(os.open(self.path, flags, 0o666), "w+b"), hashlib.sha256(), None  # the umask decides the mode
+        if not self.resumable:
+            out = open(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666), "r+b")
+            return out, hashlib.sha256(), None  # the umask decides the mode
+        # two lookups by name, never a listing of the folder: a download into a folder of 10,000 files costs
+        # what one into an empty folder does.  Only where an interrupted download left its partial (a
+        # process died) are the dead processes' private partials looked for too.  An empty partial is
+        # the lock this call holds (claim), not a leftover.
+        out = None if self._held is None else open(self._held.fd, "r+b", buffering=1 << 16, closefd=False)
+        has_bytes = out.seek(0, os.SEEK_END) > 0 if out is not None else _holds_something(self.path)
+        leftovers = {self.path.name} if has_bytes else set()
+        leftovers |= {self.record.name} if os.path.lexists(self.record) else set()
+        if leftovers:
+            remove_dead_private_partials(self.dst)
+        state = (read_record(self.record, RECORD_FIELDS) or {}) if self.record.name in leftovers else {}
+        if self._resumable(state):
+            out = out or open(os.open(self.path, os.O_RDWR | _NOFOLLOW), "r+b")
+            out.seek(0)
+            hasher = _hash_of(out)
+            log.info("resuming %s at byte %d (left by an interrupted download)", self.url, out.tell())
+            self._validator = state["validator"]
+            return out, hasher, self._validator
+        if leftovers:  # cut, not removed: a claimed partial is the lock, and its name must keep its file
+            self.record.unlink(missing_ok=True)
+            if out is None and not _regular_file(self.path):
+                remove_tree(self.path)  # a planted link or folder
+        # no O_TRUNC on an empty partial: ext4 flushes a file truncated to 0 when it is closed (auto_da_alloc),
+        # 50 µs here for 200 KiB, more beside other writers; only one with bytes is cut
+        out = out or open(os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666), "r+b")
+        if has_bytes:
+            out.seek(0)
+            out.truncate(0)
+        return out, hashlib.sha256(), None
 
     def _resumable(self, state: dict) -> bool:
         """A partial worth continuing: a real file, of this URL, with a strong validator, written in this boot."""
@@ -106,6 +125,85 @@ class Partial:
         """Keep a resumable partial after a network failure or Ctrl-C (the next call resumes it); else remove it."""
         if not (self.resumable and resumable_error and self._validator):
             self.discard()
+
+
+def resumable_path(dst: "str | os.PathLike[str]") -> Path:
+    """The fixed partial file of downloads into ``dst`` (also the lock :func:`claim` holds)."""
+    dst = Path(dst)
+    return dst.with_name(f".{dst.name}{SUFFIX}")
+
+
+@contextlib.contextmanager
+def claim(dst: "str | os.PathLike[str]", what: str) -> Iterator[object]:
+    """Hold the lock on writing ``dst``: its resumable partial file, held as its own lock.
+
+    Yields the handle to pass on as ``Downloader.fetch(..., claimed=)`` (``None`` where locks are files beside).
+
+    Inside the block, this process alone writes ``dst`` (a resumable download, an eviction).  An empty partial
+    the block left unused (the file was there after the wait, or a mirror filled it) is removed before the lock
+    is let go; one with bytes stays for the next call to resume.
+
+    Example:
+        >>> import tempfile
+        >>> dst = Path(tempfile.mkdtemp()) / "w.pt"
+        >>> with claim(dst, "writing w.pt"):
+        ...     is_being_written(dst)
+        True
+        >>> is_being_written(dst), sorted(p.name for p in dst.parent.iterdir())
+        (False, [])
+    """
+    path = resumable_path(dst)
+    with held_file(path, what) as lock:
+        try:
+            yield lock
+        finally:
+            # only while the name is still the file locked: once the block renamed it into place, the name is
+            # free, and a file there now is another process's lock
+            with contextlib.suppress(OSError):
+                if (lock is None or lock.names(path)) and os.lstat(path).st_size == 0 \
+                        and not os.path.lexists(path.with_name(path.name + ".json")):
+                    os.unlink(path)  # a waiter then finds the name gone and looks again
+
+
+def is_being_written(dst: "str | os.PathLike[str]") -> bool:
+    """Whether some process holds the lock on writing ``dst`` right now (:func:`claim`, or an older reprohub's
+    ``<name>.lock`` beside it)."""
+    return is_held(resumable_path(dst), follow=False) or is_held(lock_path(dst))
+
+
+def remove_unheld(path: Path) -> bool:
+    """Remove the leftover ``path`` (a partial file or folder, or a resume record) unless its download is running
+    now; True if removed.  A resumable partial is removed while its own lock is held, so a download that starts
+    meanwhile never loses the file it writes."""
+    name = path.name.removesuffix(".json")
+    if not (name.startswith(".") and name.endswith(SUFFIX)) or _PRIVATE.match(path.name):
+        if not is_stale(path):
+            return False
+        remove_tree(path)
+        return True
+    dst = path.with_name(name[1: -len(SUFFIX)])
+    if is_being_written(dst):
+        return False
+    with claim(dst, f"pruning {path.name}"):
+        remove_tree(resumable_path(dst))
+        resumable_path(dst).with_name(name + ".json").unlink(missing_ok=True)
+    return True
+
+
+def _holds_something(path: Path) -> bool:
+    """Whether ``path`` exists as anything but an empty regular file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return st.st_size > 0 or not stat.S_ISREG(st.st_mode)
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _hash_of(out: BinaryIO) -> "hashlib._Hash":
@@ -151,6 +249,6 @@ def is_stale(path: Path) -> bool:
         return not pid_alive(int(match["pid"]))
     name = path.name.removesuffix(".json")
     if name.startswith(".") and name.endswith(SUFFIX):
-        return not is_held(lock_path(path.with_name(name[1: -len(SUFFIX)])))  # held: being downloaded right now
+        return not is_being_written(path.with_name(name[1: -len(SUFFIX)]))  # held: being downloaded right now
     return False
 

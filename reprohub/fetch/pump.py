@@ -39,7 +39,7 @@ WRITE_SLICE = 64 << 10
 _flush_data = getattr(os, "fdatasync", os.fsync)  # macOS and Windows have no fdatasync
 INLINE_BUFFER = 256 << 10  # bodies up to this size are pumped in one thread, bodies up to SMALL_BODY in
 SMALL_BODY = 8 << 20  # buffers of this size, small enough that the socket keeps receiving meanwhile
-KEEP_UP_TO, KEEP_COUNT = INLINE_BUFFER, 6  # buffers kept between bodies (see _buffers)
+KEEP_UP_TO, KEEP_COUNT = INLINE_BUFFER, 8  # buffers kept between bodies (see _buffers)
 
 
 def pump_inline(read_into: Callable[[memoryview], int], out, hasher, bar, chunk_size: int,

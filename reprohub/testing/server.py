@@ -48,6 +48,9 @@ class QuietHTTPServer(ThreadingHTTPServer):
     silence, instead of printing socketserver's traceback into the test output; other errors are logged."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: eight clients connecting at once overflow it, and the kernel's
+    # SYN retry then adds a whole second to one of them, a stall no real host shows (nginx's backlog is 511)
+    request_queue_size = 511
 
     def handle_error(self, request, client_address) -> None:
         error = sys.exc_info()[1]
