@@ -225,11 +225,14 @@ def test_python_dash_m_reprohub_is_the_command_and_stays_torch_free():
 
 
 HTTP_STACK = ("requests", "urllib3", "urllib.request", "http.client")
+# what only a repo load, a lock or a bundle needs: never imported by weights from a warm cache
+REPO_STEPS = ("reprohub.lock.lockfile", "reprohub.fetch.archive", "reprohub.lock.oci", "reprohub.runtime.hubconf",
+              "reprohub.sources.resolution", "reprohub.sources.trust", "reprohub.fetch.tree")
 
 
 def test_the_http_stack_is_imported_at_the_first_request_not_with_reprohub(server, tmp_path):
-    """``import reprohub`` and a warm ``load_state_dict_from_url`` import no HTTP module; the cold one does
-    (issue 41, goal 4: ``python benchmarks/run.py --only imports``)."""
+    """``import reprohub`` and a warm ``load_state_dict_from_url`` import no HTTP module (nor the steps of a repo
+    load); the cold one does (issue 41, goal 4: ``python benchmarks/run.py --only imports``)."""
     import subprocess
     import sys
 
@@ -243,12 +246,13 @@ def test_the_http_stack_is_imported_at_the_first_request_not_with_reprohub(serve
               "print([m for m in stack if m in sys.modules])\n"
               "state = reprohub.load_state_dict_from_url(sys.argv[1], progress=False)\n"
               "assert float(state['w'].sum()) == 2.0\n"
-              "print([m for m in stack if m in sys.modules])\n")
+              "print([m for m in stack if m in sys.modules])\n"
+              f"print([m for m in {REPO_STEPS!r} if m in sys.modules])\n")
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "home")}
     runs = [subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, timeout=120, env=env)
             for _ in ("cold", "warm")]
     assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
-    (cold_import, cold_load), (warm_import, warm_load) = [run.stdout.splitlines() for run in runs]
-    assert cold_import == warm_import == "[]"
+    (cold_import, cold_load, _), (warm_import, warm_load, warm_steps) = [run.stdout.splitlines() for run in runs]
+    assert cold_import == warm_import == "[]" and warm_steps == "[]"
     assert "'requests'" not in warm_load and "'urllib3'" not in warm_load  # (torch itself imports urllib.request)
     assert "'requests'" in cold_load  # the first request imported it, and it worked

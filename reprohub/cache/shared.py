@@ -19,14 +19,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import settings
 from ..fetch import durability
 from ..fetch.download import Downloaded
 from ..fetch.fsutil import read_record
-from ..fetch.tree import TreeDigests
 from .layout import CacheLayout
 from .store import cached_digest
+
+if TYPE_CHECKING:
+    from ..fetch.tree import TreeDigests
 
 log = logging.getLogger("reprohub")
 
@@ -64,6 +67,8 @@ def shared_tree(layouts: list[CacheLayout], source: str, repo, commit: str, pinn
     """The extracted tree of ``commit`` in the first shared cache holding an intact one: its manifest well formed,
     its digest the pinned one (when pinned), and its files re-hashed (``damaged(path, digests, manifest)``) where
     the manifest was written in another boot."""
+    from ..fetch.tree import TreeDigests  # here, not at import: weights alone never need a tree
+
     for layout in layouts:
         path, manifest = layout.repo_dir(source, repo, commit), read_record(layout.repo_manifest(source, repo, commit))
         digests = TreeDigests.from_record(manifest) if manifest else None

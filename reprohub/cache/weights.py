@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError
-from ..fetch.archive import extract_zip
 from ..fetch.fsutil import make_temp_dir_beside, remove_tree
 from ..fetch.locks import file_lock, lock_path
 
@@ -93,6 +92,8 @@ def _extract_legacy(path: Path, member: str) -> Path:
     target = path.parent / member
     if target.is_file():
         return target
+    from ..fetch.archive import extract_zip  # the safe extractor, for this old format only
+
     with file_lock(lock_path(target), f"extracting {path.name}"):
         if not target.is_file():
             tmp = make_temp_dir_beside(target)

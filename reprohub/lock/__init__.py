@@ -16,6 +16,14 @@ Example:
     {'repos': 0, 'artifacts': 0, 'goldens': 0}
 """
 
-from .lockfile import TABLES, ArtifactPin, GoldenPin, Lockfile, RepoPin
-
 __all__ = ["TABLES", "ArtifactPin", "GoldenPin", "Lockfile", "RepoPin"]
+
+
+def __getattr__(name: str):
+    """The format's names, imported when first asked for: a warm load imports ``reprohub.lock.record`` (what a
+    Hub used) but never parses a lock, and the TOML reader and writer cost a fresh process 7 ms."""
+    if name in __all__:
+        from . import lockfile
+
+        return getattr(lockfile, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

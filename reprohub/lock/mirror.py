@@ -33,16 +33,19 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import ArchiveError, DownloadError, HashMismatchError, LockfileError, MirrorError, OfflineError, SettingError
-from ..fetch import tree
-from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.download import Downloaded, Downloader
 from ..fetch.urls import is_file_url, local_path
-from ..fetch.fsutil import SpillFile
 from ..fetch.hosts import DEAD_FOR, remembering
-from .oci import OciBundle, is_oci, parse_reference
+
+if TYPE_CHECKING:
+    from ..fetch.archive import ExtractResult
+    from .oci import OciBundle
+
+# trees (archive, tree digests) and OCI registries are imported when a bundle is first asked for one: a Hub
+# always has a MirrorSet, most never use it
 
 INDEX = "reprohub-bundle.json"  # written last by ``reprohub bundle``: a folder without it holds no bundle
 log = logging.getLogger("reprohub")
@@ -61,6 +64,8 @@ def artifact_item(sha256: str) -> str:
 
 def tree_item(tree_sha256: str) -> str:
     """The bundle-relative path of the zip of a repo tree with this digest (either version, :mod:`reprohub.fetch.tree`)."""
+    from ..fetch import tree
+
     if not tree.is_digest_text(tree_sha256):
         raise LockfileError("a tree digest (v2:<64 hex>, or 64 hex digits)", repr(tree_sha256), "restore the lock entry")
     return tree.item_name(tree_sha256)
@@ -156,12 +161,16 @@ class MirrorSet:
         return self._first(item, lambda url, headers: self.downloader.fetch(
             url, dst, expected_sha256=sha256, progress=progress, sync=sync, headers=headers))
 
-    def fetch_tree(self, tree_sha256: str, dest: Path, progress: bool = False) -> ExtractResult | None:
+    def fetch_tree(self, tree_sha256: str, dest: Path, progress: bool = False) -> "ExtractResult | None":
         """Extract the repo tree with this digest into ``dest`` (renamed into place only if it verifies); None if no mirror has it.
 
         Raises:
             MirrorError: a mirror's zip extracts to another tree (nothing is left at ``dest``).
         """
+        from ..fetch import tree
+        from ..fetch.archive import extract_into_place
+        from ..fetch.fsutil import SpillFile
+
         item = tree_item(tree_sha256)
         if not tree_sha256.startswith(tree.V2_PREFIX):
             if tree_sha256 not in self._warned:
@@ -171,7 +180,7 @@ class MirrorSet:
                             "(pytest --hub-lock hub.lock --hub-update) to pin version-2 digests.", tree_sha256[:12])
             return None
 
-        def fetch_and_extract(url: str, headers: dict) -> ExtractResult:
+        def fetch_and_extract(url: str, headers: dict) -> "ExtractResult":
             with SpillFile(dest) as archive:  # read once and extracted: in memory unless large
                 archive.source = f"the bundle zip {url}"
                 self.downloader.fetch_into(url, archive, progress=progress, headers=headers)
@@ -211,6 +220,8 @@ class MirrorSet:
 
     def _item_url(self, base: str, item: str) -> "str | None":
         """Where ``base`` serves the bundle file ``item``: beside it, or (``oci://``) the blob its manifest names."""
+        from .oci import OciBundle, is_oci, parse_reference
+
         if not is_oci(base):
             return f"{base}/{item}"
         if base not in self._oci:
@@ -218,6 +229,6 @@ class MirrorSet:
         return self._oci[base].blob_url(item)
 
 
-def _check_tree(result: ExtractResult, expected: str) -> None:
+def _check_tree(result: "ExtractResult", expected: str) -> None:
     if not result.digests.matches(expected):
         raise HashMismatchError(f"tree sha256 {expected}", f"tree sha256 {result.tree_sha256}")

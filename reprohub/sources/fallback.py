@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ReprohubError, pinned_hint
-from ..fetch.archive import ExtractResult
 from ..refs import RepoRef
+
+if TYPE_CHECKING:
+    from ..fetch.archive import ExtractResult
 
 log = logging.getLogger("reprohub")
 
@@ -38,7 +41,7 @@ class ArchiveFallback:
         return self._archive
 
     def from_last_source(self, repo: RepoRef, commit: str, path: Path, pinned_tree: str, failure: ReprohubError,
-                         bundle: "str | None", progress: bool) -> ExtractResult:
+                         bundle: "str | None", progress: bool) -> "ExtractResult":
         """A pinned commit the origin no longer serves, from the archive, verified against the lock; else the
         origin's ``failure``, with the archive's answer and the ways back (``bundle``: one beside the lock)."""
         what = f"{repo.repo}@{commit}"

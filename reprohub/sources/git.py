@@ -17,14 +17,17 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cache.layout import source_key
 from ..errors import OfflineError, SourceError
-from ..fetch.archive import ExtractResult, extract_into_place
 from ..fetch.fsutil import temp_path_beside
 from ..fetch.locks import file_lock
 from ..fetch.hosts import own_requests
 from ..refs import RepoRef
+
+if TYPE_CHECKING:
+    from ..fetch.archive import ExtractResult  # imported when a tree is first extracted
 
 log = logging.getLogger("reprohub")
 ENV_GITHUB_TOKEN = "GITHUB_TOKEN"
@@ -81,9 +84,11 @@ class GitSource:
                           "check the ref with `git ls-remote`")
 
     def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool,
-                    archive: object = None) -> ExtractResult:
+                    archive: object = None) -> "ExtractResult":
         """Write the tree of ``commit`` with ``git archive`` and the safe extractor (``archive``: unused,
         the same signature as :meth:`GitHubSource.materialize`; a Git remote's archive is made locally)."""
+        from ..fetch.archive import extract_into_place
+
         if not self.mirror.exists():
             self._update_mirror()
         zip_path = temp_path_beside(dest, ".zip")

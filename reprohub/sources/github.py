@@ -26,7 +26,6 @@ from urllib.parse import quote
 from ..cache.layout import DEFAULT_GITHUB_API, source_key
 from .. import settings
 from ..errors import AuthError, DownloadError, OfflineError, SourceError
-from ..fetch.archive import ExtractResult, extract_into_place, open_zip
 from ..fetch.download import Downloader
 from ..fetch.urls import check_url
 from ..fetch.fsutil import SpillFile
@@ -34,6 +33,8 @@ from ..refs import RepoRef, is_full_commit
 
 if TYPE_CHECKING:  # requests is imported at the first request, not with reprohub
     import requests
+
+    from ..fetch.archive import ExtractResult  # imported when an archive is first opened
 
 log = logging.getLogger("reprohub")
 CONTENT_KEY = "github"
@@ -171,6 +172,8 @@ class GitHubSource:
 
     def fetch_ref_archive(self, repo: RepoRef, archive: SpillFile, progress: bool) -> str | None:
         """Download the archive of a branch or tag into ``archive``; the commit it names, or ``None``."""
+        from ..fetch.archive import open_zip
+
         self._download_archive(repo, str(repo.ref), archive, progress)
         with open_zip(archive) as zf:  # a damaged archive is an ArchiveError naming its URL, not "no such repo"
             comment = zf.comment.decode("ascii", "replace").strip()
@@ -180,13 +183,15 @@ class GitHubSource:
         return None
 
     def materialize(self, repo: RepoRef, commit: str, dest: Path, progress: bool,
-                    archive: SpillFile | None = None) -> ExtractResult:
+                    archive: SpillFile | None = None) -> "ExtractResult":
         """Download the archive of ``commit`` (hashed in flight) and extract it safely into ``dest``.
 
         The archive route is tried first (no API call); a 4xx there (a private repo, a host
         without that route) falls back to the REST ``zipball`` endpoint, with the token.
         ``archive``: the commit's archive, already downloaded by :meth:`fetch_ref_archive`.
         """
+        from ..fetch.archive import extract_into_place
+
         if archive is not None:
             return extract_into_place(archive, dest, strip_top=True)
         with SpillFile(dest) as fresh:  # in memory unless large: no temp file to create and remove
