@@ -359,19 +359,19 @@ def cold_breakdown(work: Path, width: int, rounds: int, budget_s: float = 0.0) -
     from reprohub.cache import store, weights
     from reprohub import hub as hub_module
     from reprohub.fetch import archive, locks
-    from reprohub.sources import resolution
+    from reprohub.sources import resolution, trust
     from reprohub.sources.github import GitHubSource
 
     # (owner, function, stage, counts toward "the rest"): the rest is the load minus the top-level stages
     ours = [(GitHubSource, "fetch_ref_archive", "repo: archive request + download (resolves the ref)", False),
             (archive, "extract_zip", "repo: safe extraction + tree digest", False),
-            (hub_module, "check_trust", "repo: trust check (trusted_list)", False),
+            (trust, "check_trust", "repo: trust check (trusted_list)", False),
             (resolution, "atomic_write_json", "repo: the ref's record", False),
             (hub_module, "atomic_write_json", "repo: the tree's manifest", False),
             (store, "write_sidecar", "weights: the file's record", False),
             (os, "mkdir", "folders: os.mkdir, every call (the layout's depth)", False),
-            (locks._Lock, "__init__", "lock files: open (created on a cold cache)", False),
-            (locks._Lock, "try_acquire", "lock files: flock", False),
+            (locks._Lock, "__init__", "locks: open (the repo's lock file; a weight's partial, created anyway)", False),
+            (locks._Lock, "try_acquire", "locks: flock", False),
             (reprohub.Hub, "resolve", "repo total (with locks and records)", True),
             (store.ArtifactStore, "ensure", "weights: request + hashed download + record", True),
             (weights, "load_checkpoint", "weights: torch.load", True)]
