@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
 import os
@@ -68,7 +68,8 @@ def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
         os.setxattr(got.path, RECORD_ATTRIBUTE, text)
         if not stamp:  # no boot id vouches for it: the record is flushed with the file's metadata
             _flush(got.path)
-        sidecar_path(got.path).unlink(missing_ok=True)  # a record from before, or from another filesystem
+        with contextlib.suppress(FileNotFoundError):  # a record from before, or from another filesystem
+            os.unlink(os.fspath(got.path) + SIDECAR_SUFFIX)
         return
     except (OSError, AttributeError) as err:  # no user attributes here (or no os.setxattr): the sidecar
         log.debug("no extended attribute on %s (%s); writing a sidecar", got.path, err)
@@ -111,7 +112,7 @@ def cached_digest(path: "str | os.PathLike[str]", url: str | None = None) -> Dow
     Raises:
         CacheCollisionError: the file was downloaded from another URL.
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -192,7 +193,7 @@ class ArtifactStore:
         on a miss (reprohub's mirrors): it writes ``path`` verified (flushed if its second argument,
         ``sync``, says so: the store decides, as for its own downloads), or returns ``None``.
         """
-        path = Path(path)
+        path = path if isinstance(path, Path) else Path(path)
         hit = self._usable(path, url, expected_sha256, hash_prefix)
         if hit is not None:
             return hit
@@ -214,7 +215,7 @@ class ArtifactStore:
                 got = self.downloader.fetch(url, path, expected_sha256=expected_sha256, hash_prefix=hash_prefix,
                                             progress=progress, headers=headers, resumable=True, sync=not unflushed,
                                             claimed=held)
-            got = dataclasses.replace(got, url=canonical_url(url))  # the origin's URL, not a mirror's or a signature
+            got = Downloaded(canonical_url(url), got.path, got.sha256, got.size)  # the origin's URL, not a mirror's
             write_sidecar(got, unflushed=unflushed)
             return got
 

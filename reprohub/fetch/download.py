@@ -181,7 +181,8 @@ class Downloader:
         """
         local = is_file_url(url)
         self._check_online(url, local)
-        dst = Path(os.path.expanduser(os.fspath(dst)))
+        text = os.fspath(dst)
+        dst = Path(os.path.expanduser(text)) if text.startswith("~") or not isinstance(dst, Path) else dst
         if claimed is None:  # a claim made its partial, so the folder is there
             with writable(dst):
                 dst.parent.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,6 @@ def held_file(path: "str | os.PathLike[str]", what: str) -> "Iterator[_Lock | No
         with file_lock(lock_path(path), what):
             yield None  # the lock beside ``path`` covers whatever file has the name
         return
-    path = Path(path)
     timeout = settings.read_number(settings.LOCK_TIMEOUT, 3600)
     deadline = time.monotonic() + timeout
     while True:
@@ -144,7 +143,7 @@ def held_file(path: "str | os.PathLike[str]", what: str) -> "Iterator[_Lock | No
         lock.close()
 
 
-def _own_lock(path: Path) -> "_Lock":
+def _own_lock(path: "str | os.PathLike[str]") -> "_Lock":
     """Open (creating) the file at ``path`` as a lock, never through a link: a link or folder there is removed."""
     from .fsutil import remove_tree
 
@@ -154,12 +153,12 @@ def _own_lock(path: Path) -> "_Lock":
                 try:
                     return _Lock(path, follow=False)
                 except FileNotFoundError:  # the folder does not exist yet
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
         except OSError as err:
             if err.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EOPNOTSUPP):
                 raise
             log.warning("removing %s: a %s where a partial download belongs", path,
-                        "folder" if path.is_dir() and not path.is_symlink() else "link or special file")
+                        "folder" if os.path.isdir(path) and not os.path.islink(path) else "link or special file")
             remove_tree(path)
     raise CachePathError(f"a partial download's file at {path}", "a link or folder planted there again and again",
                          "find what writes into the cache folder and stop it")

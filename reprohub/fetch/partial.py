@@ -59,10 +59,12 @@ class Partial:
 
     def __init__(self, dst: Path, url: str, resumable: bool, held=None) -> None:
         self.dst, self.url, self.resumable = dst, url, resumable
-        self.path = dst.with_name(f".{dst.name}{SUFFIX}") if resumable else temp_path_beside(dst)
-        self.record = self.path.with_name(self.path.name + ".json")
+        # plain strings: a small download builds no Path objects it does not need (each a few µs of held GIL)
+        self.path = _resumable_name(dst) if resumable else os.fspath(temp_path_beside(dst))
+        self.record = self.path + ".json"
         self._held = held if resumable else None
         self._validator: str | None = None
+        self._record_seen = False  # a resume record may exist (found at open, or written): remove it at the end
 
     def open(self) -> "tuple[BinaryIO, hashlib._Hash, str | None]":
         """The file to write (at its end), the hash of what it holds, and the validator to resume with."""
@@ -75,11 +77,12 @@ class Partial:
         # the lock this call holds (claim), not a leftover.
         out = None if self._held is None else open(self._held.fd, "r+b", buffering=1 << 16, closefd=False)
         has_bytes = out.seek(0, os.SEEK_END) > 0 if out is not None else _holds_something(self.path)
-        leftovers = {self.path.name} if has_bytes else set()
-        leftovers |= {self.record.name} if os.path.lexists(self.record) else set()
+        leftovers = {self.path} if has_bytes else set()
+        leftovers |= {self.record} if os.path.lexists(self.record) else set()
         if leftovers:
             remove_dead_private_partials(self.dst)
-        state = (read_record(self.record, RECORD_FIELDS) or {}) if self.record.name in leftovers else {}
+        self._record_seen = self.record in leftovers
+        state = (read_record(self.record, RECORD_FIELDS) or {}) if self._record_seen else {}
         if self._resumable(state):
             out = out or open(os.open(self.path, os.O_RDWR | _NOFOLLOW), "r+b")
             out.seek(0)
@@ -88,7 +91,7 @@ class Partial:
             self._validator = state["validator"]
             return out, hasher, self._validator
         if leftovers:  # cut, not removed: a claimed partial is the lock, and its name must keep its file
-            self.record.unlink(missing_ok=True)
+            _unlink_quiet(self.record)
             if out is None and not _regular_file(self.path):
                 remove_tree(self.path)  # a planted link or folder
         # no O_TRUNC on an empty partial: ext4 flushes a file truncated to 0 when it is closed (auto_da_alloc),
@@ -103,11 +106,12 @@ class Partial:
         """A partial worth continuing: a real file, of this URL, with a strong validator, written in this boot."""
         current = durability.boot_id()
         return (state.get("url") == self.url and bool(state.get("validator")) and current is not None
-                and state.get("boot_id") == current and self.path.is_file() and not self.path.is_symlink())
+                and state.get("boot_id") == current and os.path.isfile(self.path) and not os.path.islink(self.path))
 
     def learned(self, validator: str | None) -> None:
         """The server named its version of the file: record it, so a killed download can resume."""
         if self.resumable and is_strong(validator) and validator != self._validator:
+            self._record_seen = True
             atomic_write_json(self.record, {"url": self.url, "validator": validator, **durability.stamp()},
                               durable=False)  # a hint, valid in this boot only
             self._validator = validator
@@ -115,11 +119,13 @@ class Partial:
     def finish(self) -> None:
         """The bytes are complete and verified: rename them into place."""
         os.replace(self.path, self.dst)
-        self.record.unlink(missing_ok=True)
+        if self._record_seen:
+            _unlink_quiet(self.record)
 
     def discard(self) -> None:
         remove_tree(self.path)
-        self.record.unlink(missing_ok=True)
+        if self.resumable:
+            _unlink_quiet(self.record)
 
     def after_failure(self, resumable_error: bool) -> None:
         """Keep a resumable partial after a network failure or Ctrl-C (the next call resumes it); else remove it."""
@@ -129,8 +135,17 @@ class Partial:
 
 def resumable_path(dst: "str | os.PathLike[str]") -> Path:
     """The fixed partial file of downloads into ``dst`` (also the lock :func:`claim` holds)."""
-    dst = Path(dst)
-    return dst.with_name(f".{dst.name}{SUFFIX}")
+    return Path(_resumable_name(dst))
+
+
+def _resumable_name(dst: "str | os.PathLike[str]") -> str:
+    folder, name = os.path.split(os.fspath(dst))
+    return os.path.join(folder, f".{name}{SUFFIX}")
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 @contextlib.contextmanager
@@ -152,7 +167,7 @@ def claim(dst: "str | os.PathLike[str]", what: str) -> Iterator[object]:
         >>> is_being_written(dst), sorted(p.name for p in dst.parent.iterdir())
         (False, [])
     """
-    path = resumable_path(dst)
+    path = _resumable_name(dst)
     with held_file(path, what) as lock:
         try:
             yield lock
@@ -161,7 +176,7 @@ def claim(dst: "str | os.PathLike[str]", what: str) -> Iterator[object]:
             # free, and a file there now is another process's lock
             with contextlib.suppress(OSError):
                 if (lock is None or lock.names(path)) and os.lstat(path).st_size == 0 \
-                        and not os.path.lexists(path.with_name(path.name + ".json")):
+                        and not os.path.lexists(path + ".json"):
                     os.unlink(path)  # a waiter then finds the name gone and looks again
 
 
