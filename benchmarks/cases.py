@@ -18,7 +18,7 @@ import types
 import zipfile
 from pathlib import Path
 
-from harness import MAX_ROUNDS, Row, interleave
+from harness import MAX_ROUNDS, Row, child_env, interleave
 
 from reprohub.fetch.archive import extract_zip
 from reprohub.testing.gitrepo import GitRepo
@@ -434,7 +434,7 @@ def many_workers(work: Path, width: int, workers: int, rounds: int) -> list[Row]
     with model_host(work, width) as (server, weight_bytes):
         for attempt, count in ((a, c) for a in range(rounds) for c in (1, workers)):
             cache, go = work / f"workers-{count}-{attempt}", work / f"go-{count}-{attempt}"
-            env = {**os.environ, "TORCH_HOME": str(cache)}
+            env = child_env(work, TORCH_HOME=str(cache))
             readies = [work / f"ready-{count}-{attempt}-{i}" for i in range(count)]
             procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r)], env=env, stdout=subprocess.PIPE,
                                       text=True) for r in readies]

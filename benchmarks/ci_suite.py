@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Row, interleave, suite_main  # noqa: E402
+from harness import Row, child_env, interleave, suite_main  # noqa: E402
 
 TORCH_HUB_CONFTEST = """
 import os, torch.hub
@@ -93,8 +93,8 @@ def _project(folder: Path, variant: str, tests: int, width: int, server) -> tupl
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "test_models.py").write_text(textwrap.dedent(TESTS[variant]).format(n=tests, width=width))
     (folder / "pytest.ini").write_text("[pytest]\nhub_golden_dir = goldens\n")
-    env = {**os.environ, "TORCH_HOME": str(folder / "torch-home"), "REPROHUB_TRUST": "all",
-           "BENCH_API": server.api_url, "REPROHUB_GITHUB_API_URL": server.api_url}
+    env = child_env(folder.parent, TORCH_HOME=str(folder / "torch-home"), REPROHUB_TRUST="all",
+                    BENCH_API=server.api_url, REPROHUB_GITHUB_API_URL=server.api_url)
     if variant == "torch.hub":
         (folder / "conftest.py").write_text(TORCH_HUB_CONFTEST)
         return folder, env, []

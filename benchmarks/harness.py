@@ -7,6 +7,7 @@ and the speed ratio against the case's baseline, all from the same run.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,22 @@ class Row:
 
 
 MAX_ROUNDS = 400
+
+
+def child_env(work: Path, **extra: str) -> dict:
+    """The environment of a benchmark's child processes: bytecode cached in a private folder (filled by each
+    case's first, untimed run), as an installed package's ``.pyc`` files are.  Under ``PYTHONDONTWRITEBYTECODE``
+    (set on these machines) an editable checkout would otherwise compile reprohub's source in every child,
+    which its users never pay, while torch's installed bytecode is read as it is.
+
+    Example:
+        >>> env = child_env(Path("/tmp/w"), TORCH_HOME="/tmp/w/home")
+        >>> "PYTHONDONTWRITEBYTECODE" in env, env["PYTHONPYCACHEPREFIX"], env["TORCH_HOME"]
+        (False, '/tmp/w/pycache', '/tmp/w/home')
+    """
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPYCACHEPREFIX=str(work / "pycache"), **extra)
+    return env
 
 
 def interleave(case: str, contenders: dict[str, Callable[[], None]], rounds: int, size_bytes: int | None = None,

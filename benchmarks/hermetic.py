@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ci_suite import _pytest  # noqa: E402
-from harness import Row, interleave, suite_main  # noqa: E402
+from harness import Row, child_env, interleave, suite_main  # noqa: E402
 
 TESTS = """
 import urllib.request
@@ -38,7 +38,6 @@ FETCH = 'assert len(urllib.request.urlopen("{url}").read()) == 4096  # the test 
 
 def hermetic_suite(work: Path, tests: int, rounds: int, width: int = 350) -> list[Row]:
     """Rows for the recorder on and off, without and with an input download per test."""
-    import os
 
     from cases import model_host
 
@@ -50,7 +49,7 @@ def hermetic_suite(work: Path, tests: int, rounds: int, width: int = 350) -> lis
             folder.mkdir(parents=True)
             (folder / "test_models.py").write_text(textwrap.dedent(TESTS).format(n=tests, width=width, fetch=fetch))
             (folder / "pytest.ini").write_text("[pytest]\nhub_golden_dir = goldens\n")
-            env = {**os.environ, "TORCH_HOME": str(folder / "torch-home"), "REPROHUB_TRUST": "all"}
+            env = child_env(work, TORCH_HOME=str(folder / "torch-home"), REPROHUB_TRUST="all")
             _pytest(folder, env, ["--hub-lock", "hub.lock", "--hub-update"])  # record once: the lock pins the input
             check = ["--hub-lock", "hub.lock"]
             runs = {"recorder off": lambda: _pytest(folder, env, [*check, "-o", "hub_hermetic=false"]),

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Row, print_rows_in_temp  # noqa: E402
+from harness import Row, child_env, print_rows_in_temp  # noqa: E402
 
 CHILD = """
 import json, sys, time
@@ -47,8 +46,7 @@ def fresh_processes(work: Path, rounds: int) -> list[Row]:
     import reprohub
     from reprohub.testing.server import HubServer
 
-    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
-    env.update(PYTHONPYCACHEPREFIX=str(work / "pycache"), TORCH_HOME=str(work / "torch-home"))
+    env = child_env(work, TORCH_HOME=str(work / "torch-home"))
     present = {name: code for name, code in IMPORTS.items() if importlib.util.find_spec(code.split()[1])}
     baseline = "import pooch" if "import pooch" in present else "import requests"  # pooch: the bench extra
     rows = _interleaved("import, fresh process", present, rounds, baseline, env=env)
