@@ -133,6 +133,7 @@ class GoldenStore:
                  versions: "dict[str, str] | None" = None, variant: bool = False) -> None:
         self.root = Path(root)
         self.lock_dir = Path(lock_dir)
+        self._relatives: dict[Path, str] = {}  # golden path -> its name in the lock (two resolves each: ~0.1 ms)
         self.session = session
         self.update = update and not refresh
         self.accept = accept
@@ -353,10 +354,15 @@ class GoldenStore:
         return digest
 
     def _relative(self, path: Path) -> str:
-        try:
-            return path.resolve().relative_to(self.lock_dir.resolve()).as_posix()
-        except ValueError:
-            return path.as_posix()
+        """``path`` as the lock names it (relative to the lock's folder), worked out once per path a session."""
+        known = self._relatives.get(path)
+        if known is None:
+            try:
+                known = path.resolve().relative_to(self.lock_dir.resolve()).as_posix()
+            except ValueError:
+                known = path.as_posix()
+            self._relatives[path] = known
+        return known
 
     @staticmethod
     def _obtained(golden: Path, key: str, output: Any, meta: Mapping[str, str], folder: "str | Path | None") -> Path:
