@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from . import settings
 from .artifacts import ArtifactMethods
-from .cache.shared import shared_layouts
+from .cache.shared import shared_layouts, shared_tree
 from .cache.layout import CacheLayout, get_dir
 from .cache.prefetch import Prefetcher
 from .cache.store import ArtifactStore
@@ -48,16 +48,19 @@ from .fetch.urls import check_url
 from .lock.mirror import MirrorSet
 from .lock.record import Pins, Recorder, RepoUse
 from .refs import RepoRef, parse_ref
+from .runtime.hubconf import entrypoints, forget_repo, get_entrypoint, import_hubconf, repo_imports
+from .runtime.intercept import routed
 from .sources import GIT_PREFIX, GitHubSource, GitSource, git_spec_parts
 from .sources.fallback import ArchiveFallback
+from .sources.resolution import check_not_forked, names_a_commit, resolve_commit
+from .sources.trust import check_trust
 
 if TYPE_CHECKING:
     from .fetch.fsutil import SpillFile
     from .fetch.tree import TreeDigests
 
-# The steps of a repo load (hubconf import, ref resolution, trust, tree digests) are imported by the methods that
-# take them: a process that only loads weights from a warm cache (``load_state_dict_from_url``) never runs them,
-# and ``import reprohub`` comes before everything a fresh process does.
+# Tree digests and SWHIDs (and the archive extractors under them) are imported by the methods that take them: a
+# process that only loads weights from a warm cache never runs them, and ``import reprohub`` comes first in it.
 
 log = logging.getLogger("reprohub")
 SOURCES = ("github", "git", "local")
@@ -189,9 +192,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
             >>> Hub(hub_dir=tmp).list("acme/tiny:v1", trust_repo=True, verbose=False)
             ['tiny_mlp']
         """
-        from .runtime.hubconf import entrypoints, import_hubconf, repo_imports
-        from .runtime.intercept import routed
-
         repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo, verbose=verbose,
                             skip_validation=skip_validation)
         with routed(self), repo_imports(repo.path):
@@ -205,9 +205,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
             >>> print(Hub(hub_dir=tmp).help("acme/tiny:v1", "tiny_mlp", trust_repo=True).splitlines()[0])
             A two-layer MLP (3 -> hidden -> 2).
         """
-        from .runtime.hubconf import get_entrypoint, import_hubconf, repo_imports
-        from .runtime.intercept import routed
-
         repo = self.resolve(github, force_reload=force_reload, trust_repo=trust_repo, skip_validation=skip_validation)
         with routed(self), repo_imports(repo.path):
             return get_entrypoint(import_hubconf(repo.path, reuse=True), model).__doc__
@@ -226,9 +223,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
             >>> model.fc1.out_features
             4
         """
-        from .runtime.hubconf import get_entrypoint, import_hubconf, repo_imports
-        from .runtime.intercept import routed
-
         source = _check_source(source)
         outermost = self._depth == 0
         if outermost:
@@ -268,8 +262,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
             >>> len(repo.commit), (repo.path / "hubconf.py").is_file()
             (40, True)
         """
-        from .sources.resolution import check_not_forked, names_a_commit, resolve_commit
-
         source = _check_source(source)
         src, repo = self._source_for(spec, source)
         if source == "git" and not spec.startswith(GIT_PREFIX):
@@ -303,8 +295,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
         return resolved
 
     def _check_trust(self, source: str, src, repo: RepoRef, trust_repo, pinned: bool) -> None:
-        from .sources.trust import check_trust
-
         if source == "github":  # torch.hub's names: "owner_repo" in trusted_list, "owner_repo_ref" folders
             legacy = f"{repo.owner}_{repo.name}_{(repo.ref or 'main').replace('/', '_')}"
             check_trust(self.layout, repo.repo, f"{repo.owner}_{repo.name}", trust_repo, legacy, pinned, extra=self.trust)
@@ -338,8 +328,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
 
     def _shared_tree(self, src, repo: RepoRef, commit: str, pinned_tree: "str | None"):
         """``(path, digests)`` of the commit's tree in a shared cache, where this cache has none of its own."""
-        from .cache.shared import shared_tree
-
         if read_record(self.layout.repo_manifest(src.content_key, repo, commit)):
             return None
         return shared_tree(self.shared, src.content_key, repo, commit, pinned_tree, _damaged)
@@ -354,7 +342,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
         commit folder's place is removed and the tree extracted anew, never followed to code outside
         the cache (folders above it may be links: a cache moved to a bigger disk)."""
         from .fetch.tree import TreeDigests
-        from .runtime.hubconf import forget_repo
         from .sources.swhid import FROM_BUNDLE, manifest_note
 
         manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)
