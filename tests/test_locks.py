@@ -102,7 +102,7 @@ def test_a_waiter_on_a_file_renamed_away_locks_the_file_that_has_the_name_now(tm
 def test_a_fifo_or_link_planted_as_a_partial_is_removed_not_opened(tmp_path):
     import os
 
-    from reprohub.fetch.partial import claim, resumable_path
+    from reprohub.fetch.partial import claim, is_being_written, remove_unheld, resumable_path
 
     dst, outside = tmp_path / "w.pt", tmp_path / "outside"
     outside.write_bytes(b"precious")
@@ -113,6 +113,9 @@ def test_a_fifo_or_link_planted_as_a_partial_is_removed_not_opened(tmp_path):
     with claim(dst, "writing w.pt"):
         assert not os.path.islink(resumable_path(dst))
     assert outside.read_bytes() == b"precious" and list(tmp_path.iterdir()) == [outside]  # nothing left behind
+    os.mkfifo(resumable_path(dst))  # and `cache prune` neither hangs on one nor takes it for a download running
+    assert not is_being_written(dst) and remove_unheld(resumable_path(dst))
+    assert list(tmp_path.iterdir()) == [outside]
 
 
 def test_a_claimed_partial_survives_cache_prune_until_its_writer_is_gone(tmp_path, monkeypatch, capsys):

@@ -174,8 +174,10 @@ def is_held(path: "str | os.PathLike[str]", follow: bool = True) -> bool:
         return False
     try:
         lock = _Lock(Path(path), follow=follow, create=False)
-    except (FileNotFoundError, IsADirectoryError):
-        return False
+    except OSError as err:  # gone, a folder, or (not following) a link or special file: no partial's lock
+        if err.errno in (errno.ENOENT, errno.EISDIR, errno.ELOOP, errno.ENXIO):
+            return False
+        raise
     try:
         return not lock.try_acquire()
     finally:
@@ -207,10 +209,10 @@ class _Lock:
         flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0) \
             | (0 if follow else os.O_NOFOLLOW | os.O_NONBLOCK)  # O_NONBLOCK: a planted FIFO must not hang the open
         self._fd = os.open(path, flags, 0o666)  # 0o666 and the umask: group members wait on it too
-        self._identity: "tuple[int, int] | None" = None
+        self._identity: "tuple[int, int] | None" = None  # the inode held, known where a name may be swapped
         if not follow:
             st = os.fstat(self._fd)
-            self._identity, self.size = (st.st_dev, st.st_ino), st.st_size
+            self._identity = (st.st_dev, st.st_ino)
             if not stat.S_ISREG(st.st_mode):
                 os.close(self._fd)
                 raise OSError(errno.ENXIO, "not a regular file", str(path))
@@ -222,12 +224,14 @@ class _Lock:
 
     def names(self, path: Path) -> bool:
         """Whether the file locked is still the one at ``path`` (no holder before renamed or removed it)."""
+        if self._identity is None:
+            mine = os.fstat(self._fd)
+            self._identity = (mine.st_dev, mine.st_ino)
         try:
             here = os.lstat(path)
         except FileNotFoundError:
             return False
-        mine = self._identity or (lambda st: (st.st_dev, st.st_ino))(os.fstat(self._fd))
-        return (here.st_dev, here.st_ino) == mine
+        return (here.st_dev, here.st_ino) == self._identity
 
     def try_acquire(self) -> bool:
         if self._portable is not None:
