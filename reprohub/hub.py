@@ -29,9 +29,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import settings
 from .artifacts import ArtifactMethods
@@ -59,8 +57,7 @@ if TYPE_CHECKING:
     from .fetch.fsutil import SpillFile
     from .fetch.tree import TreeDigests
 
-# Tree digests and SWHIDs (and the archive extractors under them) are imported by the methods that take them: a
-# process that only loads weights from a warm cache never runs them, and ``import reprohub`` comes first in it.
+# tree digests and SWHIDs (archive extractors under them) load where used: never on a warm weights load
 
 log = logging.getLogger("reprohub")
 SOURCES = ("github", "git", "local")
@@ -328,9 +325,11 @@ class Hub(ArtifactMethods, ArchiveFallback):
 
     def _shared_tree(self, src, repo: RepoRef, commit: str, pinned_tree: "str | None"):
         """``(path, digests)`` of the commit's tree in a shared cache, where this cache has none of its own."""
+        from .fetch.treefiles import files_changed
+
         if read_record(self.layout.repo_manifest(src.content_key, repo, commit)):
             return None
-        return shared_tree(self.shared, src.content_key, repo, commit, pinned_tree, _damaged)
+        return shared_tree(self.shared, src.content_key, repo, commit, pinned_tree, files_changed)
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
                      verify: bool = False, archive: "SpillFile | None" = None, on_cold=None) -> "TreeDigests":
@@ -342,6 +341,7 @@ class Hub(ArtifactMethods, ArchiveFallback):
         commit folder's place is removed and the tree extracted anew, never followed to code outside
         the cache (folders above it may be links: a cache moved to a bigger disk)."""
         from .fetch.tree import TreeDigests
+        from .fetch.treefiles import files_changed
         from .sources.swhid import FROM_BUNDLE, manifest_note
 
         manifest_path = self.layout.repo_manifest(src.content_key, repo, commit)
@@ -353,8 +353,8 @@ class Hub(ArtifactMethods, ArchiveFallback):
             manifest = read_record(manifest_path)
             digests = TreeDigests.from_record(manifest) if manifest else None
             recheck = digests is not None and durability.needs_recheck(manifest)
-            if digests and self.layout.holds_dir(path) and not ((verify or recheck) and _damaged(path, digests,
-                                                                                                     manifest)):
+            if digests and self.layout.holds_dir(path) and not (
+                    (verify or recheck) and files_changed(path, digests, manifest)):
                 if recheck:  # extracted unflushed in an earlier boot, and still intact: confirmed
                     atomic_write_json(manifest_path, {k: v for k, v in manifest.items() if k != "boot_id"})
                 return digests
@@ -391,18 +391,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
                            "prefetch it online (`reprohub fetch --lock hub.lock`), or fill the cache from a bundle "
                            "that has it (`reprohub fetch --lock hub.lock --from BUNDLE`)")
 
-
-def _damaged(path: Path, recorded: TreeDigests, manifest: dict) -> bool:
-    """Whether the files the tree was extracted with changed (files the repo's code wrote since do not count)."""
-    from .fetch.treefiles import tree_digest
-
-    paths = manifest.get("paths")
-    found = tree_digest(path, paths if isinstance(paths, list) else None)
-    if found != recorded:
-        log.warning("cached tree %s was changed (tree sha256 %s, extracted as %s); extracting it again",
-                    path, found.current, recorded.current)
-        return True
-    return False
 
 
 def _interactive() -> bool:

@@ -6,6 +6,7 @@ extracting one safely is :mod:`reprohub.fetch.archive`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 import zipfile
@@ -14,6 +15,8 @@ from typing import Collection
 
 from .fsutil import atomic_replace_with, sha256_file
 from .tree import TreeDigests, is_tree_path
+
+log = logging.getLogger("reprohub")
 
 COPY_BLOCK = 1 << 20
 
@@ -104,3 +107,15 @@ def write_tree_zip(folder: "str | os.PathLike[str]", dest: "str | os.PathLike[st
 
     atomic_replace_with(dest, write)
     return len(entries)
+
+
+def files_changed(path: "str | os.PathLike[str]", recorded: TreeDigests, manifest: dict) -> bool:
+    """Whether the files a cached tree was extracted with changed since (files its code wrote later do not count):
+    its manifest's ``paths`` hashed again and compared with ``recorded``; a change is logged, naming the tree."""
+    paths = manifest.get("paths")
+    found = tree_digest(path, paths if isinstance(paths, list) else None)
+    if found != recorded:
+        log.warning("cached tree %s was changed (tree sha256 %s, extracted as %s); extracting it again",
+                    path, found.current, recorded.current)
+        return True
+    return False
