@@ -17,7 +17,7 @@ import contextlib
 from typing import Any, Iterator
 
 from .fetch.download import Downloaded
-from .hub import Hub, env_offline
+from .hub import Hub
 from .cache.layout import get_dir
 from . import settings
 from .runtime.context import set_default_provider
@@ -46,7 +46,7 @@ def default_hub() -> Hub:
     global _default
     if _override is not None:
         return _override
-    key = (get_dir(), env_offline(), *(settings.read(name) for name in _HUB_SETTINGS))
+    key = (get_dir(), settings.read_flag(settings.OFFLINE), *(settings.read(name) for name in _HUB_SETTINGS))
     if _default is None or _default[0] != key:
         _default = (key, Hub())
     return _default[1]

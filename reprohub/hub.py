@@ -63,11 +63,6 @@ log = logging.getLogger("reprohub")
 SOURCES = ("github", "git", "local")
 
 
-def env_offline() -> bool:
-    """True when ``REPROHUB_OFFLINE`` is set to a true value (1, true, yes, on)."""
-    return settings.read_flag(settings.OFFLINE)
-
-
 @dataclass(frozen=True)
 class ResolvedRepo:
     """A repo spec resolved to a commit and materialized on disk."""
@@ -126,7 +121,7 @@ class Hub(ArtifactMethods, ArchiveFallback):
         trust: str | None = None,
     ) -> None:
         self._hub_dir = None if hub_dir is None else os.path.expanduser(os.fspath(hub_dir))
-        self.offline = env_offline() if offline is None else offline
+        self.offline = settings.read_flag(settings.OFFLINE) if offline is None else offline
         self.origin = origin and not self.offline
         self.downloader = Downloader(session=session, policy=policy, offline=not self.origin)
         mirror_policy = dataclasses.replace(self.downloader.policy, retries=min(2, self.downloader.policy.retries))
