@@ -7,7 +7,8 @@ Prints medians of interleaved runs: an inter-process lock (reprohub's flock agai
 installed), one GET of a 2 MB file (requests, as reprohub sends it, against urllib, as torch.hub
 does), one GET of a 1-byte file (requests' ``session.get`` against reprohub's ``stream_get`` and the short road of
 :mod:`reprohub.fetch.direct`), four 2 MiB
-downloads at once (hashed in their own threads against a helper thread each), creating an empty file on this disk, and page-cache writes of
+downloads at once (hashed in their own threads against a helper thread each), creating an empty file on this disk, writing a
+200 KiB partial into a new file, an emptied one (``O_TRUNC``) or an empty one as it is, and page-cache writes of
 one large file in 64 KiB against 1 MiB pieces (what ``reprohub/fetch/pump.py`` chose).  Servers
 run on 127.0.0.1 only; data goes to a temporary folder (``$REPROHUB_BENCH_TMP``).
 """
@@ -127,6 +128,37 @@ def file_creation(work: Path, rounds: int) -> None:
     report("creating files (per file)", {k: [s / 200 for s in v] for k, v in times.items()}, 1e-6, "us")
 
 
+def truncated_partials(work: Path, rounds: int, files: int = 50, size: int = 200 << 10) -> None:
+    """Write, close and rename ``files`` partials of 200 KiB: into new files, into existing empty ones opened with
+    ``O_TRUNC`` (ext4 then flushes each on close: ``auto_da_alloc``) and into existing empty ones opened as they
+    are (what a claimed partial is: ``reprohub/fetch/partial.py``)."""
+    body = os.urandom(size)
+    folder, counter = work / "partials", iter(range(10 ** 9))
+    folder.mkdir(exist_ok=True)
+
+    def writing(flags: int, existing: bool) -> Callable[[], None]:
+        def run() -> None:
+            names = [folder / f".p{next(counter)}" for _ in range(files)]
+            if existing:
+                for name in names:
+                    os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o644))
+            start = time.perf_counter()
+            for name in names:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+                os.write(fd, body)
+                os.close(fd)
+                os.rename(name, name.with_name(name.name[1:]))
+            run.seconds.append(time.perf_counter() - start)  # type: ignore[attr-defined]
+        run.seconds = []  # type: ignore[attr-defined]
+        return run
+
+    runs = {"a new file": writing(os.O_EXCL, False), "an empty file, O_TRUNC": writing(os.O_TRUNC, True),
+            "an empty file, as it is": writing(0, True)}
+    medians(runs, rounds)  # each run times only the writes, not the files made empty before them
+    report(f"writing a {size >> 10} KiB partial, closing and renaming it (per file)",
+           {name: [t / files for t in run.seconds] for name, run in runs.items()}, 1e-6, "us")  # type: ignore
+
+
 def writes(work: Path, size: int, rounds: int) -> None:
     block = bytearray(os.urandom(MiB))
     view = memoryview(block)
@@ -199,6 +231,7 @@ def main(argv=None) -> int:
         headers(work, 60)
         concurrent_small(work, 60)
         file_creation(work, 10)
+        truncated_partials(work, 15)
         writes(work, (128 if args.quick else 1024) * MiB, 3 if args.quick else 6)
     return 0
 
