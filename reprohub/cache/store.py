@@ -43,8 +43,11 @@ RECORD_ATTRIBUTE = "user.reprohub.record"
 
 def sidecar_path(path: "str | os.PathLike[str]") -> Path:
     """The sidecar record of a cached file."""
-    path = Path(path)
-    return path.with_name(path.name + SIDECAR_SUFFIX)
+    return Path(_sidecar_name(path))
+
+
+def _sidecar_name(path: "str | os.PathLike[str]") -> str:
+    return os.fspath(path) + SIDECAR_SUFFIX  # a string: every download asks for it, and needs no Path
 
 
 def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
@@ -69,7 +72,7 @@ def write_sidecar(got: Downloaded, unflushed: bool = False) -> None:
         if not stamp:  # no boot id vouches for it: the record is flushed with the file's metadata
             _flush(got.path)
         with contextlib.suppress(FileNotFoundError):  # a record from before, or from another filesystem
-            os.unlink(os.fspath(got.path) + SIDECAR_SUFFIX)
+            os.unlink(_sidecar_name(got.path))
         return
     except (OSError, AttributeError) as err:  # no user attributes here (or no os.setxattr): the sidecar
         log.debug("no extended attribute on %s (%s); writing a sidecar", got.path, err)

@@ -52,7 +52,7 @@ from typing import Iterator
 
 from .. import settings
 from ..errors import CachePathError, LockTimeoutError, LockUnsupportedError
-from .fsutil import writable
+from .fsutil import remove_tree, writable
 
 try:
     import fcntl
@@ -145,8 +145,6 @@ def held_file(path: "str | os.PathLike[str]", what: str) -> "Iterator[_Lock | No
 
 def _own_lock(path: "str | os.PathLike[str]") -> "_Lock":
     """Open (creating) the file at ``path`` as a lock, never through a link: a link or folder there is removed."""
-    from .fsutil import remove_tree
-
     for _ in range(8):
         try:
             with writable(path):

@@ -190,19 +190,26 @@ def remove_unheld(path: Path) -> bool:
     """Remove the leftover ``path`` (a partial file or folder, or a resume record) unless its download is running
     now; True if removed.  A resumable partial is removed while its own lock is held, so a download that starts
     meanwhile never loses the file it writes."""
-    name = path.name.removesuffix(".json")
-    if not (name.startswith(".") and name.endswith(SUFFIX)) or _PRIVATE.match(path.name):
+    dst = _resumable_destination(path)
+    if dst is None:
         if not is_stale(path):
             return False
         remove_tree(path)
         return True
-    dst = path.with_name(name[1: -len(SUFFIX)])
     if is_being_written(dst):
         return False
     with claim(dst, f"pruning {path.name}"):
-        remove_tree(resumable_path(dst))
-        resumable_path(dst).with_name(name + ".json").unlink(missing_ok=True)
+        remove_tree(_resumable_name(dst))
+        _unlink_quiet(_resumable_name(dst) + ".json")
     return True
+
+
+def _resumable_destination(path: Path) -> "Path | None":
+    """The file a resumable partial (``.<name>.incomplete``) or its record belongs to; ``None`` for anything else."""
+    name = path.name.removesuffix(".json")
+    if not (name.startswith(".") and name.endswith(SUFFIX)) or _PRIVATE.match(path.name):
+        return None
+    return path.with_name(name[1: -len(SUFFIX)])
 
 
 def _holds_something(path: Path) -> bool:
@@ -262,8 +269,6 @@ def is_stale(path: Path) -> bool:
     match = _PRIVATE.match(path.name)
     if match:
         return not pid_alive(int(match["pid"]))
-    name = path.name.removesuffix(".json")
-    if name.startswith(".") and name.endswith(SUFFIX):
-        return not is_being_written(path.with_name(name[1: -len(SUFFIX)]))  # held: being downloaded right now
-    return False
+    dst = _resumable_destination(path)
+    return dst is not None and not is_being_written(dst)  # held: being downloaded right now
 
