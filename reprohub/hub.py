@@ -320,11 +320,9 @@ class Hub(ArtifactMethods, ArchiveFallback):
 
     def _shared_tree(self, src, repo: RepoRef, commit: str, pinned_tree: "str | None"):
         """``(path, digests)`` of the commit's tree in a shared cache, where this cache has none of its own."""
-        from .fetch.treefiles import files_changed
-
         if read_record(self.layout.repo_manifest(src.content_key, repo, commit)):
             return None
-        return shared_tree(self.shared, src.content_key, repo, commit, pinned_tree, files_changed)
+        return shared_tree(self.shared, src.content_key, repo, commit, pinned_tree)
 
     def _materialize(self, src, repo: RepoRef, commit: str, path: Path, pinned_tree: str | None,
                      verify: bool = False, archive: "SpillFile | None" = None, on_cold=None) -> "TreeDigests":
@@ -385,7 +383,6 @@ class Hub(ArtifactMethods, ArchiveFallback):
         raise OfflineError(what, f"{places}, and {why}",
                            "prefetch it online (`reprohub fetch --lock hub.lock`), or fill the cache from a bundle "
                            "that has it (`reprohub fetch --lock hub.lock --from BUNDLE`)")
-
 
 
 def _interactive() -> bool:

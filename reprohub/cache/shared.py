@@ -62,12 +62,13 @@ def shared_artifact(layouts: list[CacheLayout], own: CacheLayout, path: Path, ur
     return None
 
 
-def shared_tree(layouts: list[CacheLayout], source: str, repo, commit: str, pinned_tree: "str | None",
-                damaged) -> "tuple[Path, TreeDigests] | None":
+def shared_tree(layouts: list[CacheLayout], source: str, repo, commit: str,
+                pinned_tree: "str | None") -> "tuple[Path, TreeDigests] | None":
     """The extracted tree of ``commit`` in the first shared cache holding an intact one: its manifest well formed,
-    its digest the pinned one (when pinned), and its files re-hashed (``damaged(path, digests, manifest)``) where
+    its digest the pinned one (when pinned), and its files re-hashed (:func:`~reprohub.fetch.treefiles.files_changed`) where
     the manifest was written in another boot."""
     from ..fetch.tree import TreeDigests  # here, not at import: weights alone never need a tree
+    from ..fetch.treefiles import files_changed
 
     for layout in layouts:
         path, manifest = layout.repo_dir(source, repo, commit), read_record(layout.repo_manifest(source, repo, commit))
@@ -76,7 +77,7 @@ def shared_tree(layouts: list[CacheLayout], source: str, repo, commit: str, pinn
             continue
         if pinned_tree is not None and not digests.matches(pinned_tree):
             log.warning("shared cache: %s has tree %s, but %s is pinned; not used", path, digests.current, pinned_tree)
-        elif durability.needs_recheck(manifest) and damaged(path, digests, manifest):
+        elif durability.needs_recheck(manifest) and files_changed(path, digests, manifest):
             log.warning("shared cache: the files of %s changed since they were extracted; not used", path)
         else:
             return path, digests
